@@ -1,0 +1,53 @@
+"""The shared shape of every stage script: ``--params``, repeatable ``--set``, exit codes.
+
+Exit codes: 0 done; 1 the stage's work failed (a job error, or nothing at all could be
+processed); 2 bad params (one line on stderr naming the key and what is allowed; nothing
+is written, because params are validated before any work starts).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable
+
+import click
+
+from pipeline.launch import StageFailed
+from pipeline.params import Params, ParamsError, load_params
+
+PARAMS_HELP = "params file; every section is validated before any work starts"
+SET_HELP = "override one param for this run, e.g. --set download.workers=4 (repeatable)"
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def stage_command(run: Callable[[Params], None]) -> click.Command:
+    """Wrap ``run(params)`` as a click command; its docstring is the command's --help."""
+
+    @click.command(name=run.__name__, help=run.__doc__)
+    @click.option("--params", "params_path", default="params.yaml", show_default=True,
+                  type=click.Path(dir_okay=False), help=PARAMS_HELP)
+    @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+    def command(params_path: str, overrides: tuple[str, ...]) -> None:
+        try:
+            params = load_params(params_path, overrides)
+        except ParamsError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        configure_logging()
+        try:
+            run(params)
+        except StageFailed as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+    return command
