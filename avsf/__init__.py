@@ -1,0 +1,1 @@
+"""avsf: Audiovisual SlowFast networks, from raw videos to evaluated models."""
