@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 class ParamsError(ValueError):
     """A params file or override that does not validate; the message is one line."""
@@ -82,7 +82,7 @@ class DemoParams(Section):
     train_videos_per_class: int = Field(8, gt=0)
     val_videos_per_class: int = Field(3, gt=0)
     raw_seconds: tuple[float, float] = (4.0, 6.0)
-    clip_seconds: float = Field(3.0, gt=0)
+    clip_seconds: int = Field(3, gt=0)  # Kinetics segments are whole seconds
     sizes: list[tuple[int, int]] = Field(
         default=[(160, 120), (128, 96), (176, 144), (96, 128), (192, 108)], min_length=1
     )
@@ -93,17 +93,27 @@ class DemoParams(Section):
     missing_sources: int = Field(1, ge=0)
     shards: int = Field(2, gt=0)
 
-    @model_validator(mode="after")
-    def _check_durations(self) -> "DemoParams":
-        low, high = self.raw_seconds
-        if not 0 < low <= high:
-            raise ValueError("raw_seconds must be [low, high] with 0 < low <= high")
-        if self.clip_seconds > low:
-            raise ValueError("clip_seconds must not exceed the shortest raw video (raw_seconds[0])")
-        for w, h in self.sizes:
-            if w < 16 or h < 16 or w % 2 or h % 2:
-                raise ValueError("sizes must be even [width, height] pairs of at least 16")
-        return self
+    @field_validator("raw_seconds")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError("must be [low, high] with 0 < low <= high")
+        return value
+
+    @field_validator("sizes")
+    @classmethod
+    def _encodable(cls, value: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        if any(w < 16 or h < 16 or w % 2 or h % 2 for w, h in value):
+            raise ValueError("must be even [width, height] pairs of at least 16 (H.264 needs even sizes)")
+        return value
+
+    @field_validator("clip_seconds")
+    @classmethod
+    def _fits(cls, value: int, info: ValidationInfo) -> int:
+        raw = info.data.get("raw_seconds")
+        if raw is not None and value > raw[0]:
+            raise ValueError(f"must not exceed the shortest raw video (raw_seconds[0] = {raw[0]})")
+        return value
 
 
 # --------------------------------------------------------------------------- download

@@ -1,0 +1,104 @@
+"""params.yaml validation: typed sections, one-line errors naming the key, exit 2, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, run_stage, write_params
+from pipeline.params import Params, ParamsError, load_params
+
+STAGES = sorted(p.stem for p in (REPO / "stages").glob("*.py"))
+
+
+def test_repository_params_validate_into_typed_sections():
+    params = load_params(REPO / "params.yaml")
+    assert isinstance(params, Params)
+    assert params.download.workers >= 1
+    assert params.launch.cluster in {"local", "slurm", "debug", "auto"}
+    # Every section of the file is a typed section, and every typed section is in the file.
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert set(raw) == set(Params.model_fields)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("download.wrkers=4", "download.wrkers: unknown key; allowed: manifests, source"),
+        ("bogus.x=1", "bogus: unknown key; allowed: launch, demo, download"),
+        ("download.workers=many", "download.workers: Input should be a valid integer"),
+        ("download.workers=0", "download.workers: Input should be greater than 0 (got 0)"),
+        ("download.crf=60", "download.crf: Input should be less than or equal to 51 (got 60)"),
+        ("launch.cluster=k8s", "launch.cluster: Input should be 'local', 'slurm', 'debug' or 'auto' (got 'k8s')"),
+        ("launch.stage_resources.train.gpus=8", "launch.stage_resources.train.gpus: unknown key; allowed: timeout_min,"),
+        ("demo.raw_seconds=[5, 4]", "demo.raw_seconds: must be [low, high] with 0 < low <= high"),
+        ("demo.clip_seconds=9", "demo.clip_seconds: must not exceed the shortest raw video"),
+    ],
+)
+def test_bad_values_name_the_key_and_what_is_allowed(override, message):
+    with pytest.raises(ParamsError) as err:
+        load_params(REPO / "params.yaml", [override])
+    text = str(err.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_overrides_set_nested_values_parsed_as_yaml():
+    params = load_params(REPO / "params.yaml", ["download.workers=5", "launch.stage_resources.download.mem_gb=2.5",
+                                                "demo.sizes=[[64, 48]]"])
+    assert params.download.workers == 5
+    assert params.launch.resources_for("download").mem_gb == 2.5
+    assert params.launch.resources_for("demo").mem_gb == params.launch.resources.mem_gb
+    assert params.demo.sizes == [(64, 48)]
+
+
+def test_missing_file_and_malformed_override_are_params_errors(tmp_path):
+    with pytest.raises(ParamsError, match=r"params file not found: .*nope.yaml"):
+        load_params(tmp_path / "nope.yaml")
+    with pytest.raises(ParamsError, match="expected KEY=VALUE"):
+        load_params(REPO / "params.yaml", ["download.workers"])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("download: [unclosed\n")
+    with pytest.raises(ParamsError, match=r"not valid YAML \(line"):
+        load_params(broken)
+
+
+def _files_under(directory: Path) -> set[str]:
+    return {str(p.relative_to(directory)) for p in directory.rglob("*")}
+
+
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        (["--set", "demo.shardz=2"], "demo.shardz: unknown key"),
+        (["--set", "demo.seed=abc"], "demo.seed: Input should be a valid integer"),
+        (["--set", "demo.no_audio_fraction=1.5"], "demo.no_audio_fraction: Input should be less than or equal to 1"),
+        (["--params", "missing.yaml"], "params file not found: missing.yaml"),
+        (["--set", "demo.seed"], "expected KEY=VALUE"),
+    ],
+    ids=["wrong-key", "wrong-type", "out-of-range", "missing-file", "malformed-set"],
+)
+def test_stage_exits_2_with_one_line_and_writes_nothing(tmp_path, args, names):
+    write_params(tmp_path / "params.yaml")
+    before = _files_under(tmp_path)
+    result = run_stage("demo", *args, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0]
+    assert _files_under(tmp_path) == before
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_stage_documents_itself_and_rejects_unknown_keys(tmp_path, stage):
+    write_params(tmp_path / "params.yaml")
+    help_text = run_stage(stage, "--help", cwd=tmp_path)
+    assert help_text.returncode == 0
+    assert "--params" in help_text.stdout and "--set" in help_text.stdout
+    bad = run_stage(stage, "--set", "launch.clustr=local", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == (
+        "error: params.yaml: launch.clustr: unknown key; allowed: cluster, log_dir, resources, slurm, stage_resources"
+    )
+    assert _files_under(tmp_path) == {"params.yaml"}
