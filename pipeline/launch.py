@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 import submitit
+from submitit.core.utils import FailedJobError, UncompletedJobError
 
 from pipeline.params import LaunchParams
 
@@ -71,13 +72,16 @@ def run_shards(
     jobs = executor.map_array(fn, list(shards))
     for job in jobs:
         log.info("%s: job %s on %s, log %s", stage, job.job_id, executor.cluster, job.paths.stdout)
-    _wait(stage, jobs, poll_s)
+    if executor.cluster != "debug":  # a debug job runs in-process when its result is asked for
+        _wait(stage, jobs, poll_s)
     results, failures = [], []
     for job in jobs:
         try:
             results.append(job.result())
-        except Exception as exc:  # submitit re-raises the job's error with its traceback text
+        except (FailedJobError, UncompletedJobError) as exc:  # the job's traceback, as text
             failures.append(f"job {job.job_id} (log {job.paths.stderr}) failed: {exc}")
+        except Exception as exc:  # the debug executor re-raises the job's own exception
+            failures.append(f"job {job.job_id} failed: {type(exc).__name__}: {exc}")
     if failures:
         raise StageFailed(f"{stage}: {len(failures)} of {len(jobs)} jobs failed\n" + "\n".join(failures))
     return results

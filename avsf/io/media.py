@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import av
 import numpy as np
 
 AUDIO_FRAME_SAMPLES = 1024  # AAC's frame size
+VFR_TIME_BASE = Fraction(1, 1000)  # millisecond timestamps for variable-frame-rate writing
 
 
 def fps_fraction(fps: float | Fraction) -> Fraction:
@@ -30,25 +31,38 @@ def write_video(
     sample_rate: int = 48000,
     crf: int = 18,
     preset: str = "veryfast",
+    pix_fmt: str = "yuv420p",
+    timestamps: Sequence[float] | None = None,
+    rotation: int = 0,
 ) -> None:
-    """Encode H.264 video (yuv420p) and, when ``audio`` is given, AAC audio into ``path``.
+    """Encode H.264 video and, when ``audio`` is given, AAC audio into ``path``.
 
-    ``frames``: uint8 arrays [H, W, 3] (H and W even). ``audio``: float32 [channels, samples]
-    with 1 or 2 channels. The container format follows the file extension.
+    ``frames``: uint8 arrays [H, W, 3] (H and W even for yuv420p; ``pix_fmt="yuv444p"`` takes
+    any size). ``audio``: float32 [channels, samples] with 1 or 2 channels. ``timestamps``:
+    each frame's time in seconds, for variable frame rate (default: evenly at ``fps``).
+    ``rotation``: display rotation in degrees counter-clockwise, stored as container
+    metadata (the pixels are written as given). The container format follows the extension.
     """
     frames = iter(frames)
     first = next(frames)
     height, width = first.shape[:2]
     with av.open(os.fspath(path), mode="w") as container:
         video = container.add_stream("libx264", rate=fps_fraction(fps))
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.width, video.height, video.pix_fmt = width, height, pix_fmt
         video.options = {"crf": str(crf), "preset": preset}
+        if timestamps is not None:
+            video.time_base = video.codec_context.time_base = VFR_TIME_BASE
+        if rotation:
+            video.set_display_rotation(rotation)
         audio_stream = None
         if audio is not None:
             layout = {1: "mono", 2: "stereo"}[audio.shape[0]]
             audio_stream = container.add_stream("aac", rate=sample_rate, layout=layout)
-        for image in _chain(first, frames):
+        for i, image in enumerate(_chain(first, frames)):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            if timestamps is not None:
+                frame.pts = round(timestamps[i] / VFR_TIME_BASE)
+                frame.time_base = VFR_TIME_BASE
             container.mux(video.encode(frame))
         container.mux(video.encode(None))
         if audio_stream is not None:

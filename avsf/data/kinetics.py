@@ -1,0 +1,168 @@
+"""Kinetics-format manifests and the clip index the download stage derives from them.
+
+A manifest is the datasets' own CSV, one annotated segment of a YouTube video a row::
+
+    label,youtube_id,time_start,time_end,split,is_cc      (train / val; labels with spaces quoted)
+    youtube_id,time_start,time_end,split                  (test: no labels)
+
+Each segment becomes one clip file named as the official Kinetics crawler names it,
+``<youtube_id>_<start:06d>_<end:06d>.mp4``. The clip index (``clips.csv``) lists the clips
+that exist, with their labels, for the stages that follow.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from avsf.io.atomic import atomic_output
+
+REQUIRED_COLUMNS = ("youtube_id", "time_start", "time_end")
+CLIP_INDEX_COLUMNS = ("clip_id", "label", "youtube_id", "time_start", "time_end", "split", "path")
+# Real YouTube ids are 11 of these; the id also names files, so nothing path-like may pass.
+_YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read at all (missing file, missing columns)."""
+
+
+def clip_id(youtube_id: str, time_start: float, time_end: float) -> str:
+    """``abc_000417_000427``: the official crawler's name, whole seconds zero-padded to 6 digits."""
+    return f"{youtube_id}_{int(time_start):06d}_{int(time_end):06d}"
+
+
+def format_seconds(value: float) -> str:
+    """417.0 -> '417', 4.5 -> '4.5': times written back as the manifests write them."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One manifest row: an annotated segment of a YouTube video, in seconds."""
+
+    youtube_id: str
+    time_start: float
+    time_end: float
+    split: str = ""
+    label: str | None = None  # None in test manifests, which carry no labels
+
+    @property
+    def clip_id(self) -> str:
+        return clip_id(self.youtube_id, self.time_start, self.time_end)
+
+
+@dataclass(frozen=True)
+class InvalidRow:
+    """A manifest row that names no usable segment; ``where`` is ``path:line``."""
+
+    where: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    segments: list[Segment]
+    invalid: list[InvalidRow]
+
+    @property
+    def total_rows(self) -> int:
+        return len(self.segments) + len(self.invalid)
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    """Parse a Kinetics CSV. Rows that are not usable go to ``invalid`` instead of raising;
+    only a missing file or missing required columns raise :class:`ManifestError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path}")
+    segments, invalid = [], []
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            raise ManifestError(
+                f"{path}: missing column(s) {', '.join(missing)}; a Kinetics manifest has "
+                "label,youtube_id,time_start,time_end,split[,is_cc] (test: no label)"
+            )
+        has_label = "label" in columns
+        for record in reader:
+            where = f"{path}:{reader.line_num}"
+            try:
+                segments.append(_segment(record, has_label))
+            except ValueError as exc:
+                invalid.append(InvalidRow(where, str(exc)))
+    return Manifest(segments, invalid)
+
+
+def _segment(record: dict[str, str | None], has_label: bool) -> Segment:
+    youtube_id = (record.get("youtube_id") or "").strip()
+    if not _YOUTUBE_ID.fullmatch(youtube_id):
+        raise ValueError(f"youtube_id {youtube_id!r} is not an id of letters, digits, '-' and '_'")
+    try:
+        start = float(record.get("time_start") or "")
+        end = float(record.get("time_end") or "")
+    except ValueError:
+        raise ValueError(
+            f"time_start/time_end {record.get('time_start')!r}/{record.get('time_end')!r} are not numbers"
+        ) from None
+    if not 0 <= start < end:
+        raise ValueError(f"segment [{start}, {end}] is not 0 <= time_start < time_end")
+    label = (record.get("label") or "").strip() if has_label else None
+    if has_label and not label:
+        raise ValueError("empty label")
+    return Segment(youtube_id, start, end, (record.get("split") or "").strip(), label)
+
+
+def class_names(segments: Iterable[Segment]) -> list[str]:
+    """The sorted distinct labels: index i of this list is class i."""
+    return sorted({s.label for s in segments if s.label is not None})
+
+
+# --------------------------------------------------------------------------- clip index
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    """One clip present on disk; ``path`` is relative to the clip directory."""
+
+    clip_id: str
+    label: str | None
+    youtube_id: str
+    time_start: float
+    time_end: float
+    split: str
+    path: str
+
+    @classmethod
+    def for_segment(cls, segment: Segment, path: str) -> "ClipRecord":
+        return cls(segment.clip_id, segment.label, segment.youtube_id, segment.time_start,
+                   segment.time_end, segment.split, path)
+
+
+def write_clip_index(path: str | os.PathLike, records: Iterable[ClipRecord]) -> None:
+    """Write ``clips.csv`` atomically."""
+    with atomic_output(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(CLIP_INDEX_COLUMNS)
+        for r in records:
+            writer.writerow([r.clip_id, r.label or "", r.youtube_id, format_seconds(r.time_start),
+                             format_seconds(r.time_end), r.split, r.path])
+
+
+def read_clip_index(path: str | os.PathLike) -> list[ClipRecord]:
+    """Read ``clips.csv``; an empty label reads back as None (test clips)."""
+    with Path(path).open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != CLIP_INDEX_COLUMNS:
+            raise ManifestError(f"{path}: expected columns {','.join(CLIP_INDEX_COLUMNS)}")
+        return [
+            ClipRecord(row["clip_id"], row["label"] or None, row["youtube_id"],
+                       float(row["time_start"]), float(row["time_end"]), row["split"], row["path"])
+            for row in reader
+        ]

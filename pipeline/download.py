@@ -1,0 +1,165 @@
+"""Stage ``download``: Kinetics manifests in, trimmed clips, a clip index, a ledger and metrics out.
+
+    manifests ──read──> segments ──group by youtube_id, shard──> run_shards(download_shard)
+        each job: `workers` threads, one YouTube id at a time (fetch once, trim every segment)
+    ──merge──> <out_dir>/*.mp4, <out_dir>/clips.csv, ledger CSV, metrics JSON
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from avsf.data.download import (
+    REASONS,
+    ClipOutcome,
+    ClipSettings,
+    FetchSettings,
+    SourceUnavailable,
+    clip_path,
+    download_video_clips,
+    open_source,
+)
+from avsf.data.kinetics import ClipRecord, ManifestError, Segment, read_manifest, write_clip_index
+from avsf.data.ledger import Failure, write_ledger
+from avsf.io.atomic import remove_stale_temporaries, write_json
+from pipeline.launch import StageFailed, run_shards
+from pipeline.params import DownloadParams, Params
+
+log = logging.getLogger("avsf.download")
+
+STAGE = "download"
+CLIP_INDEX = "clips.csv"
+
+
+@dataclass(frozen=True)
+class DownloadShard:
+    """One job's work: the segments of some YouTube ids (all segments of an id share a shard)."""
+
+    index: int
+    segments: tuple[Segment, ...]
+    params: DownloadParams
+
+
+def download_shard(shard: DownloadShard) -> list[ClipOutcome]:
+    """One job: ``params.workers`` threads, each making the clips of one YouTube id at a time."""
+    p = shard.params
+    source = open_source(p.source, fetch_settings(p))
+    settings = ClipSettings(Path(p.out_dir), Path(p.raw_cache), p.keep_raw, p.crf, p.min_segment_fraction)
+    by_video: dict[str, list[Segment]] = {}
+    for s in shard.segments:
+        by_video.setdefault(s.youtube_id, []).append(s)
+    outcomes: list[ClipOutcome] = []
+    progress = tqdm(total=len(shard.segments), desc=f"download shard {shard.index}", unit="clip",
+                    file=sys.stderr, mininterval=1.0 if sys.stderr.isatty() else 10.0)
+    with progress, ThreadPoolExecutor(max_workers=p.workers) as pool:
+        futures = [pool.submit(download_video_clips, youtube_id, segments, source, settings)
+                   for youtube_id, segments in by_video.items()]
+        for future in as_completed(futures):
+            done = future.result()
+            outcomes.extend(done)
+            progress.update(len(done))
+    return outcomes
+
+
+def fetch_settings(p: DownloadParams) -> FetchSettings:
+    return FetchSettings(retries=p.retries, backoff_s=p.backoff_s, timeout_s=p.timeout_s)
+
+
+def shard_segments(segments: list[Segment], shards: int) -> list[list[Segment]]:
+    """Split into at most ``shards`` non-empty lists, every YouTube id wholly in one of them
+    (chosen by a stable hash, so a rerun gives each id the same shard)."""
+    buckets: list[list[Segment]] = [[] for _ in range(shards)]
+    for s in segments:
+        buckets[zlib.crc32(s.youtube_id.encode()) % shards].append(s)
+    return [b for b in buckets if b]
+
+
+def run_download(params: Params) -> None:
+    """Fetch the raw videos named by Kinetics-format manifests and trim each annotated segment.
+
+    Reads download.manifests; fetches from download.source (a directory or file:// URL of
+    <youtube_id>.<ext> files, an http(s) URL prefix, or 'youtube' with the avsf[youtube] extra);
+    writes <youtube_id>_<start:06d>_<end:06d>.mp4 clips and clips.csv into download.out_dir,
+    the failures to download.ledger and counts to download.metrics. Clips already present
+    and valid are kept; a killed run resumes. Exits 1 only when no clip at all could be made.
+    """
+    p = params.download
+    started = time.monotonic()
+    out_dir, raw_cache = Path(p.out_dir), Path(p.raw_cache)
+    try:
+        open_source(p.source, fetch_settings(p))  # fail now, once, rather than in every job
+    except SourceUnavailable as exc:
+        raise StageFailed(f"download.source: {exc}") from None
+
+    segments, failures, total_rows = read_manifests(p.manifests)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stale = remove_stale_temporaries(out_dir) + remove_stale_temporaries(raw_cache)
+    if stale:
+        log.info("download: removed %d temporaries left by an interrupted run", stale)
+
+    shards = [DownloadShard(i, tuple(group), p) for i, group in enumerate(shard_segments(segments, p.shards))]
+    outcomes = [o for result in run_shards(STAGE, download_shard, shards, params.launch) for o in result]
+
+    order = {s.clip_id: i for i, s in enumerate(segments)}
+    outcomes.sort(key=lambda o: order[o.segment.clip_id])
+    present = [o.segment for o in outcomes if o.status != "failed"]
+    failures += [Failure(o.segment.clip_id, STAGE, o.reason, o.detail)
+                 for o in outcomes if o.status == "failed"]
+    write_clip_index(out_dir / CLIP_INDEX,
+                     [ClipRecord.for_segment(s, clip_path(out_dir, s).name) for s in present])
+    write_ledger(p.ledger, failures)
+
+    seconds = time.monotonic() - started
+    metrics = summarize(outcomes, failures, total_rows, seconds)
+    write_json(p.metrics, metrics)
+    failed_text = ", ".join(f"{r} {n}" for r, n in metrics["failed_by_reason"].items() if n) or "none"
+    log.info("download: %d rows: %d downloaded, %d already present, %d failed (%s) in %.1f s, "
+             "%.2f clips/s; ledger %s", total_rows, metrics["downloaded"], metrics["skipped_existing"],
+             metrics["failed"], failed_text, seconds, metrics["clips_per_s"], p.ledger)
+    if total_rows and not present:
+        raise StageFailed(f"download: none of {total_rows} manifest rows gave a clip; see {p.ledger}")
+
+
+def read_manifests(paths: list[str]) -> tuple[list[Segment], list[Failure], int]:
+    """Segments of every manifest, each clip id once; unusable and repeated rows become failures."""
+    segments, failures, seen, total = [], [], set(), 0
+    for path in paths:
+        try:
+            manifest = read_manifest(path)
+        except ManifestError as exc:
+            raise StageFailed(f"download.manifests: {exc}") from None
+        total += manifest.total_rows
+        failures += [Failure(bad.where, STAGE, "bad_manifest_row", bad.detail) for bad in manifest.invalid]
+        for s in manifest.segments:
+            if s.clip_id in seen:
+                failures.append(Failure(s.clip_id, STAGE, "bad_manifest_row", f"repeated in {path}"))
+                continue
+            seen.add(s.clip_id)
+            segments.append(s)
+    return segments, failures, total
+
+
+def summarize(outcomes: list[ClipOutcome], failures: list[Failure], total_rows: int, seconds: float) -> dict:
+    """The stage's metrics; ``failed`` counts every ledger row, so
+    downloaded + skipped_existing + failed == total_rows."""
+    by_reason = {reason: 0 for reason in REASONS}
+    for f in failures:
+        by_reason[f.reason] = by_reason.get(f.reason, 0) + 1
+    downloaded = sum(o.status == "downloaded" for o in outcomes)
+    return {
+        "downloaded": downloaded,
+        "skipped_existing": sum(o.status == "skipped_existing" for o in outcomes),
+        "failed": len(failures),
+        "failed_by_reason": by_reason,
+        "total_rows": total_rows,
+        "seconds": round(seconds, 3),
+        "clips_per_s": round(downloaded / seconds, 3) if seconds > 0 else 0.0,
+    }

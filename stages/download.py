@@ -1,0 +1,9 @@
+"""DVC stage `download`: python stages/download.py [--params params.yaml] [--set download.workers=4]"""
+
+from pipeline.cli import stage_command
+from pipeline.download import run_download
+
+main = stage_command(run_download)
+
+if __name__ == "__main__":
+    main()

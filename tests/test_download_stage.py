@@ -1,0 +1,222 @@
+"""The download stage as DVC runs it: `python stages/download.py --params ...` from the repo root."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import yaml
+
+from avsf.io.media import probe, write_video
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = ["air drumming", "hurling (sport)", "yoga"]
+
+
+def write_raw(path: Path, seed: int, seconds: float = 3.0, audio: bool = True) -> None:
+    rng = np.random.default_rng(seed)
+    frames = [np.full((48, 64, 3), rng.integers(0, 255, 3), np.uint8) for _ in range(int(seconds * 25))]
+    sound = rng.uniform(-0.3, 0.3, (1, int(seconds * 16000))).astype(np.float32) if audio else None
+    write_video(path, frames, 25, audio=sound, sample_rate=16000)
+
+
+def make_world(root: Path, n_videos: int, segments_per_video: int = 1) -> dict:
+    """Raw videos plus a train and a val manifest, with one missing and one corrupt source."""
+    videos = root / "videos"
+    videos.mkdir(parents=True)
+    rows = []
+    for i in range(n_videos):
+        youtube_id = f"vid-{i:03d}_x"
+        write_raw(videos / f"{youtube_id}.mp4", i, audio=i % 3 != 0)
+        for k in range(segments_per_video):
+            rows.append((LABELS[i % 3], youtube_id, k, k + 1, "train" if i % 4 else "val"))
+    (videos / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 20)
+    rows += [("yoga", "broken", 0, 1, "train"), ("yoga", "nowhere", 0, 1, "val")]
+    manifests = []
+    for split in ("train", "val"):
+        path = root / f"kinetics_{split}.csv"
+        with path.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["label", "youtube_id", "time_start", "time_end", "split", "is_cc"])
+            writer.writerows([*r, 0] for r in rows if r[4] == split)
+        manifests.append(str(path))
+    return {"videos": str(videos), "manifests": manifests, "rows": rows}
+
+
+def write_params(root: Path, world: dict, cluster: str = "debug", **download) -> Path:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["launch"]["cluster"] = cluster
+    params["launch"]["log_dir"] = str(root / "logs")
+    params["launch"]["resources"]["timeout_min"] = 5
+    params["download"].update(
+        manifests=world["manifests"], source=world["videos"], out_dir=str(root / "clips"),
+        ledger=str(root / "ledger.csv"), metrics=str(root / "metrics.json"),
+        raw_cache=str(root / "cache"), backoff_s=0.01, **download)
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def run_stage(params: Path, *args: str, env: dict | None = None, **popen) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "stages/download.py", "--params", str(params), *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, env=env, **popen)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def frame_count(path: Path) -> int:
+    with av.open(os.fspath(path)) as c:
+        return sum(1 for _ in c.decode(video=0))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("world")
+    return root, make_world(root, 6)
+
+
+def test_stage_makes_clips_index_ledger_and_metrics_then_skips_them(world, tmp_path):
+    root, w = world
+    params = write_params(tmp_path, w, cluster="local", shards=2, workers=2)
+    first = run_stage(params)
+    assert first.returncode == 0, first.stderr
+    out = tmp_path / "clips"
+    index = read_csv(out / "clips.csv")
+    assert list(index[0]) == ["clip_id", "label", "youtube_id", "time_start", "time_end", "split", "path"]
+    expected = sorted(f"vid-{i:03d}_x_000000_000001" for i in range(6))
+    assert sorted(r["clip_id"] for r in index) == expected
+    assert {r["clip_id"]: r["label"] for r in index}["vid-001_x_000000_000001"] == "hurling (sport)"
+    for r in index:
+        assert r["path"] == r["clip_id"] + ".mp4"
+        assert probe(out / r["path"]).duration == pytest.approx(1.0, abs=0.05)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*(e + ".mp4" for e in expected), "clips.csv"])
+
+    ledger = read_csv(tmp_path / "ledger.csv")
+    assert sorted((r["id"], r["stage"], r["reason"]) for r in ledger) == [
+        ("broken_000000_000001", "download", "corrupt_container"),
+        ("nowhere_000000_000001", "download", "missing_source"),
+    ]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert {k: metrics[k] for k in ("downloaded", "skipped_existing", "failed", "total_rows")} == {
+        "downloaded": 6, "skipped_existing": 0, "failed": 2, "total_rows": 8}
+    assert metrics["failed_by_reason"]["corrupt_container"] == 1
+    assert metrics["failed_by_reason"]["missing_source"] == 1
+    assert sum(metrics["failed_by_reason"].values()) == 2
+    assert metrics["clips_per_s"] > 0 and metrics["seconds"] > 0
+    assert "download: 8 rows: 6 downloaded, 0 already present, 2 failed" in first.stderr
+    assert "job" in first.stderr and "log" in first.stderr  # where each job's log is
+
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.mp4")}
+    second = run_stage(params, "--set", "launch.cluster=debug")
+    assert second.returncode == 0, second.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert (metrics["downloaded"], metrics["skipped_existing"], metrics["failed"]) == (0, 6, 2)
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.mp4")} == mtimes
+    assert read_csv(out / "clips.csv") == index
+
+
+def test_stage_fails_only_when_nothing_could_be_fetched(world, tmp_path):
+    root, w = world
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    params = write_params(tmp_path, {**w, "videos": str(empty)})
+    result = run_stage(params)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: download: none of 8 manifest rows gave a clip; see {tmp_path / 'ledger.csv'}")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert (metrics["failed"], metrics["failed_by_reason"]["missing_source"]) == (8, 8)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("download.workers=0", "download.workers: Input should be greater than 0 (got 0)"),
+    ("download.wrokers=2", "download.wrokers: unknown key; allowed: manifests, source,"),
+    ("download.source=ftp://host/v", "download.source: must be a directory, a file:// or http(s):// URL"),
+    ("download.retries=many", "download.retries: Input should be a valid integer"),
+])
+def test_bad_params_exit_2_with_one_line_and_write_nothing(world, tmp_path, override, message):
+    root, w = world
+    params = write_params(tmp_path, w)
+    result = run_stage(params, "--set", override)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_missing_manifest_and_missing_youtube_extra_are_one_line_errors(world, tmp_path):
+    root, w = world
+    params = write_params(tmp_path, w)
+    result = run_stage(params, "--set", f"download.manifests=[{tmp_path / 'absent.csv'}]")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == f"error: download.manifests: manifest not found: {tmp_path / 'absent.csv'}"
+
+    hide = tmp_path / "hide"  # a yt_dlp that cannot be imported, whether or not it is installed
+    hide.mkdir()
+    (hide / "yt_dlp.py").write_text("raise ImportError('hidden by the test')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hide), os.environ.get("PYTHONPATH", "")])}
+    result = run_stage(params, "--set", "download.source=youtube", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: download.source: download.source is 'youtube' but yt-dlp is not installed; "
+        "install the extra: pip install avsf[youtube]")
+    assert not (tmp_path / "clips").exists()
+
+
+@pytest.mark.parametrize("cluster", ["debug", "local"])
+def test_kill_9_mid_write_then_rerun_finishes(tmp_path, cluster):
+    """debug: the work runs in the stage's process; local: in submitit job processes. The
+    stage's whole process group gets SIGKILL while a clip is being written."""
+    w = make_world(tmp_path / "world", 12, segments_per_video=2)  # 24 clips, 2 failures
+    params = write_params(tmp_path, w, cluster=cluster, workers=1, shards=1)
+    out = tmp_path / "clips"
+    proc = subprocess.Popen([sys.executable, "stages/download.py", "--params", str(params)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            names = [p.name for p in out.glob("*")] if out.is_dir() else []
+            done = [n for n in names if not n.startswith(".")]
+            writing = [n for n in names if n.startswith(".") and ".tmp-" in n]
+            if len(done) >= 2 and writing:  # some clips finished, one half-written
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.002)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the stage ended before it could be killed mid-write"
+
+    left = sorted(p.name for p in out.iterdir())
+    temporaries = [n for n in left if n.startswith(".")]
+    finished = [n for n in left if not n.startswith(".")]
+    assert temporaries and finished and "clips.csv" not in finished
+    for name in finished:  # every clip under its final name is whole
+        assert frame_count(out / name) == 25, name
+    assert not (tmp_path / "metrics.json").exists()
+
+    rerun = run_stage(params)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"removed {len(temporaries)} temporaries" in rerun.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["skipped_existing"] == len(finished)
+    assert metrics["downloaded"] + metrics["skipped_existing"] == 24
+    assert metrics["failed"] == 2 and metrics["total_rows"] == 26
+    clips = sorted(p.name for p in out.iterdir())
+    assert clips == sorted(["clips.csv", *(r["path"] for r in read_csv(out / "clips.csv"))])
+    assert len(clips) == 25
+    for name in clips:
+        if name.endswith(".mp4"):
+            assert frame_count(out / name) == 25, name

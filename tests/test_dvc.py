@@ -1,0 +1,89 @@
+"""The real DVC pipeline on a tiny config: repro, a no-op second repro, and an experiment."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, write_params
+
+PROJECT_FILES = ("dvc.yaml", "stages", "pipeline", "avsf", "reports")
+
+
+def sh(*cmd: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def dvc(*args: str, cwd: Path) -> str:
+    result = sh(sys.executable, "-m", "dvc", *args, cwd=cwd)
+    return result.stdout + result.stderr
+
+
+def ran_stages(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A copy of the project with tiny params, as its own git + DVC repository, reproduced once."""
+    root = tmp_path_factory.mktemp("project")
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "bench")
+    for name in PROJECT_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=ignore)
+        elif source.exists():
+            shutil.copy2(source, root / name)
+    write_params(root / "params.yaml")
+    (root / ".gitignore").write_text((REPO / ".gitignore").read_text())
+    sh("git", "init", "-q", cwd=root)
+    dvc("init", "-q", cwd=root)
+    dvc("config", "core.analytics", "false", cwd=root)
+    first = dvc("repro", cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "tiny pipeline", cwd=root)
+    (root / "first_repro.log").write_text(first)
+    return root
+
+
+def test_repro_runs_every_stage_and_writes_metrics(project):
+    stages = set(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
+    assert ran_stages((project / "first_repro.log").read_text()) == stages
+    demo = json.loads((project / "reports/metrics/demo.json").read_text())
+    assert demo["rows"] == 8 * 3 + 1  # 3 videos per class, plus one row whose source is missing
+    assert demo["videos"] == 8 * 3
+    download = json.loads((project / "reports/metrics/download.json").read_text())
+    # Every good row is downloaded; the corrupt file and the missing source are failures.
+    assert download["downloaded"] == demo["rows"] - 2
+    assert download["failed"] == 2
+    failed = {reason: n for reason, n in download["failed_by_reason"].items() if n}
+    assert failed == {"corrupt_container": 1, "missing_source": 1}
+    clips = (project / "data/clips/clips.csv").read_text().splitlines()
+    assert len(clips) == 1 + download["downloaded"]
+
+
+def test_second_repro_does_nothing(project):
+    output = dvc("repro", cwd=project)
+    assert ran_stages(output) == set()
+    assert "up to date" in output
+
+
+def test_experiment_on_a_download_param_reruns_only_download(project):
+    output = dvc("exp", "run", "-S", "download.retries=5", cwd=project)
+    assert "download" in ran_stages(output)
+    assert "demo" not in ran_stages(output)
+    # The experiment's result is in the workspace: its params and the lock file that records them.
+    assert yaml.safe_load((project / "params.yaml").read_text())["download"]["retries"] == 5
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert lock["stages"]["download"]["params"]["params.yaml"]["download"]["retries"] == 5
