@@ -77,7 +77,9 @@ def run_shards(
     results, failures = [], []
     for job in jobs:
         try:
-            results.append(job.result())
+            # Every task must succeed; a job of several tasks (nodes, tasks_per_node, as in
+            # distributed training) reports its first task's result.
+            results.append(job.results()[0])
         except (FailedJobError, UncompletedJobError) as exc:  # the job's traceback, as text
             failures.append(f"job {job.job_id} (log {job.paths.stderr}) failed: {exc}")
         except Exception as exc:  # the debug executor re-raises the job's own exception

@@ -1,0 +1,91 @@
+"""Job functions for the launcher tests (tests/test_launch.py, tests/test_slurm.py).
+
+A local or SLURM job is a fresh python that unpickles its function by reference, so these
+live in a module of their own that the job imports: ``job_can_import_tests`` puts this
+directory on the jobs' PYTHONPATH (jobs inherit the submitting environment).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import submitit
+
+from pipeline.launch import run_shards
+from pipeline.params import Params
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+# What a job reports about where and how it ran.
+JOB_ENV_KEYS = (
+    "SUBMITIT_LOCAL_TIMEOUT_S",  # the local executor's time limit, in seconds
+    "CUDA_VISIBLE_DEVICES",  # the local executor's share of gpus_per_node
+    "SLURM_JOB_ID",
+    "SLURM_ARRAY_JOB_ID",
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_CPUS_PER_TASK",
+    "SLURM_MEM_PER_NODE",
+    "SLURM_JOB_PARTITION",
+)
+
+
+@pytest.fixture
+def job_can_import_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let jobs (other processes) import this module, as they must to unpickle its functions."""
+    path = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS_DIR), *([path] if path else [])]))
+
+
+def square(shard: int) -> int:
+    return shard * shard
+
+
+def square_later_shards_first(shard: int) -> int:
+    """Shard 0 finishes last, so results in shard order are not results in finishing order."""
+    time.sleep(0.3 * (2 - shard))
+    return shard * shard
+
+
+def describe_job(shard: int) -> dict:
+    """The shard, the process and submitit job it ran in, and the environment it was given."""
+    return {
+        "shard": shard,
+        "pid": os.getpid(),
+        "job_id": submitit.JobEnvironment().job_id,
+        "rank": submitit.JobEnvironment().global_rank,
+        **{key: os.environ.get(key) for key in JOB_ENV_KEYS},
+    }
+
+
+def fail_on_shard_one(shard: int) -> int:
+    if shard == 1:
+        raise ValueError(f"shard {shard} is broken: no frames in clip_{shard}.mp4")
+    return shard
+
+
+def fail_on_rank_one(shard: int) -> int:
+    """Fails in the second task of a job of several tasks (as one rank of distributed training)."""
+    rank = submitit.JobEnvironment().global_rank
+    if rank == 1:
+        raise RuntimeError(f"rank {rank} of shard {shard} lost its peers")
+    return shard
+
+
+def die_without_a_word(shard: int) -> int:
+    """Killed outside python, as the OOM killer would: the job leaves no result behind."""
+    os.kill(os.getpid(), signal.SIGKILL)
+    return shard
+
+
+def square_stage(params: Params) -> None:
+    """Test stage: square three shards."""
+    run_shards("square", square, [0, 1, 2], params.launch)
+
+
+def failing_stage(params: Params) -> None:
+    """Test stage: three shards, the second of which fails."""
+    run_shards("failing", fail_on_shard_one, [0, 1, 2], params.launch)

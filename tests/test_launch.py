@@ -1,0 +1,181 @@
+"""pipeline.launch with submitit's local (subprocess) and debug (in-process) executors, and the
+stage CLI's exit code when a job fails. SLURM itself is covered by tests/test_slurm.py."""
+
+from __future__ import annotations
+
+import os
+import pdb
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from _jobs import (
+    describe_job,
+    fail_on_rank_one,
+    fail_on_shard_one,
+    job_can_import_tests,  # noqa: F401  (fixture)
+    square,
+    square_later_shards_first,
+)
+from conftest import write_params
+from pipeline.launch import StageFailed, make_executor, run_shards
+from pipeline.params import LaunchParams
+
+pytestmark = pytest.mark.usefixtures("job_can_import_tests")
+
+
+def launch(tmp_path: Path, cluster: str, **fields) -> LaunchParams:
+    fields.setdefault("resources", {"timeout_min": 5, "cpus_per_task": 1, "mem_gb": 1})
+    return LaunchParams(cluster=cluster, log_dir=str(tmp_path / "logs"), **fields)
+
+
+@pytest.fixture
+def no_pdb(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The debug executor opens pdb on a failed job; record that instead of reading stdin."""
+    opened: list = []
+    monkeypatch.setattr(pdb, "post_mortem", lambda *args: opened.append(args))
+    return opened
+
+
+def test_local_results_come_back_in_shard_order(tmp_path):
+    results = run_shards("square", square_later_shards_first, [0, 1, 2], launch(tmp_path, "local"))
+    assert results == [0, 1, 4]
+
+
+def test_local_runs_one_job_per_shard_each_in_its_own_process(tmp_path):
+    jobs = run_shards("probe", describe_job, [10, 11, 12], launch(tmp_path, "local"))
+    assert [job["shard"] for job in jobs] == [10, 11, 12]
+    pids = {job["pid"] for job in jobs}
+    assert len(pids) == 3 and os.getpid() not in pids
+    job_ids = [job["job_id"] for job in jobs]
+    assert len(set(job_ids)) == 3
+    # Each job logs under <log_dir>/<stage>/<job id>/.
+    for job_id in job_ids:
+        assert list((tmp_path / "logs" / "probe" / job_id).glob("*_log.out"))
+
+
+def test_no_shards_submit_nothing(tmp_path):
+    assert run_shards("square", square, [], launch(tmp_path, "local")) == []
+    assert not (tmp_path / "logs").exists()
+
+
+def test_local_job_error_fails_the_stage_with_its_own_message(tmp_path):
+    with pytest.raises(StageFailed) as failed:
+        run_shards("decode", fail_on_shard_one, [0, 1, 2], launch(tmp_path, "local"))
+    message = str(failed.value)
+    assert message.startswith("decode: 1 of 3 jobs failed")
+    assert "ValueError: shard 1 is broken: no frames in clip_1.mp4" in message
+    # It names the failed job's error log, which holds the same error.
+    log = Path(message.split("(log ", 1)[1].split(")", 1)[0])
+    assert log.is_file() and "shard 1 is broken" in log.read_text()
+
+
+def test_local_timeout_min_reaches_the_job(tmp_path):
+    """submitit's local executor would kill a job after 2 minutes without timeout_min."""
+    default = run_shards("probe", describe_job, [0], launch(tmp_path, "local", resources={}))
+    assert default[0]["SUBMITIT_LOCAL_TIMEOUT_S"] == str(60 * LaunchParams().resources.timeout_min)
+    set_ = run_shards("probe", describe_job, [0], launch(tmp_path, "local", resources={"timeout_min": 7}))
+    assert set_[0]["SUBMITIT_LOCAL_TIMEOUT_S"] == "420"
+
+
+def test_local_per_stage_resources_reach_only_their_stage(tmp_path):
+    params = launch(
+        tmp_path,
+        "local",
+        resources={"timeout_min": 5},
+        stage_resources={"train": {"timeout_min": 9, "gpus_per_node": 2}},
+    )
+    train, = run_shards("train", describe_job, [0], params)
+    assert train["SUBMITIT_LOCAL_TIMEOUT_S"] == "540"
+    assert train["CUDA_VISIBLE_DEVICES"] == "0,1"  # the local executor's share of gpus_per_node
+    other, = run_shards("decode", describe_job, [0], params)
+    assert other["SUBMITIT_LOCAL_TIMEOUT_S"] == "300"
+    assert other["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_a_job_of_several_tasks_returns_its_first_task_result(tmp_path):
+    params = launch(tmp_path, "local", resources={"timeout_min": 5, "tasks_per_node": 2})
+    jobs = run_shards("train", describe_job, [0, 1], params)
+    assert [(job["shard"], job["rank"]) for job in jobs] == [(0, 0), (1, 0)]
+    # ...and both tasks of each job ran.
+    for job in jobs:
+        assert len(list((tmp_path / "logs" / "train" / job["job_id"]).glob("*_result.pkl"))) == 2
+
+
+def test_a_failing_task_fails_its_job(tmp_path):
+    params = launch(tmp_path, "local", resources={"timeout_min": 5, "tasks_per_node": 2})
+    with pytest.raises(StageFailed) as failed:
+        run_shards("train", fail_on_rank_one, [7], params)
+    assert "RuntimeError: rank 1 of shard 7 lost its peers" in str(failed.value)
+
+
+def test_make_executor_takes_resources_from_params(tmp_path):
+    params = launch(
+        tmp_path,
+        "local",
+        resources={"timeout_min": 5, "cpus_per_task": 1},
+        stage_resources={"train": {"timeout_min": 30, "tasks_per_node": 2}},
+    )
+    executor = make_executor("train", params)
+    assert executor.cluster == "local"
+    assert executor._executor.parameters["timeout_min"] == 30
+    assert executor._executor.parameters["tasks_per_node"] == 2
+    assert executor.folder == tmp_path / "logs" / "train" / "%j"
+
+
+def test_debug_runs_jobs_in_process_in_shard_order(tmp_path):
+    jobs = run_shards("probe", describe_job, [2, 0, 1], launch(tmp_path, "debug"))
+    assert [job["shard"] for job in jobs] == [2, 0, 1]
+    assert {job["pid"] for job in jobs} == {os.getpid()}
+    assert len({job["job_id"] for job in jobs}) == 3
+
+
+def test_debug_job_error_fails_the_stage_once_with_its_own_message(tmp_path, no_pdb):
+    with pytest.raises(StageFailed) as failed:
+        run_shards("decode", fail_on_shard_one, [0, 1, 2], launch(tmp_path, "debug"))
+    message = str(failed.value)
+    assert message.startswith("decode: 1 of 3 jobs failed")
+    assert "ValueError: shard 1 is broken: no frames in clip_1.mp4" in message
+    assert len(no_pdb) == 1  # pdb is offered once: the failed job ran once
+
+
+# --------------------------------------------------------------------------- stage CLI
+
+STAGE_SCRIPT = """\
+from pipeline.cli import stage_command
+from _jobs import {function}
+main = stage_command({function})
+if __name__ == "__main__":
+    main()
+"""
+
+
+def run_test_stage(function: str, tmp_path: Path, *args: str):
+    script = tmp_path / f"{function}.py"
+    script.write_text(STAGE_SCRIPT.format(function=function))
+    params = write_params(tmp_path / "params.yaml", {"launch.log_dir": str(tmp_path / "logs")})
+    return subprocess.run(
+        [sys.executable, str(script), "--params", str(params), *args],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_stage_exits_0_and_says_where_each_job_log_is(tmp_path):
+    done = run_test_stage("square_stage", tmp_path, "--set", "launch.cluster=local")
+    assert done.returncode == 0, done.stderr
+    logs = sorted((tmp_path / "logs" / "square").glob("*/*_log.out"))
+    assert len(logs) == 3
+    for log in logs:
+        assert str(log) in done.stderr
+    assert "square: 3/3 jobs finished" in done.stderr
+
+
+def test_stage_exits_1_with_the_job_error_on_stderr_when_a_job_fails(tmp_path):
+    failed = run_test_stage("failing_stage", tmp_path)
+    assert failed.returncode == 1
+    assert "error: failing: 1 of 3 jobs failed" in failed.stderr
+    assert "ValueError: shard 1 is broken: no frames in clip_1.mp4" in failed.stderr
+    assert "Traceback" in failed.stderr  # the job's own traceback, not the launcher's
+    assert "StageFailed" not in failed.stderr
