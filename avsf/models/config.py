@@ -1,0 +1,307 @@
+"""Typed architecture configs: one dataclass per pathway kind, one for the whole network.
+
+A network is a tuple of pathways run side by side, stage by stage (stem = s1, res2..res5 =
+s2..s5), plus optional lateral connections between them and a head:
+
+    Slow-only   (slow,)                     SlowFast    (slow, fast)  + Fast->Slow laterals
+    Fast-only   (fast,)                     AVSlowFast  (slow, fast, audio) + Audio->visual fusion
+    Audio-only  (audio,)
+
+Pathway order is input order and PySlowFast's ``pathway{i}`` index, so a PySlowFast
+SlowFast checkpoint (slow = pathway0, fast = pathway1) loads into the visual part of any
+of these networks. :func:`model_config` builds the papers' instantiations by name.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+Arch = Literal["slow", "fast", "slowfast", "audio", "avslowfast"]
+FusionMode = Literal["a_fs", "a_f_s", "av_nonlocal"]
+HeadKind = Literal["classification", "epic", "ava"]
+
+STAGE_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+TINY_DEPTHS = (1, 1, 1, 1)
+# Blocks per stage with a temporal kernel; deeper blocks are 1 x 1 x 1 (PySlowFast R101).
+TEMPORAL_BLOCKS = {50: None, 101: (3, 4, 6, 3)}
+
+
+class _BottleneckWidths:
+    """Channels of a bottleneck ResNet from its stem ``width``: inner width doubles per stage
+    from ``width`` at res2, outputs are 4x inner."""
+
+    width: int
+
+    def stage_channels(self, stage: int) -> tuple[int, int]:
+        """(inner, out) channels of res``stage`` (2..5)."""
+        inner = self.width * 2 ** (stage - 2)
+        return inner, 4 * inner
+
+    @property
+    def out_channels(self) -> int:
+        return self.stage_channels(5)[1]
+
+
+@dataclass(frozen=True)
+class VisualPathwayConfig(_BottleneckWidths):
+    """A 3D ResNet over [N, 3, T, H, W] frames (Slow or Fast pathway).
+
+    ``stem_temporal_kernel`` is the stem conv's temporal size, ``temporal_kernels`` that of
+    each res stage's first bottleneck conv (res2..res5). Temporal stride is always 1.
+    """
+
+    name: str
+    frames: int
+    width: int  # stem channels; res2 inner width (outputs are 4x this, doubling per stage)
+    depths: tuple[int, int, int, int] = STAGE_DEPTHS[50]
+    stem_temporal_kernel: int = 1
+    temporal_kernels: tuple[int, int, int, int] = (1, 1, 3, 3)
+    # How many leading blocks of each stage use its temporal kernel (the rest use 1); None:
+    # all. PySlowFast's R101 uses (3, 4, 6, 3): only 6 of res4's 23 blocks are temporal.
+    temporal_blocks: tuple[int, int, int, int] | None = None
+    spatial_strides: tuple[int, int, int, int] = (1, 2, 2, 2)
+    spatial_dilations: tuple[int, int, int, int] = (1, 1, 1, 1)
+    # Non-local blocks after these block indices, per stage (res2..res5).
+    nonlocal_blocks: tuple[tuple[int, ...], ...] = ((), (), (), ())
+    nonlocal_pool: tuple[int, int, int] = (2, 2, 2)
+    in_channels: int = 3
+
+    def temporal_kernel(self, stage: int, block: int) -> int:
+        """Temporal size of block ``block``'s first conv in res``stage``."""
+        limit = self.temporal_blocks[stage - 2] if self.temporal_blocks else self.depths[stage - 2]
+        return self.temporal_kernels[stage - 2] if block < limit else 1
+
+    @property
+    def spatial_scale(self) -> float:
+        """res5 resolution over input resolution (stem 2, pool 2, then the stage strides)."""
+        return 1.0 / (4 * math.prod(self.spatial_strides))
+
+
+@dataclass(frozen=True)
+class AudioPathwayConfig(_BottleneckWidths):
+    """A 2D ResNet over log-mel spectrograms laid out [N, 1, T (time), F (frequency)].
+
+    Stem: a time (k x 1) and a frequency (1 x k) conv whose outputs are summed, no pooling.
+    Stages whose ``factorised`` flag is set split the 3x3 bottleneck conv the same way.
+    ``strides`` downsample time and frequency in the first block of a stage.
+    """
+
+    name: str = "audio"
+    frames: int = 128
+    mel_bins: int = 80
+    width: int = 32
+    depths: tuple[int, int, int, int] = STAGE_DEPTHS[50]
+    stem_kernel: int = 9
+    factorised: tuple[bool, bool, bool, bool] = (True, True, False, False)
+    strides: tuple[int, int, int, int] = (1, 2, 2, 2)
+    in_channels: int = 1
+
+
+PathwayConfig = VisualPathwayConfig | AudioPathwayConfig
+
+
+@dataclass(frozen=True)
+class LateralConfig:
+    """Fast->Slow time-strided convolution: kernel x 1 x 1, stride alpha_f,
+    ``channel_ratio`` x Fast channels, concatenated into Slow after pool1, res2, res3, res4."""
+
+    alpha: int = 8
+    kernel: int = 5
+    channel_ratio: int = 2
+
+
+@dataclass(frozen=True)
+class AudioFusionConfig:
+    """Audio->visual lateral connections after the given stages (1 = pool1, 2..4 = res2..res4)
+    and, with ``pool5``, concatenation of the pooled audio features before the classifier."""
+
+    mode: FusionMode = "a_fs"
+    stages: tuple[int, ...] = (3, 4)
+    pool5: bool = True
+    kernel: int = 5
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    kind: HeadKind = "classification"
+    num_classes: int = 400
+    dropout: float = 0.5
+    activation: Literal["softmax", "sigmoid", "none"] = "softmax"  # applied in eval mode only
+    verb_classes: int = 97  # EPIC-Kitchens
+    noun_classes: int = 300
+    roi_size: int = 7  # AVA: RoIAlign output
+    roi_sampling_ratio: int = 0
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    """Audio-visual synchronisation heads (training only) at these levels."""
+
+    levels: tuple[str, ...] = ("res3", "res4", "pool5")
+    dim: int = 64
+    margin: float = 0.5
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    arch: Arch
+    pathways: tuple[PathwayConfig, ...]
+    lateral: LateralConfig | None = None
+    audio_fusion: AudioFusionConfig | None = None
+    head: HeadConfig = field(default_factory=HeadConfig)
+    drop_pathway: float = 0.0
+    sync: SyncConfig | None = None
+
+    def __post_init__(self) -> None:
+        kinds = tuple(type(p).__name__ for p in self.pathways)
+        expected = {
+            "slow": ("VisualPathwayConfig",),
+            "fast": ("VisualPathwayConfig",),
+            "slowfast": ("VisualPathwayConfig",) * 2,
+            "audio": ("AudioPathwayConfig",),
+            "avslowfast": ("VisualPathwayConfig",) * 2 + ("AudioPathwayConfig",),
+        }[self.arch]
+        if kinds != expected:
+            raise ValueError(f"{self.name}: arch {self.arch} needs pathways {expected}, got {kinds}")
+        if self.audio_fusion is not None and self.arch != "avslowfast":
+            raise ValueError(f"{self.name}: audio_fusion needs arch avslowfast")
+        if self.audio_fusion and any(s not in (1, 2, 3, 4) for s in self.audio_fusion.stages):
+            raise ValueError(f"{self.name}: audio fusion stages must be in 1..4")
+        if not 0.0 <= self.drop_pathway < 1.0:
+            raise ValueError(f"{self.name}: drop_pathway must be in [0, 1)")
+        if self.head.kind == "ava" and self.arch == "audio":
+            raise ValueError(f"{self.name}: the AVA head needs a visual pathway")
+
+    @property
+    def visual(self) -> tuple[VisualPathwayConfig, ...]:
+        return tuple(p for p in self.pathways if isinstance(p, VisualPathwayConfig))
+
+    @property
+    def audio(self) -> AudioPathwayConfig | None:
+        return next((p for p in self.pathways if isinstance(p, AudioPathwayConfig)), None)
+
+    @property
+    def audio_index(self) -> int | None:
+        return next((i for i, p in enumerate(self.pathways) if isinstance(p, AudioPathwayConfig)), None)
+
+
+# --------------------------------------------------------------------------- presets
+
+
+def model_config(
+    arch: Arch = "avslowfast",
+    depth: int = 50,
+    frames: int = 4,
+    stride: int = 16,
+    *,
+    alpha_f: int | None = None,
+    beta_f: float = 1 / 8,
+    alpha_a: int | None = None,
+    beta_a: float = 1 / 2,
+    lateral_kernel: int | None = None,
+    laterals: bool = True,
+    fusion: FusionMode = "a_fs",
+    fusion_stages: tuple[int, ...] = (3, 4),
+    fusion_pool5: bool = True,
+    nonlocal_res4: bool = False,
+    head: HeadConfig | None = None,
+    drop_pathway: float | None = None,
+    sync: bool | None = None,
+    audio_width: int | None = None,
+    mel_bins: int = 80,
+    tiny: bool = False,
+    name: str | None = None,
+) -> ModelConfig:
+    """The papers' instantiation ``arch`` R``depth`` ``frames``x``stride`` (T x tau).
+
+    alpha_f defaults to 8 for tau = 16 and 4 for tau = 8 (Fast sees tau/alpha_f spacing);
+    alpha_a to 4 x alpha_f (128 log-mel frames for 4x16 and 8x8, as in the authors' code).
+    The lateral kernel is 5, except 7 for alpha_f = 4 as in PySlowFast's 8x8 configs, so
+    their checkpoints load; ``laterals=False`` is SlowFast Table 5a's no-lateral baseline
+    (pathways concatenated only at pool5). ``tiny`` keeps the structure with 1 block per stage and
+    narrow widths, for tests and the demo.
+    """
+    if depth not in STAGE_DEPTHS:
+        raise ValueError(f"depth must be one of {sorted(STAGE_DEPTHS)}, got {depth}")
+    alpha_f = alpha_f or (8 if stride >= 16 else 4)
+    alpha_a = alpha_a or 4 * alpha_f
+    depths = TINY_DEPTHS if tiny else STAGE_DEPTHS[depth]
+    slow_width = 8 if tiny else 64
+    fast_width = max(1, round(slow_width * beta_f))
+    nl = ((), (), _nonlocal_indices(depths[2]), ()) if nonlocal_res4 else ((), (), (), ())
+    temporal = None if tiny else TEMPORAL_BLOCKS[depth]
+    slow = VisualPathwayConfig("slow", frames, slow_width, depths, 1, (1, 1, 3, 3), temporal,
+                               nonlocal_blocks=nl)
+    fast = VisualPathwayConfig("fast", frames * alpha_f, fast_width, depths, 5, (3, 3, 3, 3), temporal)
+    audio = AudioPathwayConfig(
+        frames=frames * alpha_a,
+        mel_bins=mel_bins,
+        width=audio_width or max(1, round(slow_width * beta_a)),
+        depths=depths,
+    )
+    head = head or HeadConfig()
+    if head.kind == "ava":  # res5 at stride 16: spatial stride 1, dilation 2 (SlowFast Sec. 5)
+        slow, fast = (replace(p, spatial_strides=(1, 2, 2, 1), spatial_dilations=(1, 1, 1, 2))
+                      for p in (slow, fast))
+    lateral = LateralConfig(alpha_f, lateral_kernel or (5 if alpha_f >= 8 else 7))
+    pathways: tuple[PathwayConfig, ...] = {
+        "slow": (slow,),
+        "fast": (fast,),
+        "slowfast": (slow, fast),
+        "audio": (audio,),
+        "avslowfast": (slow, fast, audio),
+    }[arch]
+    av = arch == "avslowfast"
+    return ModelConfig(
+        name=name or preset_name(arch, depth, frames, stride, nonlocal_res4, tiny),
+        arch=arch,
+        pathways=pathways,
+        lateral=lateral if laterals and arch in ("slowfast", "avslowfast") else None,
+        audio_fusion=AudioFusionConfig(fusion, tuple(fusion_stages), fusion_pool5) if av else None,
+        head=head,
+        drop_pathway=(0.8 if av else 0.0) if drop_pathway is None else drop_pathway,
+        sync=SyncConfig() if (av if sync is None else sync) else None,
+    )
+
+
+def _nonlocal_indices(blocks: int) -> tuple[int, ...]:
+    """Three res4 non-local blocks spread over the stage: (6, 13, 20) for R101's 23 blocks
+    as in PySlowFast's NL configs, (1, 3, 5) for R50's 6."""
+    if blocks >= 23:
+        return (6, 13, 20)
+    if blocks >= 6:
+        return (1, 3, 5)
+    return (blocks - 1,)
+
+
+def preset_name(arch: Arch, depth: int, frames: int, stride: int, nonlocal_res4: bool = False,
+                tiny: bool = False) -> str:
+    backbone = "tiny" if tiny else f"r{depth}" + ("_nl" if nonlocal_res4 else "")
+    return f"{arch}_{backbone}_{frames}x{stride}"
+
+
+# The instantiations the papers report, with their multiply-adds per 256x256 view (G) and
+# parameters (M) where given. Source: SlowFast Tables 2 and 5a, AVSlowFast Tables 5, 6, A.3.
+PAPER_PRESETS: dict[str, dict] = {
+    "slow_r50_4x16": dict(args=dict(arch="slow", depth=50, frames=4, stride=16), gmacs=27.3, mparams=32.4),
+    "fast_r50_4x16": dict(args=dict(arch="fast", depth=50, frames=4, stride=16), gmacs=6.4, mparams=0.53),
+    "slowfast_r50_4x16": dict(args=dict(arch="slowfast", depth=50, frames=4, stride=16), gmacs=36.1),
+    "slowfast_r50_8x8": dict(args=dict(arch="slowfast", depth=50, frames=8, stride=8), gmacs=65.7),
+    "slowfast_r101_8x8": dict(args=dict(arch="slowfast", depth=101, frames=8, stride=8), gmacs=106.0),
+    "slowfast_r101_16x8": dict(args=dict(arch="slowfast", depth=101, frames=16, stride=8), gmacs=213.0),
+    "slowfast_r101_nl_16x8": dict(
+        args=dict(arch="slowfast", depth=101, frames=16, stride=8, nonlocal_res4=True), gmacs=234.0),
+    "avslowfast_r50_4x16": dict(args=dict(arch="avslowfast", depth=50, frames=4, stride=16), gmacs=39.8),
+    "avslowfast_r50_8x8": dict(args=dict(arch="avslowfast", depth=50, frames=8, stride=8), gmacs=None),
+    "audio_r50_4x16": dict(args=dict(arch="audio", depth=50, frames=4, stride=16), gmacs=None),
+}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    """A named paper instantiation (see :data:`PAPER_PRESETS`), with keyword overrides."""
+    if name not in PAPER_PRESETS:
+        raise KeyError(f"unknown preset {name!r}; known: {', '.join(PAPER_PRESETS)}")
+    return model_config(**{**PAPER_PRESETS[name]["args"], **overrides})

@@ -1,0 +1,41 @@
+"""bench/train_step.py runs end to end on CPU with the tiny model and writes a smoke report."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_train_step", REPO / "bench" / "train_step.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_step_bench_smoke_on_cpu(tmp_path):
+    bench = load_bench()
+    out = tmp_path / "smoke.json"
+    code = bench.main(["--device", "cpu", "--tiny", "--configs", "eager_fp32,bf16_cl", "--steps", "2",
+                       "--warmup", "1", "--out", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    for key in ("metric", "value", "unit", "goal", "higher_is_better", "machine", "command", "date"):
+        assert key in report
+    assert report["smoke"] is True and report["goal_met"] is None and report["metric"].endswith("_smoke")
+    assert report["device"] == "cpu" and report["goal"] == 300.0
+    assert set(report["configs"]) == {"eager_fp32", "bf16_cl"}
+    assert all(c["clips_per_s"] > 0 and c["mfu"] >= 0 for c in report["configs"].values())
+    assert report["bf16_vs_fp32"]["agree"] and report["bf16_vs_fp32"]["rel_diff"] < 0.02
+    assert report["value"] == max(c["clips_per_s"] for c in report["configs"].values())
+
+
+def test_train_step_bench_refuses_unknown_configs_and_missing_cuda():
+    bench = load_bench()
+    assert bench.main(["--device", "cpu", "--tiny", "--configs", "fp8"]) == 2
+    import torch
+    if not torch.cuda.is_available():
+        assert bench.main([]) == 2

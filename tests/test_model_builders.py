@@ -1,0 +1,184 @@
+"""Builders: every arch and preset builds, has the papers' structure, and gives the right shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avsf.models import PAPER_PRESETS, HeadConfig, ModelConfig, build_model, example_inputs, model_config, preset
+from avsf.models.config import AudioPathwayConfig, VisualPathwayConfig
+
+ARCHS = ["slow", "fast", "slowfast", "audio", "avslowfast"]
+
+
+def tiny(arch="avslowfast", **kw) -> ModelConfig:
+    kw.setdefault("head", HeadConfig(num_classes=5))
+    return model_config(arch, frames=2, stride=16, tiny=True, mel_bins=16, **kw)
+
+
+def res5_shapes(model, inputs, **kw) -> list[tuple[int, ...]]:
+    seen = []
+    handle = model.s5.register_forward_hook(lambda m, i, o: seen.extend(tuple(x.shape) for x in o))
+    with torch.no_grad():
+        model(inputs, **kw)
+    handle.remove()
+    return seen
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_tiny_forward_backward_reaches_every_parameter(arch):
+    torch.manual_seed(0)
+    cfg = tiny(arch)
+    model = build_model(cfg).train()
+    out = model(example_inputs(cfg, 32, batch=2), drop_audio=False)
+    assert out.shape == (2, 5)
+    out.logsumexp(dim=1).sum().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None and not n.startswith("sync.")]
+    assert no_grad == []
+
+
+@pytest.mark.parametrize("name", list(PAPER_PRESETS))
+def test_paper_presets_build_with_papers_res5_shapes(name):
+    cfg = preset(name)
+    model = build_model(cfg, "meta").eval()
+    shapes = res5_shapes(model, example_inputs(cfg, 224, device="meta"))
+    expected = []
+    for p in cfg.pathways:
+        if isinstance(p, AudioPathwayConfig):  # 128 x 80 -> 16 x 10 (res3-res5 downsample)
+            expected.append((1, p.out_channels, p.frames // 8, p.mel_bins // 8))
+        else:  # no temporal downsampling; 224 -> 7
+            expected.append((1, p.out_channels, p.frames, 7, 7))
+    assert shapes == expected
+    out = model(example_inputs(cfg, 256, device="meta"))
+    assert out.shape == (1, 400)
+
+
+def test_slowfast_4x16_matches_table1():
+    model = build_model(preset("slowfast_r50_4x16"), "meta")
+    slow_stem, fast_stem = model.s1.pathway0_stem.conv, model.s1.pathway1_stem.conv
+    assert slow_stem.kernel_size == (1, 7, 7) and fast_stem.kernel_size == (5, 7, 7)
+    assert (slow_stem.out_channels, fast_stem.out_channels) == (64, 8)
+    # Slow: non-degenerate temporal kernels only in res4-res5; Fast: everywhere
+    for stage, slow_k in [(2, 1), (3, 1), (4, 3), (5, 3)]:
+        blocks = getattr(model, f"s{stage}")
+        assert blocks.pathway0_res0.branch2.a.kernel_size == (slow_k, 1, 1)
+        assert blocks.pathway1_res0.branch2.a.kernel_size == (3, 1, 1)
+        assert blocks.pathway0_res0.branch2.b.stride == (1, 1 if stage == 2 else 2, 1 if stage == 2 else 2)
+    assert model.s5.pathway0_res2.branch2.c.out_channels == 2048
+    assert model.s5.pathway1_res2.branch2.c.out_channels == 256
+    # Fast->Slow: 5x1x1, 2*beta*C channels, stride alpha; concatenated into Slow
+    lateral = model.s1_fuse.conv_f2s
+    assert (lateral.kernel_size, lateral.stride, lateral.out_channels) == ((5, 1, 1), (8, 1, 1), 16)
+    assert model.s2.pathway0_res0.branch2.a.in_channels == 64 + 16
+    assert model.s5.pathway0_res0.branch2.a.in_channels == 1024 + 256
+    assert not hasattr(model, "s5_fuse")
+
+
+def test_r101_temporal_kernels_only_in_first_six_res4_blocks():
+    model = build_model(preset("slowfast_r101_8x8"), "meta")
+    assert model.s4.pathway0_res5.branch2.a.kernel_size == (3, 1, 1)
+    assert model.s4.pathway0_res6.branch2.a.kernel_size == (1, 1, 1)
+    assert model.s4.pathway1_res22.branch2.a.kernel_size == (1, 1, 1)
+    assert model.s5.pathway0_res2.branch2.a.kernel_size == (3, 1, 1)
+    assert model.s1_fuse.conv_f2s.kernel_size == (7, 1, 1) and model.s1_fuse.conv_f2s.stride == (4, 1, 1)
+
+
+def test_nonlocal_preset_places_three_blocks_in_slow_res4():
+    model = build_model(preset("slowfast_r101_nl_16x8"), "meta")
+    names = [n for n, _ in model.named_children()] + [n for n, _ in model.s4.named_children()]
+    assert [n for n in names if "nonlocal" in n] == ["pathway0_nonlocal6", "pathway0_nonlocal13",
+                                                      "pathway0_nonlocal20"]
+
+
+def test_audio_pathway_matches_table1():
+    model = build_model(preset("avslowfast_r50_4x16"), "meta")
+    stem = model.s1.pathway2_stem.conv
+    assert (stem.time.kernel_size, stem.freq.kernel_size, stem.time.out_channels) == ((9, 1), (1, 9), 32)
+    assert not hasattr(model.s1.pathway2_stem, "pool_layer")
+    for stage, width in [(2, 32), (3, 64)]:
+        b = getattr(model, f"s{stage}").pathway2_res0.branch2.b
+        assert (b.time.kernel_size, b.freq.kernel_size, b.time.out_channels) == ((3, 1), (1, 3), width)
+    for stage, width in [(4, 128), (5, 256)]:
+        b = getattr(model, f"s{stage}").pathway2_res0.branch2.b
+        assert (b.kernel_size, b.out_channels) == ((3, 3), width)
+    strides = [getattr(model, f"s{s}").pathway2_res0.branch2.b for s in (2, 3, 4, 5)]
+    assert [m.time.stride if s < 2 else m.stride for s, m in enumerate(strides)] == \
+        [(1, 1), (2, 2), (2, 2), (2, 2)]
+    assert model.head.projection.in_features == 2048 + 256 + 1024
+    assert hasattr(model, "s3_afuse") and hasattr(model, "s4_afuse") and not hasattr(model, "s2_afuse")
+
+
+def test_config_is_validated():
+    slow = VisualPathwayConfig("slow", 4, 64)
+    with pytest.raises(ValueError, match="needs pathways"):
+        ModelConfig("bad", "avslowfast", (slow, slow))
+    with pytest.raises(ValueError, match="drop_pathway"):
+        tiny(drop_pathway=1.0)
+    with pytest.raises(ValueError, match="depth"):
+        model_config("slowfast", depth=34)
+    with pytest.raises(KeyError, match="unknown preset"):
+        preset("slowfast_r18")
+
+
+def test_wrong_number_of_inputs_is_refused():
+    cfg = tiny("slowfast")
+    with pytest.raises(ValueError, match="takes 2 inputs"):
+        build_model(cfg)(example_inputs(cfg, 32)[:1])
+
+
+def test_eval_applies_softmax_training_gives_logits():
+    torch.manual_seed(0)
+    cfg = tiny("slowfast", head=HeadConfig(num_classes=5, dropout=0.0))
+    model = build_model(cfg)
+    for m in model.modules():  # non-zero final BN so the output is not constant
+        if hasattr(m, "zero_init_gamma"):
+            torch.nn.init.ones_(m.weight)
+    torch.nn.init.normal_(model.head.projection.weight)
+    x = example_inputs(cfg, 32, batch=3)
+    model.eval()
+    probs = model(x)
+    assert torch.allclose(probs.sum(dim=1), torch.ones(3))
+    model.train()
+    logits = model(x)
+    assert not torch.allclose(logits.sum(dim=1), torch.ones(3))
+
+
+@pytest.mark.parametrize("mode", ["a_fs", "a_f_s", "av_nonlocal"])
+def test_fusion_modes_at_every_stage(mode):
+    torch.manual_seed(0)
+    cfg = tiny(fusion=mode, fusion_stages=(1, 2, 3, 4))
+    model = build_model(cfg).train()
+    out = model(example_inputs(cfg, 32, batch=2), drop_audio=False)
+    assert out.shape == (2, 5)
+    out.sum().backward()
+    assert model.s1_afuse.a2v.conv1.weight.grad is not None
+    # after res2: Slow 32 + lateral 2 x 4 channels; A->F->S fuses into Fast (4), before the lateral
+    assert model.s2_afuse.a2v.conv2.out_channels == (4 if mode == "a_f_s" else 32 + 8)
+
+
+def test_ava_head_res5_stride_16_and_rois():
+    torch.manual_seed(0)
+    cfg = tiny("slowfast", head=HeadConfig(kind="ava", num_classes=7, dropout=0.0))
+    model = build_model(cfg).eval()
+    inputs = example_inputs(cfg, 64, batch=2)
+    boxes = torch.tensor([[0, 0.0, 0.0, 64.0, 64.0], [1, 8.0, 16.0, 40.0, 60.0], [1, 0.0, 0.0, 20.0, 20.0]])
+    shapes = res5_shapes(model, inputs, boxes=boxes)
+    assert [s[-2:] for s in shapes] == [(4, 4), (4, 4)]  # 64 / 16
+    assert model.s5.pathway0_res0.branch2.b.dilation == (1, 2, 2)
+    out = model(inputs, boxes)
+    assert out.shape == (3, 7) and ((out >= 0) & (out <= 1)).all()
+
+
+def test_ava_head_on_avslowfast_concatenates_audio_per_box():
+    cfg = tiny(head=HeadConfig(kind="ava", num_classes=7))
+    model = build_model(cfg).eval()
+    assert model.head.projection.in_features == 256 + 32 + 128  # slow, fast, audio res5
+    out = model(example_inputs(cfg, 32, batch=2), torch.tensor([[1, 0.0, 0.0, 16.0, 16.0]]))
+    assert out.shape == (1, 7)
+
+
+def test_epic_head_gives_verbs_and_nouns():
+    cfg = tiny("avslowfast", head=HeadConfig(kind="epic", verb_classes=4, noun_classes=6))
+    model = build_model(cfg).train()
+    out = model(example_inputs(cfg, 32, batch=2), drop_audio=False)
+    assert {k: tuple(v.shape) for k, v in out.items()} == {"verb": (2, 4), "noun": (2, 6)}
