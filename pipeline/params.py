@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 class ParamsError(ValueError):
     """A params file or override that does not validate; the message is one line."""
@@ -63,6 +63,16 @@ class LaunchParams(Section):
     resources: Resources = Resources()
     slurm: SlurmParams = SlurmParams()
     stage_resources: dict[str, ResourceOverride] = {}
+
+    @model_validator(mode="after")
+    def _nodes_need_slurm(self) -> "LaunchParams":
+        if self.cluster in ("local", "debug"):
+            keys = {"resources": self.resources, **{f"stage_resources.{k}": v for k, v in self.stage_resources.items()}}
+            for key, res in keys.items():
+                if res.nodes is not None and res.nodes > 1:
+                    raise ValueError(f"{key}.nodes = {res.nodes} needs cluster slurm or auto "
+                                     f"({self.cluster} runs on one node)")
+        return self
 
     def resources_for(self, stage: str) -> Resources:
         override = self.stage_resources.get(stage)
@@ -126,8 +136,9 @@ class DownloadParams(Section):
         default=["data/demo/remote/kinetics_demo_train.csv", "data/demo/remote/kinetics_demo_val.csv"],
         min_length=1,
     )
-    # A directory or file:// URL holding <youtube_id>.<ext>, an http(s) URL prefix, or "youtube".
-    source: str = "data/demo/remote/videos"
+    # A directory or file:// URL holding <youtube_id>.<ext>, an http(s) URL prefix (or a URL
+    # template with {youtube_id}), or "youtube" (needs the extra: pip install avsf[youtube]).
+    source: str = Field("data/demo/remote/videos", min_length=1)
     out_dir: str = "data/clips"
     ledger: str = "data/ledger/download.csv"
     metrics: str = "reports/metrics/download.json"
@@ -139,12 +150,157 @@ class DownloadParams(Section):
     backoff_s: float = Field(1.0, ge=0)
     timeout_s: float = Field(30.0, gt=0)
     crf: int = Field(18, ge=0, le=51)
+    # A segment running past the end of its video is cut short; below this fraction of its
+    # annotated length it fails as segment_out_of_range.
+    min_segment_fraction: float = Field(0.5, gt=0, le=1)
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        scheme, sep, _ = value.partition("://")
+        if sep and scheme not in ("http", "https", "file"):
+            raise ValueError("must be a directory, a file:// or http(s):// URL, or 'youtube'")
+        if set("{}") & set(value.replace("{youtube_id}", "")):
+            raise ValueError("a URL template may only use the field {youtube_id}")
+        return value
+
+
+# --------------------------------------------------------------------------- decode
+
+
+class DecodeParams(Section):
+    """Decode the downloaded clips (``download.out_dir``/clips.csv) into the HDF5 frame store."""
+
+    out_dir: str = "data/store/frames"  # shard-NNNNN.h5, index.csv, classes.json
+    ledger: str = "data/ledger/decode.csv"  # download's failures, then decode's own
+    metrics: str = "reports/metrics/decode.json"
+    fps: float = Field(30.0, gt=0, le=240)  # frames are resampled to this rate
+    short_side: int = Field(128, ge=8, le=4096)  # frames are resized so the shorter side is this
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    sample_rate: int = Field(16000, ge=8000, le=96000)  # audio is resampled to this, mono
+    clips_per_shard: int = Field(32, gt=0)  # one HDF5 file and one job per shard
+
+
+# --------------------------------------------------------------------------- spectrogram
+
+
+class SpectrogramParams(Section):
+    """Log-mel spectrograms of the decoded audio into the HDF5 log-mel store."""
+
+    out_dir: str = "data/store/logmel"  # shard-NNNNN.h5 named as the frame store's, stats.json
+    ledger: str = "data/ledger/spectrogram.csv"  # decode's failures, then the spectrogram's own
+    metrics: str = "reports/metrics/spectrogram.json"
+    n_fft: int = Field(512, ge=16)
+    win_length: int = Field(512, ge=16)
+    hop_length: int = Field(256, gt=0)
+    n_mels: int = Field(80, gt=0)
+    f_min: float = Field(0.0, ge=0)
+    f_max: float | None = Field(None, gt=0)  # None: half the sample rate
+    log_offset: float = Field(1e-8, gt=0)  # log(S + log_offset)
+    stats_split: str = "train"  # normalisation mean/std are measured on this split
+
+    @field_validator("win_length")
+    @classmethod
+    def _fits_fft(cls, value: int, info: ValidationInfo) -> int:
+        n_fft = info.data.get("n_fft")
+        if n_fft is not None and value > n_fft:
+            raise ValueError(f"must not exceed n_fft ({n_fft})")
+        return value
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+class DatasetParams(Section):
+    """How the clip dataset samples the stores (``decode.out_dir``, ``spectrogram.out_dir``).
+    Clip length in frames (T, tau, alpha) comes from the model."""
+
+    train_scale: tuple[int, int] = (128, 160)  # short side drawn from [low, high] in training
+    train_crop: int = Field(112, gt=0)  # random square crop in training
+    flip: bool = True  # random horizontal flip in training
+    test_scale: int = Field(128, gt=0)  # short side at test time
+    test_crop: int = Field(128, gt=0)  # square crops at test time
+    test_clips: int = Field(10, gt=0)  # uniform temporal clips per video at test time
+    test_crops: Literal[1, 3] = 3  # centre, or left/centre/right along the longer side
+    spec_frames: int = Field(128, gt=0)  # log-mel frames per clip (128 for ~2 s in the paper)
+    hard_negative_min_shift_s: float = Field(0.5, ge=0)  # AV-sync hard negatives: audio shift
+
+    @field_validator("train_scale")
+    @classmethod
+    def _scale_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError("must be [low, high] with 0 < low <= high")
+        return value
+
+    @field_validator("train_crop")
+    @classmethod
+    def _train_crop_fits(cls, value: int, info: ValidationInfo) -> int:
+        scale = info.data.get("train_scale")
+        if scale is not None and value > scale[0]:
+            raise ValueError(f"must not exceed the smallest train_scale ({scale[0]})")
+        return value
+
+    @field_validator("test_crop")
+    @classmethod
+    def _test_crop_fits(cls, value: int, info: ValidationInfo) -> int:
+        scale = info.data.get("test_scale")
+        if scale is not None and value > scale:
+            raise ValueError(f"must not exceed test_scale ({scale})")
+        return value
+
+
+# --------------------------------------------------------------------------- model
+
+
+class ModelParams(Section):
+    """The network, as ``avsf.models.model_config`` arguments: a paper instantiation
+    ``arch`` R``depth`` ``frames`` x ``stride`` (T x tau), with its ratios and options."""
+
+    arch: Literal["slow", "fast", "slowfast", "audio", "avslowfast"] = "avslowfast"
+    depth: Literal[50, 101] = 50
+    frames: int = Field(4, gt=0)  # T: Slow pathway frames
+    stride: int = Field(16, gt=0)  # tau: Slow pathway frame stride
+    alpha_f: int | None = Field(None, gt=0)  # Fast frame-rate ratio; null: 8 for tau 16, else 4
+    beta_f: float = Field(0.125, gt=0, le=1)  # Fast channel ratio
+    alpha_a: int | None = Field(None, gt=0)  # Audio frame-rate ratio; null: 4 x alpha_f
+    beta_a: float = Field(0.5, gt=0, le=2)  # Audio channel ratio
+    fusion: Literal["a_fs", "a_f_s", "av_nonlocal"] = "a_fs"
+    fusion_stages: list[int] = [3, 4]  # audio laterals after these stages (1 = pool1, 2-4 = res2-res4)
+    fusion_pool5: bool = True  # concatenate pooled audio features before the classifier
+    nonlocal_res4: bool = False
+    head: Literal["classification", "epic", "ava"] = "classification"
+    num_classes: int = Field(400, gt=0)
+    dropout: float = Field(0.5, ge=0, lt=1)
+    drop_pathway: float = Field(0.8, ge=0, lt=1)  # P_d, AVSlowFast only
+    sync: bool = True  # AV-sync heads at res3, res4, pool5 (AVSlowFast only)
+    mel_bins: int = Field(80, gt=0)
+    tiny: bool = False  # one block per stage, narrow: the demo and the tests
+
+    @field_validator("fusion_stages")
+    @classmethod
+    def _fusion_stages(cls, value: list[int]) -> list[int]:
+        if any(s not in (1, 2, 3, 4) for s in value) or len(set(value)) != len(value):
+            raise ValueError("must be distinct stages from 1 (pool1) to 4 (res4)")
+        return sorted(value)
+
+
+class ModelReportParams(Section):
+    """Parameters and multiply-adds of every preset, checked against the papers."""
+
+    out_dir: str = "reports/model"
+    sizes: list[int] = Field(default=[224, 256], min_length=1)  # square crops to count at
+    tolerance: float = Field(0.02, gt=0, lt=1)  # relative error allowed against a paper figure
 
 
 class Params(Section):
     launch: LaunchParams = LaunchParams()
     demo: DemoParams = DemoParams()
     download: DownloadParams = DownloadParams()
+    decode: DecodeParams = DecodeParams()
+    spectrogram: SpectrogramParams = SpectrogramParams()
+    dataset: DatasetParams = DatasetParams()
+    model: ModelParams = ModelParams()
+    model_report: ModelReportParams = ModelReportParams()
 
 
 # --------------------------------------------------------------------------- loading

@@ -21,6 +21,7 @@ TINY_OVERRIDES = {
     "demo.sizes": [[96, 72], [64, 96]],
     "launch.cluster": "local",
     "launch.resources.timeout_min": 10,
+    "model_report.sizes": [256],  # the size the papers' figures are given at
 }
 
 

@@ -35,6 +35,7 @@ def test_repository_params_validate_into_typed_sections():
         ("launch.stage_resources.train.gpus=8", "launch.stage_resources.train.gpus: unknown key; allowed: timeout_min,"),
         ("demo.raw_seconds=[5, 4]", "demo.raw_seconds: must be [low, high] with 0 < low <= high"),
         ("demo.clip_seconds=9", "demo.clip_seconds: must not exceed the shortest raw video"),
+        ("launch.resources.nodes=2", "launch: resources.nodes = 2 needs cluster slurm or auto (local runs on one node)"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(override, message):

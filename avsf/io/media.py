@@ -109,19 +109,26 @@ class MediaError(ValueError):
         self.detail = detail
 
 
+def open_video(path: str | os.PathLike) -> av.container.InputContainer:
+    """Open ``path`` for reading (close it, e.g. in a ``with`` block). Raises :class:`MediaError`
+    with reason ``corrupt_container`` (cannot be opened) or ``no_video_stream``."""
+    try:
+        container = av.open(os.fspath(path))
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise MediaError("corrupt_container", str(exc)) from None
+    if not container.streams.video:
+        container.close()
+        raise MediaError("no_video_stream", os.fspath(path))
+    return container
+
+
 def probe(path: str | os.PathLike) -> MediaInfo:
     """Open ``path`` and describe its first video stream.
 
     Raises :class:`MediaError` with reason ``corrupt_container`` (cannot be opened),
     ``no_video_stream`` or ``zero_duration``.
     """
-    try:
-        container = av.open(os.fspath(path))
-    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        raise MediaError("corrupt_container", str(exc)) from None
-    with container:
-        if not container.streams.video:
-            raise MediaError("no_video_stream", os.fspath(path))
+    with open_video(path) as container:
         video = container.streams.video[0]
         duration = _stream_duration(container, video)
         if not duration or duration <= 0:

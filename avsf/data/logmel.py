@@ -1,0 +1,90 @@
+"""Log-mel spectrograms in plain torch, as the AVSlowFast paper takes them.
+
+    waveform [samples] ──STFT (Hann, centred, reflect pad)──> |X|^2 [freq, time]
+        ──HTK triangular mel filterbank──> S [n_mels, time] ──log(S + eps)──> [time, n_mels]
+
+The defaults are the paper's: 16 kHz, 32 ms window (512 samples), 16 ms hop (256), 80 mel
+bins, log(S + 1e-8). The result equals ``torchaudio.transforms.MelSpectrogram(sample_rate,
+n_fft, win_length, hop_length, n_mels=80, mel_scale="htk")`` followed by the same log; this
+module exists because torchaudio's wheels do not import next to every torch build.
+
+Frame ``j`` is centred on sample ``j * hop_length`` (``center=True``), i.e. at time
+``j * hop_length / sample_rate``; a waveform of ``n`` samples gives ``1 + n // hop_length`` frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class LogMelSettings:
+    sample_rate: int = 16000
+    n_fft: int = 512
+    win_length: int = 512
+    hop_length: int = 256
+    n_mels: int = 80
+    f_min: float = 0.0
+    f_max: float | None = None  # None: sample_rate / 2
+    log_offset: float = 1e-8
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    def num_frames(self, samples: int) -> int:
+        return 1 + samples // self.hop_length
+
+
+def hz_to_mel(hz: float | torch.Tensor) -> float | torch.Tensor:
+    """HTK mel scale."""
+    if isinstance(hz, torch.Tensor):
+        return 2595.0 * torch.log10(1.0 + hz / 700.0)
+    return 2595.0 * math.log10(1.0 + hz / 700.0)
+
+
+def mel_to_hz(mel: float | torch.Tensor) -> float | torch.Tensor:
+    if isinstance(mel, torch.Tensor):
+        return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+
+
+def mel_filterbank(settings: LogMelSettings = LogMelSettings()) -> torch.Tensor:
+    """Triangular filters [n_fft // 2 + 1, n_mels], unnormalised (peak 1), on the HTK scale.
+
+    Filter m rises linearly from corner m to its centre m + 1 and falls to corner m + 2,
+    the n_mels + 2 corners being evenly spaced in mel between f_min and f_max.
+    """
+    f_max = settings.f_max if settings.f_max is not None else settings.sample_rate / 2
+    n_freqs = settings.n_fft // 2 + 1
+    bins_hz = torch.linspace(0, settings.sample_rate // 2, n_freqs, dtype=torch.float64)
+    corners_mel = torch.linspace(hz_to_mel(settings.f_min), hz_to_mel(f_max), settings.n_mels + 2,
+                                 dtype=torch.float64)
+    corners_hz = mel_to_hz(corners_mel)
+    lower, centre, upper = corners_hz[:-2], corners_hz[1:-1], corners_hz[2:]
+    freqs = bins_hz[:, None]
+    rising = (freqs - lower) / (centre - lower)
+    falling = (upper - freqs) / (upper - centre)
+    return torch.clamp(torch.minimum(rising, falling), min=0).to(torch.float32)
+
+
+def log_mel(waveform: torch.Tensor, settings: LogMelSettings = LogMelSettings()) -> torch.Tensor:
+    """``waveform``: float [samples] or [batch, samples] in [-1, 1], at ``settings.sample_rate``.
+    Returns float32 [time, n_mels] (or [batch, time, n_mels])."""
+    frames = settings.num_frames(waveform.shape[-1])
+    if waveform.shape[-1] <= settings.n_fft // 2:  # reflect padding needs more than half a window
+        pad = settings.n_fft // 2 + 1 - waveform.shape[-1]
+        waveform = torch.nn.functional.pad(waveform, (0, pad))
+    window = torch.hann_window(settings.win_length, dtype=waveform.dtype, device=waveform.device)
+    spectrum = torch.stft(
+        waveform.to(torch.float32), n_fft=settings.n_fft, hop_length=settings.hop_length,
+        win_length=settings.win_length, window=window.to(torch.float32), center=True,
+        pad_mode="reflect", normalized=False, onesided=True, return_complex=True,
+    )
+    power = spectrum.abs().pow(2.0)  # [..., freq, time]
+    filters = mel_filterbank(settings).to(power.device)
+    mel = torch.matmul(power.transpose(-1, -2), filters)  # [..., time, n_mels]
+    return torch.log(mel[..., :frames, :] + settings.log_offset)

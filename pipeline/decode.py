@@ -1,0 +1,217 @@
+"""Stage ``decode``: downloaded clips in, the HDF5 frame store, a ledger and metrics out.
+
+    <download.out_dir>/clips.csv ──split into shards of decode.clips_per_shard──>
+        run_shards(decode_shard): per clip decode_clip (JPEG frames at fps, 16 kHz audio)
+        ──> <decode.out_dir>/shard-NNNNN.h5 (written to a temporary name, renamed when whole)
+    ──merge shard metas──> index.csv, classes.json, ledger (download's rows + ours), metrics
+
+Resumable: each shard records a fingerprint of what it was built from (settings, clip
+files), and a rerun keeps every shard whose fingerprint still matches, so a killed run
+redoes only the shards it had not finished. The helpers at the bottom serve the
+``spectrogram`` stage the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from tqdm import tqdm
+
+from avsf.data.decode import DecodeSettings, decode_clip
+from avsf.data.kinetics import ClipRecord, ManifestError, read_clip_index
+from avsf.data.ledger import Failure, count_by_reason, read_ledger, write_ledger
+from avsf.data.store import (
+    CLASSES_NAME,
+    INDEX_NAME,
+    StoreEntry,
+    fingerprint,
+    open_shard,
+    read_meta,
+    shard_name,
+    write_index,
+)
+from avsf.io.atomic import remove_stale_temporaries, write_json
+from avsf.io.media import MediaError
+from pipeline.launch import StageFailed, run_shards
+from pipeline.params import Params
+
+log = logging.getLogger("avsf.decode")
+
+STAGE = "decode"
+CLIP_INDEX = "clips.csv"  # written by the download stage into download.out_dir
+
+
+@dataclass(frozen=True)
+class DecodeShard:
+    """One job's work: decode ``clips`` into the shard file at ``path``."""
+
+    index: int
+    path: str
+    clips: tuple[ClipRecord, ...]
+    clips_dir: str
+    settings: DecodeSettings
+    fingerprint: str
+
+
+def decode_shard(shard: DecodeShard) -> dict[str, Any]:
+    """One job: decode every clip of the shard into one HDF5 file; returns the shard's meta."""
+    started = time.monotonic()
+    clips, failures = [], []
+    with open_shard(shard.path) as writer:
+        for record in progress(shard.clips, f"decode shard {shard.index}"):
+            source = Path(shard.clips_dir) / record.path
+            try:
+                if not source.is_file():
+                    raise MediaError("missing_clip", str(source))
+                clip = decode_clip(source, shard.settings)
+            except MediaError as exc:
+                failures.append({"id": record.clip_id, "reason": exc.reason, "detail": exc.detail})
+                continue
+            except Exception as exc:  # noqa: BLE001 - one bad clip never stops the shard
+                failures.append({"id": record.clip_id, "reason": "unexpected_error",
+                                 "detail": f"{type(exc).__name__}: {exc}"})
+                continue
+            attrs = {
+                "fps": clip.fps, "duration": clip.duration, "has_audio": clip.has_audio,
+                "source_fps": clip.source_fps, "height": clip.height, "width": clip.width,
+                "num_frames": len(clip.frames), "sample_rate": clip.sample_rate, "notes": clip.notes,
+            }
+            writer.add_clip(record.clip_id, attrs, frames=clip.frames, audio=clip.audio)
+            clips.append({"clip_id": record.clip_id, "num_frames": len(clip.frames), "fps": clip.fps,
+                          "duration": clip.duration, "has_audio": clip.has_audio, "notes": clip.notes})
+        meta = {"stage": STAGE, "fingerprint": shard.fingerprint, "clips": clips, "failures": failures,
+                "seconds": time.monotonic() - started}
+        writer.set_meta(meta)
+    return meta
+
+
+def run_decode(params: Params) -> None:
+    """Decode the downloaded clips into the HDF5 frame store.
+
+    Reads <download.out_dir>/clips.csv and its clips; resamples frames to decode.fps, resizes
+    them to decode.short_side and stores them as JPEGs (decode.jpeg_quality), with the audio
+    resampled to decode.sample_rate mono, in shards of decode.clips_per_shard clips (one job
+    each) under decode.out_dir, plus index.csv and classes.json. Writes the failure ledger
+    (download's rows, then decode's) to decode.ledger and counts to decode.metrics. Shards
+    already built from the same inputs are kept, so a killed run resumes. Exits 1 only when
+    no clip at all could be decoded.
+    """
+    p = params.decode
+    started = time.monotonic()
+    clips_dir = Path(params.download.out_dir)
+    try:
+        records = read_clip_index(clips_dir / CLIP_INDEX)
+    except (OSError, ManifestError) as exc:
+        raise StageFailed(f"decode: cannot read the clip index: {exc}") from None
+    settings = DecodeSettings(fps=p.fps, short_side=p.short_side, jpeg_quality=p.jpeg_quality,
+                              sample_rate=p.sample_rate)
+    out_dir = Path(p.out_dir)
+    shards = [
+        DecodeShard(i, str(out_dir / shard_name(i)), tuple(chunk), str(clips_dir), settings,
+                    fingerprint(STAGE, asdict(settings), [_clip_identity(clips_dir, r) for r in chunk]))
+        for i, chunk in enumerate(chunks(records, p.clips_per_shard))
+    ]
+    todo = prepare_out_dir(STAGE, out_dir, shards)
+    run_shards(STAGE, decode_shard, todo, params.launch)
+    metas = [read_meta(s.path) for s in shards]
+
+    by_id = {r.clip_id: r for r in records}
+    entries = [
+        StoreEntry(c["clip_id"], by_id[c["clip_id"]].label or "", by_id[c["clip_id"]].split,
+                   by_id[c["clip_id"]].youtube_id, Path(s.path).name, c["num_frames"], c["fps"],
+                   c["duration"], c["has_audio"])
+        for s, meta in zip(shards, metas) for c in meta["clips"]
+    ]
+    write_index(out_dir / INDEX_NAME, entries)
+    write_json(out_dir / CLASSES_NAME, sorted({r.label for r in records if r.label}))
+    failures = [Failure(f["id"], STAGE, f["reason"], f["detail"]) for meta in metas for f in meta["failures"]]
+    upstream = carry_ledger(params.download.ledger, failures, p.ledger)
+
+    metas_clips = [c for meta in metas for c in meta["clips"]]
+    seconds = time.monotonic() - started
+    job_seconds = sum(meta["seconds"] for meta in metas)
+    hours = sum(c["duration"] for c in metas_clips) / 3600
+    metrics = {
+        "clips": len(entries),
+        "frames": sum(e.num_frames for e in entries),
+        "hours": hours,
+        "without_audio": sum(not e.has_audio for e in entries),
+        "failed": len(failures),
+        "failures_by_reason": count_by_reason(failures),
+        "upstream_failures": upstream,
+        "notes": count_notes(metas_clips),
+        "shards": len(shards),
+        "shards_reused": len(shards) - len(todo),
+        "store_bytes": sum(Path(s.path).stat().st_size for s in shards),
+        # Rates per job (one process, one core's worth of decoding) over the jobs' own time.
+        "source_seconds_per_s": hours * 3600 / job_seconds if job_seconds else 0.0,
+        "clips_per_s": len(metas_clips) / job_seconds if job_seconds else 0.0,
+        "wall_s": seconds,
+    }
+    write_json(p.metrics, metrics)
+    failed_text = ", ".join(f"{r} {n}" for r, n in metrics["failures_by_reason"].items()) or "none"
+    log.info("decode: %d clips: %d stored (%d without audio), %d failed (%s); %d frames, %.3f h; "
+             "%d shards (%d reused) in %.1f s, %.1f source-s/s per job; ledger %s",
+             len(records), len(entries), metrics["without_audio"], len(failures), failed_text,
+             metrics["frames"], hours, len(shards), metrics["shards_reused"], seconds,
+             metrics["source_seconds_per_s"], p.ledger)
+    if records and not entries:
+        raise StageFailed(f"decode: none of {len(records)} clips could be decoded; see {p.ledger}")
+
+
+def _clip_identity(clips_dir: Path, record: ClipRecord) -> list[Any]:
+    """What a clip's decoded content depends on: its id and file (size and mtime stand in for
+    the bytes, which would take as long to hash as to decode)."""
+    try:
+        stat = (clips_dir / record.path).stat()
+        return [record.clip_id, record.path, stat.st_size, stat.st_mtime_ns]
+    except OSError:
+        return [record.clip_id, record.path, None, None]
+
+
+# --------------------------------------------------------------------------- shared by sharded stages
+
+
+def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def prepare_out_dir(stage: str, out_dir: Path, shards: Sequence[Any]) -> list[Any]:
+    """Make ``out_dir`` ready for ``shards`` (objects with ``path`` and ``fingerprint``) and
+    return the ones still to build: temporaries of a killed run and shard files no longer in
+    the plan are removed, shards whose recorded fingerprint matches are kept."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stale = remove_stale_temporaries(out_dir)
+    planned = {Path(s.path).name for s in shards}
+    for old in out_dir.glob("shard-*.h5"):
+        if old.name not in planned:
+            old.unlink()
+            stale += 1
+    todo = [s for s in shards if (read_meta(s.path) or {}).get("fingerprint") != s.fingerprint]
+    log.info("%s: %d shards, %d already complete, %d to build%s", stage, len(shards),
+             len(shards) - len(todo), len(todo), f"; removed {stale} stale files" if stale else "")
+    return todo
+
+
+def carry_ledger(upstream: str | Path, failures: Iterable[Failure], path: str | Path) -> int:
+    """Write the ledger at ``path``: the upstream stage's rows, then ``failures``; returns how
+    many rows came from upstream."""
+    carried = read_ledger(upstream)
+    write_ledger(path, [*carried, *failures])
+    return len(carried)
+
+
+def count_notes(clips: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """How many clips carry each note (padded audio, rotation, variable frame rate, ...)."""
+    return dict(sorted(Counter(note for c in clips for note in c.get("notes", {})).items()))
+
+
+def progress(items: Sequence[Any], desc: str) -> tqdm:
+    return tqdm(items, desc=desc, unit="clip", file=sys.stderr,
+                mininterval=1.0 if sys.stderr.isatty() else 10.0)

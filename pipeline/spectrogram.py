@@ -1,0 +1,169 @@
+"""Stage ``spectrogram``: the frame store's audio in, the HDF5 log-mel store and its statistics out.
+
+    <decode.out_dir>/index.csv ──one job per frame shard──> run_shards(spectrogram_shard):
+        per clip: int16 audio ──log_mel──> float16 [time, n_mels]
+        ──> <spectrogram.out_dir>/shard-NNNNN.h5 (same name as the frame shard)
+        + sums over the stats split's values
+    ──merge──> stats.json (mean, std), ledger (decode's rows + ours), metrics
+
+Resumable like ``decode``: a shard whose fingerprint (settings, its frame shard, the stats
+split's clips) matches is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from avsf.data.decode import PCM_SCALE
+from avsf.data.ledger import Failure, count_by_reason
+from avsf.data.logmel import LogMelSettings, log_mel
+from avsf.data.store import AUDIO, INDEX_NAME, STATS_NAME, fingerprint, open_shard, read_index, read_meta
+from avsf.io.atomic import write_json
+from pipeline.decode import carry_ledger, prepare_out_dir, progress
+from pipeline.launch import StageFailed, run_shards
+from pipeline.params import Params
+
+log = logging.getLogger("avsf.spectrogram")
+
+STAGE = "spectrogram"
+
+
+@dataclass(frozen=True)
+class SpectrogramShard:
+    """One job's work: the clips of one frame shard; ``stats_clips`` feed the statistics."""
+
+    index: int
+    frames_path: str
+    path: str
+    clips: tuple[str, ...]
+    stats_clips: frozenset[str]
+    settings: LogMelSettings
+    fingerprint: str
+
+
+def spectrogram_shard(shard: SpectrogramShard) -> dict[str, Any]:
+    """One job: log-mel of every clip of a frame shard into the matching log-mel shard."""
+    started = time.monotonic()
+    settings = shard.settings
+    clips, failures = [], []
+    total, total_sq, count = 0.0, 0.0, 0
+    attrs = {"sample_rate": settings.sample_rate, "n_fft": settings.n_fft, "win_length": settings.win_length,
+             "hop_length": settings.hop_length, "n_mels": settings.n_mels, "f_min": settings.f_min,
+             "f_max": settings.f_max if settings.f_max is not None else settings.sample_rate / 2,
+             "log_offset": settings.log_offset, "frames_per_second": settings.frames_per_second}
+    with h5py.File(shard.frames_path, "r") as frames, open_shard(shard.path) as writer:
+        for clip_id in progress(shard.clips, f"spectrogram shard {shard.index}"):
+            group = frames[clip_id]
+            values = None
+            if AUDIO in group:
+                if int(group.attrs["sample_rate"]) != settings.sample_rate:
+                    failures.append({"id": clip_id, "reason": "sample_rate_mismatch",
+                                     "detail": f"{group.attrs['sample_rate']} Hz, expected {settings.sample_rate}"})
+                    continue
+                wave = torch.from_numpy(group[AUDIO][...].astype(np.float32) / PCM_SCALE)
+                values = log_mel(wave, settings).numpy().astype(np.float16)
+            writer.add_clip(clip_id, {**attrs, "has_audio": values is not None}, logmel=values)
+            seconds = len(group[AUDIO]) / settings.sample_rate if values is not None else 0.0
+            clips.append({"clip_id": clip_id, "has_audio": values is not None,
+                          "frames": 0 if values is None else len(values), "audio_seconds": seconds})
+            if values is not None and clip_id in shard.stats_clips:
+                exact = values.astype(np.float64)  # statistics of the values the dataset will read
+                total += float(exact.sum())
+                total_sq += float(np.square(exact).sum())
+                count += exact.size
+        meta = {"stage": STAGE, "fingerprint": shard.fingerprint, "clips": clips, "failures": failures,
+                "stats": {"sum": total, "sum_sq": total_sq, "count": count},
+                "seconds": time.monotonic() - started}
+        writer.set_meta(meta)
+    return meta
+
+
+def run_spectrogram(params: Params) -> None:
+    """Compute log-mel spectrograms of the decoded audio into the HDF5 log-mel store.
+
+    Reads the frame store (decode.out_dir); writes one log-mel shard per frame shard under
+    spectrogram.out_dir: float16 [time, spectrogram.n_mels], log(mel power + log_offset) of
+    an STFT with n_fft, win_length and hop_length at decode.sample_rate (the AVSlowFast
+    paper's 16 kHz, 32 ms window, 16 ms hop, 80 HTK mel bins by default). Measures the mean
+    and std of the values on spectrogram.stats_split and writes them to stats.json beside
+    the shards (the dataset normalises at load time). Ledger: decode's rows, then ours.
+    """
+    p = params.spectrogram
+    started = time.monotonic()
+    frames_dir = Path(params.decode.out_dir)
+    try:
+        entries = read_index(frames_dir / INDEX_NAME)
+    except (OSError, ValueError) as exc:
+        raise StageFailed(f"spectrogram: cannot read the frame store's index: {exc}") from None
+    settings = LogMelSettings(sample_rate=params.decode.sample_rate, n_fft=p.n_fft, win_length=p.win_length,
+                              hop_length=p.hop_length, n_mels=p.n_mels, f_min=p.f_min, f_max=p.f_max,
+                              log_offset=p.log_offset)
+    by_shard: dict[str, list[str]] = defaultdict(list)
+    for e in entries:
+        by_shard[e.shard].append(e.clip_id)
+    stats_ids = {e.clip_id for e in entries if e.split == p.stats_split}
+    out_dir = Path(p.out_dir)
+    shards = []
+    for i, (name, clip_ids) in enumerate(sorted(by_shard.items())):
+        frames_path = frames_dir / name
+        source = (read_meta(frames_path) or {}).get("fingerprint")
+        stats_clips = frozenset(c for c in clip_ids if c in stats_ids)
+        shards.append(SpectrogramShard(
+            i, str(frames_path), str(out_dir / name), tuple(clip_ids), stats_clips, settings,
+            fingerprint(STAGE, asdict(settings), source, clip_ids, sorted(stats_clips)),
+        ))
+    todo = prepare_out_dir(STAGE, out_dir, shards)
+    run_shards(STAGE, spectrogram_shard, todo, params.launch)
+    metas = [read_meta(s.path) for s in shards]
+
+    total = sum(m["stats"]["sum"] for m in metas)
+    total_sq = sum(m["stats"]["sum_sq"] for m in metas)
+    count = sum(m["stats"]["count"] for m in metas)
+    if count:
+        mean = total / count
+        std = math.sqrt(max(total_sq / count - mean * mean, 0.0))
+    else:
+        log.warning("spectrogram: no clip with audio in split %r; stats are mean 0, std 1", p.stats_split)
+        mean, std = 0.0, 1.0
+    stats_clips = sum(1 for m in metas for c in m["clips"] if c["has_audio"] and c["clip_id"] in stats_ids)
+    write_json(out_dir / STATS_NAME, {"mean": mean, "std": std, "split": p.stats_split, "clips": stats_clips,
+                                      "values": count, "log_offset": p.log_offset})
+
+    failures = [Failure(f["id"], STAGE, f["reason"], f["detail"]) for m in metas for f in m["failures"]]
+    upstream = carry_ledger(params.decode.ledger, failures, p.ledger)
+    clips = [c for m in metas for c in m["clips"]]
+    job_seconds = sum(m["seconds"] for m in metas)
+    audio_seconds = sum(c["audio_seconds"] for c in clips)
+    seconds = time.monotonic() - started
+    metrics = {
+        "clips": len(clips),
+        "with_audio": sum(c["has_audio"] for c in clips),
+        "without_audio": sum(not c["has_audio"] for c in clips),
+        "logmel_frames": sum(c["frames"] for c in clips),
+        "failed": len(failures),
+        "failures_by_reason": count_by_reason(failures),
+        "upstream_failures": upstream,
+        "mean": mean,
+        "std": std,
+        "stats_clips": stats_clips,
+        "shards": len(shards),
+        "shards_reused": len(shards) - len(todo),
+        "audio_seconds_per_s": audio_seconds / job_seconds if job_seconds else 0.0,
+        "wall_s": seconds,
+    }
+    write_json(p.metrics, metrics)
+    log.info("spectrogram: %d clips (%d with audio), %d failed; mean %.3f std %.3f over %d %s clips; "
+             "%d shards (%d reused) in %.1f s; ledger %s", len(clips), metrics["with_audio"], len(failures),
+             mean, std, stats_clips, p.stats_split, len(shards), metrics["shards_reused"], seconds, p.ledger)
+    if entries and not clips:
+        raise StageFailed(f"spectrogram: none of {len(entries)} clips could be processed; see {p.ledger}")

@@ -1,0 +1,9 @@
+"""DVC stage `decode`: python stages/decode.py [--params params.yaml] [--set decode.short_side=256]"""
+
+from pipeline.cli import stage_command
+from pipeline.decode import run_decode
+
+main = stage_command(run_decode)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""kill -9 in the middle of `decode` and of `spectrogram`, then rerun: the finished stores equal an
+uninterrupted run's clip by clip, completed shards are kept, and nothing is lost."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from avsf.data.store import STATS_NAME, store_hashes
+from avsf.io.atomic import TEMP_MARKER
+from clip_factory import ClipSpec, store_params, write_clips_dir
+from conftest import REPO
+from pipeline.decode import run_decode
+from pipeline.spectrogram import run_spectrogram
+
+SPECS = [ClipSpec(f"clip{i}", seconds=4.0, size=(96, 72), tone_hz=300.0 + 100 * i,
+                  split="train" if i % 3 else "val") for i in range(6)]
+OVERRIDES = {"decode.clips_per_shard": 1, "decode.short_side": 72}
+
+
+def kill_mid_stage(stage: str, root: Path, params: Path, shards: Path) -> None:
+    """Start the stage and SIGKILL its process group once shard 0 is complete and a later
+    shard is being written."""
+    log = (root / f"{stage}-killed.log").open("w")
+    proc = subprocess.Popen([sys.executable, str(REPO / "stages" / f"{stage}.py"), "--params", str(params)],
+                            cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        names = os.listdir(shards) if shards.is_dir() else []
+        if "shard-00000.h5" in names and any(TEMP_MARKER in n for n in names):
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.001)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, f"{stage} was not killed mid-stage: {(root / f'{stage}-killed.log').read_text()}"
+
+
+def rerun(stage: str, root: Path, params: Path) -> None:
+    done = subprocess.run([sys.executable, str(REPO / "stages" / f"{stage}.py"), "--params", str(params)],
+                          cwd=root, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The same clips through both stages, uninterrupted."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    write_clips_dir(root, SPECS)
+    _, params = store_params(root, OVERRIDES)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        run_decode(params)
+        run_spectrogram(params)
+    return root
+
+
+def test_killed_stages_resume_to_identical_stores(reference, tmp_path):
+    shutil.copytree(reference / "data" / "clips", tmp_path / "data" / "clips")
+    path, params = store_params(tmp_path, OVERRIDES)
+    frames, logmel = tmp_path / params.decode.out_dir, tmp_path / params.spectrogram.out_dir
+
+    kill_mid_stage("decode", tmp_path, path, frames)
+    assert not (tmp_path / params.decode.metrics).exists()  # it really stopped part-way
+    kept = (frames / "shard-00000.h5").stat().st_mtime_ns
+    rerun("decode", tmp_path, path)
+    assert (frames / "shard-00000.h5").stat().st_mtime_ns == kept  # finished work is not redone
+    assert store_hashes(frames) == store_hashes(reference / params.decode.out_dir)
+    assert len(store_hashes(frames)) == len(SPECS)
+
+    kill_mid_stage("spectrogram", tmp_path, path, logmel)
+    assert not (tmp_path / params.spectrogram.metrics).exists()
+    rerun("spectrogram", tmp_path, path)
+    assert store_hashes(logmel) == store_hashes(reference / params.spectrogram.out_dir)
+    assert (logmel / STATS_NAME).read_text() == (reference / params.spectrogram.out_dir / STATS_NAME).read_text()
+
+    for name in ("index.csv", "classes.json"):
+        assert (frames / name).read_text() == (reference / params.decode.out_dir / name).read_text()
+    for directory in (frames, logmel):
+        assert not [n for n in os.listdir(directory) if TEMP_MARKER in n]  # no temporaries left

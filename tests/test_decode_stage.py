@@ -1,0 +1,161 @@
+"""The decode and spectrogram stages on a clip set holding every robustness case of issue 3."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import h5py
+import numpy as np
+import pytest
+
+from avsf.data.kinetics import ClipRecord, write_clip_index
+from avsf.data.ledger import Failure, read_ledger, write_ledger
+from avsf.data.store import INDEX_NAME, StoreReader, read_index, store_hashes
+from clip_factory import ClipSpec, store_params, write_clip, write_clips_dir, write_garbled
+from conftest import run_stage
+from pipeline.decode import run_decode
+from pipeline.spectrogram import run_spectrogram
+
+SPECS = [
+    ClipSpec("good", label="a"),
+    ClipSpec("pal", fps=25.0, channels=2, sample_rate=48000, label="b"),
+    ClipSpec("silent", audio_seconds=0, label="a"),
+    ClipSpec("short", audio_seconds=1.0, label="b", split="val"),
+    ClipSpec("vfr", seconds=1.0, timestamps=[0.0, 0.1, 0.15, 0.5, 0.9], audio_seconds=0, split="val"),
+    ClipSpec("odd", size=(33, 17), pix_fmt="yuv444p", label="b"),
+    ClipSpec("rotated", rotation=90, label="a"),
+]
+BROKEN = {"corrupt": "corrupt_container", "garbled": "no_frames", "gone": "missing_clip"}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Clips of every kind plus three broken ones, a download ledger, and both stages run once."""
+    root = tmp_path_factory.mktemp("stage")
+    records = write_clips_dir(root, SPECS)
+    clips_dir = root / "data" / "clips"
+    (clips_dir / "corrupt_000000_000002.mp4").write_bytes(b"\x00garbage" * 64)
+    template = write_clip(root / "template.mp4", ClipSpec("t", seconds=1.0, audio_seconds=0))
+    write_garbled(clips_dir / "garbled_000000_000002.mp4", template)
+    records += [ClipRecord(f"{name}_000000_000002", "a", name, 0, 2, "train", f"{name}_000000_000002.mp4")
+                for name in BROKEN]
+    write_clip_index(clips_dir / "clips.csv", records)
+    write_ledger(root / "data" / "ledger" / "download.csv",
+                 [Failure("lost_000000_000002", "download", "missing_source", "not in the source")])
+    _, params = store_params(root)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        run_decode(params)
+        run_spectrogram(params)
+    return root, params
+
+
+def load(root, path):
+    return json.loads((root / path).read_text())
+
+
+def test_decode_metrics_count_clips_failures_and_notes(built):
+    root, params = built
+    metrics = load(root, params.decode.metrics)
+    assert metrics["clips"] == len(SPECS)
+    assert metrics["failed"] == 3
+    assert metrics["failures_by_reason"] == {reason: 1 for reason in sorted(BROKEN.values())}
+    assert metrics["upstream_failures"] == 1
+    assert metrics["without_audio"] == 2  # silent, vfr
+    assert metrics["notes"] == {"audio_padded_s": 1, "rotation": 1, "variable_frame_rate": 1}
+    entries = {e.youtube_id: e for e in read_index(root / params.decode.out_dir / INDEX_NAME)}
+    # The VFR clip's last frame (at 0.9 s) lasts as long as its container says.
+    vfr = entries["vfr"].num_frames
+    assert 27 <= vfr <= 33
+    assert metrics["frames"] == sum(e.num_frames for e in entries.values()) == 6 * 60 + vfr
+    assert metrics["hours"] == pytest.approx((6 * 2.0 + vfr / 30) / 3600)
+    assert metrics["shards"] == 5 and metrics["source_seconds_per_s"] > 0  # 10 clips, 2 per shard
+
+
+def test_ledger_carries_download_rows_then_decode_rows(built):
+    root, params = built
+    rows = read_ledger(root / params.decode.ledger)
+    assert rows[0] == Failure("lost_000000_000002", "download", "missing_source", "not in the source")
+    assert {(r.id.split("_")[0], r.stage, r.reason) for r in rows[1:]} == {
+        (name, "decode", reason) for name, reason in BROKEN.items()}
+    spectrogram_rows = read_ledger(root / params.spectrogram.ledger)
+    assert spectrogram_rows == rows  # the spectrogram stage had no failures of its own
+
+
+def test_store_holds_each_clip_with_its_attributes(built):
+    root, params = built
+    reader = StoreReader(root / params.decode.out_dir, root / params.spectrogram.out_dir)
+    by_name = {e.youtube_id: e for e in reader.entries}
+    assert set(by_name) == {s.name for s in SPECS}
+    assert json.loads((root / params.decode.out_dir / "classes.json").read_text()) == ["a", "b"]
+    attrs = reader.attrs(by_name["rotated"])
+    assert (attrs["height"], attrs["width"], attrs["fps"], attrs["has_audio"]) == (43, 32, 30.0, True)
+    assert reader.attrs(by_name["pal"])["source_fps"] == pytest.approx(25.0)
+    assert json.loads(reader.attrs(by_name["short"])["notes"])["audio_padded_s"] == pytest.approx(1.0, abs=0.08)
+    odd = reader.attrs(by_name["odd"])
+    assert (odd["height"], odd["width"]) == (32, round(33 * 32 / 17))
+    for entry in reader.entries:
+        frames = reader.frames(entry, 0, entry.num_frames)
+        assert len(frames) == entry.num_frames == round(entry.duration * 30)
+        audio = reader.audio(entry)
+        assert (audio is not None) == entry.has_audio
+        if entry.has_audio:
+            assert audio.shape == (round(entry.duration * 16000),)
+            assert reader.logmel_length(entry) == 1 + len(audio) // 256
+        else:
+            assert reader.logmel(entry, 0, 10) is None
+
+
+def test_spectrogram_store_and_training_stats(built):
+    root, params = built
+    reader = StoreReader(root / params.decode.out_dir, root / params.spectrogram.out_dir)
+    values = []
+    for entry in reader.entries:
+        rows = reader.logmel(entry, 0, 10**9)
+        if rows is not None:
+            assert rows.dtype == np.float16 and rows.shape[1] == 80
+            assert np.isfinite(rows).all() and rows.min() >= np.float16(math.log(1e-8))
+            if entry.split == "train":
+                values.append(rows.astype(np.float64).ravel())
+    values = np.concatenate(values)
+    stats = reader.stats()
+    assert stats["mean"] == pytest.approx(values.mean()) and stats["std"] == pytest.approx(values.std())
+    assert stats["clips"] == 4 and stats["split"] == "train"  # good, pal, odd, rotated
+    metrics = load(root, params.spectrogram.metrics)
+    assert (metrics["with_audio"], metrics["without_audio"], metrics["failed"]) == (5, 2, 0)
+    assert metrics["mean"] == stats["mean"]
+
+
+def test_rerun_keeps_complete_shards_and_a_changed_param_rebuilds(built, tmp_path, monkeypatch):
+    root, params = built
+    monkeypatch.chdir(root)
+    before = store_hashes(params.decode.out_dir)
+    shard = root / params.decode.out_dir / "shard-00000.h5"
+    stamp = shard.stat().st_mtime_ns
+    run_decode(params)
+    assert load(root, params.decode.metrics)["shards_reused"] == 5
+    assert shard.stat().st_mtime_ns == stamp and store_hashes(params.decode.out_dir) == before
+    _, lower = store_params(tmp_path, {"decode.jpeg_quality": 50})
+    run_decode(lower)
+    assert load(root, params.decode.metrics)["shards_reused"] == 0
+    after = store_hashes(params.decode.out_dir)
+    assert after.keys() == before.keys() and all(after[k] != before[k] for k in before)
+    run_decode(params)  # back to the module's store for the other tests
+    assert store_hashes(params.decode.out_dir) == before
+
+
+def test_stage_scripts_validate_params_and_run_through_submitit(built, tmp_path):
+    root, _ = built
+    bad = run_stage("decode", "--set", "decode.short_side=0", cwd=root, timeout=120)
+    assert bad.returncode == 2 and "decode.short_side" in bad.stderr
+    help_text = run_stage("decode", "--help", cwd=root, timeout=120).stdout
+    assert "decode.short_side" in help_text and "--set" in help_text
+    # The real launcher (local subprocess jobs), on the two good clips.
+    write_clips_dir(tmp_path, SPECS[:2])
+    path, _ = store_params(tmp_path, {"launch.cluster": "local", "decode.clips_per_shard": 1})
+    done = run_stage("decode", "--params", str(path), cwd=tmp_path, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert len(read_index(tmp_path / "data/store/frames" / INDEX_NAME)) == 2
+    with h5py.File(tmp_path / "data/store/frames/shard-00001.h5", "r") as f:
+        assert list(f) == [SPECS[1].clip_id]
