@@ -143,7 +143,7 @@ def run_decode(params: Params) -> None:
         "hours": hours,
         "without_audio": sum(not e.has_audio for e in entries),
         "failed": len(failures),
-        "failures_by_reason": count_by_reason(failures),
+        "failed_by_reason": count_by_reason(failures),
         "upstream_failures": upstream,
         "notes": count_notes(metas_clips),
         "shards": len(shards),
@@ -155,7 +155,7 @@ def run_decode(params: Params) -> None:
         "wall_s": seconds,
     }
     write_json(p.metrics, metrics)
-    failed_text = ", ".join(f"{r} {n}" for r, n in metrics["failures_by_reason"].items()) or "none"
+    failed_text = ", ".join(f"{r} {n}" for r, n in metrics["failed_by_reason"].items()) or "none"
     log.info("decode: %d clips: %d stored (%d without audio), %d failed (%s); %d frames, %.3f h; "
              "%d shards (%d reused) in %.1f s, %.1f source-s/s per job; ledger %s",
              len(records), len(entries), metrics["without_audio"], len(failures), failed_text,

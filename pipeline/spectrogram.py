@@ -151,7 +151,7 @@ def run_spectrogram(params: Params) -> None:
         "without_audio": sum(not c["has_audio"] for c in clips),
         "logmel_frames": sum(c["frames"] for c in clips),
         "failed": len(failures),
-        "failures_by_reason": count_by_reason(failures),
+        "failed_by_reason": count_by_reason(failures),
         "upstream_failures": upstream,
         "mean": mean,
         "std": std,

@@ -60,7 +60,7 @@ def test_decode_metrics_count_clips_failures_and_notes(built):
     metrics = load(root, params.decode.metrics)
     assert metrics["clips"] == len(SPECS)
     assert metrics["failed"] == 3
-    assert metrics["failures_by_reason"] == {reason: 1 for reason in sorted(BROKEN.values())}
+    assert metrics["failed_by_reason"] == {reason: 1 for reason in sorted(BROKEN.values())}
     assert metrics["upstream_failures"] == 1
     assert metrics["without_audio"] == 2  # silent, vfr
     assert metrics["notes"] == {"audio_padded_s": 1, "rotation": 1, "variable_frame_rate": 1}
