@@ -1,6 +1,9 @@
 # The two commands of the README. Both install into the active Python environment.
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip install --quiet --disable-pip-version-check
+# DVC's stage commands call `python`: make it the interpreter set-up installs into.
+PYTHON_BIN := $(shell $(PYTHON) -c 'import os, sys; print(os.path.dirname(sys.executable))')
+export PATH := $(PYTHON_BIN):$(PATH)
 
 .PHONY: setup setup-test demo test slurm-local
 
