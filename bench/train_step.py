@@ -12,8 +12,9 @@ synthetic inputs (the Audio pathway always on: DropPathway off, the worst case):
 
 It also checks that a bf16-autocast forward gives the fp32 loss (same weights, same batch),
 and writes clips/s, step time, peak memory and model FLOPs utilisation (MFU = 2 x
-multiply-adds x 3 (forward + backward) x clips/s / peak FLOP/s) to reports/bench/. A run
-that is not on CUDA writes ``train_step_cpu_smoke.json``, never the GPU figure's file.
+multiply-adds x 3 (forward + backward) x clips/s / peak FLOP/s) to reports/bench/. A smoke
+run writes ``train_step_cpu_smoke.json`` (off CUDA) or ``train_step_tiny_smoke.json`` (``--tiny``
+on CUDA), never the GPU figure's file.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
-import json
 import platform
 import resource
 import sys
@@ -55,12 +55,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--tiny", action="store_true", help="tiny model and inputs (smoke test)")
     ap.add_argument("--batch", type=int, default=None, help="default 32 (4 with --tiny)")
     ap.add_argument("--crop", type=int, default=None, help="default 224 (32 with --tiny)")
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=_positive, default=20, help="timed steps (at least 1)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--configs", default=",".join(CONFIGS), help=f"comma list of {list(CONFIGS)}")
     ap.add_argument("--peak-tflops", type=float, default=800.0, help="bf16 peak of the GPU, for MFU")
     ap.add_argument("--out", default=None, help="JSON path (default reports/bench/train_step[_cpu_smoke].json)")
     return ap.parse_args(argv)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def make_config(tiny: bool):
@@ -180,7 +187,8 @@ def main(argv=None) -> int:
         "value": results[best]["clips_per_s"], "unit": "clips/s",
         "goal": GOAL_CLIPS_PER_S, "higher_is_better": True, "goal_met": None if smoke else
         results[best]["clips_per_s"] >= GOAL_CLIPS_PER_S,
-        "machine": machine, "command": " ".join(["python", "bench/train_step.py", *(argv or sys.argv[1:])]),
+        "machine": machine,
+        "command": " ".join(["python", "bench/train_step.py", *(sys.argv[1:] if argv is None else argv)]),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "smoke": smoke, "device": device.type, "torch": torch.__version__, "model": cfg.name,
         "crop": crop, "batch": batch, "gmacs_per_clip": round(macs / 1e9, 3), "best_config": best,
@@ -189,9 +197,8 @@ def main(argv=None) -> int:
     }
     if "eager_fp32" in results:
         report["speedup_vs_eager_fp32"] = round(results[best]["clips_per_s"] / results["eager_fp32"]["clips_per_s"], 3)
-    out = Path(args.out or f"reports/bench/train_step{'_cpu_smoke' if device.type != 'cuda' else ''}.json")
-    if smoke and device.type == "cuda" and args.out is None:
-        out = out.with_name("train_step_tiny_smoke.json")
+    suffix = "" if not smoke else "_tiny_smoke" if device.type == "cuda" else "_cpu_smoke"
+    out = Path(args.out or f"reports/bench/train_step{suffix}.json")
     write_json(out, report)
     print(f"wrote {out}")
     return 0 if agreement["agree"] else 1

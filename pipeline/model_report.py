@@ -14,9 +14,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from avsf.io.atomic import write_json, write_text
-from avsf.models import HeadConfig, ModelConfig, build_model, model_config
+from avsf.models import HeadConfig, ModelConfig, build_model, model_config, preset
 from avsf.models.config import PAPER_PRESETS
-from avsf.models.flops import count_cost
+from avsf.models.flops import ModelCost, count_cost
 from pipeline.launch import StageFailed
 from pipeline.params import ModelParams, Params
 
@@ -98,8 +98,8 @@ CHECKS = [
           source="AVSlowFast Tab. 5a", note=AFS_NOTE),
     Check("AVSlowFast 4x16 R50, AV Nonlocal", "avslowfast_r50_4x16", {"fusion": "av_nonlocal"}, gmacs=39.9,
           source="AVSlowFast Tab. 5a"),
-    Check("AVSlowFast 8x8 R50 (pytorchvideo)", "avslowfast_r50_8x8", gmacs=68.6,
-          source="pytorchvideo (fuses after stem, res2-res4)"),
+    Check("AVSlowFast 8x8 R50 (pytorchvideo)", "avslowfast_r50_8x8", {"fusion_stages": (1, 2, 3, 4)},
+          gmacs=68.6, source="pytorchvideo (fuses after stem, res2-res4)"),
     Check("AVSlowFast 8x8 R101", "slowfast_r101_8x8", {"arch": "avslowfast"}, gmacs=129.0,
           source="AVSlowFast Tab. 3", note=R101_AV_NOTE),
     Check("AVSlowFast 8x8 R101, beta_A 1", "slowfast_r101_8x8", {"arch": "avslowfast", "beta_a": 1.0},
@@ -109,19 +109,23 @@ AUDIO_ONLY_GMACS = 14.2  # AVSlowFast Table A.3, width not given
 AUDIO_WIDTHS = (32, 48, 64, 66, 68, 69, 70, 72, 80, 96)
 
 
-def _costs(preset: str, overrides: dict, sizes) -> dict:
+def _costs(cfg: ModelConfig, sizes) -> dict[int, ModelCost]:
     """{crop: ModelCost}, building the (meta) model once."""
-    cfg = model_config(**{**PAPER_PRESETS[preset]["args"], **overrides})
     model = build_model(cfg, "meta")
     return {s: count_cost(cfg, s, model=model) for s in sorted(set(sizes))}
 
 
+def _entry(costs: dict[int, ModelCost]) -> dict:
+    """Parameters (the same at every crop) and multiply-adds per crop, rounded for the report."""
+    first = next(iter(costs.values()))
+    return {"params_m": round(first.mparams, 3), **{f"gmacs_{s}": round(c.gmacs, 2) for s, c in costs.items()}}
+
+
 def _row(check: Check, tolerance: float, sizes: list[int]) -> dict:
-    costs = _costs(check.preset, check.overrides, set(sizes) | {256})
+    costs = _costs(preset(check.preset, **check.overrides), set(sizes) | {256})
     ours = costs[256]
     row = {"label": check.label, "preset": check.preset, "overrides": _jsonable(check.overrides),
-           "params_m": round(ours.mparams, 3), "source": check.source, "must_match": check.must_match,
-           **{f"gmacs_{s}": round(c.gmacs, 2) for s, c in costs.items() if s in sizes or s == 256}}
+           "source": check.source, "must_match": check.must_match, **_entry(costs)}
     errors = []
     if check.gmacs is not None:
         row["paper_gmacs"] = check.gmacs
@@ -141,11 +145,12 @@ def _jsonable(overrides: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}
 
 
-def _audio_only(tolerance: float, sizes: list[int]) -> dict:
-    scan = {w: round(_costs("audio_r50_4x16", {"audio_width": w}, [256])[256].gmacs, 2) for w in AUDIO_WIDTHS}
+def _audio_only(tolerance: float) -> dict:
+    costs = {w: _costs(preset("audio_r50_4x16", audio_width=w), [256])[256] for w in AUDIO_WIDTHS}
+    scan = {w: round(c.gmacs, 2) for w, c in costs.items()}
     best = min(scan, key=lambda w: abs(scan[w] / AUDIO_ONLY_GMACS - 1))
     within = [w for w, g in scan.items() if abs(g / AUDIO_ONLY_GMACS - 1) <= tolerance]
-    cost = _costs("audio_r50_4x16", {"audio_width": best}, [256])[256]
+    cost = costs[best]
     return {
         "label": "Audio-only R50 (128x80 log-mel)", "preset": "audio_r50_4x16",
         "overrides": {"audio_width": best}, "params_m": round(cost.mparams, 3), "gmacs_256": cost.gmacs,
@@ -166,19 +171,11 @@ def run_model_report(params: Params) -> None:
     started = time.monotonic()
     presets = {}
     for name in tqdm(PAPER_PRESETS, desc="presets", unit="model"):
-        costs = _costs(name, {}, cfg.sizes)
-        first = next(iter(costs.values()))
-        presets[name] = {"params_m": round(first.mparams, 3), **{f"gmacs_{s}": round(c.gmacs, 2)
-                                                                 for s, c in costs.items()}}
+        presets[name] = _entry(_costs(preset(name), cfg.sizes))
     configured = config_from_params(params.model)
-    model = build_model(configured, "meta")
-    costs = {s: count_cost(configured, s, model=model) for s in cfg.sizes}
-    presets[f"params.yaml model ({configured.name})"] = {
-        "params_m": round(costs[cfg.sizes[0]].mparams, 3),
-        **{f"gmacs_{s}": round(c.gmacs, 2) for s, c in costs.items()},
-    }
+    presets[f"params.yaml model ({configured.name})"] = _entry(_costs(configured, cfg.sizes))
     checks = [_row(c, cfg.tolerance, cfg.sizes) for c in tqdm(CHECKS, desc="paper checks", unit="model")]
-    checks.append(_audio_only(cfg.tolerance, cfg.sizes))
+    checks.append(_audio_only(cfg.tolerance))
     must = [c for c in checks if c["must_match"]]
     failed = [c["label"] for c in must if not c["within_tolerance"]]
     unexplained = [c["label"] for c in must if not c["within_tolerance"] and "note" not in c]

@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -19,10 +21,12 @@ def load_bench():
 def test_train_step_bench_smoke_on_cpu(tmp_path):
     bench = load_bench()
     out = tmp_path / "smoke.json"
-    code = bench.main(["--device", "cpu", "--tiny", "--configs", "eager_fp32,bf16_cl", "--steps", "2",
-                       "--warmup", "1", "--out", str(out)])
+    argv = ["--device", "cpu", "--tiny", "--configs", "eager_fp32,bf16_cl", "--steps", "2",
+            "--warmup", "1", "--out", str(out)]
+    code = bench.main(argv)
     assert code == 0
     report = json.loads(out.read_text())
+    assert report["command"] == " ".join(["python", "bench/train_step.py", *argv])
     for key in ("metric", "value", "unit", "goal", "higher_is_better", "machine", "command", "date"):
         assert key in report
     assert report["smoke"] is True and report["goal_met"] is None and report["metric"].endswith("_smoke")
@@ -36,6 +40,9 @@ def test_train_step_bench_smoke_on_cpu(tmp_path):
 def test_train_step_bench_refuses_unknown_configs_and_missing_cuda():
     bench = load_bench()
     assert bench.main(["--device", "cpu", "--tiny", "--configs", "fp8"]) == 2
+    with pytest.raises(SystemExit) as exit_info:  # no timed step: no figure
+        bench.main(["--device", "cpu", "--tiny", "--steps", "0"])
+    assert exit_info.value.code == 2
     import torch
     if not torch.cuda.is_available():
         assert bench.main([]) == 2

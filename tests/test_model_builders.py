@@ -118,6 +118,12 @@ def test_config_is_validated():
         model_config("slowfast", depth=34)
     with pytest.raises(KeyError, match="unknown preset"):
         preset("slowfast_r18")
+    # DropPathway and the sync heads are AVSlowFast's alone, whatever is asked of the others
+    for arch in ("slowfast", "audio"):
+        cfg = tiny(arch, drop_pathway=0.8, sync=True)
+        assert (cfg.drop_pathway, cfg.sync) == (0.0, None)
+    av = tiny(sync=True)
+    assert av.drop_pathway == 0.8 and av.sync is not None and tiny(sync=False).sync is None
 
 
 def test_wrong_number_of_inputs_is_refused():
@@ -167,6 +173,12 @@ def test_ava_head_res5_stride_16_and_rois():
     assert model.s5.pathway0_res0.branch2.b.dilation == (1, 2, 2)
     out = model(inputs, boxes)
     assert out.shape == (3, 7) and ((out >= 0) & (out <= 1)).all()
+
+
+def test_ava_head_without_boxes_is_refused():
+    cfg = tiny("slowfast", head=HeadConfig(kind="ava", num_classes=7))
+    with pytest.raises(ValueError, match="pass boxes"):
+        build_model(cfg).eval()(example_inputs(cfg, 32))
 
 
 def test_ava_head_on_avslowfast_concatenates_audio_per_box():

@@ -125,6 +125,16 @@ def test_unexpected_keys_and_ddp_prefix(tmp_path, checkpoint):
     assert "unexpected (ignored): 1 tensors in s3.pathway0 (1)" in report.summary()
 
 
+def test_an_already_loaded_checkpoint_dict_loads_like_its_file(checkpoint):
+    path, state = checkpoint
+    report = load_pyslowfast_checkpoint(tiny("slowfast"), torch.load(path, weights_only=True))
+    assert sorted(report.loaded) == sorted(state) and report.unexpected == []
+    ddp = {f"module.{k}": v for k, v in state.items()}
+    assert len(load_pyslowfast_checkpoint(tiny("slowfast"), ddp).loaded) == len(state)
+    with pytest.raises(CheckpointError, match="model_state"):
+        load_pyslowfast_checkpoint(tiny("slowfast"), {"model_state": {"a": 1}})
+
+
 def test_unreadable_checkpoints_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         read_state_dict(tmp_path / "absent.pyth")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -31,6 +32,26 @@ def test_drop_pathway_draws_once_per_batch_with_probability_p():
     assert 0.74 < sum(draws) / len(draws) < 0.86
     model.eval()
     assert not any(model.draw_drop_pathway() for _ in range(50))
+
+
+def test_only_avslowfast_draws_for_drop_pathway():
+    """A model without a droppable audio pathway leaves torch's RNG alone in training, even
+    with a P_d in its config."""
+    torch.manual_seed(0)
+    for arch in ("slowfast", "audio"):
+        cfg = model_config(arch, frames=2, stride=16, tiny=True, mel_bins=16, head=HeadConfig(num_classes=5))
+        cfg = dataclasses.replace(cfg, drop_pathway=0.8)
+        model = build_model(cfg).train()
+        x = example_inputs(cfg, 32, batch=2)
+        model.head.dropout = torch.nn.Identity()  # the only other RNG user
+        state = torch.get_rng_state()
+        model(x)
+        assert torch.equal(torch.get_rng_state(), state), arch
+    _, av = tiny_av()
+    av.train()
+    state = torch.get_rng_state()
+    av(example_inputs(av.cfg, 32, batch=2))
+    assert not torch.equal(torch.get_rng_state(), state)
 
 
 def test_dropped_audio_contributes_zeros():
@@ -77,6 +98,7 @@ def test_sync_embeddings_per_level():
     loss.backward()
     assert model.sync["res3"].audio.weight.grad is not None
     assert model.forward_with_sync(x, drop_audio=True)[1] == []
+    assert sync_loss([], torch.tensor([True, False, True])).item() == 0.0  # a dropped batch
 
 
 def test_sync_loss_values():

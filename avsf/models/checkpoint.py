@@ -66,21 +66,28 @@ def read_state_dict(path: str | os.PathLike, trusted: bool = False) -> dict[str,
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
         hint = "" if trusted else " (if you trust the file, pass trusted=True)"
         raise CheckpointError(f"{path}: cannot read checkpoint: {exc}{hint}") from None
+    return model_tensors(obj, str(path))
+
+
+def model_tensors(obj: object, origin: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The name -> tensor mapping inside a loaded checkpoint ``{"model_state": ...}`` or a
+    bare state dict, without DistributedDataParallel's ``module.`` prefixes."""
     state = obj.get("model_state", obj) if isinstance(obj, Mapping) else None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a dict with 'model_state' mapping names to tensors")
+        raise CheckpointError(f"{origin}: expected a dict with 'model_state' mapping names to tensors")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 def load_pyslowfast_checkpoint(model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor],
                                skip_prefixes: Sequence[str] | None = None, trusted: bool = False) -> LoadReport:
-    """Copy matching tensors from ``source`` into ``model`` and report what happened.
+    """Copy matching tensors from ``source`` (a path, or a checkpoint or state dict already
+    loaded) into ``model`` and report what happened.
 
     ``skip_prefixes`` defaults to ``("head.",)`` for a model whose classifier also sees
     audio (AVSlowFast with pool5 fusion) and to nothing otherwise. Raises
     :class:`CheckpointError` on a shape mismatch, before changing anything.
     """
-    state = dict(source) if isinstance(source, Mapping) else read_state_dict(source, trusted)
+    state = model_tensors(source) if isinstance(source, Mapping) else read_state_dict(source, trusted)
     if skip_prefixes is None:
         skip_prefixes = ("head.",) if getattr(model, "head_uses_audio", False) and \
             getattr(getattr(model, "cfg", None), "arch", "") == "avslowfast" else ()

@@ -221,8 +221,9 @@ def model_config(
     alpha_a to 4 x alpha_f (128 log-mel frames for 4x16 and 8x8, as in the authors' code).
     The lateral kernel is 5, except 7 for alpha_f = 4 as in PySlowFast's 8x8 configs, so
     their checkpoints load; ``laterals=False`` is SlowFast Table 5a's no-lateral baseline
-    (pathways concatenated only at pool5). ``tiny`` keeps the structure with 1 block per stage and
-    narrow widths, for tests and the demo.
+    (pathways concatenated only at pool5). ``drop_pathway`` (default 0.8) and ``sync`` (default
+    on) apply to AVSlowFast only and are off for the other archs. ``tiny`` keeps the structure
+    with 1 block per stage and narrow widths, for tests and the demo.
     """
     if depth not in STAGE_DEPTHS:
         raise ValueError(f"depth must be one of {sorted(STAGE_DEPTHS)}, got {depth}")
@@ -262,8 +263,8 @@ def model_config(
         lateral=lateral if laterals and arch in ("slowfast", "avslowfast") else None,
         audio_fusion=AudioFusionConfig(fusion, tuple(fusion_stages), fusion_pool5) if av else None,
         head=head,
-        drop_pathway=(0.8 if av else 0.0) if drop_pathway is None else drop_pathway,
-        sync=SyncConfig() if (av if sync is None else sync) else None,
+        drop_pathway=(0.8 if drop_pathway is None else drop_pathway) if av else 0.0,
+        sync=SyncConfig() if av and sync is not False else None,
     )
 
 

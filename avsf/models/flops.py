@@ -38,12 +38,13 @@ def inference_params(model: torch.nn.Module) -> int:
 def count_cost(cfg: ModelConfig, crop: int, device: str = "meta", model: VideoNet | None = None,
                boxes: torch.Tensor | None = None) -> ModelCost:
     """Multiply-adds of one eval-mode forward of a batch-1 view at ``crop`` x ``crop``."""
-    model = model or build_model(cfg, device)
+    if model is None:
+        model = build_model(cfg, device)
     model.eval()
     inputs = example_inputs(cfg, crop, batch=1, device=device)
     counter = FlopCounterMode(display=False, depth=2)
     with torch.no_grad(), counter:
         model(inputs, boxes=boxes)
-    by_module = {name: flops // 2 for name, ops in counter.get_flop_counts().items()
-                 if name != "Global" for flops in [sum(ops.values())]}
+    by_module = {name: sum(ops.values()) // 2 for name, ops in counter.get_flop_counts().items()
+                 if name != "Global"}
     return ModelCost(counter.get_total_flops() // 2, inference_params(model), by_module)

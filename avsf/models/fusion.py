@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avsf.models.blocks import BN_EPS, BN_MOMENTUM, batch_norm, conv_nd
+from avsf.models.blocks import batch_norm, conv_nd
 
 
 class FuseFastToSlow(nn.Module):
@@ -40,13 +40,13 @@ class AudioToVisual(nn.Module):
 
     def __init__(self, audio_channels: int, visual_channels: int, time_ratio: float, kernel: int = 5):
         super().__init__()
-        total = max(1, 2 ** round(math.log2(time_ratio))) if time_ratio >= 1 else 1
+        total = 2 ** round(math.log2(time_ratio)) if time_ratio >= 1 else 1
         first = 2 ** math.ceil(math.log2(total) / 2)
         self.strides = (first, total // first)
         self.conv1 = nn.Conv1d(audio_channels, audio_channels, kernel, self.strides[0], kernel // 2, bias=False)
-        self.bn1 = nn.BatchNorm1d(audio_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.bn1 = batch_norm(audio_channels, 1)
         self.conv2 = nn.Conv1d(audio_channels, visual_channels, kernel, self.strides[1], kernel // 2, bias=False)
-        self.bn2 = nn.BatchNorm1d(visual_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.bn2 = batch_norm(visual_channels, 1)
 
     def forward(self, audio: torch.Tensor, frames: int) -> torch.Tensor:
         a = audio.mean(dim=3)

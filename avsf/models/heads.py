@@ -17,9 +17,11 @@ from avsf.models.roi_align import RoIAlign
 Features = Sequence[torch.Tensor | None]
 
 
-def global_pool(xs: Features, dims: Sequence[int], batch: int, like: torch.Tensor) -> torch.Tensor:
-    """Average every pathway over all but (N, C) and concatenate: [N, sum(dims)]."""
-    pooled = [like.new_zeros(batch, d) if x is None else x.flatten(2).mean(dim=2) for x, d in zip(xs, dims)]
+def global_pool(xs: Features, dims: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+    """Average every pathway over all but (N, C) and concatenate: [N, sum(dims)]; a ``None``
+    pathway gives zeros of ``like``'s batch size, dtype and device."""
+    pooled = [like.new_zeros(like.shape[0], d) if x is None else x.flatten(2).mean(dim=2)
+              for x, d in zip(xs, dims)]
     return torch.cat(pooled, dim=1)
 
 
@@ -42,8 +44,7 @@ class ClassificationHead(nn.Module):
         self.act = activation(act)
 
     def forward(self, xs: Features) -> torch.Tensor:
-        ref = _reference(xs)
-        x = self.projection(self.dropout(global_pool(xs, self.dims, ref.shape[0], ref)))
+        x = self.projection(self.dropout(global_pool(xs, self.dims, _reference(xs))))
         return x if self.training else self.act(x)
 
 
@@ -60,8 +61,7 @@ class EpicHead(nn.Module):
         self.act = activation(act)
 
     def forward(self, xs: Features) -> dict[str, torch.Tensor]:
-        ref = _reference(xs)
-        x = self.dropout(global_pool(xs, self.dims, ref.shape[0], ref))
+        x = self.dropout(global_pool(xs, self.dims, _reference(xs)))
         out = {"verb": self.projection_verb(x), "noun": self.projection_noun(x)}
         return out if self.training else {k: self.act(v) for k, v in out.items()}
 
@@ -85,8 +85,7 @@ class DetectionHead(nn.Module):
         visual = xs[: len(self.visual_dims)]
         feats = [self.roi(x.mean(dim=2), boxes).amax(dim=(2, 3)) for x in visual]
         if self.audio_dim:
-            ref = _reference(xs)
-            audio = global_pool(xs[len(self.visual_dims):], [self.audio_dim], ref.shape[0], ref)
+            audio = global_pool(xs[len(self.visual_dims):], [self.audio_dim], visual[0])
             feats.append(audio[boxes[:, 0].long()])
         x = self.projection(self.dropout(torch.cat(feats, dim=1)))
         return x if self.training else self.act(x)

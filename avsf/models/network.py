@@ -119,11 +119,14 @@ class VideoNet(nn.Module):
         if len(inputs) != len(self.cfg.pathways):
             names = ", ".join(p.name for p in self.cfg.pathways)
             raise ValueError(f"{self.cfg.name} takes {len(self.cfg.pathways)} inputs ({names}), got {len(inputs)}")
+        if isinstance(self.head, DetectionHead) and boxes is None:
+            raise ValueError(f"{self.cfg.name} has the AVA head: pass boxes [K, 5]")
         xs = list(inputs)
         ai = self.audio_index
-        drop = self.draw_drop_pathway() if drop_audio is None else drop_audio
-        if drop and ai is not None and self.cfg.arch == "avslowfast":
-            xs[ai] = None
+        if self.cfg.arch == "avslowfast":  # the only arch that drops audio (and draws for it)
+            drop = self.draw_drop_pathway() if drop_audio is None else drop_audio
+            if drop:
+                xs[ai] = None
         captured: dict[str, list] = {}
         xs = self.s1(xs)
         for stage in range(1, 5):
@@ -189,7 +192,7 @@ def to_channels_last(module_or_tensor):
     if isinstance(module_or_tensor, torch.Tensor):
         return convert(module_or_tensor)
     for m in module_or_tensor.modules():
-        for name, p in m.named_parameters(recurse=False):
+        for p in m.parameters(recurse=False):
             p.data = convert(p.data)
         for name, b in m.named_buffers(recurse=False):
             setattr(m, name, convert(b))

@@ -74,7 +74,6 @@ class PathwayStem(nn.Module):
 
     def __init__(self, pathways: Sequence[PathwayConfig]):
         super().__init__()
-        self.num_pathways = len(pathways)
         for i, cfg in enumerate(pathways):
             self.add_module(f"pathway{i}_stem", build_stem(cfg))
 

@@ -43,8 +43,11 @@ def sync_loss(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], in_sync: torch
         in sync:      d^2                    d = |v - a| (unit vectors, so 0 <= d <= 2)
         out of sync:  max(0, margin - d)^2
 
-    Zero (still differentiable) when no pair is audible.
+    Zero (still differentiable) when no pair is audible; a constant zero when there are no
+    levels (``forward_with_sync`` under DropPathway).
     """
+    if not pairs:
+        return torch.zeros((), device=in_sync.device)
     mask = torch.ones_like(in_sync, dtype=torch.bool) if audible is None else audible.bool()
     weight = mask.float() / mask.sum().clamp(min=1)
     losses = []
@@ -58,7 +61,10 @@ def sync_loss(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], in_sync: torch
 def audible(logmel: torch.Tensor, silence_log_power: float = SILENCE_LOG_POWER,
             mean: float = LOGMEL_MEAN, std: float = LOGMEL_STD) -> torch.Tensor:
     """[N] bool: the clip's mean log-mel power (undoing the normalisation) is above
-    ``silence_log_power``. Digital silence (log 1e-8) and near-silence are False."""
+    ``silence_log_power``. Digital silence (log 1e-8) and near-silence are False.
+
+    ``mean`` and ``std`` must be those the log-mel was normalised with (a store's own stats
+    when the dataset used them); the defaults are the authors' Kinetics constants."""
     log_power = logmel.flatten(1).mean(dim=1) * std + mean
     return log_power > silence_log_power
 
