@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from store_common import REPO, bench_clip, build_store, report
 
@@ -51,11 +51,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def measure(dataset: ClipDataset, decoder: DeviceFrameDecoder | None, args, device: torch.device) -> dict:
-    loader = DataLoader(dataset, batch_size=args.batch, shuffle=True, num_workers=args.workers,
-                        pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
-                        prefetch_factor=4 if args.workers > 0 else None, collate_fn=collate_clips, drop_last=True)
     warmup, clips, started = 3, 0, None
-    batches = iter(_forever(loader))
+    # One epoch as long as the run: a DataLoader gives each batch to one worker, so epochs of
+    # a few batches (64 clips are 2 batches of 32) would keep all but a few workers idle.
+    sampler = RandomSampler(dataset, num_samples=(warmup + args.batches) * args.batch)
+    loader = DataLoader(dataset, batch_size=args.batch, sampler=sampler, num_workers=args.workers,
+                        pin_memory=device.type == "cuda", prefetch_factor=4 if args.workers > 0 else None,
+                        collate_fn=collate_clips, drop_last=True)
+    batches = iter(loader)
     for step in range(warmup + args.batches):
         if step == warmup:
             _sync(device)
@@ -71,11 +74,6 @@ def measure(dataset: ClipDataset, decoder: DeviceFrameDecoder | None, args, devi
     _sync(device)
     seconds = time.perf_counter() - started
     return {"clips_per_s": round(clips / seconds, 2), "clips": clips, "seconds": round(seconds, 3)}
-
-
-def _forever(loader):
-    while True:
-        yield from loader
 
 
 def _sync(device: torch.device) -> None:

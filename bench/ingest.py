@@ -38,7 +38,7 @@ def bare_decode(path: Path) -> int:
 def ingest(path: Path, shard: Path, settings: DecodeSettings) -> int:
     clip = decode_clip(path, settings)
     with open_shard(shard) as writer:
-        writer.add_clip("clip", {"fps": clip.fps, "duration": clip.duration}, frames=clip.frames, audio=clip.audio)
+        writer.add_clip("clip", clip.store_attrs(), frames=clip.frames, audio=clip.audio)
     return len(clip.frames)
 
 

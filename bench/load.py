@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from store_common import REPO, bench_clip, build_store, pin_to_one_core, report
+from store_common import CLIP_FPS, REPO, bench_clip, build_store, pin_to_one_core, report
 
 from avsf.data.clip_dataset import ClipDataset, ClipSampling
 from avsf.data.decode import DecodeSettings
@@ -35,7 +35,7 @@ SAMPLING = ClipSampling(num_frames=8, stride=8, alpha=4, train_scale=(256, 320),
 
 def mp4_clip(path: Path, sampling: ClipSampling, duration: float) -> torch.Tensor:
     """The reference: one training clip decoded straight from the mp4 with PyAV."""
-    span_s = sampling.span / 30
+    span_s = sampling.span / CLIP_FPS
     start = float(torch.rand(())) * max(duration - span_s, 0.0)
     with av.open(str(path)) as container:
         stream = container.streams.video[0]

@@ -77,12 +77,8 @@ def build_store(clip: Path, root: Path, settings: DecodeSettings, copies: int = 
 
     mel = log_mel(torch.from_numpy(decoded.audio.astype(np.float32) / PCM_SCALE), mel_settings).numpy().astype(np.float16)
     ids = [f"bench{i:04d}_000000_000010" for i in range(copies)]
-    attrs = {"fps": decoded.fps, "duration": decoded.duration, "has_audio": True, "source_fps": decoded.source_fps,
-             "height": decoded.height, "width": decoded.width, "num_frames": len(decoded.frames),
-             "sample_rate": settings.sample_rate, "notes": {}}
-    mel_attrs = {"has_audio": True, "sample_rate": settings.sample_rate, "n_fft": 512, "win_length": 512,
-                 "hop_length": 256, "n_mels": 80, "f_min": 0.0, "f_max": 8000.0, "log_offset": 1e-8,
-                 "frames_per_second": mel_settings.frames_per_second}
+    attrs = decoded.store_attrs()
+    mel_attrs = {**mel_settings.store_attrs(), "has_audio": True}
     with open_shard(frames_dir / shard_name(0)) as frames_shard, open_shard(logmel_dir / shard_name(0)) as mel_shard:
         for clip_id in ids:
             frames_shard.add_clip(clip_id, attrs, frames=decoded.frames, audio=decoded.audio)
@@ -93,7 +89,8 @@ def build_store(clip: Path, root: Path, settings: DecodeSettings, copies: int = 
     write_json(frames_dir / CLASSES_NAME, ["bench"])
     values = mel.astype(np.float64)
     write_json(logmel_dir / STATS_NAME, {"mean": float(values.mean()), "std": float(values.std()), "clips": 1,
-                                         "values": int(values.size), "split": "train", "log_offset": 1e-8})
+                                         "values": int(values.size), "split": "train",
+                                         "log_offset": mel_settings.log_offset})
     return frames_dir, logmel_dir
 
 

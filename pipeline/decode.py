@@ -8,7 +8,7 @@
 Resumable: each shard records a fingerprint of what it was built from (settings, clip
 files), and a rerun keeps every shard whose fingerprint still matches, so a killed run
 redoes only the shards it had not finished. The helpers at the bottom serve the
-``spectrogram`` stage the same way.
+``spectrogram`` stage the same way (and ``progress`` the ``download`` stage too).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 from tqdm import tqdm
 
 from avsf.data.decode import DecodeSettings, decode_clip
-from avsf.data.kinetics import ClipRecord, ManifestError, read_clip_index
+from avsf.data.kinetics import ClipRecord, ManifestError, class_names, read_clip_index
 from avsf.data.ledger import Failure, count_by_reason, read_ledger, write_ledger
 from avsf.data.store import (
     CLASSES_NAME,
@@ -77,12 +77,7 @@ def decode_shard(shard: DecodeShard) -> dict[str, Any]:
                 failures.append({"id": record.clip_id, "reason": "unexpected_error",
                                  "detail": f"{type(exc).__name__}: {exc}"})
                 continue
-            attrs = {
-                "fps": clip.fps, "duration": clip.duration, "has_audio": clip.has_audio,
-                "source_fps": clip.source_fps, "height": clip.height, "width": clip.width,
-                "num_frames": len(clip.frames), "sample_rate": clip.sample_rate, "notes": clip.notes,
-            }
-            writer.add_clip(record.clip_id, attrs, frames=clip.frames, audio=clip.audio)
+            writer.add_clip(record.clip_id, clip.store_attrs(), frames=clip.frames, audio=clip.audio)
             clips.append({"clip_id": record.clip_id, "num_frames": len(clip.frames), "fps": clip.fps,
                           "duration": clip.duration, "has_audio": clip.has_audio, "notes": clip.notes})
         meta = {"stage": STAGE, "fingerprint": shard.fingerprint, "clips": clips, "failures": failures,
@@ -129,7 +124,7 @@ def run_decode(params: Params) -> None:
         for s, meta in zip(shards, metas) for c in meta["clips"]
     ]
     write_index(out_dir / INDEX_NAME, entries)
-    write_json(out_dir / CLASSES_NAME, sorted({r.label for r in records if r.label}))
+    write_json(out_dir / CLASSES_NAME, class_names(records))
     failures = [Failure(f["id"], STAGE, f["reason"], f["detail"]) for meta in metas for f in meta["failures"]]
     upstream = carry_ledger(params.download.ledger, failures, p.ledger)
 
@@ -212,6 +207,7 @@ def count_notes(clips: Iterable[dict[str, Any]]) -> dict[str, int]:
     return dict(sorted(Counter(note for c in clips for note in c.get("notes", {})).items()))
 
 
-def progress(items: Sequence[Any], desc: str) -> tqdm:
-    return tqdm(items, desc=desc, unit="clip", file=sys.stderr,
+def progress(items: Iterable[Any] | None, desc: str, total: int | None = None) -> tqdm:
+    """A per-clip progress bar on stderr (updated every 10 s when stderr is a log file)."""
+    return tqdm(items, desc=desc, total=total, unit="clip", file=sys.stderr,
                 mininterval=1.0 if sys.stderr.isatty() else 10.0)

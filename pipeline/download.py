@@ -8,14 +8,11 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-
-from tqdm import tqdm
 
 from avsf.data.download import (
     REASONS,
@@ -28,8 +25,9 @@ from avsf.data.download import (
     open_source,
 )
 from avsf.data.kinetics import ClipRecord, ManifestError, Segment, read_manifest, write_clip_index
-from avsf.data.ledger import Failure, write_ledger
+from avsf.data.ledger import Failure, count_by_reason, write_ledger
 from avsf.io.atomic import remove_stale_temporaries, write_json
+from pipeline.decode import progress
 from pipeline.launch import StageFailed, run_shards
 from pipeline.params import DownloadParams, Params
 
@@ -57,15 +55,14 @@ def download_shard(shard: DownloadShard) -> list[ClipOutcome]:
     for s in shard.segments:
         by_video.setdefault(s.youtube_id, []).append(s)
     outcomes: list[ClipOutcome] = []
-    progress = tqdm(total=len(shard.segments), desc=f"download shard {shard.index}", unit="clip",
-                    file=sys.stderr, mininterval=1.0 if sys.stderr.isatty() else 10.0)
-    with progress, ThreadPoolExecutor(max_workers=p.workers) as pool:
+    bar = progress(None, f"download shard {shard.index}", total=len(shard.segments))
+    with bar, ThreadPoolExecutor(max_workers=p.workers) as pool:
         futures = [pool.submit(download_video_clips, youtube_id, segments, source, settings)
                    for youtube_id, segments in by_video.items()]
         for future in as_completed(futures):
             done = future.result()
             outcomes.extend(done)
-            progress.update(len(done))
+            bar.update(len(done))
     return outcomes
 
 
@@ -150,9 +147,7 @@ def read_manifests(paths: list[str]) -> tuple[list[Segment], list[Failure], int]
 def summarize(outcomes: list[ClipOutcome], failures: list[Failure], total_rows: int, seconds: float) -> dict:
     """The stage's metrics; ``failed`` counts every ledger row, so
     downloaded + skipped_existing + failed == total_rows."""
-    by_reason = {reason: 0 for reason in REASONS}
-    for f in failures:
-        by_reason[f.reason] = by_reason.get(f.reason, 0) + 1
+    by_reason = {reason: 0 for reason in REASONS} | count_by_reason(failures)
     downloaded = sum(o.status == "downloaded" for o in outcomes)
     return {
         "downloaded": downloaded,

@@ -57,14 +57,11 @@ def spectrogram_shard(shard: SpectrogramShard) -> dict[str, Any]:
     settings = shard.settings
     clips, failures = [], []
     total, total_sq, count = 0.0, 0.0, 0
-    attrs = {"sample_rate": settings.sample_rate, "n_fft": settings.n_fft, "win_length": settings.win_length,
-             "hop_length": settings.hop_length, "n_mels": settings.n_mels, "f_min": settings.f_min,
-             "f_max": settings.f_max if settings.f_max is not None else settings.sample_rate / 2,
-             "log_offset": settings.log_offset, "frames_per_second": settings.frames_per_second}
+    attrs = settings.store_attrs()
     with h5py.File(shard.frames_path, "r") as frames, open_shard(shard.path) as writer:
         for clip_id in progress(shard.clips, f"spectrogram shard {shard.index}"):
             group = frames[clip_id]
-            values = None
+            values, seconds = None, 0.0
             if AUDIO in group:
                 if int(group.attrs["sample_rate"]) != settings.sample_rate:
                     failures.append({"id": clip_id, "reason": "sample_rate_mismatch",
@@ -72,8 +69,8 @@ def spectrogram_shard(shard: SpectrogramShard) -> dict[str, Any]:
                     continue
                 wave = torch.from_numpy(group[AUDIO][...].astype(np.float32) / PCM_SCALE)
                 values = log_mel(wave, settings).numpy().astype(np.float16)
+                seconds = len(wave) / settings.sample_rate
             writer.add_clip(clip_id, {**attrs, "has_audio": values is not None}, logmel=values)
-            seconds = len(group[AUDIO]) / settings.sample_rate if values is not None else 0.0
             clips.append({"clip_id": clip_id, "has_audio": values is not None,
                           "frames": 0 if values is None else len(values), "audio_seconds": seconds})
             if values is not None and clip_id in shard.stats_clips:
@@ -135,8 +132,8 @@ def run_spectrogram(params: Params) -> None:
     else:
         log.warning("spectrogram: no clip with audio in split %r; stats are mean 0, std 1", p.stats_split)
         mean, std = 0.0, 1.0
-    stats_clips = sum(1 for m in metas for c in m["clips"] if c["has_audio"] and c["clip_id"] in stats_ids)
-    write_json(out_dir / STATS_NAME, {"mean": mean, "std": std, "split": p.stats_split, "clips": stats_clips,
+    stats_clip_count = sum(1 for m in metas for c in m["clips"] if c["has_audio"] and c["clip_id"] in stats_ids)
+    write_json(out_dir / STATS_NAME, {"mean": mean, "std": std, "split": p.stats_split, "clips": stats_clip_count,
                                       "values": count, "log_offset": p.log_offset})
 
     failures = [Failure(f["id"], STAGE, f["reason"], f["detail"]) for m in metas for f in m["failures"]]
@@ -155,7 +152,7 @@ def run_spectrogram(params: Params) -> None:
         "upstream_failures": upstream,
         "mean": mean,
         "std": std,
-        "stats_clips": stats_clips,
+        "stats_clips": stats_clip_count,
         "shards": len(shards),
         "shards_reused": len(shards) - len(todo),
         "audio_seconds_per_s": audio_seconds / job_seconds if job_seconds else 0.0,
@@ -164,6 +161,6 @@ def run_spectrogram(params: Params) -> None:
     write_json(p.metrics, metrics)
     log.info("spectrogram: %d clips (%d with audio), %d failed; mean %.3f std %.3f over %d %s clips; "
              "%d shards (%d reused) in %.1f s; ledger %s", len(clips), metrics["with_audio"], len(failures),
-             mean, std, stats_clips, p.stats_split, len(shards), metrics["shards_reused"], seconds, p.ledger)
+             mean, std, stats_clip_count, p.stats_split, len(shards), metrics["shards_reused"], seconds, p.ledger)
     if entries and not clips:
         raise StageFailed(f"spectrogram: none of {len(entries)} clips could be processed; see {p.ledger}")

@@ -14,11 +14,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import yaml
 
+import conftest
 from avsf.io.media import probe, write_video
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = conftest.REPO
 LABELS = ["air drumming", "hurling (sport)", "yoga"]
 
 
@@ -53,17 +53,12 @@ def make_world(root: Path, n_videos: int, segments_per_video: int = 1) -> dict:
 
 
 def write_params(root: Path, world: dict, cluster: str = "debug", **download) -> Path:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["launch"]["cluster"] = cluster
-    params["launch"]["log_dir"] = str(root / "logs")
-    params["launch"]["resources"]["timeout_min"] = 5
-    params["download"].update(
-        manifests=world["manifests"], source=world["videos"], out_dir=str(root / "clips"),
-        ledger=str(root / "ledger.csv"), metrics=str(root / "metrics.json"),
-        raw_cache=str(root / "cache"), backoff_s=0.01, **download)
-    path = root / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return path
+    download = dict(manifests=world["manifests"], source=world["videos"], out_dir=str(root / "clips"),
+                    ledger=str(root / "ledger.csv"), metrics=str(root / "metrics.json"),
+                    raw_cache=str(root / "cache"), backoff_s=0.01, **download)
+    return conftest.write_params(root / "params.yaml", {
+        "launch.cluster": cluster, "launch.log_dir": str(root / "logs"), "launch.resources.timeout_min": 5,
+        **{f"download.{key}": value for key, value in download.items()}})
 
 
 def run_stage(params: Path, *args: str, env: dict | None = None, **popen) -> subprocess.CompletedProcess:

@@ -46,6 +46,12 @@ def test_test_manifest_without_labels(tmp_path):
     assert class_names(manifest.segments) == []
 
 
+def test_a_byte_order_mark_does_not_hide_the_label_column(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("label,youtube_id,time_start,time_end,split,is_cc\nyoga,abc,1,11,train,0\n".encode("utf-8-sig"))
+    assert read_manifest(path).segments == [Segment("abc", 1.0, 11.0, "train", "yoga")]
+
+
 def test_bad_rows_are_reported_not_raised(tmp_path):
     path = tmp_path / "m.csv"
     path.write_text(

@@ -23,17 +23,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Iterator
+from typing import Any, Iterator
 
 import av
 import numpy as np
 import simplejpeg
 from av.video.reformatter import VideoReformatter
 
-from avsf.io.media import MediaError, fps_fraction, open_video
+from avsf.io.media import MediaError, fps_fraction, open_video, quarter_turns
 
-# Every reason decode_clip can raise, in the order metrics list them.
-REASONS = ("corrupt_container", "no_video_stream", "no_frames")
 PCM_SCALE = 32767  # float [-1, 1] <-> int16 samples
 DEFAULT_TIME_BASE = Fraction(1, 90000)  # for streams that give frames no time base
 
@@ -68,6 +66,14 @@ class DecodedClip:
     @property
     def has_audio(self) -> bool:
         return self.audio is not None
+
+    def store_attrs(self) -> dict[str, Any]:
+        """The clip group's attributes in the frame store (README, "Store format")."""
+        return {
+            "fps": self.fps, "duration": self.duration, "has_audio": self.has_audio,
+            "source_fps": self.source_fps, "height": self.height, "width": self.width,
+            "num_frames": len(self.frames), "sample_rate": self.sample_rate, "notes": self.notes,
+        }
 
 
 def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -255,12 +261,13 @@ class _FrameSampler:
 
     def _read_rotation(self, frame: av.VideoFrame) -> int:
         degrees = frame.rotation or 0
-        if degrees % 90:
+        turns = quarter_turns(degrees)
+        if turns is None:
             self.notes["unsupported_rotation"] = float(degrees)
             return 0
         if degrees:
             self.notes["rotation"] = float(degrees)
-        return (degrees // 90) % 4
+        return turns
 
 
 class _AudioCollector:

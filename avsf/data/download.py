@@ -37,7 +37,7 @@ import numpy as np
 
 from avsf.data.kinetics import Segment
 from avsf.io.atomic import atomic_output
-from avsf.io.media import MediaError, MediaInfo, fps_fraction, probe, write_video
+from avsf.io.media import MediaError, MediaInfo, fps_fraction, probe, quarter_turns, write_video
 
 log = logging.getLogger(__name__)
 
@@ -293,15 +293,16 @@ class YoutubeSource:
 
 
 def trim_clip(raw: str | os.PathLike, dest: str | os.PathLike, start: float, end: float,
-              crf: int = 18, min_fraction: float = 0.5) -> MediaInfo:
+              crf: int = 18, min_fraction: float = 0.5, raw_info: MediaInfo | None = None) -> MediaInfo:
     """Cut ``[start, end]`` seconds of ``raw`` into ``dest`` by decoding and re-encoding
     (H.264 at the source's frame rate; AAC at the source's sample rate when it has audio).
 
     A segment that runs past the end of the video is cut short; one of which less than
     ``min_fraction`` exists raises ``MediaError('segment_out_of_range')``. ``dest`` appears
-    only once written completely and probed valid. Returns the clip's probe.
+    only once written completely and probed valid. ``raw_info``: ``probe(raw)`` when the
+    caller has it already. Returns the clip's probe.
     """
-    source = probe(raw)
+    source = raw_info or probe(raw)
     fps = fps_fraction(source.fps) if source.fps > 0 else Fraction(30)
     try:
         with av.open(os.fspath(raw)) as container:
@@ -383,9 +384,9 @@ def _even_rgb(frame) -> np.ndarray:
     """The frame as displayed: a display rotation (phone videos) is applied to the pixels,
     as ffmpeg does when it re-encodes, so the clip needs no rotation metadata."""
     image = frame.to_ndarray(format="rgb24")
-    degrees = round(frame.rotation or 0)  # counter-clockwise
-    if degrees % 360 and degrees % 90 == 0:  # other angles are rare and left as they are
-        image = np.rot90(image, degrees // 90 % 4)
+    turns = quarter_turns(frame.rotation)
+    if turns:
+        image = np.rot90(image, turns)
     h, w = image.shape[:2]
     return np.ascontiguousarray(image[: h - h % 2, : w - w % 2])  # yuv420p needs even sizes
 
@@ -489,11 +490,11 @@ def _download(youtube_id: str, segments: Sequence[Segment], source: Source,
         raw = None
         try:
             raw = source.fetch(youtube_id, settings.raw_cache)
-            probe(raw)  # one verdict on the raw file, instead of one per segment
+            raw_info = probe(raw)  # one verdict on the raw file, instead of one per segment
             for s in pending:
                 try:
                     trim_clip(raw, clip_path(settings.out_dir, s), s.time_start, s.time_end,
-                              settings.crf, settings.min_fraction)
+                              settings.crf, settings.min_fraction, raw_info)
                     outcomes[s] = ClipOutcome(s, "downloaded")
                 except Exception as exc:  # noqa: BLE001
                     outcomes[s] = _failed(s, exc)

@@ -81,7 +81,8 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
     if not path.is_file():
         raise ManifestError(f"manifest not found: {path}")
     segments, invalid = [], []
-    with path.open(newline="", encoding="utf-8") as f:
+    # utf-8-sig: a byte-order mark (spreadsheets save one) must not hide the first column's name.
+    with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
@@ -119,9 +120,9 @@ def _segment(record: dict[str, str | None], has_label: bool) -> Segment:
     return Segment(youtube_id, start, end, (record.get("split") or "").strip(), label)
 
 
-def class_names(segments: Iterable[Segment]) -> list[str]:
-    """The sorted distinct labels: index i of this list is class i."""
-    return sorted({s.label for s in segments if s.label is not None})
+def class_names(items: Iterable[Segment | ClipRecord]) -> list[str]:
+    """The sorted distinct labels of segments or clip records: index i of this list is class i."""
+    return sorted({s.label for s in items if s.label})
 
 
 # --------------------------------------------------------------------------- clip index

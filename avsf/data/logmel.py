@@ -35,8 +35,20 @@ class LogMelSettings:
     def frames_per_second(self) -> float:
         return self.sample_rate / self.hop_length
 
+    @property
+    def top_hz(self) -> float:
+        """The upper edge of the filterbank: ``f_max``, or half the sample rate."""
+        return self.f_max if self.f_max is not None else self.sample_rate / 2
+
     def num_frames(self, samples: int) -> int:
         return 1 + samples // self.hop_length
+
+    def store_attrs(self) -> dict[str, float | int]:
+        """The settings as each clip group of the log-mel store records them (README, "Store format")."""
+        return {"sample_rate": self.sample_rate, "n_fft": self.n_fft, "win_length": self.win_length,
+                "hop_length": self.hop_length, "n_mels": self.n_mels, "f_min": self.f_min,
+                "f_max": self.top_hz, "log_offset": self.log_offset,
+                "frames_per_second": self.frames_per_second}
 
 
 def hz_to_mel(hz: float | torch.Tensor) -> float | torch.Tensor:
@@ -47,8 +59,7 @@ def hz_to_mel(hz: float | torch.Tensor) -> float | torch.Tensor:
 
 
 def mel_to_hz(mel: float | torch.Tensor) -> float | torch.Tensor:
-    if isinstance(mel, torch.Tensor):
-        return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+    """Inverse of :func:`hz_to_mel` (the same expression serves floats and tensors)."""
     return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
 
 
@@ -58,10 +69,9 @@ def mel_filterbank(settings: LogMelSettings = LogMelSettings()) -> torch.Tensor:
     Filter m rises linearly from corner m to its centre m + 1 and falls to corner m + 2,
     the n_mels + 2 corners being evenly spaced in mel between f_min and f_max.
     """
-    f_max = settings.f_max if settings.f_max is not None else settings.sample_rate / 2
     n_freqs = settings.n_fft // 2 + 1
     bins_hz = torch.linspace(0, settings.sample_rate // 2, n_freqs, dtype=torch.float64)
-    corners_mel = torch.linspace(hz_to_mel(settings.f_min), hz_to_mel(f_max), settings.n_mels + 2,
+    corners_mel = torch.linspace(hz_to_mel(settings.f_min), hz_to_mel(settings.top_hz), settings.n_mels + 2,
                                  dtype=torch.float64)
     corners_hz = mel_to_hz(corners_mel)
     lower, centre, upper = corners_hz[:-2], corners_hz[1:-1], corners_hz[2:]
@@ -75,13 +85,14 @@ def log_mel(waveform: torch.Tensor, settings: LogMelSettings = LogMelSettings())
     """``waveform``: float [samples] or [batch, samples] in [-1, 1], at ``settings.sample_rate``.
     Returns float32 [time, n_mels] (or [batch, time, n_mels])."""
     frames = settings.num_frames(waveform.shape[-1])
+    waveform = waveform.to(torch.float32)
     if waveform.shape[-1] <= settings.n_fft // 2:  # reflect padding needs more than half a window
         pad = settings.n_fft // 2 + 1 - waveform.shape[-1]
         waveform = torch.nn.functional.pad(waveform, (0, pad))
-    window = torch.hann_window(settings.win_length, dtype=waveform.dtype, device=waveform.device)
+    window = torch.hann_window(settings.win_length, dtype=torch.float32, device=waveform.device)
     spectrum = torch.stft(
-        waveform.to(torch.float32), n_fft=settings.n_fft, hop_length=settings.hop_length,
-        win_length=settings.win_length, window=window.to(torch.float32), center=True,
+        waveform, n_fft=settings.n_fft, hop_length=settings.hop_length,
+        win_length=settings.win_length, window=window, center=True,
         pad_mode="reflect", normalized=False, onesided=True, return_complex=True,
     )
     power = spectrum.abs().pow(2.0)  # [..., freq, time]

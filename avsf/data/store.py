@@ -215,9 +215,7 @@ class StoreReader:
 
     def stats(self) -> dict[str, float]:
         """The log-mel store's normalisation statistics (mean, std)."""
-        if self.logmel_dir is None:
-            raise ValueError("no log-mel store given")
-        return json.loads((self.logmel_dir / STATS_NAME).read_text())
+        return json.loads((self._logmel_dir() / STATS_NAME).read_text())
 
     def frames(self, entry: StoreEntry, start: int, stop: int) -> np.ndarray:
         """JPEG frames ``start:stop`` (clamped to the clip) as an object array of uint8 arrays."""

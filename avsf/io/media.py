@@ -86,6 +86,13 @@ def _encode_audio(container, stream, audio: np.ndarray, sample_rate: int) -> Non
     container.mux(stream.encode(None))
 
 
+def quarter_turns(degrees: float | None) -> int | None:
+    """A frame's display rotation (degrees counter-clockwise) as 0..3 quarter turns, or None
+    for an angle that is not a multiple of 90 (rare; callers leave such frames as stored)."""
+    degrees = round(degrees or 0)
+    return degrees // 90 % 4 if degrees % 90 == 0 else None
+
+
 @dataclass(frozen=True)
 class MediaInfo:
     """What a container says about itself, read without decoding everything."""
