@@ -189,7 +189,8 @@ def prepare_out_dir(stage: str, out_dir: Path, shards: Sequence[Any]) -> list[An
             old.unlink()
             stale += 1
     todo = [s for s in shards if (read_meta(s.path) or {}).get("fingerprint") != s.fingerprint]
-    log.info("%s: %d shards, %d already complete, %d to build%s", stage, len(shards),
+    logging.getLogger(f"avsf.{stage}").info(
+             "%s: %d shards, %d already complete, %d to build%s", stage, len(shards),
              len(shards) - len(todo), len(todo), f"; removed {stale} stale files" if stale else "")
     return todo
 
