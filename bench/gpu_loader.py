@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from store_common import REPO, bench_clip, build_store, report
+from bench_report import REPO, report
+from store_common import bench_clip, build_store
 
 from avsf.data.clip_dataset import ClipDataset, ClipSampling, DeviceFrameDecoder, collate_clips, normalize_video
 from avsf.data.decode import DecodeSettings

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import av
 
-from store_common import REPO, bench_clip, pin_to_one_core, report
+from bench_report import REPO, report
+from store_common import bench_clip, pin_to_one_core
 
 from avsf.data.decode import DecodeSettings, decode_clip
 from avsf.data.store import open_shard

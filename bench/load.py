@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from store_common import CLIP_FPS, REPO, bench_clip, build_store, pin_to_one_core, report
+from bench_report import REPO, report
+from store_common import CLIP_FPS, bench_clip, build_store, pin_to_one_core
 
 from avsf.data.clip_dataset import ClipDataset, ClipSampling
 from avsf.data.decode import DecodeSettings

@@ -1,4 +1,4 @@
-"""What the store benchmarks share: the benchmark clip, a store built from it, the report.
+"""What the store benchmarks share: the benchmark clip and a store built from it.
 
 The clip is the issue's: 10 s, 340x256, 30 fps, with AAC audio; its picture is smooth
 gradients with moving shapes and a little noise, so JPEG sizes are those of real footage
@@ -7,16 +7,12 @@ rather than of flat colour or pure noise.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
-import platform
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_report import REPO  # also puts the repository on sys.path
 
 from avsf.data.decode import PCM_SCALE, DecodeSettings, decode_clip  # noqa: E402
 from avsf.data.logmel import LogMelSettings, log_mel  # noqa: E402
@@ -32,7 +28,6 @@ from avsf.data.store import (  # noqa: E402
 from avsf.io.atomic import write_json  # noqa: E402
 from avsf.io.media import write_video  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 CLIP_SECONDS, CLIP_FPS, CLIP_SIZE = 10.0, 30, (340, 256)  # width, height
 
 
@@ -101,33 +96,3 @@ def pin_to_one_core() -> str:
         os.sched_setaffinity(0, {cpu})
         return f"pinned to cpu {cpu}"
     return "not pinned (no sched_setaffinity)"
-
-
-def machine() -> str:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model or platform.processor() or 'cpu'} ({platform.machine()}, {os.cpu_count()} cores)"
-
-
-def report(path: Path, metric: str, value: float, unit: str, goal: float, **extra) -> dict:
-    """Write the benchmark JSON with the keys every bench report has, and return it."""
-    data = {
-        "metric": metric,
-        "value": round(value, 4),
-        "unit": unit,
-        "goal": goal,
-        "goal_met": value >= goal,
-        "higher_is_better": True,
-        "machine": machine(),
-        "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        **extra,
-    }
-    write_json(path, data)
-    return data

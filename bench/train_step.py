@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime as dt
-import platform
 import resource
 import sys
 import time
@@ -31,9 +29,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by path (tests)
 
-from avsf.io.atomic import write_json  # noqa: E402
+from bench_report import machine as bench_machine  # noqa: E402  (puts the repository on sys.path)
+from bench_report import report  # noqa: E402
 from avsf.models import build_model, example_inputs, model_config, to_channels_last  # noqa: E402
 from avsf.models.flops import count_cost  # noqa: E402
 
@@ -170,7 +169,7 @@ def main(argv=None) -> int:
     if unknown:
         print(f"error: unknown configs {unknown}; known: {list(CONFIGS)}", file=sys.stderr)
         return 2
-    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
+    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else bench_machine()
     print(f"{cfg.name} at {crop}x{crop}, batch {batch}, {macs / 1e9:.2f} G multiply-adds per clip, on {machine}")
     if torch.__version__.startswith("2.9"):
         print("warning: torch 2.9 disables cuDNN for bf16 3D convolutions; bf16 figures will be low")
@@ -182,24 +181,22 @@ def main(argv=None) -> int:
           f"(rel {agreement['rel_diff']:.4f}, {'agree' if agreement['agree'] else 'DISAGREE'})")
     best = max(results, key=lambda n: results[n]["clips_per_s"])
     smoke = device.type != "cuda" or args.tiny
-    report = {
-        "metric": f"{cfg.name}_train_step_clips_per_s" + ("_smoke" if smoke else ""),
-        "value": results[best]["clips_per_s"], "unit": "clips/s",
-        "goal": GOAL_CLIPS_PER_S, "higher_is_better": True, "goal_met": None if smoke else
-        results[best]["clips_per_s"] >= GOAL_CLIPS_PER_S,
-        "machine": machine,
-        "command": " ".join(["python", "bench/train_step.py", *(sys.argv[1:] if argv is None else argv)]),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "smoke": smoke, "device": device.type, "torch": torch.__version__, "model": cfg.name,
-        "crop": crop, "batch": batch, "gmacs_per_clip": round(macs / 1e9, 3), "best_config": best,
-        "peak_tflops_for_mfu": args.peak_tflops, "configs": results, "bf16_vs_fp32": agreement,
-        "peers_clips_per_s": PEERS,
-    }
-    if "eager_fp32" in results:
-        report["speedup_vs_eager_fp32"] = round(results[best]["clips_per_s"] / results["eager_fp32"]["clips_per_s"], 3)
     suffix = "" if not smoke else "_tiny_smoke" if device.type == "cuda" else "_cpu_smoke"
     out = Path(args.out or f"reports/bench/train_step{suffix}.json")
-    write_json(out, report)
+    extra = {}
+    if "eager_fp32" in results:
+        extra["speedup_vs_eager_fp32"] = round(results[best]["clips_per_s"] / results["eager_fp32"]["clips_per_s"], 3)
+    report(
+        out, f"{cfg.name}_train_step_clips_per_s" + ("_smoke" if smoke else ""), results[best]["clips_per_s"],
+        "clips/s", GOAL_CLIPS_PER_S,
+        goal_met=None if smoke else results[best]["clips_per_s"] >= GOAL_CLIPS_PER_S,
+        machine=machine,
+        command=" ".join(["python", "bench/train_step.py", *(sys.argv[1:] if argv is None else argv)]),
+        smoke=smoke, device=device.type, torch=torch.__version__, model=cfg.name,
+        crop=crop, batch=batch, gmacs_per_clip=round(macs / 1e9, 3), best_config=best,
+        peak_tflops_for_mfu=args.peak_tflops, configs=results, bf16_vs_fp32=agreement,
+        peers_clips_per_s=PEERS, **extra,
+    )
     print(f"wrote {out}")
     return 0 if agreement["agree"] else 1
 
