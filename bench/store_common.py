@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_report import REPO  # also puts the repository on sys.path
+import bench_report  # noqa: F401  (puts the repository on sys.path for the avsf imports below)
 
 from avsf.data.decode import PCM_SCALE, DecodeSettings, decode_clip  # noqa: E402
 from avsf.data.logmel import LogMelSettings, log_mel  # noqa: E402

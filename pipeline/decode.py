@@ -8,20 +8,18 @@
 Resumable: each shard records a fingerprint of what it was built from (settings, clip
 files), and a rerun keeps every shard whose fingerprint still matches, so a killed run
 redoes only the shards it had not finished. The helpers at the bottom serve the
-``spectrogram`` stage the same way (and ``progress`` the ``download`` stage too).
+``spectrogram`` stage the same way.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from tqdm import tqdm
 
 from avsf.data.decode import DecodeSettings, decode_clip
 from avsf.data.kinetics import ClipRecord, ManifestError, class_names, read_clip_index
@@ -38,7 +36,7 @@ from avsf.data.store import (
 )
 from avsf.io.atomic import remove_stale_temporaries, write_json
 from avsf.io.media import MediaError
-from pipeline.launch import StageFailed, run_shards
+from pipeline.launch import StageFailed, job_progress, run_shards
 from pipeline.params import Params
 
 log = logging.getLogger("avsf.decode")
@@ -64,7 +62,7 @@ def decode_shard(shard: DecodeShard) -> dict[str, Any]:
     started = time.monotonic()
     clips, failures = [], []
     with open_shard(shard.path) as writer:
-        for record in progress(shard.clips, f"decode shard {shard.index}"):
+        for record in job_progress(shard.clips, f"decode shard {shard.index}"):
             source = Path(shard.clips_dir) / record.path
             try:
                 if not source.is_file():
@@ -208,7 +206,3 @@ def count_notes(clips: Iterable[dict[str, Any]]) -> dict[str, int]:
     return dict(sorted(Counter(note for c in clips for note in c.get("notes", {})).items()))
 
 
-def progress(items: Iterable[Any] | None, desc: str, total: int | None = None) -> tqdm:
-    """A per-clip progress bar on stderr (updated every 10 s when stderr is a log file)."""
-    return tqdm(items, desc=desc, total=total, unit="clip", file=sys.stderr,
-                mininterval=1.0 if sys.stderr.isatty() else 10.0)

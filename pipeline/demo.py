@@ -7,11 +7,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tqdm import tqdm
-
 from avsf.data.demo.kinetics import SPLITS, DemoVideo, KineticsWorldSpec, manifest_lines, plan_world, write_raw_video
 from avsf.io.atomic import remove_stale_temporaries, write_json, write_text
-from pipeline.launch import run_shards
+from pipeline.launch import job_progress, run_shards
 from pipeline.params import Params
 
 log = logging.getLogger("avsf.demo")
@@ -23,7 +21,7 @@ def write_videos_shard(job: tuple[list[DemoVideo], str]) -> int:
     """One job: render the shard's raw videos; files already complete are kept (resume)."""
     videos, videos_dir = job
     written = 0
-    for video in tqdm(videos, desc="demo videos", unit="video", mininterval=2.0):
+    for video in job_progress(videos, "demo videos", unit="video"):
         if video.scene is None or (Path(videos_dir) / f"{video.youtube_id}.mp4").exists():
             continue
         write_raw_video(video, videos_dir)

@@ -27,8 +27,7 @@ from avsf.data.download import (
 from avsf.data.kinetics import ClipRecord, ManifestError, Segment, read_manifest, write_clip_index
 from avsf.data.ledger import Failure, count_by_reason, write_ledger
 from avsf.io.atomic import remove_stale_temporaries, write_json
-from pipeline.decode import progress
-from pipeline.launch import StageFailed, run_shards
+from pipeline.launch import StageFailed, job_progress, run_shards
 from pipeline.params import DownloadParams, Params
 
 log = logging.getLogger("avsf.download")
@@ -55,7 +54,7 @@ def download_shard(shard: DownloadShard) -> list[ClipOutcome]:
     for s in shard.segments:
         by_video.setdefault(s.youtube_id, []).append(s)
     outcomes: list[ClipOutcome] = []
-    bar = progress(None, f"download shard {shard.index}", total=len(shard.segments))
+    bar = job_progress(None, f"download shard {shard.index}", total=len(shard.segments))
     with bar, ThreadPoolExecutor(max_workers=p.workers) as pool:
         futures = [pool.submit(download_video_clips, youtube_id, segments, source, settings)
                    for youtube_id, segments in by_video.items()]

@@ -9,11 +9,13 @@ own error when any job fails.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import submitit
+from tqdm import tqdm
 from submitit.core.utils import FailedJobError, UncompletedJobError
 
 from pipeline.params import LaunchParams
@@ -87,6 +89,12 @@ def run_shards(
     if failures:
         raise StageFailed(f"{stage}: {len(failures)} of {len(jobs)} jobs failed\n" + "\n".join(failures))
     return results
+
+
+def job_progress(items: Iterable[Any] | None, desc: str, total: int | None = None, unit: str = "clip") -> tqdm:
+    """A job's progress bar on stderr, updated every 10 s when stderr is the job's log file."""
+    return tqdm(items, desc=desc, total=total, unit=unit, file=sys.stderr,
+                mininterval=1.0 if sys.stderr.isatty() else 10.0)
 
 
 def _wait(stage: str, jobs: list[submitit.Job], poll_s: float) -> None:

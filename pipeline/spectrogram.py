@@ -29,8 +29,8 @@ from avsf.data.ledger import Failure, count_by_reason
 from avsf.data.logmel import LogMelSettings, log_mel
 from avsf.data.store import AUDIO, INDEX_NAME, STATS_NAME, fingerprint, open_shard, read_index, read_meta
 from avsf.io.atomic import write_json
-from pipeline.decode import carry_ledger, prepare_out_dir, progress
-from pipeline.launch import StageFailed, run_shards
+from pipeline.decode import carry_ledger, prepare_out_dir
+from pipeline.launch import StageFailed, job_progress, run_shards
 from pipeline.params import Params
 
 log = logging.getLogger("avsf.spectrogram")
@@ -59,7 +59,7 @@ def spectrogram_shard(shard: SpectrogramShard) -> dict[str, Any]:
     total, total_sq, count = 0.0, 0.0, 0
     attrs = settings.store_attrs()
     with h5py.File(shard.frames_path, "r") as frames, open_shard(shard.path) as writer:
-        for clip_id in progress(shard.clips, f"spectrogram shard {shard.index}"):
+        for clip_id in job_progress(shard.clips, f"spectrogram shard {shard.index}"):
             group = frames[clip_id]
             values, seconds = None, 0.0
             if AUDIO in group:

@@ -30,7 +30,7 @@ from avsf.data.download import (
 )
 from avsf.data.kinetics import Segment
 from avsf.data.ledger import Failure, append_ledger, count_by_reason, read_ledger, write_ledger
-from avsf.io.media import MediaError, probe, write_video
+from avsf.io.media import MediaError, write_video
 
 BITS = 8
 FAST = FetchSettings(retries=3, backoff_s=0.01, timeout_s=5.0, chunk_bytes=4096)
