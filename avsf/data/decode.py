@@ -276,20 +276,22 @@ class _AudioCollector:
     def __init__(self, sample_rate: int):
         self.sample_rate = sample_rate
         self.resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        self.chunks: list[np.ndarray] = []
+        # One numpy conversion at the end: per-frame conversions cost as much as resampling.
+        self.fifo = av.AudioFifo()
         self.start_time: Fraction | None = None
 
     def add(self, frame: av.AudioFrame) -> None:
         if self.start_time is None:
             self.start_time = _frame_time(frame) or Fraction(0)
         for out in self.resampler.resample(frame):
-            self.chunks.append(out.to_ndarray().reshape(-1))
+            self.fifo.write(out)
 
     def finish(self, video_start: Fraction | None, duration: float, notes: dict[str, float]) -> np.ndarray | None:
         """int16 samples for [video start, video start + duration), or None without audio."""
         for out in self.resampler.resample(None):
-            self.chunks.append(out.to_ndarray().reshape(-1))
-        samples = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+            self.fifo.write(out)
+        resampled = self.fifo.read()
+        samples = resampled.to_ndarray().reshape(-1) if resampled is not None else np.zeros(0, np.float32)
         if samples.size == 0:
             notes["audio_undecodable"] = 1
             return None
