@@ -115,6 +115,22 @@ def write_garbled(path: Path, template: Path, seed: int = 0) -> Path:
     return path
 
 
+def write_audio_gap(path: Path, template: Path, at: float, gap: float) -> Path:
+    """``template`` remuxed with its audio packets from ``at`` seconds on moved ``gap``
+    seconds later: an audio stream whose timestamps jump, as in badly cut uploads."""
+    with av.open(str(template)) as src, av.open(str(path), "w") as dst:
+        outs = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        for packet in src.demux():
+            if packet.size == 0:
+                continue
+            if packet.stream.type == "audio" and packet.pts * packet.time_base >= at:
+                shift = round(gap / packet.time_base)
+                packet.pts, packet.dts = packet.pts + shift, packet.dts + shift
+            packet.stream = outs[packet.stream.index]
+            dst.mux(packet)
+    return path
+
+
 def write_clips_dir(root: Path, specs: Sequence[ClipSpec]) -> list[ClipRecord]:
     """Write the clips and a download-stage ``clips.csv`` under ``root / data/clips``."""
     clips_dir = root / "data" / "clips"

@@ -10,7 +10,7 @@ import pytest
 
 from avsf.data.decode import DecodeSettings, decode_clip, decode_jpeg, output_size
 from avsf.io.media import MediaError
-from clip_factory import ClipSpec, frame_index, write_clip, write_garbled
+from clip_factory import ClipSpec, frame_index, write_audio_gap, write_clip, write_garbled
 
 SMALL = DecodeSettings(fps=30.0, short_side=32, jpeg_quality=90, sample_rate=16000)
 
@@ -118,6 +118,17 @@ def test_audio_shorter_than_video_is_padded_and_recorded(tmp_path):
     assert clip.notes["audio_padded_s"] == pytest.approx(1.0, abs=0.08)  # AAC frames round it
     assert np.abs(clip.audio[:15000]).max() > 1000  # the tone
     assert np.abs(clip.audio[17500:]).max() == 0  # the padding
+
+
+def test_audio_timestamp_gap_becomes_silence_and_later_sound_stays_in_sync(tmp_path):
+    template = write_clip(tmp_path / "whole.mp4", ClipSpec("whole", seconds=2.0, tone_hz=1000.0))
+    gapped = write_audio_gap(tmp_path / "gap.mp4", template, at=0.5, gap=0.5)
+    clip = decode_clip(gapped, SMALL)
+    assert len(clip.frames) == 60 and clip.audio.shape == (32000,)
+    loud = np.abs(clip.audio.astype(np.int32)).reshape(20, 1600).max(axis=1) > 1000  # per 0.1 s
+    # Packets from 0.5 s on were moved 0.5 s later (AAC packets cut the gap at ~0.51 s).
+    assert loud[:5].all() and not loud[6:10].any() and loud[11:].all()
+    assert clip.notes["audio_gap_s"] == pytest.approx(0.5, abs=0.001)
 
 
 def test_variable_frame_rate_comes_out_evenly_spaced(tmp_path):

@@ -13,8 +13,11 @@ variable-frame-rate source comes out evenly spaced and a 29.97 fps source keeps 
 in place. A source frame that no output frame uses is never converted or
 encoded; one that several use is encoded once.
 
-Everything the caller should know but that does not stop the clip (padded audio, undecodable
-packets, a display rotation, an uneven source rate) lands in :attr:`DecodedClip.notes`.
+Audio samples are placed by their timestamps: a gap in the source's audio becomes silence.
+
+Everything the caller should know but that does not stop the clip (padded audio, audio gaps,
+undecodable packets, a display rotation, an uneven source rate) lands in
+:attr:`DecodedClip.notes`.
 Clips that cannot be used raise :class:`avsf.io.media.MediaError` with a ledger reason.
 """
 
@@ -34,6 +37,8 @@ from avsf.io.media import MediaError, fps_fraction, open_video, quarter_turns
 
 PCM_SCALE = 32767  # float [-1, 1] <-> int16 samples
 DEFAULT_TIME_BASE = Fraction(1, 90000)  # for streams that give frames no time base
+AUDIO_GAP_MIN_S = 0.01  # audio timestamp jumps shorter than this are jitter, not gaps
+AUDIO_GAP_MAX_S = 60.0  # longer jumps are broken timestamps: not filled with silence
 
 
 @dataclass(frozen=True)
@@ -276,22 +281,49 @@ class _AudioCollector:
     def __init__(self, sample_rate: int):
         self.sample_rate = sample_rate
         self.resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        # One numpy conversion at the end: per-frame conversions cost as much as resampling.
+        # One numpy conversion at the end: per-frame ones cost about half the resampling.
         self.fifo = av.AudioFifo()
         self.start_time: Fraction | None = None
+        self._origin: int | None = None  # timestamp of the fifo's first sample, in samples
+        self.gap_samples = 0  # silence put in for timestamp gaps
+        self.jumps = 0  # timestamp jumps too long to fill
 
     def add(self, frame: av.AudioFrame) -> None:
         if self.start_time is None:
             self.start_time = _frame_time(frame) or Fraction(0)
         for out in self.resampler.resample(frame):
-            self.fifo.write(out)
+            self._keep(out)
+
+    def _keep(self, resampled: av.AudioFrame) -> None:
+        """Queue ``resampled`` at its timestamp: a gap in the source's audio becomes silence, so
+        the sound after it stays in sync with the video."""
+        if resampled.pts is not None and resampled.time_base is not None:
+            base = resampled.time_base  # integer rounding: Fractions cost more per frame
+            at = (2 * resampled.pts * base.numerator * self.sample_rate + base.denominator) // (2 * base.denominator)
+            if self._origin is None:
+                self._origin = at - self.fifo.samples
+            gap = at - self._origin - self.fifo.samples
+            if gap > AUDIO_GAP_MAX_S * self.sample_rate:
+                self.jumps += 1
+                self._origin += gap  # carry on from the new timestamps
+            elif gap > AUDIO_GAP_MIN_S * self.sample_rate:
+                silence = av.AudioFrame.from_ndarray(np.zeros((1, gap), np.float32), format="flt", layout="mono")
+                silence.sample_rate = self.sample_rate
+                self.fifo.write(silence)
+                self.gap_samples += gap
+        resampled.pts = None  # placed above; the fifo would refuse the jump
+        self.fifo.write(resampled)
 
     def finish(self, video_start: Fraction | None, duration: float, notes: dict[str, float]) -> np.ndarray | None:
         """int16 samples for [video start, video start + duration), or None without audio."""
         for out in self.resampler.resample(None):
-            self.fifo.write(out)
+            self._keep(out)
         resampled = self.fifo.read()
         samples = resampled.to_ndarray().reshape(-1) if resampled is not None else np.zeros(0, np.float32)
+        if self.gap_samples:
+            notes["audio_gap_s"] = self.gap_samples / self.sample_rate
+        if self.jumps:
+            notes["audio_timestamp_jumps"] = self.jumps
         if samples.size == 0:
             notes["audio_undecodable"] = 1
             return None
