@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 
-from avsf.data.decode import DecodeSettings, decode_clip
+from avsf.data.decode import DECODER_VERSION, DecodeSettings, decode_clip
 from avsf.data.kinetics import ClipRecord, ManifestError, class_names, read_clip_index
 from avsf.data.ledger import Failure, count_by_reason, read_ledger, write_ledger
 from avsf.data.store import (
@@ -107,7 +107,7 @@ def run_decode(params: Params) -> None:
     out_dir = Path(p.out_dir)
     shards = [
         DecodeShard(i, str(out_dir / shard_name(i)), tuple(chunk), str(clips_dir), settings,
-                    fingerprint(STAGE, asdict(settings), [_clip_identity(clips_dir, r) for r in chunk]))
+                    fingerprint(STAGE, DECODER_VERSION, asdict(settings), [_clip_identity(clips_dir, r) for r in chunk]))
         for i, chunk in enumerate(chunks(records, p.clips_per_shard))
     ]
     todo = prepare_out_dir(STAGE, out_dir, shards)

@@ -145,6 +145,20 @@ def test_rerun_keeps_complete_shards_and_a_changed_param_rebuilds(built, tmp_pat
     assert store_hashes(params.decode.out_dir) == before
 
 
+def test_shards_from_an_older_decoder_are_rebuilt(built, monkeypatch):
+    root, params = built
+    monkeypatch.chdir(root)
+    monkeypatch.setattr("pipeline.decode.DECODER_VERSION", 1)
+    run_decode(params)
+    assert load(root, params.decode.metrics)["shards_reused"] == 0
+    monkeypatch.undo()
+    monkeypatch.chdir(root)
+    run_decode(params)
+    assert load(root, params.decode.metrics)["shards_reused"] == 0  # built by "version 1"
+    run_decode(params)
+    assert load(root, params.decode.metrics)["shards_reused"] == 5
+
+
 def test_stage_scripts_validate_params_and_run_through_submitit(built, tmp_path):
     root, _ = built
     bad = run_stage("decode", "--set", "decode.short_side=0", cwd=root, timeout=120)

@@ -35,6 +35,10 @@ from av.video.reformatter import VideoReformatter
 
 from avsf.io.media import MediaError, fps_fraction, open_video, quarter_turns
 
+# Part of each decode shard's fingerprint: bump it when the same file and settings would
+# decode differently, so stores built by older code are rebuilt, not resumed.
+# 2: audio placed by timestamp (gaps become silence).
+DECODER_VERSION = 2
 PCM_SCALE = 32767  # float [-1, 1] <-> int16 samples
 DEFAULT_TIME_BASE = Fraction(1, 90000)  # for streams that give frames no time base
 AUDIO_GAP_MIN_S = 0.01  # audio timestamp jumps shorter than this are jitter, not gaps
