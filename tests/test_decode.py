@@ -131,6 +131,15 @@ def test_audio_timestamp_gap_becomes_silence_and_later_sound_stays_in_sync(tmp_p
     assert clip.notes["audio_gap_s"] == pytest.approx(0.5, abs=0.001)
 
 
+def test_audio_timestamp_jump_of_minutes_is_not_filled(tmp_path):
+    template = write_clip(tmp_path / "whole.mp4", ClipSpec("whole", seconds=2.0, tone_hz=1000.0))
+    jumped = write_audio_gap(tmp_path / "jump.mp4", template, at=1.0, gap=120.0)
+    clip = decode_clip(jumped, SMALL)
+    assert clip.audio.shape == (32000,)
+    assert clip.notes["audio_timestamp_jumps"] == 1 and "audio_gap_s" not in clip.notes
+    assert np.abs(clip.audio[:31000]).reshape(-1, 1000).max(axis=1).min() > 1000  # tone throughout
+
+
 def test_variable_frame_rate_comes_out_evenly_spaced(tmp_path):
     times = [0.0, 0.03, 0.05, 0.2, 0.21, 0.5, 0.9, 1.0]
     clip = decode(tmp_path, ClipSpec("vfr", seconds=1.0, timestamps=times, audio_seconds=0),
