@@ -7,6 +7,7 @@ sine with optional loud bursts that coincide with white "flash" frames.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -52,7 +53,8 @@ class ClipSpec:
     audio_seconds: float | None = None  # None: as long as the video; 0: no audio stream
     sample_rate: int = 44100
     channels: int = 1
-    tone_hz: float = 440.0
+    tone_hz: float = 440.0  # 0: digital silence (an audio stream of zeros, unless noise is set)
+    noise: float = 0.0  # std of white noise added (broadband sound, seeded by the name)
     label: str = "a"
     split: str = "train"
     flash_frames: Sequence[int] = ()  # frames drawn white, with a 2 kHz burst in the audio
@@ -85,6 +87,8 @@ def render_audio(spec: ClipSpec) -> np.ndarray | None:
     rate = spec.sample_rate
     t = np.arange(round(seconds * rate)) / rate
     wave = 0.05 * np.sin(2 * np.pi * spec.tone_hz * t)
+    if spec.noise:
+        wave += np.random.default_rng(zlib.crc32(spec.name.encode())).normal(0, spec.noise, len(t))
     for k in spec.flash_frames:  # a loud burst exactly while the flash is shown
         start, stop = k / spec.fps, (k + 1) / spec.fps
         inside = (t >= start) & (t < stop)

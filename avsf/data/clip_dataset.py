@@ -23,20 +23,37 @@ audio window, from another clip (easy) or from the same clip shifted by at least
 ``hard_negative_min_shift_s`` (hard, with probability ``hard_negative_fraction``; set it
 between epochs for a curriculum, workers pick it up when they restart each epoch).
 
+Samples, labels and seeds: a *label source* (:class:`VideoLabels` for Kinetics) says which
+frame range of which stored video is a sample and what its target is, so datasets whose
+samples are segments of long videos (EPIC-Kitchens), several labels over time (Charades) or
+keyframes (AVA) add a label source, not a dataset. An item is asked for by position or by
+a :class:`SampleKey` (index, seed, curriculum), whose seed drives every random choice of
+that item: what an item holds then depends only on its key, not on the DataLoader worker
+that loads it (exact resume, identical results with any number of workers).
+
+A sample that fails to load (an unreadable shard, a broken JPEG) is never fatal: in
+training another sample, drawn from the same seed, takes its place; in test mode a blank
+item with label -1 does. Either way the failure travels with the batch
+(``load_failures``) for the caller to record and count.
+
 Frames come out as uint8 (four times less to copy to the GPU); normalise them on the
 device with :func:`normalize_video`. With ``decode_on="device"`` the workers hand over the
 JPEG bytes and the crop instead, and :class:`DeviceFrameDecoder` decodes them on the GPU
 (nvJPEG); batch such items with :func:`collate_clips`. Audio comes out normalised with the
-statistics the spectrogram stage measured. A clip without audio gets the log-mel of
-silence and ``has_audio`` False.
+statistics the spectrogram stage measured. A clip without audio gets the normalised mean
+(zeros), so it does not skew the audio pathway's batch statistics, and ``has_audio`` False.
+``audible`` (and ``negative_audible``) say whether a window carries sound the AV-sync task
+can use, judged on the raw log-mel: the clip has audio, its mean log power is above
+``audible_min_log_power`` and the normalised window's variance above
+``audible_min_variance`` (the authors' rule; digital silence and near-silence fail it).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -67,6 +84,8 @@ class ClipSampling:
     test_crops: int = 3
     spec_frames: int = 128
     hard_negative_min_shift_s: float = 0.5
+    audible_min_log_power: float = math.log(1e-6)  # mean raw log-mel power of an audible window
+    audible_min_variance: float = 0.01  # of the normalised window (constant windows are silent)
 
     def __post_init__(self) -> None:
         if self.stride % self.alpha:
@@ -82,6 +101,48 @@ class ClipSampling:
     @property
     def fast_stride(self) -> int:
         return self.stride // self.alpha
+
+
+@dataclass(frozen=True)
+class SampleKey:
+    """What a sampler hands the dataset: the sample, the seed of every random choice made
+    for it, and the curriculum's share of hard sync negatives at this point of training."""
+
+    index: int
+    seed: int
+    hard_negative_fraction: float | None = None  # None: the dataset's own setting
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Frames ``[start_frame, stop_frame)`` of one stored video, and their target."""
+
+    entry: StoreEntry
+    start_frame: int
+    stop_frame: int
+    target: dict[str, Any] = field(default_factory=dict)
+
+
+class LabelSource(Protocol):
+    """A dataset's annotations: the samples of a split's stored videos, with their targets."""
+
+    def samples(self, entries: Sequence[StoreEntry]) -> list[Sample]: ...
+
+
+class VideoLabels:
+    """Kinetics: each stored clip is one sample, its whole length, labelled with the index of
+    its class name in ``classes`` (-1 for an unlabelled or unknown one)."""
+
+    def __init__(self, classes: Sequence[str]):
+        self.classes = list(classes)
+        self._index = {name: i for i, name in enumerate(self.classes)}
+
+    def samples(self, entries: Sequence[StoreEntry]) -> list[Sample]:
+        return [Sample(e, 0, e.num_frames, {"label": self._index.get(e.label, -1)}) for e in entries]
+
+
+class LoadFailed(RuntimeError):
+    """No sample could be loaded in ``max_load_attempts`` tries."""
 
 
 def normalize_video(frames: torch.Tensor) -> torch.Tensor:
@@ -111,11 +172,14 @@ def crop_resize_flip(frames: torch.Tensor, box: tuple[int, int, int], size: int,
 
 def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     """``default_collate``, except that each item's ``fast_jpegs`` (decode_on="device") stay
-    a list of 1-D uint8 tensors: they differ in length."""
+    a list of 1-D uint8 tensors (they differ in length) and the items' ``load_failures``
+    are joined into one list of dicts."""
     jpegs = [item.pop("fast_jpegs") for item in items] if "fast_jpegs" in items[0] else None
+    failures = [f for item in items for f in item.pop("load_failures", ())]
     batch = default_collate(items)
     if jpegs is not None:
         batch["fast_jpegs"] = jpegs
+    batch["load_failures"] = failures
     return batch
 
 
@@ -168,6 +232,8 @@ class ClipDataset(Dataset):
         sync_negatives: bool = False,
         hard_negative_fraction: float = 0.0,
         decode_on: Literal["worker", "device"] = "worker",
+        labels: LabelSource | None = None,
+        max_load_attempts: int = 10,
     ):
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', not {mode!r}")
@@ -175,37 +241,71 @@ class ClipDataset(Dataset):
             raise ValueError(f"decode_on must be 'worker' or 'device', not {decode_on!r}")
         self.decode_on = decode_on
         self.reader = StoreReader(frames_dir, logmel_dir)
-        self.entries: list[StoreEntry] = [e for e in self.reader.entries if e.split == split]
+        self.classes = self.reader.classes()
+        self.labels = labels or VideoLabels(self.classes)
+        self.samples: list[Sample] = self.labels.samples([e for e in self.reader.entries if e.split == split])
         self.mode = mode
         self.sampling = sampling
         self.sync_negatives = sync_negatives
         self.hard_negative_fraction = hard_negative_fraction
-        self.classes = self.reader.classes()
-        self._class_index = {name: i for i, name in enumerate(self.classes)}
+        self.max_load_attempts = max_load_attempts
         self.audio = logmel_dir is not None
         if self.audio:
             stats = self.reader.stats()
             self.mean, self.std = float(stats["mean"]), float(stats["std"])
-            self.silence = math.log(float(stats.get("log_offset", 1e-8)))
             self._audio_layout: tuple[float, int] | None = None  # rows per second, mel bins
+
+    @property
+    def entries(self) -> list[StoreEntry]:
+        """The stored video of each sample."""
+        return [s.entry for s in self.samples]
 
     def __len__(self) -> int:
         if self.mode == "train":
-            return len(self.entries)
-        return len(self.entries) * self.sampling.test_clips * self.sampling.test_crops
+            return len(self.samples)
+        return len(self.samples) * self.sampling.test_clips * self.sampling.test_crops
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | SampleKey) -> dict[str, Any]:
+        """Item ``key`` (a position, or a :class:`SampleKey`). A position draws its seed from
+        torch's global RNG in training, so ``torch.manual_seed`` fixes what it gives."""
+        if isinstance(key, SampleKey):
+            index, seed, hard = key.index, key.seed, key.hard_negative_fraction
+        else:
+            index, seed, hard = int(key), None, None
+        if self.mode == "train" and seed is None:
+            seed = int(torch.randint(0, 2**62, ()))
+        rng = torch.Generator().manual_seed(seed) if seed is not None else None
+        hard = self.hard_negative_fraction if hard is None else hard
+        failures: list[dict[str, str]] = []
+        for _ in range(self.max_load_attempts):
+            try:
+                item = self._item(index, rng, hard)
+                break
+            except (OSError, KeyError, ValueError, RuntimeError) as exc:  # a broken shard, group or JPEG
+                failures.append(self._failure(index, exc))
+                if self.mode != "train":
+                    item = self._blank_item(index)
+                    break
+                index = int(torch.randint(0, len(self.samples), (), generator=rng))
+        else:
+            raise LoadFailed(f"{self.max_load_attempts} samples in a row failed to load; last: "
+                             f"{failures[-1]['id']}: {failures[-1]['detail']}")
+        item["load_failures"] = failures
+        return item
+
+    def _item(self, index: int, rng: torch.Generator | None, hard: float) -> dict[str, Any]:
         s = self.sampling
         if self.mode == "train":
             video, clip, crop = index, -1, -1
         else:
             per_video = s.test_clips * s.test_crops
             video, clip, crop = index // per_video, (index % per_video) // s.test_crops, index % s.test_crops
-        entry = self.entries[video]
-        start = self._start_frame(entry, clip)
+        sample = self.samples[video]
+        entry = sample.entry
+        start = self._start_frame(sample, clip, rng)
         item: dict[str, Any] = {
-            **self._frames(entry, start, crop),
-            "label": self._class_index.get(entry.label, -1),
+            **self._frames(entry, start, crop, rng),
+            **sample.target,
             "index": video,
             "clip": clip,
             "crop": crop,
@@ -213,24 +313,48 @@ class ClipDataset(Dataset):
         }
         if self.audio:
             t0, length = start / entry.fps, s.span / entry.fps
-            item["audio"] = self._audio_window(entry, t0, length)
+            item["audio"], item["audible"] = self._audio_window(entry, t0, length, with_audible=True)
             item["has_audio"] = entry.has_audio
             if self.sync_negatives:
-                item.update(self._negative(video, entry, t0, length))
+                item.update(self._negative(video, entry, t0, length, rng, hard))
+        return item
+
+    def _failure(self, index: int, exc: Exception) -> dict[str, str]:
+        per_video = 1 if self.mode == "train" else self.sampling.test_clips * self.sampling.test_crops
+        return {"id": self.samples[index // per_video].entry.clip_id, "reason": "load_failed",
+                "detail": f"{type(exc).__name__}: {exc}"}
+
+    def _blank_item(self, index: int) -> dict[str, Any]:
+        """What a test item that could not be loaded looks like: zeros, label -1."""
+        s = self.sampling
+        per_video = s.test_clips * s.test_crops
+        size = s.test_crop
+        fast = torch.zeros(3, s.alpha * s.num_frames, size, size, dtype=torch.uint8)
+        item: dict[str, Any] = {"slow": fast[:, :: s.alpha].clone(), "fast": fast,
+                                **{k: -1 for k in self.samples[0].target}, "index": index // per_video,
+                                "clip": (index % per_video) // s.test_crops, "crop": index % s.test_crops,
+                                "start_s": 0.0}
+        if self.decode_on == "device":
+            raise LoadFailed("a test sample failed to load with decode_on='device'")
+        if self.audio:
+            item.update(audio=torch.zeros(1, s.spec_frames, self._mel_bins()), audible=False, has_audio=False)
+            if self.sync_negatives:
+                item.update(audio_negative=item["audio"].clone(), negative_kind=EASY, negative_has_audio=False,
+                            negative_audible=False, negative_start_s=0.0)
         return item
 
     # ------------------------------------------------------------------ time
 
-    def _start_frame(self, entry: StoreEntry, clip: int) -> int:
-        room = max(entry.num_frames - self.sampling.span, 0)
+    def _start_frame(self, sample: Sample, clip: int, rng: torch.Generator | None) -> int:
+        room = max(sample.stop_frame - sample.start_frame - self.sampling.span, 0)
         if clip < 0:
-            return int(torch.randint(0, room + 1, ()).item())
+            return sample.start_frame + int(torch.randint(0, room + 1, (), generator=rng))
         clips = self.sampling.test_clips
-        return round(room * clip / (clips - 1)) if clips > 1 else room // 2
+        return sample.start_frame + (round(room * clip / (clips - 1)) if clips > 1 else room // 2)
 
     # ------------------------------------------------------------------ frames
 
-    def _frames(self, entry: StoreEntry, start: int, crop: int) -> dict[str, Any]:
+    def _frames(self, entry: StoreEntry, start: int, crop: int, rng: torch.Generator | None) -> dict[str, Any]:
         """Slow and Fast uint8 [3, frames, size, size] from one contiguous read of the span
         (every fast_stride-th frame kept); with decode_on="device", the Fast frames' JPEGs
         and the crop instead, for :class:`DeviceFrameDecoder`."""
@@ -239,8 +363,8 @@ class ClipDataset(Dataset):
         last = len(jpegs) - 1  # a clip shorter than the span repeats its last frame
         picks = [min(j * s.fast_stride, last) for j in range(s.alpha * s.num_frames)]
         height, width = jpeg_size(jpegs[0])
-        box, size = self._train_box(height, width) if crop < 0 else self._test_box(height, width, crop)
-        flip = crop < 0 and s.flip and bool(torch.rand(()) < 0.5)
+        box, size = self._train_box(height, width, rng) if crop < 0 else self._test_box(height, width, crop)
+        flip = crop < 0 and s.flip and bool(torch.rand((), generator=rng) < 0.5)
         if self.decode_on == "device":
             return {"fast_jpegs": [torch.from_numpy(jpegs[p]) for p in picks], "box": torch.tensor(box), "flip": flip}
         decoded = {p: decode_jpeg(jpegs[p]) for p in dict.fromkeys(picks)}
@@ -249,15 +373,16 @@ class ClipDataset(Dataset):
         fast = crop_resize_flip(torch.from_numpy(batch).permute(0, 3, 1, 2), (0, 0, side), size, flip)
         return {"slow": fast[:, :: s.alpha].contiguous(), "fast": fast}
 
-    def _train_box(self, height: int, width: int) -> tuple[tuple[int, int, int], int]:
+    def _train_box(self, height: int, width: int, rng: torch.Generator | None = None
+                   ) -> tuple[tuple[int, int, int], int]:
         """A random square of the stored frame that becomes ``train_crop`` pixels once the short
         side is scaled to a size drawn from ``train_scale``."""
         s = self.sampling
         low, high = s.train_scale
-        scale = int(torch.randint(low, high + 1, ())) / min(height, width)
+        scale = int(torch.randint(low, high + 1, (), generator=rng)) / min(height, width)
         side = min(round(s.train_crop / scale), height, width)
-        top = int(torch.randint(0, height - side + 1, ()))
-        left = int(torch.randint(0, width - side + 1, ()))
+        top = int(torch.randint(0, height - side + 1, (), generator=rng))
+        left = int(torch.randint(0, width - side + 1, (), generator=rng))
         return (top, left, side), s.train_crop
 
     def _test_box(self, height: int, width: int, crop: int) -> tuple[tuple[int, int, int], int]:
@@ -273,23 +398,30 @@ class ClipDataset(Dataset):
 
     # ------------------------------------------------------------------ audio
 
-    def _audio_window(self, entry: StoreEntry, t0: float, length: float) -> torch.Tensor:
-        """Normalised float32 [1, spec_frames, n_mels] covering [t0, t0 + length)."""
+    def _audio_window(self, entry: StoreEntry, t0: float, length: float, with_audible: bool = False
+                      ) -> torch.Tensor | tuple[torch.Tensor, bool]:
+        """Normalised float32 [1, spec_frames, n_mels] covering [t0, t0 + length) (and, with
+        ``with_audible``, whether it is audible: see the module docstring)."""
         rate, mels = self._layout(entry)
         frames = self.sampling.spec_frames
-        if not entry.has_audio:
-            window = np.full((frames, mels), self.silence, np.float32)
-        else:
-            # Output row i sits at t0 + (i + 0.5) * length / frames, in log-mel rows.
-            centres = (t0 + (np.arange(frames) + 0.5) * length / frames) * rate
-            first = max(int(np.floor(centres[0])), 0)
-            rows = self.reader.logmel(entry, first, int(np.ceil(centres[-1])) + 2).astype(np.float32)
-            position = np.clip(centres - first, 0, len(rows) - 1)
-            low = np.minimum(np.floor(position).astype(np.int64), len(rows) - 1)
-            high = np.minimum(low + 1, len(rows) - 1)
-            weight = (position - low)[:, None].astype(np.float32)
-            window = rows[low] * (1 - weight) + rows[high] * weight
-        return torch.from_numpy((window - self.mean) / self.std).unsqueeze(0)
+        if not entry.has_audio:  # the normalised mean: no skew of the audio BN statistics
+            window = torch.zeros(1, frames, mels)
+            return (window, False) if with_audible else window
+        # Output row i sits at t0 + (i + 0.5) * length / frames, in log-mel rows.
+        centres = (t0 + (np.arange(frames) + 0.5) * length / frames) * rate
+        first = max(int(np.floor(centres[0])), 0)
+        rows = self.reader.logmel(entry, first, int(np.ceil(centres[-1])) + 2).astype(np.float32)
+        position = np.clip(centres - first, 0, len(rows) - 1)
+        low = np.minimum(np.floor(position).astype(np.int64), len(rows) - 1)
+        high = np.minimum(low + 1, len(rows) - 1)
+        weight = (position - low)[:, None].astype(np.float32)
+        raw = rows[low] * (1 - weight) + rows[high] * weight
+        window = torch.from_numpy((raw - self.mean) / self.std).unsqueeze(0)
+        if not with_audible:
+            return window
+        s = self.sampling
+        audible = bool(raw.mean() > s.audible_min_log_power and window.var() > s.audible_min_variance)
+        return window, audible
 
     def _layout(self, entry: StoreEntry) -> tuple[float, int]:
         """(log-mel rows per second, mel bins), read once from a clip's attributes."""
@@ -298,31 +430,40 @@ class ClipDataset(Dataset):
             self._audio_layout = (float(attrs["frames_per_second"]), int(attrs["n_mels"]))
         return self._audio_layout
 
-    def _negative(self, video: int, entry: StoreEntry, t0: float, length: float) -> dict[str, Any]:
+    def _mel_bins(self) -> int:
+        """Mel bins of the store, from the first sample whose attributes can be read."""
+        for sample in self.samples:
+            try:
+                return self._layout(sample.entry)[1]
+            except (OSError, KeyError):
+                continue
+        raise LoadFailed("no sample of the log-mel store can be read")
+
+    def _negative(self, video: int, entry: StoreEntry, t0: float, length: float, rng: torch.Generator | None,
+                  hard_fraction: float) -> dict[str, Any]:
         """An out-of-sync audio window: same clip shifted (hard) or another clip (easy)."""
         shift = self.sampling.hard_negative_min_shift_s
         latest = max(entry.duration - length, 0.0)
         # Starts at least `shift` before or after t0 that keep the window inside the clip.
         allowed = [(lo, hi) for lo, hi in ((0.0, t0 - shift), (t0 + shift, latest)) if lo <= hi]
-        if allowed and torch.rand(()) < self.hard_negative_fraction:
-            start = _uniform_in(allowed, float(torch.rand(())))
-            window, kind, other = self._audio_window(entry, start, length), HARD, entry
+        if allowed and torch.rand((), generator=rng) < hard_fraction:
+            start = _uniform_in(allowed, float(torch.rand((), generator=rng)))
+            (window, audible), kind, other = self._audio_window(entry, start, length, True), HARD, entry
         else:
-            other_index = self._other_video(video, entry)
-            other = self.entries[other_index]
-            start = float(torch.rand(())) * max(other.duration - length, 0.0)
-            window, kind = self._audio_window(other, start, length), EASY
+            other = self.samples[self._other_video(video, entry, rng)].entry
+            start = float(torch.rand((), generator=rng)) * max(other.duration - length, 0.0)
+            (window, audible), kind = self._audio_window(other, start, length, True), EASY
         return {"audio_negative": window, "negative_kind": kind, "negative_has_audio": other.has_audio,
-                "negative_start_s": start}
+                "negative_audible": audible, "negative_start_s": start}
 
-    def _other_video(self, video: int, entry: StoreEntry) -> int:
-        """A random clip from another video (another clip at all when every clip shares one)."""
-        n = len(self.entries)
+    def _other_video(self, video: int, entry: StoreEntry, rng: torch.Generator | None) -> int:
+        """A random sample from another video (another sample at all when every one shares one)."""
+        n = len(self.samples)
         for _ in range(8):
-            other = int(torch.randint(0, n, ()))
-            if self.entries[other].youtube_id != entry.youtube_id:
+            other = int(torch.randint(0, n, (), generator=rng))
+            if self.samples[other].entry.youtube_id != entry.youtube_id:
                 return other
-        return (video + 1 + int(torch.randint(0, max(n - 1, 1), ()))) % n
+        return (video + 1 + int(torch.randint(0, max(n - 1, 1), (), generator=rng))) % n
 
 
 def _uniform_in(intervals: list[tuple[float, float]], u: float) -> float:
