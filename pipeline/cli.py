@@ -2,12 +2,14 @@
 
 Exit codes: 0 done; 1 the stage's work failed (a job error, or nothing at all could be
 processed); 2 bad params (one line on stderr naming the key and what is allowed; nothing
-is written, because params are validated before any work starts).
+is written, because params are validated before any work starts); 130 interrupted (Ctrl-C
+or SIGTERM: the stage's jobs are cancelled).
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from typing import Callable
 
@@ -30,6 +32,10 @@ def configure_logging() -> None:
     )
 
 
+def _interrupt(signum, frame) -> None:  # noqa: ARG001 - a signal handler's signature
+    raise KeyboardInterrupt
+
+
 def stage_command(run: Callable[[Params], None]) -> click.Command:
     """Wrap ``run(params)`` as a click command; its docstring is the command's --help."""
 
@@ -44,10 +50,14 @@ def stage_command(run: Callable[[Params], None]) -> click.Command:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
         configure_logging()
+        signal.signal(signal.SIGTERM, _interrupt)  # DVC stops a stage with SIGTERM: cancel its jobs too
         try:
             run(params)
         except StageFailed as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted: the stage's jobs were cancelled", err=True)
+            sys.exit(130)
 
     return command

@@ -3,21 +3,30 @@
 A stage calls :func:`run_shards` with a picklable function and one argument per shard.
 Each shard becomes one job (one task of a job array on SLURM). The call blocks until
 every job has finished, as DVC needs, and raises :class:`StageFailed` carrying the job's
-own error when any job fails.
+own error when any job fails. A distributed stage (training) calls :func:`run_job`: one job
+of ``nodes x tasks_per_node`` tasks, requeued by submitit when it is preempted or times
+out, and re-attached to (not submitted again) when the stage is rerun while it still runs.
+Ctrl-C of a stage cancels its jobs.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import submitit
-from tqdm import tqdm
 from submitit.core.utils import FailedJobError, UncompletedJobError
+from submitit.local.local import LocalJob
+from tqdm import tqdm
 
+from avsf.io.atomic import write_json
 from pipeline.params import LaunchParams
 
 log = logging.getLogger(__name__)
@@ -30,11 +39,22 @@ class StageFailed(RuntimeError):
     """A job of the stage failed; the message holds the job's id, log and error."""
 
 
-def make_executor(stage: str, launch: LaunchParams) -> submitit.Executor:
+@dataclass(frozen=True)
+class Requeue:
+    """For a checkpointable job: how long before its time limit SLURM (or the local
+    executor) signals it, and how many time-outs it is requeued after."""
+
+    signal_delay_s: int = 90
+    max_requeues: int = 3
+
+
+def make_executor(stage: str, launch: LaunchParams, requeue: Requeue | None = None) -> submitit.Executor:
     """An executor for ``stage`` with the resources params give it."""
     folder = Path(launch.log_dir) / stage / "%j"
     cluster = None if launch.cluster == "auto" else launch.cluster
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    limits = {} if requeue is None else {"slurm_max_num_timeout": requeue.max_requeues,
+                                         "local_max_num_timeout": requeue.max_requeues}
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster, **limits)
     res = launch.resources_for(stage)
     executor.update_parameters(
         name=f"avsf-{stage}",
@@ -45,8 +65,14 @@ def make_executor(stage: str, launch: LaunchParams) -> submitit.Executor:
         cpus_per_task=res.cpus_per_task,
         mem_gb=res.mem_gb,
     )
+    if requeue is not None:
+        if executor.cluster == "slurm":
+            executor.update_parameters(slurm_signal_delay_s=requeue.signal_delay_s)
+        elif executor.cluster == "local":
+            # The local executor reads it but AutoExecutor does not let it through.
+            executor._executor.parameters["signal_delay_s"] = requeue.signal_delay_s
     if executor.cluster == "slurm":
-        slurm = launch.slurm
+        slurm = launch.slurm_for(stage)
         extra: dict[str, Any] = {"slurm_array_parallelism": slurm.array_parallelism}
         if slurm.partition:
             extra["slurm_partition"] = slurm.partition
@@ -75,7 +101,11 @@ def run_shards(
     for job in jobs:
         log.info("%s: job %s on %s, log %s", stage, job.job_id, executor.cluster, job.paths.stdout)
     if executor.cluster != "debug":  # a debug job runs in-process when its result is asked for
-        _wait(stage, jobs, poll_s)
+        _wait_or_cancel(stage, jobs, poll_s)
+    return _collect(stage, jobs)
+
+
+def _collect(stage: str, jobs: Sequence[submitit.Job]) -> list[Any]:
     results, failures = [], []
     for job in jobs:
         try:
@@ -97,7 +127,89 @@ def job_progress(items: Iterable[Any] | None, desc: str, total: int | None = Non
                 mininterval=1.0 if sys.stderr.isatty() else 10.0)
 
 
-def _wait(stage: str, jobs: list[submitit.Job], poll_s: float) -> None:
+def _wait_or_cancel(stage: str, jobs: Sequence[submitit.Job], poll_s: float) -> None:
+    """:func:`_wait`; on Ctrl-C (or SIGTERM from DVC) cancel the jobs, then re-raise."""
+    try:
+        _wait(stage, jobs, poll_s)
+    except KeyboardInterrupt:
+        for job in jobs:
+            if not job.done():
+                job.cancel(check=False)
+        log.warning("%s: interrupted: cancelled job(s) %s", stage, ", ".join(str(j.job_id) for j in jobs))
+        raise
+
+
+# --------------------------------------------------------------------------- one long job
+
+
+def run_job(stage: str, fn: Callable[[], Result], launch: LaunchParams, attach_file: str | os.PathLike,
+            requeue: Requeue | None = None, poll_s: float = 1.0) -> Result:
+    """Run ``fn()`` as one job of ``nodes x tasks_per_node`` tasks and return its first task's
+    result. While it runs, ``attach_file`` names it: a rerun of the stage (after the stage
+    was killed, say) waits for that job instead of submitting another."""
+    attach_file = Path(attach_file)
+    job = _attached_job(stage, attach_file, launch)
+    if job is None:
+        executor = make_executor(stage, launch, requeue)
+        job = executor.submit(fn)
+        if executor.cluster != "debug":
+            write_json(attach_file, {"cluster": executor.cluster, "job_id": str(job.job_id),
+                                     "folder": str(job.paths.folder), "tasks": list(range(job.num_tasks))})
+        log.info("%s: job %s on %s (%d task(s)), log %s", stage, job.job_id, executor.cluster, job.num_tasks,
+                 job.paths.stdout)
+    try:
+        if not isinstance(job, submitit.DebugJob):
+            _wait_or_cancel(stage, [job], poll_s)
+        return _collect(stage, [job])[0]
+    finally:
+        if job.done():
+            attach_file.unlink(missing_ok=True)
+
+
+class _AttachedLocalJob(LocalJob):
+    """A local job submitted by an earlier run of the stage (this process did not start
+    it): running while its controller process lives, cancelled with SIGINT as submitit does."""
+
+    def get_info(self, mode: str = "force") -> dict[str, str]:  # noqa: ARG002 - submitit's signature
+        if self.paths.result_pickle.exists():
+            return {"jobState": "FINISHED"}
+        return {"jobState": "RUNNING" if _alive(int(self.job_id)) else "INTERRUPTED"}
+
+    def cancel(self, check: bool = True) -> None:  # noqa: ARG002
+        if _alive(int(self.job_id)):
+            os.kill(int(self.job_id), signal.SIGINT)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"submitit" in cmdline
+
+
+def _attached_job(stage: str, attach_file: Path, launch: LaunchParams) -> submitit.Job | None:
+    """The job ``attach_file`` names, if it is still running (or pending)."""
+    try:
+        record = json.loads(attach_file.read_text())
+    except (OSError, ValueError):
+        return None
+    folder, job_id, tasks = record["folder"], record["job_id"], tuple(record["tasks"])
+    if record["cluster"] == "local":
+        job: submitit.Job = _AttachedLocalJob(folder, job_id, tasks)
+    elif record["cluster"] == "slurm":
+        job = submitit.SlurmJob(folder, job_id, tasks)
+    else:
+        return None
+    if job.done(force_check=True):
+        attach_file.unlink(missing_ok=True)
+        return None
+    log.info("%s: re-attaching to job %s (%s), still running from an earlier run of the stage", stage, job_id,
+             record["cluster"])
+    return job
+
+
+def _wait(stage: str, jobs: Sequence[submitit.Job], poll_s: float) -> None:
     """Block until every job is done, logging progress when the count of finished jobs changes."""
     finished = -1
     while True:

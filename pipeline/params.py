@@ -48,6 +48,11 @@ class ResourceOverride(Section):
     mem_gb: float | None = Field(None, gt=0)
 
 
+# Every DVC stage, for the per-stage sections of ``launch``: a misspelt stage would silently
+# run with the launch-wide settings.
+STAGE_NAMES = ("demo", "download", "decode", "spectrogram", "model_report", "train")
+
+
 class SlurmParams(Section):
     partition: str | None = None
     account: str | None = None
@@ -57,12 +62,32 @@ class SlurmParams(Section):
     additional_parameters: dict[str, str | int | float | bool] = {}
 
 
+class SlurmOverride(Section):
+    """Per-stage changes to :class:`SlurmParams` (a GPU partition for training, a CPU one for
+    decoding); unset fields keep the launch-wide value, extra sbatch arguments are merged."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    array_parallelism: int | None = Field(None, gt=0)
+    additional_parameters: dict[str, str | int | float | bool] = {}
+
+
 class LaunchParams(Section):
     cluster: Literal["local", "slurm", "debug", "auto"] = "local"
     log_dir: str = "logs/submitit"
     resources: Resources = Resources()
     slurm: SlurmParams = SlurmParams()
     stage_resources: dict[str, ResourceOverride] = {}
+    stage_slurm: dict[str, SlurmOverride] = {}
+
+    @field_validator("stage_resources", "stage_slurm")
+    @classmethod
+    def _known_stages(cls, value: dict) -> dict:
+        unknown = [k for k in value if k not in STAGE_NAMES]
+        if unknown:
+            raise ValueError(f"unknown stage {unknown[0]!r}; stages: {', '.join(STAGE_NAMES)}")
+        return value
 
     @model_validator(mode="after")
     def _nodes_need_slurm(self) -> "LaunchParams":
@@ -79,6 +104,19 @@ class LaunchParams(Section):
         if override is None:
             return self.resources
         return self.resources.model_copy(update=override.model_dump(exclude_none=True))
+
+    def slurm_for(self, stage: str) -> SlurmParams:
+        override = self.stage_slurm.get(stage)
+        if override is None:
+            return self.slurm
+        update = override.model_dump(exclude_none=True, exclude={"additional_parameters"})
+        extra = {**self.slurm.additional_parameters, **override.additional_parameters}
+        return self.slurm.model_copy(update={**update, "additional_parameters": extra})
+
+    def world_size(self, stage: str) -> int:
+        """Ranks of a distributed stage: nodes x tasks per node."""
+        res = self.resources_for(stage)
+        return res.nodes * res.tasks_per_node
 
 
 # --------------------------------------------------------------------------- demo
@@ -276,12 +314,71 @@ class ModelParams(Section):
     mel_bins: int = Field(80, gt=0)
     tiny: bool = False  # one block per stage, narrow: the demo and the tests
 
+    def ratios(self) -> tuple[int, int]:
+        """(alpha_f, alpha_a) with their defaults resolved, as the model builder resolves them."""
+        from avsf.models.config import default_ratios
+
+        return default_ratios(self.stride, self.alpha_f, self.alpha_a)
+
     @field_validator("fusion_stages")
     @classmethod
     def _fusion_stages(cls, value: list[int]) -> list[int]:
         if any(s not in (1, 2, 3, 4) for s in value) or len(set(value)) != len(value):
             raise ValueError("must be distinct stages from 1 (pool1) to 4 (res4)")
         return sorted(value)
+
+
+# --------------------------------------------------------------------------- train
+
+
+class TrainParams(Section):
+    """Stage ``train``: the papers' recipe (AVSlowFast A.4, SlowFast Sec. 4) by default.
+    Learning rates are for ``reference_batch`` clips and scale linearly with ``batch_size``."""
+
+    out_dir: str = "data/train"  # checkpoint_epoch_NNNNN.pyth, last.pyth, final.pyth
+    metrics: str = "reports/metrics/train.json"
+    live_dir: str = "reports/train"  # DVCLive: per-step and per-epoch curves (dvc plots)
+    ledger: str = "data/ledger/train.csv"  # training samples that failed to load
+    train_split: str = "train"
+    val_split: str = "val"
+    seed: int = 0
+    epochs: int = Field(196, gt=0)
+    batch_size: int = Field(1024, gt=0)  # global: split evenly over nodes x tasks_per_node ranks
+    workers: int = Field(8, ge=0)  # DataLoader workers per rank
+    persistent_workers: bool = True
+    base_lr: float = Field(1.6, gt=0)
+    reference_batch: int = Field(1024, gt=0)
+    lr_policy: Literal["cosine", "steps"] = "cosine"
+    warmup_epochs: float = Field(34.0, ge=0)
+    warmup_start_lr: float = Field(0.16, ge=0)  # at reference_batch (PySlowFast: 0.01 at batch 64)
+    cosine_end_lr: float = Field(0.0, ge=0)
+    lr_steps: list[float] = []  # epochs (or fractions of training, < 1) where lr *= lr_gamma
+    lr_gamma: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(1e-4, ge=0)
+    bn_weight_decay: float = Field(0.0, ge=0)
+    sync_weight: float = Field(1.0, ge=0)  # AV-sync loss weight (AVSlowFast with model.sync)
+    hard_negatives_from: float = Field(0.5, ge=0, le=1)  # fraction of training with easy negatives only
+    hard_negative_fraction: float = Field(0.25, ge=0, le=1)  # hard share of sync negatives after that
+    precise_bn_batches: int = Field(200, ge=0)  # 0: no precise BN
+    val_every: int = Field(1, gt=0)  # epochs
+    checkpoint_every: int = Field(1, gt=0)  # epochs
+    keep_checkpoints: int = Field(0, ge=0)  # newest epoch checkpoints kept; 0: all
+    max_failed_fraction: float = Field(0.01, ge=0, le=1)  # of an epoch's samples failing to load
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when the job has a GPU
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False  # torch.compile the network
+    log_every: int = Field(10, gt=0)  # steps between DVCLive step points
+    signal_delay_s: int = Field(90, ge=0)  # SLURM's pre-timeout signal: checkpoint and requeue
+    max_requeues: int = Field(3, ge=0)  # time-outs after which the job is not requeued again
+    init_checkpoint: str | None = None  # start from these weights (e.g. an official .pyth)
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> "TrainParams":
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must not exceed epochs ({self.epochs})")
+        return self
 
 
 class ModelReportParams(Section):
@@ -301,6 +398,26 @@ class Params(Section):
     dataset: DatasetParams = DatasetParams()
     model: ModelParams = ModelParams()
     model_report: ModelReportParams = ModelReportParams()
+    train: TrainParams = TrainParams()
+
+    @model_validator(mode="after")
+    def _train_fits_model_and_store(self) -> "Params":
+        """Combinations that cannot train, refused before any job starts."""
+        m, d, t = self.model, self.dataset, self.train
+        ranks = self.launch.world_size("train")
+        if t.batch_size % ranks:
+            raise ValueError(f"train.batch_size: {t.batch_size} does not split evenly over {ranks} ranks "
+                             "(launch nodes x tasks_per_node for train)")
+        alpha_f, alpha_a = m.ratios()
+        if m.arch in ("fast", "slowfast", "avslowfast") and m.stride % alpha_f:
+            raise ValueError(f"model.stride: {m.stride} is not a multiple of the Fast pathway's alpha ({alpha_f})")
+        if m.arch in ("audio", "avslowfast"):
+            if m.frames * alpha_a != d.spec_frames:
+                raise ValueError(f"dataset.spec_frames: {d.spec_frames} log-mel frames, but the model's audio "
+                                 f"input is model.frames x alpha_a = {m.frames} x {alpha_a} = {m.frames * alpha_a}")
+            if self.spectrogram.n_mels != m.mel_bins:
+                raise ValueError(f"model.mel_bins: {m.mel_bins}, but spectrogram.n_mels is {self.spectrogram.n_mels}")
+        return self
 
 
 # --------------------------------------------------------------------------- loading
@@ -349,7 +466,9 @@ def describe_error(exc: ValidationError) -> str:
     """The first validation error as 'key: what is allowed (got value)'."""
     err = exc.errors()[0]
     loc = tuple(err["loc"])
-    key = ".".join(str(p) for p in loc) or "(top level)"
+    if not loc:  # a check across sections: its message starts with the key
+        return err["msg"].removeprefix("Value error, ")
+    key = ".".join(str(p) for p in loc)
     if err["type"] == "extra_forbidden":
         return f"{key}: unknown key; allowed: {_allowed(Params, loc[:-1])}"
     msg = err["msg"].removeprefix("Value error, ")

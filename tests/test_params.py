@@ -100,6 +100,7 @@ def test_every_stage_documents_itself_and_rejects_unknown_keys(tmp_path, stage):
     bad = run_stage(stage, "--set", "launch.clustr=local", cwd=tmp_path)
     assert bad.returncode == 2
     assert bad.stderr.strip() == (
-        "error: params.yaml: launch.clustr: unknown key; allowed: cluster, log_dir, resources, slurm, stage_resources"
+        "error: params.yaml: launch.clustr: unknown key; allowed: cluster, log_dir, resources, slurm, stage_resources, "
+        "stage_slurm"
     )
     assert _files_under(tmp_path) == {"params.yaml"}

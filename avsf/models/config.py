@@ -227,8 +227,7 @@ def model_config(
     """
     if depth not in STAGE_DEPTHS:
         raise ValueError(f"depth must be one of {sorted(STAGE_DEPTHS)}, got {depth}")
-    alpha_f = alpha_f or (8 if stride >= 16 else 4)
-    alpha_a = alpha_a or 4 * alpha_f
+    alpha_f, alpha_a = default_ratios(stride, alpha_f, alpha_a)
     depths = TINY_DEPTHS if tiny else STAGE_DEPTHS[depth]
     slow_width = 8 if tiny else 64
     fast_width = max(1, round(slow_width * beta_f))
@@ -266,6 +265,12 @@ def model_config(
         drop_pathway=(0.8 if drop_pathway is None else drop_pathway) if av else 0.0,
         sync=SyncConfig() if av and sync is not False else None,
     )
+
+
+def default_ratios(stride: int, alpha_f: int | None = None, alpha_a: int | None = None) -> tuple[int, int]:
+    """(alpha_f, alpha_a): 8 for tau = 16 and 4 for tau = 8; alpha_a = 4 x alpha_f."""
+    alpha_f = alpha_f or (8 if stride >= 16 else 4)
+    return alpha_f, alpha_a or 4 * alpha_f
 
 
 def _nonlocal_indices(blocks: int) -> tuple[int, ...]:

@@ -1,0 +1,99 @@
+"""Training checkpoints in PySlowFast's format, with what exact resumption needs.
+
+A checkpoint is one ``torch.save`` dict::
+
+    epoch            index of the last completed epoch (-1: none), as PySlowFast writes it
+    model_state      the model's state dict, PySlowFast's names, no DDP ``module.`` prefix
+    optimizer_state  the SGD state (momentum buffers)
+    cfg              YAML text of the run's settings (PySlowFast stores its config there)
+    model_config     our model config (:func:`avsf.models.serialize.config_to_dict`)
+    avsf             resumption: next epoch and step, global step, every RNG state, the LR
+                     schedule, the curriculum phase, the fingerprint of what the run
+                     depends on, the metrics history and the load failures so far
+
+so PySlowFast's tools and :func:`avsf.models.checkpoint.load_pyslowfast_checkpoint` read
+it as an official checkpoint, and :func:`load_training_checkpoint` resumes from it.
+Files are written under a temporary name and renamed: a kill never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from avsf.io.atomic import atomic_output, temp_path_for
+
+CHECKPOINT_VERSION = 1
+LAST = "last.pyth"  # the newest state to resume from (a hard link to an epoch checkpoint)
+FINAL = "final.pyth"  # the trained model, after precise BN: what later stages take
+
+
+def epoch_checkpoint_name(epochs_done: int) -> str:
+    """PySlowFast's name: ``checkpoint_epoch_00005.pyth`` after 5 epochs."""
+    return f"checkpoint_epoch_{epochs_done:05d}.pyth"
+
+
+def rng_states() -> dict[str, Any]:
+    state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"name": state[0], "keys": torch.from_numpy(state[1].astype(np.int64)), "pos": int(state[2]),
+                  "has_gauss": int(state[3]), "gauss": float(state[4])},
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    n = states["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def link_last(directory: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Point ``last.pyth`` at ``target`` atomically (a hard link; a copy where links fail)."""
+    final = Path(directory) / LAST
+    tmp = temp_path_for(final)
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(target, tmp)
+    except OSError:
+        shutil.copyfile(target, tmp)
+    os.replace(tmp, final)
+
+
+def load_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint this engine wrote (tensors and plain containers only: no code runs)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "avsf" not in state:
+        raise ValueError(f"{path}: not a training checkpoint of avsf (no 'avsf' resumption record)")
+    return state
+
+
+def prune_checkpoints(directory: str | os.PathLike, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` epoch checkpoints (``last.pyth`` keeps its own link)."""
+    if keep <= 0:
+        return []
+    epochs = sorted(Path(directory).glob("checkpoint_epoch_*.pyth"))
+    removed = epochs[:-keep]
+    for old in removed:
+        old.unlink()
+    return removed

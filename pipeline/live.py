@@ -1,0 +1,72 @@
+"""DVCLive for the training loop (rank 0): per-step and per-epoch curves that ``dvc plots``
+shows, continued, not restarted, when a run resumes.
+
+    <live_dir>/plots/metrics/steps/{loss,sync_loss,lr,epoch}.tsv    x = global step
+    <live_dir>/plots/metrics/epochs/{top1,val_top1,...}.tsv         x = epoch (1-based)
+    <live_dir>/metrics.json                                         the latest of each
+
+A resumed run first drops the points logged after its checkpoint (they were computed by
+the interrupted run past the point it resumes from, and will be logged again), so the
+curves of a resumed run are those of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger("avsf.train")
+
+STEP, EPOCH = "steps", "epochs"  # ("step" is DVCLive's own key in metrics.json)
+
+
+def prune_curves(live_dir: str | os.PathLike, steps_done: int, epochs_done: int) -> int:
+    """Drop rows past ``steps_done`` (step curves) and ``epochs_done`` (epoch curves);
+    returns how many were dropped."""
+    dropped = 0
+    for kind, limit in ((STEP, steps_done), (EPOCH, epochs_done)):
+        for path in (Path(live_dir) / "plots" / "metrics" / kind).glob("*.tsv"):
+            with path.open(newline="") as f:
+                rows = list(csv.DictReader(f, delimiter="\t"))
+                fields = list(rows[0]) if rows else None
+            keep = [r for r in rows if int(r["step"]) <= limit]
+            dropped += len(rows) - len(keep)
+            if fields and len(keep) != len(rows):
+                with path.open("w", newline="") as f:
+                    writer = csv.DictWriter(f, fields, delimiter="\t")
+                    writer.writeheader()
+                    writer.writerows(keep)
+    return dropped
+
+
+class LiveLogger:
+    """:class:`avsf.train.engine.TrainLogger` on DVCLive."""
+
+    def __init__(self, live_dir: str | os.PathLike, resume_at: tuple[int, int] | None):
+        """``resume_at``: (steps, epochs) done by the checkpoint the run resumes from; None
+        for a fresh run, which clears the curves of earlier runs."""
+        from dvclive import Live
+
+        if resume_at is not None:
+            dropped = prune_curves(live_dir, *resume_at)
+            if dropped:
+                log.info("train: dropped %d curve points logged after the checkpoint", dropped)
+        self.live = Live(str(live_dir), resume=resume_at is not None, save_dvc_exp=False, dvcyaml=None,
+                         report=None)
+
+    def log_step(self, step: int, values: dict[str, float]) -> None:
+        self.live.step = step
+        for name, value in values.items():
+            self.live.log_metric(f"{STEP}/{name}", float(value))
+
+    def log_epoch(self, epoch: int, step: int, values: dict[str, float]) -> None:  # noqa: ARG002
+        self.live.step = epoch + 1
+        for name, value in values.items():
+            if name != "epoch":
+                self.live.log_metric(f"{EPOCH}/{name}", float(value))
+        self.live.make_summary()
+
+    def close(self) -> None:
+        self.live.make_summary()

@@ -1,0 +1,297 @@
+"""Stage ``train``: the store in, checkpoints, curves, a metrics summary and a ledger out.
+
+    params ──checks──> one submitit job of nodes x tasks_per_node tasks (run_job)
+        each task: one torch.distributed rank (gloo on CPU, NCCL on GPU) on its own device
+            ClipDataset(train split) ──Trainer (avsf.train.engine)──> checkpoints in train.out_dir
+            rank 0: DVCLive curves (train.live_dir), train.metrics, train.ledger
+        preempted or timed out: checkpoint at the step, requeue, resume (TrainJob.checkpoint)
+
+A run depends on its settings and its store; their fingerprint is in every checkpoint.
+A rerun resumes from ``last.pyth`` when the fingerprint matches (a killed stage, a requeued
+job), and starts afresh when it does not (``dvc exp run -S train.epochs=...``); a finished
+run (``final.pyth`` with the same fingerprint) is not trained again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import submitit
+import torch
+import torch.distributed as dist
+import yaml
+
+from avsf.data.clip_dataset import ClipDataset, ClipSampling
+from avsf.data.ledger import Failure, count_by_reason, write_ledger
+from avsf.data.store import CLASSES_NAME, INDEX_NAME, STATS_NAME, read_index, read_meta
+from avsf.io.atomic import write_json
+from avsf.models import ModelConfig
+from avsf.models.checkpoint import load_pyslowfast_checkpoint
+from avsf.models.flops import inference_params
+from avsf.train import checkpoint as ckpt
+from avsf.train.engine import Trainer, TrainResult, TrainSettings
+from avsf.train.recipe import LRSchedule, steps_to_epochs
+from pipeline.launch import Requeue, StageFailed, run_job
+from pipeline.live import LiveLogger
+from pipeline.model_report import config_from_params
+from pipeline.params import DatasetParams, ModelParams, Params
+
+log = logging.getLogger("avsf.train")
+
+STAGE = "train"
+# Train params that change how a run is watched or stored, not what it computes.
+NOT_IN_FINGERPRINT = ("out_dir", "metrics", "live_dir", "ledger", "workers", "persistent_workers", "log_every",
+                      "checkpoint_every", "keep_checkpoints", "signal_delay_s", "max_requeues")
+
+
+def clip_sampling(d: DatasetParams, m: ModelParams) -> ClipSampling:
+    """How the dataset cuts clips for the params' model: T x tau, and alpha_F when the model
+    has a Fast pathway (1 otherwise: Slow frames only)."""
+    alpha_f, _ = m.ratios()
+    alpha = alpha_f if m.arch in ("fast", "slowfast", "avslowfast") else 1
+    return ClipSampling(num_frames=m.frames, stride=m.stride, alpha=alpha, train_scale=tuple(d.train_scale),
+                        train_crop=d.train_crop, flip=d.flip, test_scale=d.test_scale, test_crop=d.test_crop,
+                        test_clips=d.test_clips, test_crops=d.test_crops, spec_frames=d.spec_frames,
+                        hard_negative_min_shift_s=d.hard_negative_min_shift_s)
+
+
+def store_identity(frames_dir: Path, logmel_dir: Path | None) -> str:
+    """A digest of the store a run trains on: its index, classes, statistics and shard
+    fingerprints (each shard's fingerprint covers its own inputs and settings)."""
+    digest = hashlib.sha256()
+    for path in (frames_dir / INDEX_NAME, frames_dir / CLASSES_NAME, *([logmel_dir / STATS_NAME] if logmel_dir else [])):
+        digest.update(path.read_bytes())
+    for directory in (frames_dir, logmel_dir):
+        if directory is not None:
+            for shard in sorted(directory.glob("shard-*.h5")):
+                digest.update(f"{shard.name}:{(read_meta(shard) or {}).get('fingerprint')};".encode())
+    return digest.hexdigest()[:16]
+
+
+def run_fingerprint(params: Params, store: str) -> str:
+    train = params.train.model_dump(exclude=set(NOT_IN_FINGERPRINT))
+    blob = json.dumps({"model": params.model.model_dump(), "dataset": params.dataset.model_dump(), "train": train,
+                       "ranks": params.launch.world_size(STAGE), "store": store}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_train(params: Params) -> None:
+    """Train params.yaml's model on the store's train split (the papers' recipe; see the
+    train section of params.yaml), validating on the val split every train.val_every
+    epochs (one centre clip per video).
+
+    Runs as one job of launch nodes x tasks_per_node tasks (one torch.distributed rank each,
+    gloo on CPU, NCCL on GPU; per-stage settings under launch.stage_resources.train and
+    launch.stage_slurm.train). Writes PySlowFast-format checkpoints (checkpoint_epoch_NNNNN.pyth,
+    last.pyth, and final.pyth after precise BN) to train.out_dir, DVCLive curves to
+    train.live_dir, a summary to train.metrics and samples that failed to load to
+    train.ledger. A killed or preempted run resumes exactly from its last checkpoint; a rerun
+    while its job still runs re-attaches to it; Ctrl-C cancels the job.
+    """
+    t = params.train
+    frames_dir, logmel_dir = Path(params.decode.out_dir), Path(params.spectrogram.out_dir)
+    try:
+        classes = json.loads((frames_dir / CLASSES_NAME).read_text())
+        entries = read_index(frames_dir / INDEX_NAME)
+    except (OSError, ValueError) as exc:
+        raise StageFailed(f"train: cannot read the frame store {frames_dir}: {exc}") from None
+    if params.model.head == "classification" and params.model.num_classes != len(classes):
+        raise StageFailed(f"train: model.num_classes is {params.model.num_classes} but the store has "
+                          f"{len(classes)} classes ({frames_dir / CLASSES_NAME}); set model.num_classes={len(classes)}")
+    if not any(e.split == t.train_split for e in entries):
+        raise StageFailed(f"train: the store has no clip in split {t.train_split!r}")
+    uses_audio = params.model.arch in ("audio", "avslowfast")
+    store = store_identity(frames_dir, logmel_dir if uses_audio else None)
+    job = TrainJob(params, run_fingerprint(params, store))
+    started = time.monotonic()
+    summary = run_job(STAGE, job, params.launch, Path(params.launch.log_dir) / STAGE / "running.json",
+                      Requeue(t.signal_delay_s, t.max_requeues))
+    final = summary.get("final", {})
+    log.info("train: %s, %d epochs (%d steps) on %d rank(s): val top-1 %.3f, top-5 %.3f; %d samples failed to load; "
+             "%.1f s in this stage; checkpoints in %s", summary["model"], summary["epochs"], summary["steps"],
+             summary["ranks"], final.get("top1", float("nan")), final.get("top5", float("nan")),
+             summary["load_failures"], time.monotonic() - started, t.out_dir)
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """The job's function: every task runs it as one rank. On the pre-timeout or
+    preemption signal the ranks stop together at the next step, rank 0 saves that exact
+    position, and submitit requeues the job, which resumes from it."""
+
+    def __init__(self, params: Params, fingerprint: str):
+        self.params, self.fingerprint = params, fingerprint
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        # Called by submitit's signal handler, once the loop has written the checkpoint.
+        return submitit.helpers.DelayedSubmission(self)
+
+    def __call__(self) -> dict[str, Any]:
+        p, t = self.params, self.params.train
+        rank, world_size, local_rank = _init_distributed(p.launch.world_size(STAGE))
+        stop = _StopOnSignal()
+        try:
+            out_dir = Path(t.out_dir)
+            final = out_dir / ckpt.FINAL
+            if _fingerprint_of(final) == self.fingerprint and Path(t.metrics).is_file():
+                log.info("train: %s is already this run's result: nothing to train", final)
+                return json.loads(Path(t.metrics).read_text()) if rank == 0 else {}
+            trainer = self._trainer(rank, world_size, local_rank, stop)
+            resumed = trainer.resume(out_dir / ckpt.LAST)
+            if not resumed and rank == 0:
+                _clear_checkpoints(out_dir)
+            logger = None
+            if rank == 0:
+                logger = LiveLogger(t.live_dir, (trainer.global_step, trainer.start_epoch) if resumed else None)
+            result = trainer.run(logger)
+            if result.preempted:
+                stop.requeue()  # rank 0 hands over to submitit, which requeues the job and exits
+                return {"preempted": True}
+            if rank != 0:
+                return {}
+            logger.close()
+            return self._write_outputs(trainer, result)
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+    def _trainer(self, rank: int, world_size: int, local_rank: int, stop: "_StopOnSignal") -> Trainer:
+        p, t = self.params, self.params.train
+        cuda = t.device == "cuda" or (t.device == "auto" and torch.cuda.is_available()
+                                       and p.launch.resources_for(STAGE).gpus_per_node > 0)
+        device = f"cuda:{local_rank}" if cuda else "cpu"
+        if cuda:
+            torch.cuda.set_device(local_rank)
+        precision = t.precision if t.precision != "auto" else ("bf16" if cuda else "fp32")
+        cfg = config_from_params(p.model)
+        sampling = clip_sampling(p.dataset, p.model)
+        uses_audio = p.model.arch in ("audio", "avslowfast")
+        logmel = p.spectrogram.out_dir if uses_audio else None
+        train_set = ClipDataset(p.decode.out_dir, logmel, t.train_split, "train", sampling,
+                                sync_negatives=cfg.sync is not None and cfg.arch == "avslowfast" and t.sync_weight > 0)
+        val_set = ClipDataset(p.decode.out_dir, logmel, t.val_split, "test", replace(sampling, test_clips=1, test_crops=1))
+        global_batch = t.batch_size
+        schedule = LRSchedule(base_lr=t.base_lr, reference_batch=t.reference_batch, global_batch=global_batch,
+                              epochs=t.epochs, policy=t.lr_policy, warmup_epochs=t.warmup_epochs,
+                              warmup_start_lr=t.warmup_start_lr, cosine_end_lr=t.cosine_end_lr,
+                              steps=steps_to_epochs(t.lr_steps, t.epochs), gamma=t.lr_gamma)
+        settings = TrainSettings(
+            epochs=t.epochs, batch_size=global_batch // world_size, schedule=schedule, momentum=t.momentum,
+            nesterov=t.nesterov, weight_decay=t.weight_decay, bn_weight_decay=t.bn_weight_decay,
+            sync_weight=t.sync_weight, hard_negatives_from=t.hard_negatives_from,
+            hard_negative_fraction=t.hard_negative_fraction, precise_bn_batches=t.precise_bn_batches,
+            val_every=t.val_every, checkpoint_every=t.checkpoint_every, keep_checkpoints=t.keep_checkpoints,
+            max_failed_fraction=t.max_failed_fraction, seed=t.seed, workers=t.workers,
+            persistent_workers=t.persistent_workers, log_every=t.log_every, device=device, precision=precision,
+            channels_last=cuda, compile=t.compile, fingerprint=self.fingerprint,
+            cfg_text=yaml.safe_dump({"model": p.model.model_dump(), "dataset": p.dataset.model_dump(),
+                                     "train": t.model_dump()}, sort_keys=False),
+        )
+        init_state = None
+        if t.init_checkpoint:
+            init_state = _initial_weights(cfg, t.init_checkpoint)
+        return Trainer(cfg, settings, train_set, val_set if len(val_set) else None, t.out_dir,
+                       should_stop=stop.requested, init_state=init_state)
+
+    def _write_outputs(self, trainer: Trainer, result: TrainResult) -> dict[str, Any]:
+        p, t = self.params, self.params.train
+        failures = [Failure(f["id"], STAGE, f["reason"], f["detail"]) for f in result.load_failures]
+        write_ledger(t.ledger, failures)
+        last = result.history[-1] if result.history else {}
+        vals = [row["val_top1"] for row in result.history if "val_top1" in row]
+        summary = {
+            "model": trainer.cfg.name,
+            "params_m": round(inference_params(trainer.model) / 1e6, 3),
+            "epochs": result.epochs_done,
+            "steps": result.global_step,
+            "ranks": trainer.world_size,
+            "batch_size": t.batch_size,
+            "final": result.final,
+            "best_val_top1": max(vals) if vals else None,
+            "last_epoch": last,
+            "clips_per_s": sum(r["clips_per_s"] for r in result.history) / max(len(result.history), 1),
+            "load_failures": len(failures),
+            "failed_by_reason": count_by_reason(failures),
+            "precise_bn_batches": result.precise_bn_batches,
+            "resumed_from": result.resumed_from,
+            "fingerprint": self.fingerprint,
+        }
+        write_json(t.metrics, summary)
+        return summary
+
+
+def _init_distributed(expected: int) -> tuple[int, int, int]:
+    """(rank, world size, local rank) from submitit's environment; the process group is
+    set up (env://) when the job has several tasks."""
+    try:
+        env = submitit.JobEnvironment()
+        tasks, rank, local_rank = env.num_tasks, env.global_rank, env.local_rank
+    except RuntimeError:  # the debug executor runs in-process, outside any job
+        tasks, rank, local_rank = 1, 0, 0
+    if tasks != expected:
+        raise RuntimeError(f"train: the job has {tasks} tasks but params ask for {expected} ranks")
+    if tasks > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend, init_method="env://")
+    threads = int(os.environ.get("SLURM_CPUS_PER_TASK", "0")) or max(1, (os.cpu_count() or 1) // tasks)
+    torch.set_num_threads(threads)
+    return rank, tasks, local_rank
+
+
+class _StopOnSignal:
+    """Turns submitit's pre-timeout / preemption signal into a stop request the loop sees at
+    its next step boundary; :meth:`requeue` then runs submitit's own handler (checkpoint,
+    requeue, exit)."""
+
+    def __init__(self):
+        self.signum = signal.SIGUSR2
+        name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+        self.signum = getattr(signal, f"SIG{name}", signal.SIGUSR2)
+        self._submitit = signal.getsignal(self.signum)
+        self._requested = False
+        if callable(self._submitit):
+            signal.signal(self.signum, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
+        log.warning("train: stop signal received: checkpointing at the next step")
+        self._requested = True
+
+    def requested(self) -> bool:
+        return self._requested
+
+    def requeue(self) -> None:
+        if callable(self._submitit):
+            self._submitit(self.signum, None)
+
+
+def _fingerprint_of(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    try:
+        return ckpt.load_training_checkpoint(path)["avsf"]["fingerprint"]
+    except (OSError, ValueError, KeyError, RuntimeError):
+        return None
+
+
+def _clear_checkpoints(out_dir: Path) -> None:
+    """Remove the checkpoints of another run's settings before this run writes its own."""
+    for old in [*out_dir.glob("checkpoint_epoch_*.pyth"), out_dir / ckpt.LAST, out_dir / ckpt.FINAL]:
+        old.unlink(missing_ok=True)
+
+
+def _initial_weights(cfg: ModelConfig, path: str) -> dict[str, torch.Tensor]:
+    """The weights of ``path`` (PySlowFast or ours) mapped onto a fresh ``cfg`` model."""
+    from avsf.models import build_model
+
+    model = build_model(cfg)
+    report = load_pyslowfast_checkpoint(model, path)
+    log.info("train: initial weights from %s: %s", path, report.summary())
+    return model.state_dict()

@@ -1,0 +1,193 @@
+"""The training engine in-process: the recipe, the sampler, exact resume from any step,
+the NaN stop, samples that fail to load, precise BN and the checkpoint format."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from avsf.models import build_model
+from avsf.models.checkpoint import load_pyslowfast_checkpoint
+from avsf.models.serialize import config_from_dict
+from avsf.train import checkpoint as ckpt
+from avsf.train.engine import TooManyLoadFailures, TrainingDiverged
+from avsf.train.precise_bn import update_bn_stats
+from avsf.train.recipe import LRSchedule, build_optimizer, hard_negative_fraction
+from avsf.train.sampler import EpochSampler
+from pipeline.train import TrainJob
+from train_factory import make_store, model_weights, same_weights, train_params
+
+
+# --------------------------------------------------------------------------- recipe
+
+
+def test_learning_rate_warms_up_linearly_then_follows_the_half_cosine():
+    s = LRSchedule(base_lr=1.6, reference_batch=1024, global_batch=64, epochs=196, warmup_epochs=34,
+                   warmup_start_lr=0.16)
+    assert s(0) == pytest.approx(0.01)  # PySlowFast's 0.01 at batch 64
+    peak = 0.1 * (1 + math.cos(math.pi * 34 / 196)) / 2
+    assert s(17) == pytest.approx(0.01 + (peak - 0.01) / 2)
+    assert s(34) == pytest.approx(peak)
+    assert s(98) == pytest.approx(0.05)  # half way: half the base LR of 0.1 at batch 64
+    assert s(196) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_step_policy_and_the_curriculum():
+    s = LRSchedule(base_lr=0.01, reference_batch=32, global_batch=32, epochs=30, policy="steps",
+                   warmup_epochs=1, warmup_start_lr=0.001, steps=(20, 25), gamma=0.1)
+    assert [s(e) for e in (0, 0.5, 1, 19.9, 20, 25, 29)] == pytest.approx(
+        [0.001, 0.0055, 0.01, 0.01, 0.001, 0.0001, 0.0001])
+    assert [hard_negative_fraction(p) for p in (0.0, 0.49, 0.5, 0.9)] == [0.0, 0.0, 0.25, 0.25]
+
+
+def test_no_weight_decay_on_batch_norm_and_nesterov_as_an_option():
+    model = nn.Sequential(nn.Conv3d(3, 4, 1), nn.BatchNorm3d(4), nn.Linear(4, 2))
+    opt = build_optimizer(model, lr=0.1, weight_decay=1e-4, nesterov=True)
+    decay = {g["name"]: (g["weight_decay"], len(g["params"])) for g in opt.param_groups}
+    assert decay == {"weights": (1e-4, 4), "norm": (0.0, 2)}
+    assert opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
+    assert not build_optimizer(model, lr=0.1).defaults["nesterov"]
+
+
+def test_sampler_deals_one_permutation_to_every_rank_and_resumes_mid_epoch():
+    ranks = [EpochSampler(10, batch_size=2, seed=3, rank=r, world_size=2) for r in range(2)]
+    for s in ranks:
+        s.set_epoch(5)
+    keys = [list(s) for s in ranks]
+    assert [len(k) for k in keys] == [6, 6] and ranks[0].batches_per_epoch == 3  # 10 padded to 12
+    indices = [k.index for part in keys for k in part]
+    assert set(indices) == set(range(10))
+    seeds = [k.seed for part in keys for k in part]
+    assert len(set(seeds)) == 12  # every position its own seed, the padding included
+    again = EpochSampler(10, batch_size=2, seed=3, rank=1, world_size=2)
+    again.set_epoch(5, start_batch=2)
+    assert list(again) == keys[1][4:]
+    again.set_epoch(6)
+    assert [k.index for k in again] != [k.index for k in keys[1]]  # reshuffled every epoch
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train-store")
+    make_store(root)
+    return root / "data" / "store"
+
+
+def run_dir(tmp_path: Path, store: Path, overrides: dict | None = None, name: str = "run"):
+    root = tmp_path / name
+    shutil.copytree(store, root / "data" / "store")
+    path, params = train_params(root, overrides)
+    return root, params
+
+
+def trainer_for(root: Path, params, monkeypatch, should_stop=None):
+    monkeypatch.chdir(root)
+    trainer = TrainJob(params, "fp")._trainer(0, 1, 0, _Stop(should_stop))
+    trainer.resume(root / params.train.out_dir / ckpt.LAST)
+    return trainer
+
+
+class _Stop:
+    def __init__(self, when):
+        self.when = when
+
+    def requested(self) -> bool:
+        return bool(self.when and self.when())
+
+
+def strip_timing(history):
+    timing = ("epoch_seconds", "clips_per_s", "data_wait_fraction")
+    return [{k: v for k, v in row.items() if k not in timing} for row in history]
+
+
+def test_a_run_stopped_mid_epoch_resumes_to_identical_weights_and_metrics(store, tmp_path, monkeypatch):
+    root, params = run_dir(tmp_path, store, name="straight")
+    straight = trainer_for(root, params, monkeypatch).run()
+    reference = model_weights(root / "data/train" / ckpt.FINAL)
+
+    root, params = run_dir(tmp_path, store, name="stopped")
+    first = trainer_for(root, params, monkeypatch)
+    first.should_stop = lambda: first.global_step == 3  # in epoch 2 of 2 (3 steps per epoch)
+    stopped = first.run()
+    assert stopped.preempted and stopped.global_step == 4
+    assert (root / "data/train/checkpoint_epoch_00001_step_000001.pyth").is_file()
+    resumed_trainer = trainer_for(root, params, monkeypatch)  # a new process would build it afresh
+    assert (resumed_trainer.start_epoch, resumed_trainer.start_step) == (1, 1)
+    resumed = resumed_trainer.run()
+    assert resumed.resumed_from == {"epoch": 1, "step": 1}
+    assert same_weights(model_weights(root / "data/train" / ckpt.FINAL), reference)
+    assert strip_timing(resumed.history) == strip_timing(straight.history)
+    assert resumed.final == straight.final
+    assert not list((root / "data/train").glob("*_step_*.pyth"))  # the mid-epoch point is gone
+
+
+def test_a_non_finite_loss_stops_the_run_naming_epoch_and_step(store, tmp_path, monkeypatch):
+    root, params = run_dir(tmp_path, store, {"train.lr_policy": "steps", "train.lr_steps": [1],
+                                             "train.lr_gamma": 1e30})
+    trainer = trainer_for(root, params, monkeypatch)
+    with pytest.raises(TrainingDiverged, match=r"at epoch 2 step \d+ .*last checkpoint .*last\.pyth.* is kept"):
+        trainer.run()
+    last = ckpt.load_training_checkpoint(root / "data/train" / ckpt.LAST)
+    assert last["avsf"]["next_epoch"] == 1 and last["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in last["model_state"].values() if v.is_floating_point())
+
+
+def break_clip(store_dir: Path, name: str) -> str:
+    """Delete the frames of clip ``name`` from its shard; returns its clip id."""
+    for shard in sorted(store_dir.glob("frames/shard-*.h5")):
+        with h5py.File(shard, "a") as f:
+            for clip_id in list(f):
+                if clip_id.startswith(name + "_"):
+                    del f[f"{clip_id}/frames"]
+                    return clip_id
+    raise AssertionError(name)
+
+
+def test_a_sample_that_fails_to_load_is_replaced_and_recorded(store, tmp_path, monkeypatch):
+    root, params = run_dir(tmp_path, store, {"train.epochs": 1, "train.max_failed_fraction": 0.2})
+    clip_id = break_clip(root / "data" / "store", "a02")
+    result = trainer_for(root, params, monkeypatch).run()
+    assert [f["id"] for f in result.load_failures] == [clip_id]
+    assert result.history[0]["load_failures"] == 1
+
+    root, params = run_dir(tmp_path, store, {"train.epochs": 1, "train.max_failed_fraction": 0.05}, name="strict")
+    break_clip(root / "data" / "store", "a02")
+    with pytest.raises(TooManyLoadFailures, match=r"epoch 1: 1 of 12 training samples failed to load"):
+        trainer_for(root, params, monkeypatch).run()
+
+
+def test_checkpoints_are_pyslowfast_files_that_rebuild_the_model(store, tmp_path, monkeypatch):
+    root, params = run_dir(tmp_path, store, {"train.epochs": 1})
+    trainer = trainer_for(root, params, monkeypatch)
+    trainer.run()
+    state = torch.load(root / "data/train" / ckpt.epoch_checkpoint_name(1), weights_only=True)
+    assert {"epoch", "model_state", "optimizer_state", "cfg"} <= set(state) and state["epoch"] == 0
+    assert "train:" in state["cfg"] and not any(k.startswith("module.") for k in state["model_state"])
+    cfg = config_from_dict(state["model_config"])
+    assert cfg == trainer.cfg
+    fresh = build_model(cfg)
+    report = load_pyslowfast_checkpoint(fresh, root / "data/train" / ckpt.FINAL)
+    assert not report.missing and not report.unexpected and not report.skipped
+    final = torch.load(root / "data/train" / ckpt.FINAL, weights_only=True)
+    assert final["avsf"]["final"]["videos"] == 4
+
+
+def test_precise_bn_sets_running_statistics_to_the_average_of_batch_statistics():
+    torch.manual_seed(0)
+    bn = nn.BatchNorm1d(3).eval()
+    batches = [torch.randn(8, 3) * (i + 1) + i for i in range(4)]
+    used = update_bn_stats(bn, iter(batches), lambda x: bn(x), limit=3)
+    assert used == 3
+    torch.testing.assert_close(bn.running_mean, torch.stack([b.mean(0) for b in batches[:3]]).mean(0))
+    torch.testing.assert_close(bn.running_var, torch.stack([b.var(0) for b in batches[:3]]).mean(0))
+    assert bn.momentum == 0.1 and not bn.training

@@ -1,0 +1,74 @@
+"""A tiny store and tiny training params for the training tests.
+
+Two classes told apart by picture and sound (a low tone on a dark frame, a high tone on a
+bright one), 10 training and 4 validation clips of 2 s, frames stored at short side 40, a
+tiny model at 32 x 32: a few training steps cost well under a second.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from clip_factory import ClipSpec, store_params, write_clips_dir
+from pipeline.decode import run_decode
+from pipeline.params import Params, load_params
+from pipeline.spectrogram import run_spectrogram
+
+from conftest import write_params
+
+SPECS = [ClipSpec(f"{'ab'[i % 2]}{i:02d}", seconds=2.0, size=(48, 40), noise=0.02, label="ab"[i % 2],
+                  tone_hz=(300.0, 1500.0)[i % 2], split="val" if i >= 10 else "train") for i in range(14)]
+
+TRAIN_OVERRIDES = {
+    "launch.cluster": "local",
+    "launch.resources.timeout_min": 10,
+    "launch.resources.cpus_per_task": 1,
+    "model.arch": "slowfast",
+    "model.tiny": True,
+    "model.frames": 2,
+    "model.stride": 8,
+    "model.num_classes": 2,
+    "model.dropout": 0.0,
+    "dataset.train_scale": [32, 40],
+    "dataset.train_crop": 32,
+    "dataset.test_scale": 32,
+    "dataset.test_crop": 32,
+    "dataset.spec_frames": 32,  # frames x alpha_a = 2 x 16
+    "train.epochs": 2,
+    "train.batch_size": 4,
+    "train.workers": 0,
+    "train.persistent_workers": False,
+    "train.base_lr": 0.05,
+    "train.reference_batch": 4,
+    "train.warmup_epochs": 0.5,
+    "train.warmup_start_lr": 0.01,
+    "train.precise_bn_batches": 2,
+    "train.val_every": 1,
+    "train.log_every": 1,
+    "train.keep_checkpoints": 0,
+}
+
+
+def make_store(root: Path) -> None:
+    write_clips_dir(root, SPECS)
+    _, params = store_params(root, {"decode.short_side": 40, "decode.clips_per_shard": 7})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        run_decode(params)
+        run_spectrogram(params)
+
+
+def train_params(root: Path, overrides: dict | None = None) -> tuple[Path, Params]:
+    path = write_params(root / "params.yaml", {**TRAIN_OVERRIDES, **(overrides or {})})
+    return path, load_params(path)
+
+
+def model_weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["model_state"]
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
