@@ -39,6 +39,7 @@ from avsf.models.flops import inference_params
 from avsf.train import checkpoint as ckpt
 from avsf.train.engine import Trainer, TrainResult, TrainSettings
 from avsf.train.recipe import LRSchedule, steps_to_epochs
+from pipeline.cli import configure_logging
 from pipeline.launch import Requeue, StageFailed, run_job
 from pipeline.live import LiveLogger
 from pipeline.model_report import config_from_params
@@ -134,6 +135,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(self)
 
     def __call__(self) -> dict[str, Any]:
+        configure_logging()  # the job is a fresh process: its log lines go to the job's log
         p, t = self.params, self.params.train
         rank, world_size, local_rank = _init_distributed(p.launch.world_size(STAGE))
         stop = _StopOnSignal()

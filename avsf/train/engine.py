@@ -59,6 +59,10 @@ class TooManyLoadFailures(RuntimeError):
     """More than the allowed fraction of training samples failed to load."""
 
 
+class RanksDiverged(RuntimeError):
+    """The ranks' weights differ: their gradients were not all-reduced alike."""
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """Everything the loop needs besides the model and the data (``pipeline.train`` builds it
@@ -421,6 +425,9 @@ class Trainer:
                 f"epoch {epoch + 1}: {int(failed)} of {int(requested)} training samples failed to load "
                 f"(more than train.max_failed_fraction = {s.max_failed_fraction}); see the train ledger")
         seconds = time.monotonic() - epoch_started
+        spread = self._weight_spread()
+        if spread:
+            raise RanksDiverged(f"epoch {epoch + 1}: the ranks' weights differ (checksums spread {spread:.3g})")
         row = {
             "epoch": epoch + 1,
             "loss": (loss_sum - s.sync_weight * sync_sum) / max(clips, 1),
@@ -433,8 +440,20 @@ class Trainer:
             "clips_per_s": (step - first_step) * s.batch_size * self.world_size / seconds if seconds > 0 else 0.0,
             "data_wait_fraction": wait / self.world_size / seconds if seconds > 0 else 0.0,
             "load_failures": failed,
+            "ranks": self.world_size,
+            "rank_weight_spread": spread,  # 0: every rank holds the same weights
         }
         return row, (step if stopped else None)
+
+    def _weight_spread(self) -> float:
+        """Max minus min over ranks of a checksum of the weights: 0 when every rank holds
+        the same model, as synchronous SGD must."""
+        if self.world_size == 1:
+            return 0.0
+        total = sum(float(p.detach().double().abs().sum()) + float(p.detach().double().sum())
+                    for p in self.model.parameters())
+        sums = _gather([total])
+        return max(sums) - min(sums)
 
     def _forward(self, batch: dict[str, Any], epoch: int, step: int):
         """(total loss, sync loss or None, logits, labels) of one training batch."""

@@ -1,0 +1,205 @@
+"""Stage `train` as users run it, on the local executor: refused param combinations, the
+outputs, kill -9 then rerun (exact resume), a rerun that re-attaches to the running job,
+a requeue after the preemption signal, Ctrl-C, and two ranks with gloo."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from avsf.train import checkpoint as ckpt
+from conftest import REPO
+from pipeline.params import ParamsError, load_params
+from train_factory import make_store, model_weights, same_weights, train_params
+
+EPOCHS = 4  # 3 steps each: long enough to interrupt after the first checkpoint
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("stage-store")
+    make_store(root)
+    return root / "data" / "store"
+
+
+def project(tmp_path: Path, store: Path, name: str, overrides: dict | None = None) -> Path:
+    root = tmp_path / name
+    shutil.copytree(store, root / "data" / "store")
+    train_params(root, {"train.epochs": EPOCHS, **(overrides or {})})
+    return root
+
+
+def start(root: Path, *args: str) -> subprocess.Popen:
+    log = (root / "stage.log").open("a")
+    return subprocess.Popen([sys.executable, str(REPO / "stages" / "train.py"), *args], cwd=root, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def run(root: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, str(REPO / "stages" / "train.py"), *args], cwd=root,
+                          capture_output=True, text=True, timeout=timeout)
+    (root / "stage.log").open("a").write(done.stdout + done.stderr)
+    return done
+
+
+def wait_for(predicate, timeout: float = 120, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def job_record(root: Path) -> dict:
+    return json.loads((root / "logs/submitit/train/running.json").read_text())
+
+
+def job_logs(root: Path) -> str:
+    return "".join(p.read_text() for p in (root / "logs/submitit/train").glob("*/*_log.err"))
+
+
+def curve(root: Path, kind: str, name: str) -> list[tuple[str, str]]:
+    with (root / "reports/train/plots/metrics" / kind / f"{name}.tsv").open() as f:
+        return [(row["step"], row[name]) for row in csv.DictReader(f, delimiter="\t")]
+
+
+@pytest.fixture(scope="module")
+def reference(store, tmp_path_factory) -> Path:
+    """An uninterrupted run."""
+    root = project(tmp_path_factory.mktemp("reference"), store, "run")
+    done = run(root)
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+def assert_same_run(root: Path, reference: Path) -> None:
+    assert same_weights(model_weights(root / "data/train" / ckpt.FINAL),
+                        model_weights(reference / "data/train" / ckpt.FINAL))
+    ours, theirs = (json.loads((r / "reports/metrics/train.json").read_text()) for r in (root, reference))
+    assert ours["final"] == theirs["final"] and ours["steps"] == theirs["steps"] == EPOCHS * 3
+    for kind, name in (("steps", "loss"), ("steps", "lr"), ("epochs", "top1"), ("epochs", "val_top1")):
+        assert curve(root, kind, name) == curve(reference, kind, name), (kind, name)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["launch.stage_resources.train.tasks_per_node=3"],
+     "train.batch_size: 4 does not split evenly over 3 ranks"),
+    (["dataset.spec_frames=64", "model.arch=avslowfast"],
+     "dataset.spec_frames: 64 log-mel frames, but the model's audio input is model.frames x alpha_a = 2 x 16 = 32"),
+    (["model.mel_bins=40", "model.arch=audio"], "model.mel_bins: 40, but spectrogram.n_mels is 80"),
+    (["model.stride=6"], "model.stride: 6 is not a multiple of the Fast pathway's alpha (4)"),
+    (["launch.stage_resources.trian.mem_gb=4"], "launch.stage_resources: unknown stage 'trian'; stages: demo,"),
+    (["launch.stage_slurm.trian.partition=gpu"], "launch.stage_slurm: unknown stage 'trian'"),
+    (["launch.stage_resources.train.nodes=2"],
+     "launch: stage_resources.train.nodes = 2 needs cluster slurm or auto (local runs on one node)"),
+])
+def test_impossible_combinations_are_refused_before_anything_runs(tmp_path, overrides, message):
+    path, _ = train_params(tmp_path)
+    with pytest.raises(ParamsError) as err:
+        load_params(path, overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_stage_exits_2_on_a_refused_combination_and_writes_nothing(tmp_path):
+    train_params(tmp_path)
+    done = run(tmp_path, "--set", "launch.stage_resources.train.tasks_per_node=3")
+    assert done.returncode == 2 and done.stderr.startswith("error: params.yaml: train.batch_size: 4 does not split")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "stage.log"]
+
+
+def test_a_run_writes_checkpoints_curves_metrics_and_an_empty_ledger(reference):
+    out = reference / "data/train"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint_epoch_00001.pyth", "checkpoint_epoch_00002.pyth", "checkpoint_epoch_00003.pyth",
+        "checkpoint_epoch_00004.pyth", "final.pyth", "last.pyth"]
+    assert os.path.samefile(out / "last.pyth", out / "checkpoint_epoch_00004.pyth")
+    metrics = json.loads((reference / "reports/metrics/train.json").read_text())
+    assert metrics["epochs"] == EPOCHS and metrics["ranks"] == 1 and metrics["final"]["videos"] == 4
+    assert metrics["load_failures"] == 0 and metrics["precise_bn_batches"] == 2
+    assert [s for s, _ in curve(reference, "steps", "loss")] == [str(s) for s in range(1, EPOCHS * 3 + 1)]
+    assert [s for s, _ in curve(reference, "epochs", "val_top1")] == [str(e) for e in range(1, EPOCHS + 1)]
+    assert (reference / "data/ledger/train.csv").read_text().splitlines() == ["id,stage,reason,detail"]
+    # A rerun with the same settings finds the finished run and trains nothing.
+    again = run(reference)
+    assert again.returncode == 0 and "already this run's result: nothing to train" in job_logs(reference)
+
+
+def test_kill_9_of_the_stage_and_its_job_then_a_rerun_resumes_exactly(store, reference, tmp_path):
+    root = project(tmp_path, store, "killed")
+    proc = start(root)
+    wait_for(lambda: (root / "data/train" / ckpt.epoch_checkpoint_name(1)).exists(), what="epoch 1")
+    os.killpg(proc.pid, signal.SIGKILL)  # the stage, submitit's controller and the task
+    proc.wait(timeout=30)
+    assert not (root / "data/train" / ckpt.FINAL).exists()
+    done = run(root)
+    assert done.returncode == 0, done.stderr
+    assert "train: resuming data/train/last.pyth at epoch" in job_logs(root)
+    assert_same_run(root, reference)
+
+
+def test_a_rerun_while_the_job_runs_re_attaches_to_it(store, reference, tmp_path):
+    root = project(tmp_path, store, "reattach")
+    proc = start(root)
+    wait_for(lambda: (root / "logs/submitit/train/running.json").exists(), what="the job")
+    job_id = job_record(root)["job_id"]
+    os.kill(proc.pid, signal.SIGKILL)  # the stage alone: its job keeps running
+    proc.wait(timeout=30)
+    done = run(root)
+    assert done.returncode == 0, done.stderr
+    assert f"re-attaching to job {job_id}" in done.stderr
+    jobs = [p.name for p in (root / "logs/submitit/train").iterdir() if p.is_dir() and p.name != "%j"]
+    assert jobs == [job_id]  # ("%j" holds submitit's submission files)
+    assert not (root / "logs/submitit/train/running.json").exists()
+    assert_same_run(root, reference)
+
+
+def task_pids(controller: int) -> list[int]:
+    children = Path(f"/proc/{controller}/task/{controller}/children").read_text().split()
+    return [int(c) for c in children]
+
+
+def test_the_preemption_signal_checkpoints_requeues_and_resumes_exactly(store, reference, tmp_path):
+    root = project(tmp_path, store, "requeued")
+    proc = start(root)
+    wait_for(lambda: (root / "data/train" / ckpt.epoch_checkpoint_name(1)).exists(), what="epoch 1")
+    controller = int(job_record(root)["job_id"])
+    for pid in task_pids(controller):
+        os.kill(pid, signal.SIGUSR2)  # what SLURM sends signal_delay_s before the time limit
+    assert proc.wait(timeout=240) == 0, (root / "stage.log").read_text()
+    logs = job_logs(root)
+    assert "stop signal received: checkpointing at the next step" in logs
+    assert "Requeued job" in logs
+    resumed = json.loads((root / "reports/metrics/train.json").read_text())["resumed_from"]
+    assert resumed is not None and resumed["epoch"] >= 1
+    assert_same_run(root, reference)
+
+
+def test_ctrl_c_cancels_the_job(store, tmp_path):
+    root = project(tmp_path, store, "interrupted")
+    proc = start(root)
+    wait_for(lambda: (root / "logs/submitit/train/running.json").exists(), what="the job")
+    controller = int(job_record(root)["job_id"])
+    wait_for(lambda: bool(task_pids(controller)), what="the task")
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    wait_for(lambda: not Path(f"/proc/{controller}").exists() or
+             b"zombie" in Path(f"/proc/{controller}/status").read_bytes().lower(), timeout=30, what="cancel")
+    assert "interrupted: the stage's jobs were cancelled" in (root / "stage.log").read_text()
+
+
+def test_two_ranks_with_gloo_train_one_model(store, tmp_path):
+    root = project(tmp_path, store, "ddp", {"launch.resources.tasks_per_node": 2, "train.epochs": 2})
+    done = run(root)
+    assert done.returncode == 0, done.stderr + job_logs(root)
+    metrics = json.loads((root / "reports/metrics/train.json").read_text())
+    assert metrics["ranks"] == 2 and metrics["steps"] == 2 * 3  # 10 clips, 2 ranks x 2 per step: 3 steps
+    assert metrics["last_epoch"]["ranks"] == 2 and metrics["last_epoch"]["rank_weight_spread"] == 0.0
+    assert metrics["final"]["videos"] == 4  # the val set split over the ranks, counted once
