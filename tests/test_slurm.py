@@ -91,8 +91,8 @@ def test_each_shard_is_one_task_of_the_array_with_its_resources(tmp_path):
 
 
 def test_per_stage_resources_and_timeout_reach_slurm(tmp_path):
-    params = launch(tmp_path, stage_resources={"probe": {"timeout_min": 7, "mem_gb": 1.0}})
-    job, = run_shards("probe", describe_job, [0], params)
+    params = launch(tmp_path, stage_resources={"decode": {"timeout_min": 7, "mem_gb": 1.0}})
+    job, = run_shards("decode", describe_job, [0], params)
     assert job["SLURM_MEM_PER_NODE"] == "1024"
     assert "TimeLimit=00:07:00" in scontrol_job(job["SLURM_JOB_ID"])
 
@@ -128,6 +128,18 @@ def test_array_parallelism_and_additional_parameters_reach_sbatch(tmp_path):
     assert "ArrayTaskThrottle=2" in job
     assert "Comment=avsf-test" in job
     assert "Nice=5" in job
+
+
+def test_per_stage_slurm_settings_reach_only_their_stage(tmp_path):
+    """A GPU partition for training and a CPU one for decoding: here both are the one
+    partition there is, and the per-stage sbatch arguments show where each setting went."""
+    params = launch(tmp_path, slurm={"additional_parameters": {"comment": "everyone"}},
+                    stage_slurm={"train": {"partition": PARTITION, "additional_parameters": {"nice": 7}}})
+    run_shards("train", describe_job, [0], params)
+    run_shards("decode", describe_job, [0], params)
+    train, decode = (submission_file(tmp_path, stage).splitlines() for stage in ("train", "decode"))
+    assert "#SBATCH --nice=7" in train and "#SBATCH --comment=everyone" in train
+    assert "#SBATCH --comment=everyone" in decode and not any("--nice" in line for line in decode)
 
 
 def test_auto_picks_slurm_when_slurm_is_up(tmp_path):
