@@ -305,12 +305,17 @@ class ModelParams(Section):
     fusion: Literal["a_fs", "a_f_s", "av_nonlocal"] = "a_fs"
     fusion_stages: list[int] = [3, 4]  # audio laterals after these stages (1 = pool1, 2-4 = res2-res4)
     fusion_pool5: bool = True  # concatenate pooled audio features before the classifier
-    nonlocal_res4: bool = False
+    nonlocal_blocks: bool = False  # Slow non-local blocks where PySlowFast's NLN configs put them
+    nonlocal_layout: Literal["pyslowfast", "paper"] = "pyslowfast"  # 1x2x2 pooling | 2x2x2 (the 234 G)
     head: Literal["classification", "epic", "ava"] = "classification"
     num_classes: int = Field(400, gt=0)
     dropout: float = Field(0.5, ge=0, lt=1)
+    test_pool: int | None = Field(None, gt=0)  # PySlowFast's test-time k x k pooling; null: global
     drop_pathway: float = Field(0.8, ge=0, lt=1)  # P_d, AVSlowFast only
+    drop_pathway_mode: Literal["fusion", "pathway"] = "fusion"  # authors' code | the paper's wording
     sync: bool = True  # AV-sync heads at res3, res4, pool5 (AVSlowFast only)
+    sync_margin: float = Field(0.99, gt=0)  # contrastive margin on out-of-sync distances
+    sync_scale: float = Field(0.5, gt=0)  # embedding norm (L2-normalised, then scaled)
     mel_bins: int = Field(80, gt=0)
     tiny: bool = False  # one block per stage, narrow: the demo and the tests
 

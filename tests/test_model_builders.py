@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from avsf.models import PAPER_PRESETS, HeadConfig, ModelConfig, build_model, example_inputs, model_config, preset
 from avsf.models.config import AudioPathwayConfig, VisualPathwayConfig
@@ -80,14 +81,39 @@ def test_r101_temporal_kernels_only_in_first_six_res4_blocks():
     assert model.s4.pathway0_res6.branch2.a.kernel_size == (1, 1, 1)
     assert model.s4.pathway1_res22.branch2.a.kernel_size == (1, 1, 1)
     assert model.s5.pathway0_res2.branch2.a.kernel_size == (3, 1, 1)
-    assert model.s1_fuse.conv_f2s.kernel_size == (7, 1, 1) and model.s1_fuse.conv_f2s.stride == (4, 1, 1)
+    assert model.s1_fuse.conv_f2s.stride == (4, 1, 1)
 
 
-def test_nonlocal_preset_places_three_blocks_in_slow_res4():
-    model = build_model(preset("slowfast_r101_nl_16x8"), "meta")
-    names = [n for n, _ in model.named_children()] + [n for n, _ in model.s4.named_children()]
-    assert [n for n in names if "nonlocal" in n] == ["pathway0_nonlocal6", "pathway0_nonlocal13",
-                                                      "pathway0_nonlocal20"]
+@pytest.mark.parametrize(("name", "overrides", "kernel"), [
+    ("slowfast_r50_8x8", {}, 7),  # SLOWFAST_8x8_R50
+    ("slowfast_r50_4x16", {}, 5),  # SLOWFAST_4x16_R50
+    ("slowfast_r101_8x8", {}, 5),  # SLOWFAST_8x8_R101_101_101
+    ("slowfast_r101_16x8", {}, 5),  # SLOWFAST_16x8_R101_50_50
+    ("slowfast_r101_nl_16x8", {}, 5),  # SLOWFAST_NLN_16x8_R101_50_50
+    ("slowfast_r50_8x8", {"nonlocal_blocks": True}, 5),  # SLOWFAST_NLN_8x8_R50
+    ("avslowfast_r50_8x8", {}, 7),
+])
+def test_lateral_kernel_follows_pyslowfast_configs_per_depth(name, overrides, kernel):
+    model = build_model(preset(name, **overrides), "meta")
+    assert {getattr(model, f"s{s}_fuse").conv_f2s.kernel_size for s in range(1, 5)} == {(kernel, 1, 1)}
+
+
+def nonlocal_names(model) -> list[str]:
+    return [n for n, _ in model.named_modules() if "nonlocal" in n.split(".")[-1]]
+
+
+def test_nonlocal_blocks_sit_where_pyslowfast_nln_configs_put_them():
+    r101 = build_model(preset("slowfast_r101_nl_16x8"), "meta")
+    assert nonlocal_names(r101) == ["s4.pathway0_nonlocal6", "s4.pathway0_nonlocal13", "s4.pathway0_nonlocal20"]
+    r50 = build_model(preset("slowfast_r50_4x16", nonlocal_blocks=True), "meta")
+    assert nonlocal_names(r50) == ["s3.pathway0_nonlocal1", "s3.pathway0_nonlocal3", "s4.pathway0_nonlocal1",
+                                   "s4.pathway0_nonlocal3", "s4.pathway0_nonlocal5"]
+    # PySlowFast pools 1x2x2 before phi and g; the paper-cost variant 2x2x2
+    assert r101.s4.pathway0_nonlocal6.pool.kernel_size == (1, 2, 2)
+    paper = build_model(preset("slowfast_r101_nl_16x8", nonlocal_layout="paper"), "meta")
+    assert paper.s4.pathway0_nonlocal6.pool.kernel_size == (2, 2, 2)
+    with pytest.raises(ValueError, match="nonlocal_layout"):
+        preset("slowfast_r101_nl_16x8", nonlocal_layout="1x2x2")
 
 
 def test_audio_pathway_matches_table1():
@@ -132,9 +158,11 @@ def test_wrong_number_of_inputs_is_refused():
         build_model(cfg)(example_inputs(cfg, 32)[:1])
 
 
-def test_eval_applies_softmax_training_gives_logits():
+def test_heads_return_logits_in_eval_too():
+    """Evaluation code applies the activation (HeadConfig.activation), so a validation loss
+    is right: the head's eval output is the projection of the pooled features."""
     torch.manual_seed(0)
-    cfg = tiny("slowfast", head=HeadConfig(num_classes=5, dropout=0.0))
+    cfg = tiny("slowfast", head=HeadConfig(num_classes=5, dropout=0.5))
     model = build_model(cfg)
     for m in model.modules():  # non-zero final BN so the output is not constant
         if hasattr(m, "zero_init_gamma"):
@@ -142,11 +170,12 @@ def test_eval_applies_softmax_training_gives_logits():
     torch.nn.init.normal_(model.head.projection.weight)
     x = example_inputs(cfg, 32, batch=3)
     model.eval()
-    probs = model(x)
-    assert torch.allclose(probs.sum(dim=1), torch.ones(3))
-    model.train()
+    pooled = []
+    model.s5.register_forward_hook(lambda m, i, o: pooled.append(torch.cat([f.mean(dim=(2, 3, 4)) for f in o], 1)))
     logits = model(x)
-    assert not torch.allclose(logits.sum(dim=1), torch.ones(3))
+    torch.testing.assert_close(logits, model.head.projection(pooled[0]))
+    assert not torch.allclose(logits.sum(dim=1), torch.ones(3)) and (logits < 0).any()
+    assert cfg.head.activation == "softmax"  # kept as information for evaluation code
 
 
 @pytest.mark.parametrize("mode", ["a_fs", "a_f_s", "av_nonlocal"])
@@ -158,8 +187,9 @@ def test_fusion_modes_at_every_stage(mode):
     assert out.shape == (2, 5)
     out.sum().backward()
     assert model.s1_afuse.a2v.conv1.weight.grad is not None
-    # after res2: Slow 32 + lateral 2 x 4 channels; A->F->S fuses into Fast (4), before the lateral
-    assert model.s2_afuse.a2v.conv2.out_channels == (4 if mode == "a_f_s" else 32 + 8)
+    # after res2: Slow 32 + lateral 2 x 4 channels; A->F->S fuses into Fast (4), before the lateral;
+    # the AV non-local's audio query has half the visual width
+    assert model.s2_afuse.a2v.conv2.out_channels == {"a_f_s": 4, "a_fs": 40, "av_nonlocal": 20}[mode]
 
 
 def test_ava_head_res5_stride_16_and_rois():
@@ -172,7 +202,7 @@ def test_ava_head_res5_stride_16_and_rois():
     assert [s[-2:] for s in shapes] == [(4, 4), (4, 4)]  # 64 / 16
     assert model.s5.pathway0_res0.branch2.b.dilation == (1, 2, 2)
     out = model(inputs, boxes)
-    assert out.shape == (3, 7) and ((out >= 0) & (out <= 1)).all()
+    assert out.shape == (3, 7)
 
 
 def test_ava_head_without_boxes_is_refused():
@@ -194,3 +224,40 @@ def test_epic_head_gives_verbs_and_nouns():
     model = build_model(cfg).train()
     out = model(example_inputs(cfg, 32, batch=2), drop_audio=False)
     assert {k: tuple(v.shape) for k, v in out.items()} == {"verb": (2, 4), "noun": (2, 6)}
+
+
+def test_pyslowfast_test_time_pooling_averages_the_softmax_over_7x7_windows():
+    """Item 14: at a 256 crop (res5 8 x 8) PySlowFast pools T x 7 x 7 at stride 1 (2 x 2
+    windows), classifies each window and averages the softmax; our head returns the logits of
+    that average. Off by default (global pooling), and training always pools globally."""
+    torch.manual_seed(0)
+    cfg = tiny("slowfast", head=HeadConfig(num_classes=5, dropout=0.0, test_pool=7))
+    model = build_model(cfg)
+    torch.nn.init.normal_(model.head.projection.weight)
+    x = example_inputs(cfg, 256, batch=2)
+    res5 = []
+    model.s5.register_forward_hook(lambda m, i, o: res5.append(o))
+    model.eval()
+    logits = model(x)
+    windows = torch.cat([F.avg_pool3d(f, (f.shape[2], 7, 7), stride=1) for f in res5[0]], dim=1)
+    assert windows.shape[2:] == (1, 2, 2)
+    per_window = model.head.projection(windows.flatten(2).transpose(1, 2))  # [N, 4, classes]
+    torch.testing.assert_close(logits.softmax(dim=1), per_window.softmax(dim=2).mean(dim=1))
+    global_logits = model.head.projection(torch.cat([f.mean(dim=(2, 3, 4)) for f in res5[0]], dim=1))
+    assert not torch.allclose(logits.softmax(dim=1), global_logits.softmax(dim=1))
+    model.train()
+    res5.clear()
+    train_logits = model(x)
+    train_global = model.head.projection(torch.cat([f.mean(dim=(2, 3, 4)) for f in res5[0]], dim=1))
+    torch.testing.assert_close(train_logits, train_global)
+    assert HeadConfig().test_pool is None
+
+
+def test_window_averaging_of_sigmoid_and_audio_features():
+    from avsf.models.heads import average_activation
+    logits = torch.randn(3, 4, 6)
+    torch.testing.assert_close(average_activation(logits, "sigmoid").sigmoid(), logits.sigmoid().mean(dim=1))
+    torch.testing.assert_close(average_activation(logits, "softmax").softmax(dim=1), logits.softmax(dim=2).mean(dim=1))
+    cfg = tiny(head=HeadConfig(num_classes=5, test_pool=3))  # AVSlowFast: audio repeated at each window
+    model = build_model(cfg).eval()
+    assert model(example_inputs(cfg, 160, batch=2)).shape == (2, 5)

@@ -1,86 +1,220 @@
-"""Loading PySlowFast checkpoints: a state dict written to PySlowFast's naming, independently of
-our modules, loads one to one into SlowFast and into the visual part of AVSlowFast."""
+"""Loading PySlowFast checkpoints: state dicts written to PySlowFast's naming (its
+VideoModelStem / FuseFastToSlow / ResStage / Nonlocal / ResNetBasicHead) and to the Caffe2
+naming of its model zoo's .pkl files, independently of our modules, load one to one."""
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
+from dataclasses import dataclass
+
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from avsf.models import HeadConfig, build_model, example_inputs, model_config
 from avsf.models.checkpoint import CheckpointError, load_pyslowfast_checkpoint, read_state_dict
 
-SLOW_W, FAST_W, CLASSES = 8, 1, 5  # the tiny SlowFast: beta = 1/8, one block per stage
+SLOW_W, FAST_W, CLASSES = 8, 1, 5  # narrow SlowFast: beta = 1/8
 
 
-def pyslowfast_state(g: torch.Generator) -> dict[str, torch.Tensor]:
-    """PySlowFast's keys and shapes for SlowFast 2x16 with 1 block per stage, as its
-    VideoModelStem / FuseFastToSlow / ResStage / ResNetBasicHead name them."""
-    sd: dict[str, torch.Tensor] = {}
+@dataclass(frozen=True)
+class Layout:
+    """A PySlowFast SlowFast config, as far as its tensors' names and shapes go."""
 
-    def conv(name, cout, cin, *kernel):
-        sd[f"{name}.weight"] = torch.randn(cout, cin, *kernel, generator=g)
+    depths: tuple[int, int, int, int] = (1, 1, 1, 1)
+    temporal_blocks: tuple[int, int, int, int] = (1, 1, 1, 1)  # NUM_BLOCK_TEMP_KERNEL
+    lateral_kernel: int = 5  # FUSION_KERNEL_SZ
+    nonlocal_at: tuple[tuple[int, ...], ...] = ((), (), (), ())  # NONLOCAL.LOCATION, Slow pathway
 
-    def bn(name, c):
-        sd[f"{name}.weight"] = torch.rand(c, generator=g) + 0.5
-        sd[f"{name}.bias"] = torch.randn(c, generator=g)
-        sd[f"{name}.running_mean"] = torch.randn(c, generator=g)
-        sd[f"{name}.running_var"] = torch.rand(c, generator=g) + 0.5
-        sd[f"{name}.num_batches_tracked"] = torch.tensor(1234)
 
-    widths, stem_t, res_t = (SLOW_W, FAST_W), (1, 5), ((1, 1, 3, 3), (3, 3, 3, 3))
+R50_8x8 = Layout((3, 4, 6, 3), (3, 4, 6, 3), 7)  # SLOWFAST_8x8_R50
+R101_16x8 = Layout((3, 4, 23, 3), (3, 4, 6, 3), 5)  # SLOWFAST_16x8_R101_50_50
+R101_NLN_16x8 = Layout((3, 4, 23, 3), (3, 4, 6, 3), 5, ((), (), (6, 13, 20), ()))  # SLOWFAST_NLN_16x8_R101_50_50
+R50_NLN_4x16 = Layout((3, 4, 6, 3), (3, 4, 6, 3), 5, ((), (1, 3), (1, 3, 5), ()))  # SLOWFAST_NLN_4x16_R50
+BN_C2 = {"weight": "s", "bias": "b", "running_mean": "rm", "running_var": "riv"}
+
+
+def official_tensors(layout: Layout, g: torch.Generator) -> list[tuple[str, str | None, torch.Tensor]]:
+    """(PySlowFast name, Caffe2 name, tensor) of every tensor of a SlowFast with ``layout``;
+    the Caffe2 name is None for BN step counters, which Caffe2 does not keep."""
+    out = []
+
+    def conv(name, c2, cout, cin, *kernel, bias=False):
+        out.append((f"{name}.weight", f"{c2}_w", torch.randn(cout, cin, *kernel, generator=g)))
+        if bias:
+            out.append((f"{name}.bias", f"{c2}_b", torch.randn(cout, generator=g)))
+
+    def bn(name, c2, c):
+        values = {"weight": torch.rand(c, generator=g) + 0.5, "bias": torch.randn(c, generator=g),
+                  "running_mean": torch.randn(c, generator=g), "running_var": torch.rand(c, generator=g) + 0.5}
+        out.extend((f"{name}.{k}", f"{c2}_bn_{BN_C2[k]}", v) for k, v in values.items())
+        out.append((f"{name}.num_batches_tracked", None, torch.tensor(1234)))
+
+    widths, stem_t, res_t, prefix = (SLOW_W, FAST_W), (1, 5), ((1, 1, 3, 3), (3, 3, 3, 3)), ("", "t_")
     dims = list(widths)
     for p in (0, 1):
-        conv(f"s1.pathway{p}_stem.conv", widths[p], 3, stem_t[p], 7, 7)
-        bn(f"s1.pathway{p}_stem.bn", widths[p])
+        conv(f"s1.pathway{p}_stem.conv", f"{prefix[p]}conv1", widths[p], 3, stem_t[p], 7, 7)
+        bn(f"s1.pathway{p}_stem.bn", f"{prefix[p]}res_conv1", widths[p])
     for stage in range(1, 6):
+        i = stage - 2
         if stage > 1:
             for p in (0, 1):
-                inner = widths[p] * 2 ** (stage - 2)
-                out, pre = 4 * inner, f"s{stage}.pathway{p}_res0"
-                conv(f"{pre}.branch1", out, dims[p], 1, 1, 1)
-                bn(f"{pre}.branch1_bn", out)
-                conv(f"{pre}.branch2.a", inner, dims[p], res_t[p][stage - 2], 1, 1)
-                bn(f"{pre}.branch2.a_bn", inner)
-                conv(f"{pre}.branch2.b", inner, inner, 1, 3, 3)
-                bn(f"{pre}.branch2.b_bn", inner)
-                conv(f"{pre}.branch2.c", out, inner, 1, 1, 1)
-                bn(f"{pre}.branch2.c_bn", out)
-                dims[p] = out
+                inner = widths[p] * 2 ** i
+                cout = 4 * inner
+                for j in range(layout.depths[i]):
+                    pre, c2 = f"s{stage}.pathway{p}_res{j}", f"{prefix[p]}res{stage}_{j}"
+                    cin = dims[p] if j == 0 else cout
+                    if j == 0:
+                        conv(f"{pre}.branch1", f"{c2}_branch1", cout, cin, 1, 1, 1)
+                        bn(f"{pre}.branch1_bn", f"{c2}_branch1", cout)
+                    kt = res_t[p][i] if j < layout.temporal_blocks[i] else 1
+                    conv(f"{pre}.branch2.a", f"{c2}_branch2a", inner, cin, kt, 1, 1)
+                    bn(f"{pre}.branch2.a_bn", f"{c2}_branch2a", inner)
+                    conv(f"{pre}.branch2.b", f"{c2}_branch2b", inner, inner, 1, 3, 3)
+                    bn(f"{pre}.branch2.b_bn", f"{c2}_branch2b", inner)
+                    conv(f"{pre}.branch2.c", f"{c2}_branch2c", cout, inner, 1, 1, 1)
+                    bn(f"{pre}.branch2.c_bn", f"{c2}_branch2c", cout)
+                    if p == 0 and j in layout.nonlocal_at[i]:
+                        nl, c2nl = f"s{stage}.pathway0_nonlocal{j}", f"nonlocal_conv{stage}_{j}"
+                        for part in ("theta", "phi", "g"):
+                            conv(f"{nl}.conv_{part}", f"{c2nl}_{part}", cout // 2, cout, 1, 1, 1, bias=True)
+                        conv(f"{nl}.conv_out", f"{c2nl}_out", cout, cout // 2, 1, 1, 1, bias=True)
+                        bn(f"{nl}.bn", c2nl, cout)
+                dims[p] = cout
         if stage < 5:
-            conv(f"s{stage}_fuse.conv_f2s", 2 * dims[1], dims[1], 5, 1, 1)
-            bn(f"s{stage}_fuse.bn", 2 * dims[1])
+            c2 = "t_pool1_subsample" if stage == 1 else f"t_res{stage}_{layout.depths[i] - 1}_branch2c_bn_subsample"
+            conv(f"s{stage}_fuse.conv_f2s", c2, 2 * dims[1], dims[1], layout.lateral_kernel, 1, 1)
+            bn(f"s{stage}_fuse.bn", c2, 2 * dims[1])
             dims[0] += 2 * dims[1]
-    sd["head.projection.weight"] = torch.randn(CLASSES, dims[0] + dims[1], generator=g)
-    sd["head.projection.bias"] = torch.randn(CLASSES, generator=g)
-    return sd
+    out.append(("head.projection.weight", "pred_w", torch.randn(CLASSES, dims[0] + dims[1], generator=g)))
+    out.append(("head.projection.bias", "pred_b", torch.randn(CLASSES, generator=g)))
+    return out
+
+
+def pyslowfast_state(layout: Layout = Layout(), seed: int = 0) -> dict[str, torch.Tensor]:
+    return {name: t for name, _, t in official_tensors(layout, torch.Generator().manual_seed(seed))}
+
+
+def narrow(arch: str, depth: int = 50, frames: int = 2, stride: int = 16, nonlocal_blocks: bool = False, **kw):
+    """Our model for a layout: the full depth at the narrow widths above (tiny: 1 block)."""
+    tiny = kw.pop("tiny", False)
+    cfg = model_config(arch, depth, frames, stride, tiny=tiny, mel_bins=16, nonlocal_blocks=nonlocal_blocks,
+                       head=HeadConfig(num_classes=CLASSES), **kw)
+    widths = {"slow": SLOW_W, "fast": FAST_W, "audio": 4}
+    cfg = dataclasses.replace(cfg, pathways=tuple(dataclasses.replace(p, width=widths[p.name]) for p in cfg.pathways))
+    return build_model(cfg)
 
 
 def tiny(arch: str):
-    return build_model(model_config(arch, frames=2, stride=16, tiny=True, mel_bins=16,
-                                    head=HeadConfig(num_classes=CLASSES)))
+    return narrow(arch, tiny=True)
 
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    state = pyslowfast_state(torch.Generator().manual_seed(0))
+    state = pyslowfast_state()
     path = tmp_path / "SLOWFAST_2x16_TINY.pyth"
     torch.save({"epoch": 196, "model_state": state, "optimizer_state": {}, "cfg": "MODEL:\n  ARCH: slowfast\n"},
                path)
     return path, state
 
 
-def test_slowfast_loads_every_tensor_one_to_one(checkpoint):
-    path, state = checkpoint
-    model = tiny("slowfast")
-    report = load_pyslowfast_checkpoint(model, path)
+def assert_loads_one_to_one(model, source, state):
+    report = load_pyslowfast_checkpoint(model, source)
     assert (report.missing, report.unexpected, report.skipped) == ([], [], [])
     assert sorted(report.loaded) == sorted(state)
     ours = model.state_dict()
     for key, value in state.items():
         assert torch.equal(ours[key], value), key
+    return report
+
+
+def test_slowfast_loads_every_tensor_one_to_one(checkpoint):
+    path, state = checkpoint
+    model = tiny("slowfast")
+    report = assert_loads_one_to_one(model, path, state)
     assert report.summary() == f"loaded {len(state)} tensors"
     model.eval()
     assert model(example_inputs(model.cfg, 32, batch=1)).shape == (1, CLASSES)
+
+
+@pytest.mark.parametrize(("layout", "depth", "frames", "stride", "nl"), [
+    (R50_8x8, 50, 8, 8, False),
+    (R101_16x8, 101, 16, 8, False),
+    (R101_NLN_16x8, 101, 16, 8, True),
+    (R50_NLN_4x16, 50, 4, 16, True),
+], ids=["R50_8x8", "R101_16x8", "R101_NLN_16x8", "R50_NLN_4x16"])
+def test_official_layouts_load_with_no_missing_or_unexpected_key(layout, depth, frames, stride, nl):
+    """Items 11 and 12: R101's lateral kernel 5 and the NLN configs' non-local placement."""
+    state = pyslowfast_state(layout)
+    model = narrow("slowfast", depth, frames, stride, nonlocal_blocks=nl)
+    assert_loads_one_to_one(model, {"model_state": state}, state)
+
+
+def reference_nonlocal(x: torch.Tensor, sd: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
+    """PySlowFast's Nonlocal (dot_product, pool 1x2x2, BN in eval), from its definition."""
+    def conv(name, t):
+        return F.conv3d(t, sd[f"{prefix}.{name}.weight"], sd[f"{prefix}.{name}.bias"])
+    n, c, t, h, w = x.shape
+    theta = conv("conv_theta", x).flatten(2)
+    pooled = F.max_pool3d(x, (1, 2, 2), (1, 2, 2))
+    phi, g = conv("conv_phi", pooled).flatten(2), conv("conv_g", pooled).flatten(2)
+    affinity = torch.einsum("nct,ncp->ntp", theta, phi) / phi.shape[2]
+    y = torch.einsum("ntp,ncp->nct", affinity, g).reshape(n, -1, t, h, w)
+    p = conv("conv_out", y)
+    p = F.batch_norm(p, sd[f"{prefix}.bn.running_mean"], sd[f"{prefix}.bn.running_var"],
+                     sd[f"{prefix}.bn.weight"], sd[f"{prefix}.bn.bias"], False, 0.0, 1e-5)
+    return x + p
+
+
+def test_loaded_nonlocal_blocks_compute_what_pyslowfast_computes():
+    state = pyslowfast_state(R50_NLN_4x16)
+    model = narrow("slowfast", 50, 4, 16, nonlocal_blocks=True).eval()
+    load_pyslowfast_checkpoint(model, state)
+    x = torch.randn(2, 4 * SLOW_W * 4, 4, 8, 8)  # res4 Slow: 4 frames, 8 x 8
+    for name in ("s4.pathway0_nonlocal1", "s4.pathway0_nonlocal5"):
+        block = model.get_submodule(name)
+        torch.testing.assert_close(block(x), reference_nonlocal(x, state, name))
+
+
+def write_caffe2(path, layout: Layout, seed: int = 0, flatten: str | None = None) -> dict[str, torch.Tensor]:
+    """A model-zoo style .pkl: {"blobs": {Caffe2 name: numpy array}} with optimizer blobs;
+    returns the tensors each PySlowFast name must receive."""
+    tensors = official_tensors(layout, torch.Generator().manual_seed(seed))
+    blobs = {c2: t.numpy() for _, c2, t in tensors if c2 is not None}
+    if flatten:  # some Caffe2 blobs are stored without trailing singleton dims
+        blobs[flatten] = blobs[flatten].reshape(blobs[flatten].shape[:2])
+    blobs.update({"conv1_w_momentum": np.zeros(3, np.float32), "lr": np.float32(0.1), "model_iter": np.int64(9)})
+    with open(path, "wb") as f:
+        pickle.dump({"blobs": blobs}, f, protocol=2)
+    return {name: t for name, c2, t in tensors if c2 is not None}
+
+
+@pytest.mark.parametrize(("layout", "depth", "frames", "stride", "nl"), [
+    (Layout(), 50, 2, 16, False),
+    (R101_NLN_16x8, 101, 16, 8, True),
+], ids=["tiny", "R101_NLN_16x8"])
+def test_caffe2_pkl_loads_by_pyslowfast_naming_rules(tmp_path, layout, depth, frames, stride, nl):
+    """Item 13: the model zoo's Caffe2 checkpoints load, names converted as PySlowFast does."""
+    path = tmp_path / "SLOWFAST.pkl"
+    expected = write_caffe2(path, layout, flatten="res2_0_branch1_w")
+    model = narrow("slowfast", depth, frames, stride, nonlocal_blocks=nl, tiny=layout == Layout())
+    assert_loads_one_to_one(model, path, expected)
+    assert sorted(read_state_dict(path)) == sorted(expected)
+
+
+def test_caffe2_pkl_refuses_code_unless_trusted(tmp_path):
+    path = tmp_path / "evil.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"blobs": {"pred_b": np.zeros(2, np.float32)}, "hook": dataclasses.replace}, f)
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        read_state_dict(path)
+    assert set(read_state_dict(path, trusted=True)) == {"head.projection.bias"}
+    bad = tmp_path / "notcaffe2.pkl"
+    bad.write_bytes(pickle.dumps({"weights": 1}))
+    with pytest.raises(CheckpointError, match="'blobs'"):
+        read_state_dict(bad)
 
 
 def test_avslowfast_takes_visual_pathways_and_keeps_fresh_audio(checkpoint):

@@ -34,8 +34,8 @@ def batch_norm(channels: int, ndim: int) -> nn.Module:
 
 
 class SummedConv(nn.Module):
-    """Parallel convs over the same input whose outputs are summed; the audio pathway's
-    factorised [time k x 1, frequency 1 x k] filters (AVSlowFast Table 1)::
+    """Parallel convs over the same input whose outputs are summed; the audio stem's
+    [time k x 1, frequency 1 x k] filters (AVSlowFast Table 1), before its one BN and ReLU::
 
         x --+-- time (k x 1) --+
             +-- freq (1 x k) --+-- sum
@@ -50,17 +50,41 @@ class SummedConv(nn.Module):
         return self.time(x) + self.freq(x)
 
 
+class FactorisedConv(nn.Module):
+    """The factorised centre conv of the audio res2/res3 bottlenecks (authors' code): a time
+    and a frequency conv, each with its own BN and ReLU, summed::
+
+        x --+-- time (k x 1) -BN-ReLU--+
+            +-- freq (1 x k) -BN-ReLU--+-- sum
+
+    (Summing before one BN and ReLU would make it a plus-shaped k x k conv.)
+    """
+
+    def __init__(self, cin: int, cout: int, k: int, stride: Kernel = (1, 1)):
+        super().__init__()
+        self.time, self.time_bn = conv_nd(cin, cout, (k, 1), stride), batch_norm(cout, 2)
+        self.freq, self.freq_bn = conv_nd(cin, cout, (1, k), stride), batch_norm(cout, 2)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.time_bn(self.time(x))) + self.relu(self.freq_bn(self.freq(x)))
+
+
 class BottleneckTransform(nn.Module):
     """x -> a (1x1, temporal kernel kt) -BN-ReLU-> b (3x3, strided) -BN-ReLU-> c (1x1) -BN.
 
-    ``b`` may be a :class:`SummedConv` (factorised audio stages). The final BN starts at
-    zero gamma, so each residual block starts as the identity.
+    ``b`` may be a :class:`FactorisedConv` (factorised audio stages), which normalises and
+    rectifies its own branches (``b_norm=False``: no shared BN / ReLU after it). The final
+    BN starts at zero gamma, so each residual block starts as the identity.
     """
 
-    def __init__(self, a: nn.Module, b: nn.Module, c: nn.Module, inner: int, out: int, ndim: int):
+    def __init__(self, a: nn.Module, b: nn.Module, c: nn.Module, inner: int, out: int, ndim: int,
+                 b_norm: bool = True):
         super().__init__()
         self.a, self.a_bn, self.a_relu = a, batch_norm(inner, ndim), nn.ReLU(inplace=True)
-        self.b, self.b_bn, self.b_relu = b, batch_norm(inner, ndim), nn.ReLU(inplace=True)
+        self.b = b
+        self.b_bn = batch_norm(inner, ndim) if b_norm else nn.Identity()
+        self.b_relu = nn.ReLU(inplace=True) if b_norm else nn.Identity()
         self.c, self.c_bn = c, batch_norm(out, ndim)
         self.c_bn.zero_init_gamma = True  # read by init_weights
 
@@ -104,11 +128,12 @@ def video_block(cin: int, inner: int, out: int, temporal_kernel: int, spatial_st
 
 
 def audio_block(cin: int, inner: int, out: int, stride: int, factorised: bool) -> ResBlock:
-    """A 2D bottleneck block over (time, frequency); b is 3x3 or summed [3x1, 1x3]."""
+    """A 2D bottleneck block over (time, frequency); b is 3x3 or factorised [3x1, 1x3]."""
     s = (stride, stride)
-    b = SummedConv(inner, inner, 3, s) if factorised else conv_nd(inner, inner, (3, 3), s)
+    b = FactorisedConv(inner, inner, 3, s) if factorised else conv_nd(inner, inner, (3, 3), s)
     transform = BottleneckTransform(
-        conv_nd(cin, inner, (1, 1)), b, conv_nd(inner, out, (1, 1)), inner, out, ndim=2
+        conv_nd(cin, inner, (1, 1)), b, conv_nd(inner, out, (1, 1)), inner, out, ndim=2,
+        b_norm=not factorised,
     )
     return ResBlock(cin, out, transform, s)
 
@@ -119,9 +144,11 @@ class Nonlocal(nn.Module):
         x -> theta --------------------+
         x -> pool -> phi --> theta.phi / N -> (.) g -> out -> BN -> + x
         x -> pool -> g ----------------------^
+
+    ``pool`` is a max pool before phi and g: PySlowFast's default 1x2x2.
     """
 
-    def __init__(self, dim: int, pool: Kernel = (2, 2, 2), instantiation: str = "dot_product"):
+    def __init__(self, dim: int, pool: Kernel = (1, 2, 2), instantiation: str = "dot_product"):
         super().__init__()
         inner = dim // 2
         self.instantiation = instantiation

@@ -21,6 +21,9 @@ from typing import Literal
 Arch = Literal["slow", "fast", "slowfast", "audio", "avslowfast"]
 FusionMode = Literal["a_fs", "a_f_s", "av_nonlocal"]
 HeadKind = Literal["classification", "epic", "ava"]
+DropPathwayMode = Literal["fusion", "pathway"]
+NonlocalLayout = Literal["pyslowfast", "paper"]
+SYNC_LEVELS = {"res3": 3, "res4": 4, "pool5": 5}  # sync level -> the stage whose features it compares
 
 STAGE_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 TINY_DEPTHS = (1, 1, 1, 1)
@@ -65,7 +68,7 @@ class VisualPathwayConfig(_BottleneckWidths):
     spatial_dilations: tuple[int, int, int, int] = (1, 1, 1, 1)
     # Non-local blocks after these block indices, per stage (res2..res5).
     nonlocal_blocks: tuple[tuple[int, ...], ...] = ((), (), (), ())
-    nonlocal_pool: tuple[int, int, int] = (2, 2, 2)
+    nonlocal_pool: tuple[int, int, int] = (1, 2, 2)  # PySlowFast's default: max pool T x H x W before phi, g
     in_channels: int = 3
 
     def temporal_kernel(self, stage: int, block: int) -> int:
@@ -115,33 +118,56 @@ class LateralConfig:
 @dataclass(frozen=True)
 class AudioFusionConfig:
     """Audio->visual lateral connections after the given stages (1 = pool1, 2..4 = res2..res4)
-    and, with ``pool5``, concatenation of the pooled audio features before the classifier."""
+    and, with ``pool5``, concatenation of the pooled audio features before the classifier.
+
+    Each lateral is two temporal convs of size ``kernel`` (authors' code): audio -> ``channels``
+    at stride 1, then -> the visual width at the stride that brings audio to the visual length.
+    """
 
     mode: FusionMode = "a_fs"
     stages: tuple[int, ...] = (3, 4)
     pool5: bool = True
     kernel: int = 5
+    channels: int = 64
 
 
 @dataclass(frozen=True)
 class HeadConfig:
+    """Heads always return logits. ``activation`` says how to read them (evaluation code
+    applies it; the test-time pooling below also averages in its space).
+
+    ``test_pool``: PySlowFast's test-time pooling. None (default): global average pool. k:
+    in eval mode the visual res5 features are average-pooled over T x k x k windows at
+    stride 1 (k = 7 is PySlowFast's TRAIN_CROP_SIZE / 32), each window is classified, the
+    activations are averaged over windows, and the logits of that average are returned
+    (``activation(logits)`` equals PySlowFast's averaged softmax / sigmoid). Training always
+    pools globally (at a 224 crop a 7 x 7 window is global anyway).
+    """
+
     kind: HeadKind = "classification"
     num_classes: int = 400
     dropout: float = 0.5
-    activation: Literal["softmax", "sigmoid", "none"] = "softmax"  # applied in eval mode only
+    activation: Literal["softmax", "sigmoid", "none"] = "softmax"  # for evaluation code
     verb_classes: int = 97  # EPIC-Kitchens
     noun_classes: int = 300
     roi_size: int = 7  # AVA: RoIAlign output
     roi_sampling_ratio: int = 0
+    test_pool: int | None = None
 
 
 @dataclass(frozen=True)
 class SyncConfig:
-    """Audio-visual synchronisation heads (training only) at these levels."""
+    """Audio-visual synchronisation heads (training only) at these levels (res3, res4, pool5).
+
+    Embeddings are projected to ``dim``, L2-normalised and multiplied by ``scale`` (0.5 in
+    the authors' code, so squared distances lie in [0, 1]); ``margin`` is the contrastive
+    margin on out-of-sync distances (authors: 0.99). See :mod:`avsf.models.sync`.
+    """
 
     levels: tuple[str, ...] = ("res3", "res4", "pool5")
     dim: int = 64
-    margin: float = 0.5
+    scale: float = 0.5
+    margin: float = 0.99
 
 
 @dataclass(frozen=True)
@@ -153,6 +179,11 @@ class ModelConfig:
     audio_fusion: AudioFusionConfig | None = None
     head: HeadConfig = field(default_factory=HeadConfig)
     drop_pathway: float = 0.0
+    # What DropPathway drops. "fusion" (the authors' code, which produced the paper's numbers):
+    # the audio pathway always runs; only its laterals into the visual pathways add zero, so
+    # the sync heads and the pool5 classifier still see audio. "pathway" (the paper's wording):
+    # the whole audio pathway is skipped and contributes zeros, pool5 features included.
+    drop_pathway_mode: DropPathwayMode = "fusion"
     sync: SyncConfig | None = None
 
     def __post_init__(self) -> None:
@@ -172,6 +203,15 @@ class ModelConfig:
             raise ValueError(f"{self.name}: audio fusion stages must be in 1..4")
         if not 0.0 <= self.drop_pathway < 1.0:
             raise ValueError(f"{self.name}: drop_pathway must be in [0, 1)")
+        if self.drop_pathway_mode not in ("fusion", "pathway"):
+            raise ValueError(f"{self.name}: drop_pathway_mode must be fusion or pathway")
+        if self.sync is not None:
+            if any(level not in SYNC_LEVELS for level in self.sync.levels):
+                raise ValueError(f"{self.name}: sync levels must be among {', '.join(SYNC_LEVELS)}")
+            if self.sync.scale <= 0 or self.sync.margin <= 0:
+                raise ValueError(f"{self.name}: sync scale and margin must be positive")
+        if self.head.test_pool is not None and self.head.test_pool < 1:
+            raise ValueError(f"{self.name}: head.test_pool must be a positive window or None")
         if self.head.kind == "ava" and self.arch == "audio":
             raise ValueError(f"{self.name}: the AVA head needs a visual pathway")
 
@@ -206,10 +246,12 @@ def model_config(
     fusion: FusionMode = "a_fs",
     fusion_stages: tuple[int, ...] = (3, 4),
     fusion_pool5: bool = True,
-    nonlocal_res4: bool = False,
+    nonlocal_blocks: bool = False,
+    nonlocal_layout: NonlocalLayout = "pyslowfast",
     head: HeadConfig | None = None,
     drop_pathway: float | None = None,
-    sync: bool | None = None,
+    drop_pathway_mode: DropPathwayMode = "fusion",
+    sync: bool | SyncConfig | None = None,
     audio_width: int | None = None,
     mel_bins: int = 80,
     tiny: bool = False,
@@ -219,22 +261,29 @@ def model_config(
 
     alpha_f defaults to 8 for tau = 16 and 4 for tau = 8 (Fast sees tau/alpha_f spacing);
     alpha_a to 4 x alpha_f (128 log-mel frames for 4x16 and 8x8, as in the authors' code).
-    The lateral kernel is 5, except 7 for alpha_f = 4 as in PySlowFast's 8x8 configs, so
+    The lateral kernel follows PySlowFast's configs (:func:`default_lateral_kernel`), so
     their checkpoints load; ``laterals=False`` is SlowFast Table 5a's no-lateral baseline
-    (pathways concatenated only at pool5). ``drop_pathway`` (default 0.8) and ``sync`` (default
-    on) apply to AVSlowFast only and are off for the other archs. ``tiny`` keeps the structure
-    with 1 block per stage and narrow widths, for tests and the demo.
+    (pathways concatenated only at pool5). ``nonlocal_blocks`` adds Slow-pathway non-local
+    blocks where PySlowFast's NLN configs put them (:func:`nonlocal_placement`);
+    ``nonlocal_layout="paper"`` pools them 2x2x2 instead of 1x2x2, the variant whose cost
+    matches SlowFast Table 2's 234 G. ``drop_pathway`` (default 0.8), ``drop_pathway_mode``
+    and ``sync`` (default on; a :class:`SyncConfig` sets its options) apply to AVSlowFast
+    only and are off for the other archs. ``tiny`` keeps the structure with 1 block per
+    stage and narrow widths, for tests and the demo.
     """
     if depth not in STAGE_DEPTHS:
         raise ValueError(f"depth must be one of {sorted(STAGE_DEPTHS)}, got {depth}")
+    if nonlocal_layout not in ("pyslowfast", "paper"):
+        raise ValueError(f"nonlocal_layout must be pyslowfast or paper, got {nonlocal_layout!r}")
     alpha_f, alpha_a = default_ratios(stride, alpha_f, alpha_a)
     depths = TINY_DEPTHS if tiny else STAGE_DEPTHS[depth]
     slow_width = 8 if tiny else 64
     fast_width = max(1, round(slow_width * beta_f))
-    nl = ((), (), _nonlocal_indices(depths[2]), ()) if nonlocal_res4 else ((), (), (), ())
+    nl = nonlocal_placement(depth, depths) if nonlocal_blocks else ((), (), (), ())
+    nl_pool = (1, 2, 2) if nonlocal_layout == "pyslowfast" else (2, 2, 2)
     temporal = None if tiny else TEMPORAL_BLOCKS[depth]
     slow = VisualPathwayConfig("slow", frames, slow_width, depths, 1, (1, 1, 3, 3), temporal,
-                               nonlocal_blocks=nl)
+                               nonlocal_blocks=nl, nonlocal_pool=nl_pool)
     fast = VisualPathwayConfig("fast", frames * alpha_f, fast_width, depths, 5, (3, 3, 3, 3), temporal)
     audio = AudioPathwayConfig(
         frames=frames * alpha_a,
@@ -246,7 +295,7 @@ def model_config(
     if head.kind == "ava":  # res5 at stride 16: spatial stride 1, dilation 2 (SlowFast Sec. 5)
         slow, fast = (replace(p, spatial_strides=(1, 2, 2, 1), spatial_dilations=(1, 1, 1, 2))
                       for p in (slow, fast))
-    lateral = LateralConfig(alpha_f, lateral_kernel or (5 if alpha_f >= 8 else 7))
+    lateral = LateralConfig(alpha_f, lateral_kernel or default_lateral_kernel(depth, alpha_f, nonlocal_blocks))
     pathways: tuple[PathwayConfig, ...] = {
         "slow": (slow,),
         "fast": (fast,),
@@ -255,15 +304,17 @@ def model_config(
         "avslowfast": (slow, fast, audio),
     }[arch]
     av = arch == "avslowfast"
+    sync_cfg = sync if isinstance(sync, SyncConfig) else SyncConfig()
     return ModelConfig(
-        name=name or preset_name(arch, depth, frames, stride, nonlocal_res4, tiny),
+        name=name or preset_name(arch, depth, frames, stride, nonlocal_blocks, tiny),
         arch=arch,
         pathways=pathways,
         lateral=lateral if laterals and arch in ("slowfast", "avslowfast") else None,
         audio_fusion=AudioFusionConfig(fusion, tuple(fusion_stages), fusion_pool5) if av else None,
         head=head,
         drop_pathway=(0.8 if drop_pathway is None else drop_pathway) if av else 0.0,
-        sync=SyncConfig() if av and sync is not False else None,
+        drop_pathway_mode=drop_pathway_mode,
+        sync=sync_cfg if av and sync is not False else None,
     )
 
 
@@ -273,19 +324,30 @@ def default_ratios(stride: int, alpha_f: int | None = None, alpha_a: int | None 
     return alpha_f, alpha_a or 4 * alpha_f
 
 
-def _nonlocal_indices(blocks: int) -> tuple[int, ...]:
-    """Three res4 non-local blocks spread over the stage: (6, 13, 20) for R101's 23 blocks
-    as in PySlowFast's NL configs, (1, 3, 5) for R50's 6."""
-    if blocks >= 23:
-        return (6, 13, 20)
-    if blocks >= 6:
-        return (1, 3, 5)
-    return (blocks - 1,)
+def default_lateral_kernel(depth: int, alpha_f: int, nonlocal_blocks: bool = False) -> int:
+    """The Fast->Slow lateral's temporal kernel in PySlowFast's configs: 7 only in the plain
+    R50 models with alpha_F = 4 (SLOWFAST_8x8_R50); 5 in every R101 (8x8, 16x8), every NLN
+    and every alpha_F = 8 (4x16) config."""
+    return 7 if depth == 50 and alpha_f < 8 and not nonlocal_blocks else 5
 
 
-def preset_name(arch: Arch, depth: int, frames: int, stride: int, nonlocal_res4: bool = False,
+def nonlocal_placement(depth: int, depths: tuple[int, int, int, int]) -> tuple[tuple[int, ...], ...]:
+    """Slow-pathway non-local blocks per stage (res2..res5), after these block indices, as
+    PySlowFast's NLN configs place them: R101 (SLOWFAST_NLN_16x8_R101_50_50) after res4
+    blocks 6, 13, 20; R50 (SLOWFAST_NLN_4x16_R50, _8x8_R50) after res3 blocks 1, 3 and res4
+    blocks 1, 3, 5. Shallower (tiny) stages keep the indices that exist, else their last block."""
+    wanted = {101: ((), (), (6, 13, 20), ()), 50: ((), (1, 3), (1, 3, 5), ())}[depth]
+
+    def fit(indices: tuple[int, ...], blocks: int) -> tuple[int, ...]:
+        kept = tuple(i for i in indices if i < blocks)
+        return kept or ((blocks - 1,) if indices else ())
+
+    return tuple(fit(ix, n) for ix, n in zip(wanted, depths))
+
+
+def preset_name(arch: Arch, depth: int, frames: int, stride: int, nonlocal_blocks: bool = False,
                 tiny: bool = False) -> str:
-    backbone = "tiny" if tiny else f"r{depth}" + ("_nl" if nonlocal_res4 else "")
+    backbone = "tiny" if tiny else f"r{depth}" + ("_nl" if nonlocal_blocks else "")
     return f"{arch}_{backbone}_{frames}x{stride}"
 
 
@@ -299,7 +361,7 @@ PAPER_PRESETS: dict[str, dict] = {
     "slowfast_r101_8x8": dict(args=dict(arch="slowfast", depth=101, frames=8, stride=8), gmacs=106.0),
     "slowfast_r101_16x8": dict(args=dict(arch="slowfast", depth=101, frames=16, stride=8), gmacs=213.0),
     "slowfast_r101_nl_16x8": dict(
-        args=dict(arch="slowfast", depth=101, frames=16, stride=8, nonlocal_res4=True), gmacs=234.0),
+        args=dict(arch="slowfast", depth=101, frames=16, stride=8, nonlocal_blocks=True), gmacs=234.0),
     "avslowfast_r50_4x16": dict(args=dict(arch="avslowfast", depth=50, frames=4, stride=16), gmacs=39.8),
     "avslowfast_r50_8x8": dict(args=dict(arch="avslowfast", depth=50, frames=8, stride=8), gmacs=None),
     "audio_r50_4x16": dict(args=dict(arch="audio", depth=50, frames=4, stride=16), gmacs=None),

@@ -21,6 +21,7 @@ class ModelCost:
     macs: int  # multiply-adds for one view (batch 1)
     params: int  # parameters used at inference (training-only sync heads excluded)
     macs_by_module: dict[str, int]
+    sync_lateral_params: int = 0  # training-only laterals of the sync heads (not their projections)
 
     @property
     def gmacs(self) -> float:
@@ -30,9 +31,21 @@ class ModelCost:
     def mparams(self) -> float:
         return self.params / 1e6
 
+    @property
+    def mparams_with_sync_laterals(self) -> float:
+        """Parameters as the authors' code holds them outside its sync (AVS) projections: it
+        builds the pool5 sync level's laterals (``s5_fuse``) as part of the network."""
+        return (self.params + self.sync_lateral_params) / 1e6
+
 
 def inference_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for name, p in model.named_parameters() if not name.startswith("sync."))
+
+
+def sync_lateral_params(model: torch.nn.Module) -> int:
+    """Parameters of the sync heads' own laterals (``sync.<level>.fuse`` / ``.a2v``)."""
+    return sum(p.numel() for name, p in model.named_parameters()
+               if name.startswith("sync.") and name.split(".")[2] in ("fuse", "a2v"))
 
 
 def count_cost(cfg: ModelConfig, crop: int, device: str = "meta", model: VideoNet | None = None,
@@ -47,4 +60,5 @@ def count_cost(cfg: ModelConfig, crop: int, device: str = "meta", model: VideoNe
         model(inputs, boxes=boxes)
     by_module = {name: sum(ops.values()) // 2 for name, ops in counter.get_flop_counts().items()
                  if name != "Global"}
-    return ModelCost(counter.get_total_flops() // 2, inference_params(model), by_module)
+    return ModelCost(counter.get_total_flops() // 2, inference_params(model), by_module,
+                     sync_lateral_params(model))

@@ -29,23 +29,23 @@ class FuseFastToSlow(nn.Module):
 
 
 class AudioToVisual(nn.Module):
-    """Audio features reshaped to a visual pathway's time length and channels::
+    """The Audio->visual lateral (authors' code): audio features brought to a visual
+    pathway's time length and channels::
 
-        audio [N, Ca, Ta, F] -> mean over F -> conv1 (k, stride s1) -BN-ReLU->
-            conv2 (k, stride s2, Ca -> Cv) -BN-ReLU-> [N, Cv, Tv, 1, 1]   (s1 * s2 ~ Ta / Tv)
+        audio [N, Ca, Ta, F] -> mean over F -> conv1 (k, stride 1, Ca -> inner) -BN-ReLU->
+            conv2 (k, stride s, inner -> Cv) -BN-ReLU-> [N, Cv, Tv, 1, 1]      (s ~ Ta / Tv)
 
     The result broadcasts over H and W. When Ta / Tv is not a power of two (small test
     inputs) an adaptive average pool makes the time lengths agree.
     """
 
-    def __init__(self, audio_channels: int, visual_channels: int, time_ratio: float, kernel: int = 5):
+    def __init__(self, audio_channels: int, visual_channels: int, time_ratio: float, kernel: int = 5,
+                 inner: int = 64):
         super().__init__()
-        total = 2 ** round(math.log2(time_ratio)) if time_ratio >= 1 else 1
-        first = 2 ** math.ceil(math.log2(total) / 2)
-        self.strides = (first, total // first)
-        self.conv1 = nn.Conv1d(audio_channels, audio_channels, kernel, self.strides[0], kernel // 2, bias=False)
-        self.bn1 = batch_norm(audio_channels, 1)
-        self.conv2 = nn.Conv1d(audio_channels, visual_channels, kernel, self.strides[1], kernel // 2, bias=False)
+        self.stride = 2 ** round(math.log2(time_ratio)) if time_ratio >= 1 else 1
+        self.conv1 = nn.Conv1d(audio_channels, inner, kernel, 1, kernel // 2, bias=False)
+        self.bn1 = batch_norm(inner, 1)
+        self.conv2 = nn.Conv1d(inner, visual_channels, kernel, self.stride, kernel // 2, bias=False)
         self.bn2 = batch_norm(visual_channels, 1)
 
     def forward(self, audio: torch.Tensor, frames: int) -> torch.Tensor:
@@ -57,40 +57,55 @@ class AudioToVisual(nn.Module):
         return a[..., None, None]
 
 
+def _weighted(delta: torch.Tensor, weight: float) -> torch.Tensor:
+    """``delta`` scaled by ``weight``; 0 under DropPathway's fusion mode keeps the lateral in
+    the autograd graph (zero gradients, so DDP needs no find_unused_parameters)."""
+    return delta if weight == 1.0 else delta * weight
+
+
 class AudioFuse(nn.Module):
-    """A->FS or A->F: ``visual + AudioToVisual(audio)``, broadcast over H and W."""
+    """A->FS or A->F: ``visual + weight * lateral``, the lateral (``a2v``'s output, computed
+    by the caller so the sync heads can share it) broadcast over H and W."""
 
-    def __init__(self, audio_channels: int, visual_channels: int, time_ratio: float, kernel: int = 5):
+    def __init__(self, audio_channels: int, visual_channels: int, time_ratio: float, kernel: int = 5,
+                 inner: int = 64):
         super().__init__()
-        self.a2v = AudioToVisual(audio_channels, visual_channels, time_ratio, kernel)
+        self.a2v = AudioToVisual(audio_channels, visual_channels, time_ratio, kernel, inner)
 
-    def forward(self, visual: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        return visual + self.a2v(audio, visual.shape[2])
+    def forward(self, visual: torch.Tensor, lateral: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
+        return visual + _weighted(lateral, weight)
 
 
 class AudioVisualNonlocal(nn.Module):
-    """Audio as the query of a non-local block over visual locations (AVSlowFast Fig. 2 right)::
+    """Audiovisual Non-local (AVSlowFast Sec. 3.4, Fig. 2 right), on the non-local block's
+    pattern with audio as the query::
 
-        audio -> AudioToVisual -> q [N, C, T]            (one query per visual time step)
-        visual x [N, C, T, H, W] -> keys = values [N, C, THW]
-        w = softmax over THW of (q . x) / sqrt(C)         (where audio says to look)
-        z = sum_THW w x  [N, C, T] -> conv_out -> BN (zero gamma) -> + x (broadcast over H, W)
+        audio -> a2v (the lateral, to Tv steps, C' = C/2 channels) -----> theta [N, C', Tv]
+        visual x [N, C, T, H, W] -> max pool 1x2x2 -> conv_phi -> phi  [N, C', T H' W']
+                                                   -> conv_g   -> g    [N, C', T H' W']
+        w = softmax over T H' W' of theta . phi / sqrt(C')   (where the audio says to look)
+        z = sum w g  [N, C', Tv] -> conv_out -> BN (zero gamma) -> + x (broadcast over H, W)
 
-    Keys and values are the visual features themselves, so the block costs about as much as
-    A->FS (the paper: 39.9 vs 39.8 GFLOPs).
+    Every audio time step attends over every visual location (T, H and W); the attended
+    visual feature is added back at that time step. It starts as the identity.
     """
 
-    def __init__(self, audio_channels: int, visual_channels: int, time_ratio: float, kernel: int = 5):
+    def __init__(self, audio_channels: int, visual_channels: int, time_ratio: float, kernel: int = 5,
+                 inner: int = 64, pool: tuple[int, int, int] = (1, 2, 2)):
         super().__init__()
-        self.a2v = AudioToVisual(audio_channels, visual_channels, time_ratio, kernel)
-        self.conv_out = nn.Conv3d(visual_channels, visual_channels, 1, bias=False)
+        dim = visual_channels // 2
+        self.a2v = AudioToVisual(audio_channels, dim, time_ratio, kernel, inner)
+        self.pool = nn.MaxPool3d(pool, pool) if any(p > 1 for p in pool) else nn.Identity()
+        self.conv_phi = nn.Conv3d(visual_channels, dim, 1)
+        self.conv_g = nn.Conv3d(visual_channels, dim, 1)
+        self.conv_out = nn.Conv3d(dim, visual_channels, 1)
         self.bn = batch_norm(visual_channels, 3)
         self.bn.zero_init_gamma = True
 
-    def forward(self, visual: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        n, c, t, _, _ = visual.shape
-        query = self.a2v(audio, t).flatten(2)  # [N, C, T]
-        keys = visual.flatten(2)  # [N, C, THW]
-        weights = (torch.einsum("nct,ncp->ntp", query, keys) * c ** -0.5).softmax(dim=2)
-        attended = torch.einsum("ntp,ncp->nct", weights, keys)
-        return visual + self.bn(self.conv_out(attended[..., None, None]))
+    def forward(self, visual: torch.Tensor, lateral: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
+        theta = lateral.flatten(2)  # [N, C', Tv]
+        pooled = self.pool(visual)
+        phi, g = self.conv_phi(pooled).flatten(2), self.conv_g(pooled).flatten(2)  # [N, C', P]
+        weights = (torch.einsum("nct,ncp->ntp", theta, phi) * theta.shape[1] ** -0.5).softmax(dim=2)
+        attended = torch.einsum("ntp,ncp->nct", weights, g)[..., None, None]  # [N, C', Tv, 1, 1]
+        return visual + _weighted(self.bn(self.conv_out(attended)), weight)

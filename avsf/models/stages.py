@@ -2,7 +2,7 @@
 
 Each stage holds one module per pathway, named ``pathway{i}_stem`` / ``pathway{i}_res{j}``
 / ``pathway{i}_nonlocal{j}`` as in PySlowFast. A pathway's input may be ``None`` (the audio
-pathway under DropPathway); it is passed through without computing anything.
+pathway under DropPathway's "pathway" mode); it is passed through without computing anything.
 """
 
 from __future__ import annotations

@@ -1,10 +1,20 @@
-"""Hierarchical audio-visual synchronisation (AVSlowFast Sec. 3.5): heads and loss.
+"""Hierarchical audio-visual synchronisation (AVSlowFast Sec. 3.5), as the authors' code does it.
 
-At each level (res3, res4, pool5) visual features (all visual pathways, pooled over T, H, W)
-and audio features (pooled over time and frequency) are projected to ``dim`` and
-L2-normalised. A contrastive loss pulls in-sync pairs together and pushes out-of-sync pairs
-at least ``margin`` apart; clips whose audio is near-silent carry no synchronisation signal
-and are masked out.
+Every clip brings its own (in-sync) audio and one out-of-sync ``negative_audio``; both run
+through the audio pathway together (the batch doubled along N), and only the clip's own
+half is fused into the visual pathways and classified. At each level (res3, res4, pool5)::
+
+    visual  the Slow features after the Fast->Slow concatenation, before audio is added
+            (pool5: res5 Slow + a training-only res5 Fast->Slow lateral)
+    audio   the Audio->visual lateral's output for the positive and the negative audio
+            (shared with the fusion at that stage; pool5 and stages without fusion: own lateral)
+
+are pooled over (T, H, W), each through its own linear projection, L2-normalised and
+scaled by ``SyncConfig.scale`` (0.5): a :class:`SyncLevel`. :func:`sync_loss` is the
+authors' contrastive loss over the valid pairs (:func:`sync_valid`). A level counts only
+while no audio has reached its visual features in this iteration (``SyncLevel.counted``):
+on a DropPathway-dropped iteration every level, on a fused one only the levels up to the
+earliest audio fusion (res3 for fusion after res3 and res4).
 
 Out-of-sync audio comes from another clip (easy) or from the same video shifted by at least
 0.5 s (hard, made by the data loader); :func:`hard_negative_fraction` is the paper's
@@ -13,60 +23,93 @@ curriculum and :func:`easy_negatives` makes easy ones inside a batch.
 
 from __future__ import annotations
 
-import math
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOGMEL_MEAN, LOGMEL_STD = -7.03, 4.66  # Kinetics statistics of log(mel power + 1e-8)
-SILENCE_LOG_POWER = math.log(1e-6)
+from avsf.models.fusion import AudioToVisual, FuseFastToSlow
+
+DUPLICATE_COSINE = 0.99999  # authors' AVS_DUPLICATE_THRESH
 
 
-class SyncProjection(nn.Module):
-    def __init__(self, visual_dim: int, audio_dim: int, dim: int):
+class SyncLevel(NamedTuple):
+    """One level's embeddings ([N, D] each, norm ``scale``) and whether it counts this iteration."""
+
+    name: str
+    visual: torch.Tensor
+    positive: torch.Tensor
+    negative: torch.Tensor
+    counted: bool
+
+
+class SyncHead(nn.Module):
+    """The projections of one sync level, plus the laterals a level needs of its own::
+
+        visual features [N, Cv, T, H, W] -> mean (T, H, W) -> visual (linear) -> L2 -> x scale
+        audio lateral   [2N, Ca, T, 1, 1] -> mean (T)      -> audio  (linear) -> L2 -> x scale
+
+    ``fuse`` (pool5 only): the res5 Fast->Slow lateral that makes pool5's visual features
+    like res3's and res4's. ``a2v``: the Audio->visual lateral, for levels whose stage has
+    no audio fusion to share one with (pool5, or a stage not in ``fusion.stages``).
+    """
+
+    def __init__(self, visual_dim: int, audio_dim: int, dim: int, scale: float,
+                 fuse: FuseFastToSlow | None = None, a2v: AudioToVisual | None = None):
         super().__init__()
         self.visual = nn.Linear(visual_dim, dim)
         self.audio = nn.Linear(audio_dim, dim)
+        self.scale = scale
+        self.fuse, self.a2v = fuse, a2v
 
-    def forward(self, visual: Sequence[torch.Tensor], audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        v = torch.cat([x.flatten(2).mean(dim=2) for x in visual], dim=1)
-        a = audio.flatten(2).mean(dim=2)
-        return F.normalize(self.visual(v), dim=1), F.normalize(self.audio(a), dim=1)
+    def embed(self, projection: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(projection(x.flatten(2).mean(dim=2)), dim=1) * self.scale
+
+    def forward(self, visual: torch.Tensor, audio: torch.Tensor | None, n: int
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(visual, positive, negative) embeddings; ``audio`` holds the positive then the
+        negative half along N (None: the audio pathway was dropped; zeros)."""
+        v = self.embed(self.visual, visual)
+        if audio is None:
+            zeros = v.new_zeros(v.shape).detach()
+            return v, zeros, zeros
+        a = self.embed(self.audio, audio)
+        return v, a[:n], a[n:]
 
 
-def sync_loss(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], in_sync: torch.Tensor,
-              audible: torch.Tensor | None = None, margin: float = 0.5) -> torch.Tensor:
-    """Mean over levels of the contrastive loss over audible pairs::
+def sync_valid(audio: torch.Tensor, negative_audio: torch.Tensor, audible: torch.Tensor,
+               negative_audible: torch.Tensor, duplicate_cosine: float = DUPLICATE_COSINE) -> torch.Tensor:
+    """[N] bool: the pairs the sync loss may use. Both log-mels audible (flags the dataset
+    judges on the raw, un-normalised log-mel of each item) and not near-duplicates (cosine
+    similarity of the two inputs below ``duplicate_cosine``, as in the authors' code)."""
+    with torch.no_grad():
+        cosine = F.cosine_similarity(audio.flatten(1).float(), negative_audio.flatten(1).float(), dim=1)
+        return audible.bool() & negative_audible.bool() & (cosine < duplicate_cosine)
 
-        in sync:      d^2                    d = |v - a| (unit vectors, so 0 <= d <= 2)
-        out of sync:  max(0, margin - d)^2
 
-    Zero (still differentiable) when no pair is audible; a constant zero when there are no
-    levels (``forward_with_sync`` under DropPathway).
+def sync_loss(levels: Sequence[SyncLevel], valid: torch.Tensor, margin: float = 0.99) -> torch.Tensor:
+    """The authors' contrastive loss, averaged over the counted levels::
+
+        level loss = (sum ||v - a+||^2 + sum max(0, margin - ||v - a-||)^2) / (2 N_valid)
+
+    with sums over the valid pairs (``valid``, bool [N]) and embeddings of norm 0.5 (so
+    squared distances lie in [0, 1]). Uncounted levels enter with weight zero, so every
+    sync parameter stays in the autograd graph (DistributedDataParallel without
+    find_unused_parameters). A differentiable zero when nothing is valid or counted.
     """
-    if not pairs:
-        return torch.zeros((), device=in_sync.device)
-    mask = torch.ones_like(in_sync, dtype=torch.bool) if audible is None else audible.bool()
-    weight = mask.float() / mask.sum().clamp(min=1)
-    losses = []
-    for v, a in pairs:
-        d = (v - a).norm(dim=1)
-        per_pair = torch.where(in_sync.bool(), d.pow(2), (margin - d).clamp(min=0).pow(2))
-        losses.append((per_pair * weight).sum())
-    return torch.stack(losses).mean()
-
-
-def audible(logmel: torch.Tensor, silence_log_power: float = SILENCE_LOG_POWER,
-            mean: float = LOGMEL_MEAN, std: float = LOGMEL_STD) -> torch.Tensor:
-    """[N] bool: the clip's mean log-mel power (undoing the normalisation) is above
-    ``silence_log_power``. Digital silence (log 1e-8) and near-silence are False.
-
-    ``mean`` and ``std`` must be those the log-mel was normalised with (a store's own stats
-    when the dataset used them); the defaults are the authors' Kinetics constants."""
-    log_power = logmel.flatten(1).mean(dim=1) * std + mean
-    return log_power > silence_log_power
+    if not levels:
+        return valid.new_zeros((), dtype=torch.float32)
+    mask = valid.to(levels[0].visual.dtype)
+    pairs = 2 * mask.sum().clamp(min=1)
+    counted = sum(level.counted for level in levels)
+    total = levels[0].visual.new_zeros(())
+    for level in levels:
+        positive = (level.visual - level.positive).pow(2).sum(dim=1)
+        negative = (margin - (level.visual - level.negative).norm(dim=1)).clamp(min=0).pow(2)
+        loss = ((positive + negative) * mask).sum() / pairs
+        total = total + loss * (1.0 / counted if level.counted else 0.0)
+    return total
 
 
 def hard_negative_fraction(progress: float) -> float:
@@ -74,19 +117,16 @@ def hard_negative_fraction(progress: float) -> float:
     return 0.0 if progress < 0.5 else 0.25
 
 
-def easy_negatives(audio: torch.Tensor, fraction: float, generator: torch.Generator | None = None
+def easy_negatives(audio: torch.Tensor, generator: torch.Generator | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Replace the audio of about ``fraction`` of the clips with another clip's audio.
-
-    Returns (audio, in_sync). A replaced clip takes its neighbour's audio in a random
-    cyclic order of the batch, so it never keeps its own.
-    """
+    """An easy negative for every clip: another clip's audio, in a random cyclic order of the
+    batch so that no clip keeps its own. Returns (negative_audio, donor index [N]); index
+    the clips' audible flags with the donor index to get ``negative_audible``."""
     n = audio.shape[0]
     if n < 2:
-        return audio, torch.ones(n, dtype=torch.bool, device=audio.device)
+        raise ValueError("easy negatives need a batch of at least 2 clips")
     order = torch.randperm(n, generator=generator)
     donor = torch.empty_like(order)
     donor[order] = order.roll(1)
-    swap = torch.rand(n, generator=generator) < fraction
-    source = torch.where(swap, donor, torch.arange(n)).to(audio.device)
-    return audio[source], ~swap.to(audio.device)
+    donor = donor.to(audio.device)
+    return audio[donor], donor
