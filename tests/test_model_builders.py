@@ -261,3 +261,18 @@ def test_window_averaging_of_sigmoid_and_audio_features():
     cfg = tiny(head=HeadConfig(num_classes=5, test_pool=3))  # AVSlowFast: audio repeated at each window
     model = build_model(cfg).eval()
     assert model(example_inputs(cfg, 160, batch=2)).shape == (2, 5)
+
+
+@pytest.mark.parametrize("index, shape, message", [
+    (2, (2, 1, 64, 16), r"input 2 \(audio\) must be \[N, 1, time, mel bins\] = \[N, 1, 32, 16\] .* got \(2, 1, 64, 16\)"),
+    (1, (2, 3, 4, 32, 32), r"input 1 \(fast\) must be \[N, 3, frames, H, W\] = \[N, 3, 8, H, W\] .* got \(2, 3, 4, 32, 32\)"),
+    (0, (2, 3, 2, 32), r"input 0 \(slow\) must be .* got \(2, 3, 2, 32\)"),
+    (1, (3, 3, 8, 32, 32), r"input 1 \(fast\) .*with the batch of input 0, got \(3, 3, 8, 32, 32\)"),
+])
+def test_the_model_names_the_input_whose_shape_is_wrong(index, shape, message):
+    cfg = model_config("avslowfast", frames=2, stride=8, tiny=True, mel_bins=16)
+    model = build_model(cfg)
+    inputs = example_inputs(cfg, 32, batch=2)
+    inputs[index] = torch.zeros(shape)
+    with pytest.raises(ValueError, match=message):
+        model(inputs)

@@ -17,7 +17,7 @@ from avsf.models import build_model
 from avsf.models.checkpoint import load_pyslowfast_checkpoint
 from avsf.models.serialize import config_from_dict
 from avsf.train import checkpoint as ckpt
-from avsf.train.engine import TooManyLoadFailures, TrainingDiverged
+from avsf.train.engine import TooManyLoadFailures, TrainingDiverged, drop_audio_draw
 from avsf.train.precise_bn import update_bn_stats
 from avsf.train.recipe import LRSchedule, build_optimizer, hard_negative_fraction
 from avsf.train.sampler import EpochSampler
@@ -191,3 +191,11 @@ def test_precise_bn_sets_running_statistics_to_the_average_of_batch_statistics()
     torch.testing.assert_close(bn.running_mean, torch.stack([b.mean(0) for b in batches[:3]]).mean(0))
     torch.testing.assert_close(bn.running_var, torch.stack([b.var(0) for b in batches[:3]]).mean(0))
     assert bn.momentum == 0.1 and not bn.training
+
+
+def test_drop_pathway_is_one_draw_per_step_that_every_rank_makes_alike():
+    draws = [drop_audio_draw(0, epoch, step, 0.8) for epoch in range(4) for step in range(250)]
+    assert 0.75 < sum(draws) / len(draws) < 0.85
+    assert draws == [drop_audio_draw(0, epoch, step, 0.8) for epoch in range(4) for step in range(250)]
+    assert draws != [drop_audio_draw(1, epoch, step, 0.8) for epoch in range(4) for step in range(250)]
+    assert not any(drop_audio_draw(0, 0, step, 0.0) for step in range(100))

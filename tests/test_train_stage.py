@@ -203,3 +203,24 @@ def test_two_ranks_with_gloo_train_one_model(store, tmp_path):
     assert metrics["ranks"] == 2 and metrics["steps"] == 2 * 3  # 10 clips, 2 ranks x 2 per step: 3 steps
     assert metrics["last_epoch"]["ranks"] == 2 and metrics["last_epoch"]["rank_weight_spread"] == 0.0
     assert metrics["final"]["videos"] == 4  # the val set split over the ranks, counted once
+
+
+@pytest.mark.parametrize("mode", ["fusion", "pathway"])
+def test_avslowfast_with_sync_and_drop_pathway_on_two_ranks(store, tmp_path, mode):
+    """DropPathway drawn once per step for every rank, both of its behaviours under DDP (the
+    paper's skips the audio pathway: DDP must not wait for its gradients), the sync loss
+    and its curriculum."""
+    root = project(tmp_path, store, f"av-{mode}", {
+        "launch.resources.tasks_per_node": 2, "train.epochs": 2, "model.arch": "avslowfast",
+        "model.drop_pathway": 0.5, "model.drop_pathway_mode": mode})
+    done = run(root)
+    assert done.returncode == 0, done.stderr + job_logs(root)
+    metrics = json.loads((root / "reports/metrics/train.json").read_text())
+    assert metrics["ranks"] == 2 and metrics["last_epoch"]["rank_weight_spread"] == 0.0
+    epochs = [float(v) for _, v in curve(root, "epochs", "hard_negative_fraction")]
+    assert epochs == [0.0, 0.25]  # easy negatives only for the first half of training
+    sync = [float(v) for _, v in curve(root, "steps", "sync_loss")]
+    if mode == "fusion":  # the audio pathway always runs: a sync loss every step
+        assert all(v > 0 for v in sync)
+    else:  # a dropped step runs no audio pathway, so it has no sync task
+        assert any(v == 0 for v in sync) and any(v > 0 for v in sync)

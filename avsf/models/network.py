@@ -173,6 +173,16 @@ class VideoNet(nn.Module):
         if len(inputs) != len(self.cfg.pathways):
             names = ", ".join(p.name for p in self.cfg.pathways)
             raise ValueError(f"{self.cfg.name} takes {len(self.cfg.pathways)} inputs ({names}), got {len(inputs)}")
+        for i, (cfg, x) in enumerate(zip(self.cfg.pathways, inputs)):
+            if isinstance(cfg, AudioPathwayConfig):
+                want, shape = (cfg.in_channels, cfg.frames, cfg.mel_bins), "[N, 1, time, mel bins]"
+            else:
+                want, shape = (cfg.in_channels, cfg.frames), "[N, 3, frames, H, W]"
+            ndim = 4 if isinstance(cfg, AudioPathwayConfig) else 5
+            if x.dim() != ndim or tuple(x.shape[1 : 1 + len(want)]) != want or x.shape[0] != inputs[0].shape[0]:
+                expected = ", ".join(["N", *map(str, want)] + (["H", "W"] if ndim == 5 else []))
+                raise ValueError(f"{self.cfg.name}: input {i} ({cfg.name}) must be {shape} = [{expected}] "
+                                 f"with the batch of input 0, got {tuple(x.shape)}")
         if isinstance(self.head, DetectionHead) and boxes is None:
             raise ValueError(f"{self.cfg.name} has the AVA head: pass boxes [K, 5]")
         if negative_audio is not None:

@@ -17,7 +17,7 @@ on a DropPathway-dropped iteration every level, on a fused one only the levels u
 earliest audio fusion (res3 for fusion after res3 and res4).
 
 Out-of-sync audio comes from another clip (easy) or from the same video shifted by at least
-0.5 s (hard, made by the data loader); :func:`hard_negative_fraction` is the paper's
+0.5 s (hard, made by the data loader); :func:`avsf.train.recipe.hard_negative_fraction` is the paper's
 curriculum and :func:`easy_negatives` makes easy ones inside a batch.
 """
 
@@ -110,11 +110,6 @@ def sync_loss(levels: Sequence[SyncLevel], valid: torch.Tensor, margin: float = 
         loss = ((positive + negative) * mask).sum() / pairs
         total = total + loss * (1.0 / counted if level.counted else 0.0)
     return total
-
-
-def hard_negative_fraction(progress: float) -> float:
-    """The curriculum: easy negatives only for the first half of training, then 1/4 hard."""
-    return 0.0 if progress < 0.5 else 0.25
 
 
 def easy_negatives(audio: torch.Tensor, generator: torch.Generator | None = None
