@@ -4,71 +4,23 @@ a requeue after the preemption signal, Ctrl-C, and two ranks with gloo."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from avsf.train import checkpoint as ckpt
-from conftest import REPO
 from pipeline.params import ParamsError, load_params
-from train_factory import make_store, model_weights, same_weights, train_params
-
-EPOCHS = 4  # 3 steps each: long enough to interrupt after the first checkpoint
-
+from train_factory import (EPOCHS, assert_same_run, curve, job_logs, job_record, make_store, project, run, start,
+                           task_pids, train_params, wait_for)
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("stage-store")
     make_store(root)
     return root / "data" / "store"
-
-
-def project(tmp_path: Path, store: Path, name: str, overrides: dict | None = None) -> Path:
-    root = tmp_path / name
-    shutil.copytree(store, root / "data" / "store")
-    train_params(root, {"train.epochs": EPOCHS, **(overrides or {})})
-    return root
-
-
-def start(root: Path, *args: str) -> subprocess.Popen:
-    log = (root / "stage.log").open("a")
-    return subprocess.Popen([sys.executable, str(REPO / "stages" / "train.py"), *args], cwd=root, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def run(root: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, str(REPO / "stages" / "train.py"), *args], cwd=root,
-                          capture_output=True, text=True, timeout=timeout)
-    (root / "stage.log").open("a").write(done.stdout + done.stderr)
-    return done
-
-
-def wait_for(predicate, timeout: float = 120, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
-def job_record(root: Path) -> dict:
-    return json.loads((root / "logs/submitit/train/running.json").read_text())
-
-
-def job_logs(root: Path) -> str:
-    return "".join(p.read_text() for p in (root / "logs/submitit/train").glob("*/*_log.err"))
-
-
-def curve(root: Path, kind: str, name: str) -> list[tuple[str, str]]:
-    with (root / "reports/train/plots/metrics" / kind / f"{name}.tsv").open() as f:
-        return [(row["step"], row[name]) for row in csv.DictReader(f, delimiter="\t")]
 
 
 @pytest.fixture(scope="module")
@@ -78,15 +30,6 @@ def reference(store, tmp_path_factory) -> Path:
     done = run(root)
     assert done.returncode == 0, done.stderr
     return root
-
-
-def assert_same_run(root: Path, reference: Path) -> None:
-    assert same_weights(model_weights(root / "data/train" / ckpt.FINAL),
-                        model_weights(reference / "data/train" / ckpt.FINAL))
-    ours, theirs = (json.loads((r / "reports/metrics/train.json").read_text()) for r in (root, reference))
-    assert ours["final"] == theirs["final"] and ours["steps"] == theirs["steps"] == EPOCHS * 3
-    for kind, name in (("steps", "loss"), ("steps", "lr"), ("epochs", "top1"), ("epochs", "val_top1")):
-        assert curve(root, kind, name) == curve(reference, kind, name), (kind, name)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -159,11 +102,6 @@ def test_a_rerun_while_the_job_runs_re_attaches_to_it(store, reference, tmp_path
     assert jobs == [job_id]  # ("%j" holds submitit's submission files)
     assert not (root / "logs/submitit/train/running.json").exists()
     assert_same_run(root, reference)
-
-
-def task_pids(controller: int) -> list[int]:
-    children = Path(f"/proc/{controller}/task/{controller}/children").read_text().split()
-    return [int(c) for c in children]
 
 
 def test_the_preemption_signal_checkpoints_requeues_and_resumes_exactly(store, reference, tmp_path):

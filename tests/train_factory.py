@@ -7,17 +7,25 @@ tiny model at 32 x 32: a few training steps cost well under a second.
 
 from __future__ import annotations
 
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+
+from avsf.train import checkpoint as ckpt
 
 from clip_factory import ClipSpec, store_params, write_clips_dir
 from pipeline.decode import run_decode
 from pipeline.params import Params, load_params
 from pipeline.spectrogram import run_spectrogram
 
-from conftest import write_params
+from conftest import REPO, write_params
 
 SPECS = [ClipSpec(f"{'ab'[i % 2]}{i:02d}", seconds=2.0, size=(48, 40), noise=0.02, label="ab"[i % 2],
                   tone_hz=(300.0, 1500.0)[i % 2], split="val" if i >= 10 else "train") for i in range(14)]
@@ -72,3 +80,64 @@ def model_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --------------------------------------------------------------------------- running the stage
+
+EPOCHS = 4  # 3 steps each: long enough to interrupt after the first checkpoint
+
+
+def project(tmp_path: Path, store: Path, name: str, overrides: dict | None = None) -> Path:
+    root = tmp_path / name
+    shutil.copytree(store, root / "data" / "store")
+    train_params(root, {"train.epochs": EPOCHS, **(overrides or {})})
+    return root
+
+
+def start(root: Path, *args: str) -> subprocess.Popen:
+    log = (root / "stage.log").open("a")
+    return subprocess.Popen([sys.executable, str(REPO / "stages" / "train.py"), *args], cwd=root, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def run(root: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, str(REPO / "stages" / "train.py"), *args], cwd=root,
+                          capture_output=True, text=True, timeout=timeout)
+    (root / "stage.log").open("a").write(done.stdout + done.stderr)
+    return done
+
+
+def wait_for(predicate, timeout: float = 120, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def job_record(root: Path) -> dict:
+    return json.loads((root / "logs/submitit/train/running.json").read_text())
+
+
+def job_logs(root: Path) -> str:
+    return "".join(p.read_text() for p in (root / "logs/submitit/train").glob("*/*_log.err"))
+
+
+def curve(root: Path, kind: str, name: str) -> list[tuple[str, str]]:
+    with (root / "reports/train/plots/metrics" / kind / f"{name}.tsv").open() as f:
+        return [(row["step"], row[name]) for row in csv.DictReader(f, delimiter="\t")]
+
+
+def assert_same_run(root: Path, reference: Path) -> None:
+    assert same_weights(model_weights(root / "data/train" / ckpt.FINAL),
+                        model_weights(reference / "data/train" / ckpt.FINAL))
+    ours, theirs = (json.loads((r / "reports/metrics/train.json").read_text()) for r in (root, reference))
+    assert ours["final"] == theirs["final"] and ours["steps"] == theirs["steps"] == EPOCHS * 3
+    for kind, name in (("steps", "loss"), ("steps", "lr"), ("epochs", "top1"), ("epochs", "val_top1")):
+        assert curve(root, kind, name) == curve(reference, kind, name), (kind, name)
+
+
+def task_pids(controller: int) -> list[int]:
+    children = Path(f"/proc/{controller}/task/{controller}/children").read_text().split()
+    return [int(c) for c in children]
+
+
