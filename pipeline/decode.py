@@ -12,6 +12,7 @@ redoes only the shards it had not finished (pipeline/shards.py, shared with ``sp
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -19,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from avsf.data.decode import DECODER_VERSION, DecodeSettings, decode_clip
-from avsf.data.kinetics import ClipRecord, ManifestError, class_names, read_clip_index
+from avsf.data.kinetics import (
+    CLASS_LIST_NAME,
+    CLIP_INDEX_NAME,
+    ClipRecord,
+    ManifestError,
+    class_names,
+    read_clip_index,
+)
 from avsf.data.ledger import Failure, count_by_reason
 from avsf.data.store import (
     CLASSES_NAME,
@@ -40,7 +48,6 @@ from pipeline.shards import carry_ledger, chunks, count_notes, prepare_out_dir
 log = logging.getLogger("avsf.decode")
 
 STAGE = "decode"
-CLIP_INDEX = "clips.csv"  # written by the download stage into download.out_dir
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,8 @@ def run_decode(params: Params) -> None:
     Reads <download.out_dir>/clips.csv and its clips; resamples frames to decode.fps, resizes
     them to decode.short_side and stores them as JPEGs (decode.jpeg_quality), with the audio
     resampled to decode.sample_rate mono, in shards of decode.clips_per_shard clips (one job
-    each) under decode.out_dir, plus index.csv and classes.json. Writes the failure ledger
+    each) under decode.out_dir, plus index.csv and classes.json (the download stage's class
+    list, from the manifests: class i is the same whatever failed). Writes the failure ledger
     (download's rows, then decode's) to decode.ledger and counts to decode.metrics. Shards
     already built from the same inputs are kept, so a killed run resumes. Exits 1 only when
     no clip at all could be decoded.
@@ -97,7 +105,7 @@ def run_decode(params: Params) -> None:
     started = time.monotonic()
     clips_dir = Path(params.download.out_dir)
     try:
-        records = read_clip_index(clips_dir / CLIP_INDEX)
+        records = read_clip_index(clips_dir / CLIP_INDEX_NAME)
     except (OSError, ManifestError) as exc:
         raise StageFailed(f"decode: cannot read the clip index: {exc}") from None
     settings = DecodeSettings(fps=p.fps, short_side=p.short_side, jpeg_quality=p.jpeg_quality,
@@ -120,7 +128,7 @@ def run_decode(params: Params) -> None:
         for s, meta in zip(shards, metas) for c in meta["clips"]
     ]
     write_index(out_dir / INDEX_NAME, entries)
-    write_json(out_dir / CLASSES_NAME, class_names(records))
+    write_json(out_dir / CLASSES_NAME, class_list(clips_dir, records))
     failures = [Failure(f["id"], STAGE, f["reason"], f["detail"]) for meta in metas for f in meta["failures"]]
     upstream = carry_ledger(params.download.ledger, failures, p.ledger)
 
@@ -154,6 +162,23 @@ def run_decode(params: Params) -> None:
              metrics["source_seconds_per_s"], p.ledger)
     if records and not entries:
         raise StageFailed(f"decode: none of {len(records)} clips could be decoded; see {p.ledger}")
+
+
+def class_list(clips_dir: Path, records: list[ClipRecord]) -> list[str]:
+    """The download stage's class list (every label of its manifests); a label of the clip
+    index that it lacks is added at the end, so the listed classes keep their indices."""
+    path = clips_dir / CLASS_LIST_NAME
+    try:
+        classes = json.loads(path.read_text())
+    except (OSError, ValueError):
+        log.warning("decode: no class list %s; the classes are the labels of the clips present, "
+                    "so a class whose clips all failed shifts the later ones", path)
+        return class_names(records)
+    extra = [name for name in class_names(records) if name not in set(classes)]
+    if extra:
+        log.warning("decode: %d labels of the clip index are not in %s; added at the end: %s",
+                    len(extra), path, ", ".join(extra))
+    return [*classes, *extra]
 
 
 def _clip_identity(clips_dir: Path, record: ClipRecord) -> list[Any]:
