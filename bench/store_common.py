@@ -14,11 +14,12 @@ import numpy as np
 
 import bench_report  # noqa: F401  (puts the repository on sys.path for the avsf imports below)
 
-from avsf.data.decode import PCM_SCALE, DecodeSettings, decode_clip  # noqa: E402
+from avsf.data.decode import DecodeSettings, decode_clip  # noqa: E402
 from avsf.data.logmel import LogMelSettings, log_mel  # noqa: E402
 from avsf.data.store import (  # noqa: E402
     CLASSES_NAME,
     INDEX_NAME,
+    PCM_SCALE,
     STATS_NAME,
     StoreEntry,
     open_shard,

@@ -7,23 +7,28 @@
 
 Resumable: each shard records a fingerprint of what it was built from (settings, clip
 files), and a rerun keeps every shard whose fingerprint still matches, so a killed run
-redoes only the shards it had not finished. The helpers at the bottom serve the
-``spectrogram`` stage the same way.
+redoes only the shards it had not finished (pipeline/shards.py, shared with ``spectrogram``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
-
+from typing import Any
 
 from avsf.data.decode import DECODER_VERSION, DecodeSettings, decode_clip
-from avsf.data.kinetics import ClipRecord, ManifestError, class_names, read_clip_index
-from avsf.data.ledger import Failure, count_by_reason, read_ledger, write_ledger
+from avsf.data.kinetics import (
+    CLASS_LIST_NAME,
+    CLIP_INDEX_NAME,
+    ClipRecord,
+    ManifestError,
+    class_names,
+    read_clip_index,
+)
+from avsf.data.ledger import Failure, count_by_reason
 from avsf.data.store import (
     CLASSES_NAME,
     INDEX_NAME,
@@ -34,15 +39,15 @@ from avsf.data.store import (
     shard_name,
     write_index,
 )
-from avsf.io.atomic import remove_stale_temporaries, write_json
+from avsf.io.atomic import write_json
 from avsf.io.media import MediaError
 from pipeline.launch import StageFailed, job_progress, run_shards
 from pipeline.params import Params
+from pipeline.shards import carry_ledger, chunks, count_notes, prepare_out_dir
 
 log = logging.getLogger("avsf.decode")
 
 STAGE = "decode"
-CLIP_INDEX = "clips.csv"  # written by the download stage into download.out_dir
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ def decode_shard(shard: DecodeShard) -> dict[str, Any]:
                 if not source.is_file():
                     raise MediaError("missing_clip", str(source))
                 clip = decode_clip(source, shard.settings)
+                writer.add_clip(record.clip_id, clip.store_attrs(), frames=clip.frames, audio=clip.audio)
             except MediaError as exc:
                 failures.append({"id": record.clip_id, "reason": exc.reason, "detail": exc.detail})
                 continue
@@ -75,7 +81,6 @@ def decode_shard(shard: DecodeShard) -> dict[str, Any]:
                 failures.append({"id": record.clip_id, "reason": "unexpected_error",
                                  "detail": f"{type(exc).__name__}: {exc}"})
                 continue
-            writer.add_clip(record.clip_id, clip.store_attrs(), frames=clip.frames, audio=clip.audio)
             clips.append({"clip_id": record.clip_id, "num_frames": len(clip.frames), "fps": clip.fps,
                           "duration": clip.duration, "has_audio": clip.has_audio, "notes": clip.notes})
         meta = {"stage": STAGE, "fingerprint": shard.fingerprint, "clips": clips, "failures": failures,
@@ -90,7 +95,8 @@ def run_decode(params: Params) -> None:
     Reads <download.out_dir>/clips.csv and its clips; resamples frames to decode.fps, resizes
     them to decode.short_side and stores them as JPEGs (decode.jpeg_quality), with the audio
     resampled to decode.sample_rate mono, in shards of decode.clips_per_shard clips (one job
-    each) under decode.out_dir, plus index.csv and classes.json. Writes the failure ledger
+    each) under decode.out_dir, plus index.csv and classes.json (the download stage's class
+    list, from the manifests: class i is the same whatever failed). Writes the failure ledger
     (download's rows, then decode's) to decode.ledger and counts to decode.metrics. Shards
     already built from the same inputs are kept, so a killed run resumes. Exits 1 only when
     no clip at all could be decoded.
@@ -99,7 +105,7 @@ def run_decode(params: Params) -> None:
     started = time.monotonic()
     clips_dir = Path(params.download.out_dir)
     try:
-        records = read_clip_index(clips_dir / CLIP_INDEX)
+        records = read_clip_index(clips_dir / CLIP_INDEX_NAME)
     except (OSError, ManifestError) as exc:
         raise StageFailed(f"decode: cannot read the clip index: {exc}") from None
     settings = DecodeSettings(fps=p.fps, short_side=p.short_side, jpeg_quality=p.jpeg_quality,
@@ -122,7 +128,7 @@ def run_decode(params: Params) -> None:
         for s, meta in zip(shards, metas) for c in meta["clips"]
     ]
     write_index(out_dir / INDEX_NAME, entries)
-    write_json(out_dir / CLASSES_NAME, class_names(records))
+    write_json(out_dir / CLASSES_NAME, class_list(clips_dir, records))
     failures = [Failure(f["id"], STAGE, f["reason"], f["detail"]) for meta in metas for f in meta["failures"]]
     upstream = carry_ledger(params.download.ledger, failures, p.ledger)
 
@@ -138,7 +144,7 @@ def run_decode(params: Params) -> None:
         "failed": len(failures),
         "failed_by_reason": count_by_reason(failures),
         "upstream_failures": upstream,
-        "notes": count_notes(metas_clips),
+        "notes": count_notes(c.get("notes", {}) for c in metas_clips),
         "shards": len(shards),
         "shards_reused": len(shards) - len(todo),
         "store_bytes": sum(Path(s.path).stat().st_size for s in shards),
@@ -158,6 +164,23 @@ def run_decode(params: Params) -> None:
         raise StageFailed(f"decode: none of {len(records)} clips could be decoded; see {p.ledger}")
 
 
+def class_list(clips_dir: Path, records: list[ClipRecord]) -> list[str]:
+    """The download stage's class list (every label of its manifests); a label of the clip
+    index that it lacks is added at the end, so the listed classes keep their indices."""
+    path = clips_dir / CLASS_LIST_NAME
+    try:
+        classes = json.loads(path.read_text())
+    except (OSError, ValueError):
+        log.warning("decode: no class list %s; the classes are the labels of the clips present, "
+                    "so a class whose clips all failed shifts the later ones", path)
+        return class_names(records)
+    extra = [name for name in class_names(records) if name not in set(classes)]
+    if extra:
+        log.warning("decode: %d labels of the clip index are not in %s; added at the end: %s",
+                    len(extra), path, ", ".join(extra))
+    return [*classes, *extra]
+
+
 def _clip_identity(clips_dir: Path, record: ClipRecord) -> list[Any]:
     """What a clip's decoded content depends on: its id and file (size and mtime stand in for
     the bytes, which would take as long to hash as to decode)."""
@@ -166,43 +189,3 @@ def _clip_identity(clips_dir: Path, record: ClipRecord) -> list[Any]:
         return [record.clip_id, record.path, stat.st_size, stat.st_mtime_ns]
     except OSError:
         return [record.clip_id, record.path, None, None]
-
-
-# --------------------------------------------------------------------------- shared by sharded stages
-
-
-def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def prepare_out_dir(stage: str, out_dir: Path, shards: Sequence[Any]) -> list[Any]:
-    """Make ``out_dir`` ready for ``shards`` (objects with ``path`` and ``fingerprint``) and
-    return the ones still to build: temporaries of a killed run and shard files no longer in
-    the plan are removed, shards whose recorded fingerprint matches are kept."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stale = remove_stale_temporaries(out_dir)
-    planned = {Path(s.path).name for s in shards}
-    for old in out_dir.glob("shard-*.h5"):
-        if old.name not in planned:
-            old.unlink()
-            stale += 1
-    todo = [s for s in shards if (read_meta(s.path) or {}).get("fingerprint") != s.fingerprint]
-    logging.getLogger(f"avsf.{stage}").info(
-             "%s: %d shards, %d already complete, %d to build%s", stage, len(shards),
-             len(shards) - len(todo), len(todo), f"; removed {stale} stale files" if stale else "")
-    return todo
-
-
-def carry_ledger(upstream: str | Path, failures: Iterable[Failure], path: str | Path) -> int:
-    """Write the ledger at ``path``: the upstream stage's rows, then ``failures``; returns how
-    many rows came from upstream."""
-    carried = read_ledger(upstream)
-    write_ledger(path, [*carried, *failures])
-    return len(carried)
-
-
-def count_notes(clips: Iterable[dict[str, Any]]) -> dict[str, int]:
-    """How many clips carry each note (padded audio, rotation, variable frame rate, ...)."""
-    return dict(sorted(Counter(note for c in clips for note in c.get("notes", {})).items()))
-
-

@@ -2,7 +2,8 @@
 
     manifests ──read──> segments ──group by youtube_id, shard──> run_shards(download_shard)
         each job: `workers` threads, one YouTube id at a time (fetch once, trim every segment)
-    ──merge──> <out_dir>/*.mp4, <out_dir>/clips.csv, ledger CSV, metrics JSON
+    ──merge──> <out_dir>/<clip_id>.mp4 + .json (its record), <out_dir>/clips.csv,
+               <out_dir>/classes.json (every label of the manifests), ledger CSV, metrics JSON
 """
 
 from __future__ import annotations
@@ -20,20 +21,30 @@ from avsf.data.download import (
     ClipSettings,
     FetchSettings,
     SourceUnavailable,
+    TrimSettings,
     clip_path,
     download_video_clips,
     open_source,
 )
-from avsf.data.kinetics import ClipRecord, ManifestError, Segment, read_manifest, write_clip_index
+from avsf.data.kinetics import (
+    CLASS_LIST_NAME,
+    CLIP_INDEX_NAME,
+    ClipRecord,
+    ManifestError,
+    Segment,
+    class_names,
+    read_manifest,
+    write_clip_index,
+)
 from avsf.data.ledger import Failure, count_by_reason, write_ledger
 from avsf.io.atomic import remove_stale_temporaries, write_json
 from pipeline.launch import StageFailed, job_progress, run_shards
+from pipeline.shards import count_notes
 from pipeline.params import DownloadParams, Params
 
 log = logging.getLogger("avsf.download")
 
 STAGE = "download"
-CLIP_INDEX = "clips.csv"
 
 
 @dataclass(frozen=True)
@@ -49,7 +60,7 @@ def download_shard(shard: DownloadShard) -> list[ClipOutcome]:
     """One job: ``params.workers`` threads, each making the clips of one YouTube id at a time."""
     p = shard.params
     source = open_source(p.source, fetch_settings(p))
-    settings = ClipSettings(Path(p.out_dir), Path(p.raw_cache), p.keep_raw, p.crf, p.min_segment_fraction)
+    settings = ClipSettings(Path(p.out_dir), Path(p.raw_cache), p.keep_raw, trim_settings(p))
     by_video: dict[str, list[Segment]] = {}
     for s in shard.segments:
         by_video.setdefault(s.youtube_id, []).append(s)
@@ -69,6 +80,13 @@ def fetch_settings(p: DownloadParams) -> FetchSettings:
     return FetchSettings(retries=p.retries, backoff_s=p.backoff_s, timeout_s=p.timeout_s)
 
 
+def trim_settings(p: DownloadParams) -> TrimSettings:
+    """The params that change a clip: each clip records their fingerprint, and a clip made
+    with other values is made again."""
+    return TrimSettings(crf=p.crf, min_fraction=p.min_segment_fraction, audio=p.audio,
+                        audio_bitrate=p.audio_bitrate_k * 1000)
+
+
 def shard_segments(segments: list[Segment], shards: int) -> list[list[Segment]]:
     """Split into at most ``shards`` non-empty lists, every YouTube id wholly in one of them
     (chosen by a stable hash, so a rerun gives each id the same shard)."""
@@ -83,9 +101,13 @@ def run_download(params: Params) -> None:
 
     Reads download.manifests; fetches from download.source (a directory or file:// URL of
     <youtube_id>.<ext> files, an http(s) URL prefix, or 'youtube' with the avsf[youtube] extra);
-    writes <youtube_id>_<start:06d>_<end:06d>.mp4 clips and clips.csv into download.out_dir,
-    the failures to download.ledger and counts to download.metrics. Clips already present
-    and valid are kept; a killed run resumes. Exits 1 only when no clip at all could be made.
+    cuts each segment into <youtube_id>_<start:06d>_<end:06d>.mp4 in download.out_dir (video
+    re-encoded at download.crf; audio copied as it is, or re-encoded to AAC at
+    download.audio_bitrate_k where mp4 cannot hold it or download.audio is aac), each with
+    its record <clip_id>.json; writes clips.csv (the clips, with their durations and notes)
+    and classes.json (every label of the manifests) there, the failures to download.ledger
+    and counts to download.metrics. Clips already present, valid and made with the same
+    settings are kept; a killed run resumes. Exits 1 only when no clip at all could be made.
     """
     p = params.download
     started = time.monotonic()
@@ -106,20 +128,25 @@ def run_download(params: Params) -> None:
 
     order = {s.clip_id: i for i, s in enumerate(segments)}
     outcomes.sort(key=lambda o: order[o.segment.clip_id])
-    present = [o.segment for o in outcomes if o.status != "failed"]
+    present = [o for o in outcomes if o.status != "failed"]
     failures += [Failure(o.segment.clip_id, STAGE, o.reason, o.detail)
                  for o in outcomes if o.status == "failed"]
-    write_clip_index(out_dir / CLIP_INDEX,
-                     [ClipRecord.for_segment(s, clip_path(out_dir, s).name) for s in present])
+    write_clip_index(out_dir / CLIP_INDEX_NAME, [
+        ClipRecord.for_segment(o.segment, clip_path(out_dir, o.segment).name, o.duration, o.notes)
+        for o in present])
+    # Class i is the same name whatever failed: the classes come from the manifests' rows.
+    write_json(out_dir / CLASS_LIST_NAME, class_names(segments))
     write_ledger(p.ledger, failures)
 
     seconds = time.monotonic() - started
     metrics = summarize(outcomes, failures, total_rows, seconds)
     write_json(p.metrics, metrics)
     failed_text = ", ".join(f"{r} {n}" for r, n in metrics["failed_by_reason"].items() if n) or "none"
+    notes_text = ", ".join(f"{n} {note}" for note, n in metrics["notes"].items()) or "none"
     log.info("download: %d rows: %d downloaded, %d already present, %d failed (%s) in %.1f s, "
-             "%.2f clips/s; ledger %s", total_rows, metrics["downloaded"], metrics["skipped_existing"],
-             metrics["failed"], failed_text, seconds, metrics["clips_per_s"], p.ledger)
+             "%.2f clips/s; %d cut short; notes: %s; ledger %s", total_rows, metrics["downloaded"],
+             metrics["skipped_existing"], metrics["failed"], failed_text, seconds, metrics["clips_per_s"],
+             metrics["cut_short"], notes_text, p.ledger)
     if total_rows and not present:
         raise StageFailed(f"download: none of {total_rows} manifest rows gave a clip; see {p.ledger}")
 
@@ -145,10 +172,15 @@ def read_manifests(paths: list[str]) -> tuple[list[Segment], list[Failure], int]
 
 def summarize(outcomes: list[ClipOutcome], failures: list[Failure], total_rows: int, seconds: float) -> dict:
     """The stage's metrics; ``failed`` counts every ledger row, so
-    downloaded + skipped_existing + failed == total_rows."""
+    downloaded + skipped_existing + failed == total_rows. ``notes``: how many clips carry
+    each note; ``cut_short``: clips shorter than their segment."""
     by_reason = {reason: 0 for reason in REASONS} | count_by_reason(failures)
     downloaded = sum(o.status == "downloaded" for o in outcomes)
+    present = [o for o in outcomes if o.status != "failed"]
     return {
+        "notes": count_notes(o.notes for o in present),
+        "cut_short": sum("cut_short_s" in o.notes for o in present),
+        "clip_seconds": round(sum(o.duration or 0.0 for o in present), 3),
         "downloaded": downloaded,
         "skipped_existing": sum(o.status == "skipped_existing" for o in outcomes),
         "failed": len(failures),

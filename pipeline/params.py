@@ -187,10 +187,15 @@ class DownloadParams(Section):
     retries: int = Field(3, ge=0)
     backoff_s: float = Field(1.0, ge=0)
     timeout_s: float = Field(30.0, gt=0)
-    crf: int = Field(18, ge=0, le=51)
-    # A segment running past the end of its video is cut short; below this fraction of its
-    # annotated length it fails as segment_out_of_range.
+    crf: int = Field(18, ge=0, le=51)  # x264 quality of the re-encoded video
+    # A segment running past the end of its video, or past where the file breaks off, is cut
+    # short; below this fraction of its annotated length (inside the video, and decoded) it
+    # fails as segment_out_of_range or too_little_decoded.
     min_segment_fraction: float = Field(0.5, gt=0, le=1)
+    # copy: the source's audio packets as they are, as the official crawler does (re-encoded
+    # to AAC only where mp4 cannot hold them, e.g. PCM); aac: always re-encoded.
+    audio: Literal["copy", "aac"] = "copy"
+    audio_bitrate_k: int = Field(192, ge=32, le=512)  # kb/s of AAC where audio is re-encoded
 
     @field_validator("source")
     @classmethod

@@ -24,14 +24,13 @@ import h5py
 import numpy as np
 import torch
 
-from avsf.data.decode import PCM_SCALE
 from avsf.data.ledger import Failure, count_by_reason
 from avsf.data.logmel import LogMelSettings, log_mel
-from avsf.data.store import AUDIO, INDEX_NAME, STATS_NAME, fingerprint, open_shard, read_index, read_meta
+from avsf.data.store import AUDIO, INDEX_NAME, PCM_SCALE, STATS_NAME, fingerprint, open_shard, read_index, read_meta
 from avsf.io.atomic import write_json
-from pipeline.decode import carry_ledger, prepare_out_dir
 from pipeline.launch import StageFailed, job_progress, run_shards
 from pipeline.params import Params
+from pipeline.shards import carry_ledger, prepare_out_dir
 
 log = logging.getLogger("avsf.spectrogram")
 

@@ -18,7 +18,7 @@ from avsf.data.clip_dataset import (
     collate_clips,
     normalize_video,
 )
-from avsf.data.decode import decode_jpeg
+from avsf.data.jpeg import decode_jpeg
 from avsf.data.logmel import hz_to_mel
 from avsf.data.store import StoreReader
 from clip_factory import ClipSpec, frame_index, store_params, write_clips_dir

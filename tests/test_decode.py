@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avsf.data.decode import DecodeSettings, decode_clip, decode_jpeg, output_size
+from avsf.data.decode import DecodeSettings, decode_clip, output_size
+from avsf.data.jpeg import decode_jpeg
 from avsf.io.media import MediaError
 from clip_factory import ClipSpec, frame_index, write_audio_gap, write_clip, write_garbled
 

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import h5py
 import numpy as np
 import pytest
+import yaml
 
 from avsf.data.kinetics import ClipRecord, write_clip_index
 from avsf.data.ledger import Failure, read_ledger, write_ledger
 from avsf.data.store import INDEX_NAME, StoreReader, read_index, store_hashes
+from avsf.io.media import write_video
 from clip_factory import ClipSpec, store_params, write_clip, write_clips_dir, write_garbled
-from conftest import run_stage
+from conftest import REPO, run_stage
 from pipeline.decode import run_decode
 from pipeline.spectrogram import run_spectrogram
 
@@ -173,3 +178,43 @@ def test_stage_scripts_validate_params_and_run_through_submitit(built, tmp_path)
     assert len(read_index(tmp_path / "data/store/frames" / INDEX_NAME)) == 2
     with h5py.File(tmp_path / "data/store/frames/shard-00001.h5", "r") as f:
         assert list(f) == [SPECS[1].clip_id]
+
+
+def test_a_still_picture_or_a_clip_that_cannot_be_stored_does_not_stop_its_shard(tmp_path, monkeypatch):
+    """Cover art with music (every JPEG the same length), a one-frame clip, and a clip index
+    naming one clip twice (its second group cannot be made): each clip is stored or ledgered
+    on its own, and the shard is whole."""
+    clips_dir = tmp_path / "data" / "clips"
+    clips_dir.mkdir(parents=True)
+    art = np.full((48, 64, 3), 90, np.uint8)
+    tone = (0.1 * np.sin(np.arange(32000) * 2 * np.pi * 440 / 16000))[None].astype(np.float32)
+    write_video(clips_dir / "art_000000_000002.mp4", [art] * 50, 25, audio=tone, sample_rate=16000)
+    write_video(clips_dir / "one_000000_000001.mp4", [art], 25)
+    write_clip(clips_dir / "good_000000_000002.mp4", ClipSpec("good"))
+    records = [ClipRecord(f"{name}_000000_{end:06d}", "a", name, 0, end, "train", f"{name}_000000_{end:06d}.mp4")
+               for name, end in (("art", 2), ("one", 1), ("good", 2), ("good", 2))]
+    write_clip_index(clips_dir / "clips.csv", records)
+    _, params = store_params(tmp_path, {"decode.clips_per_shard": 4})
+    monkeypatch.chdir(tmp_path)
+    run_decode(params)
+    entries = {e.clip_id: e for e in read_index(tmp_path / params.decode.out_dir / INDEX_NAME)}
+    assert sorted(entries) == ["art_000000_000002", "good_000000_000002", "one_000000_000001"]
+    assert (entries["art_000000_000002"].num_frames, entries["one_000000_000001"].num_frames) == (60, 1)
+    reader = StoreReader(tmp_path / params.decode.out_dir)
+    assert len({f.tobytes() for f in reader.frames(entries["art_000000_000002"], 0, 60)}) == 1
+    [failure] = [r for r in read_ledger(tmp_path / params.decode.ledger) if r.stage == "decode"]
+    assert (failure.id, failure.reason) == ("good_000000_000002", "unexpected_error")
+    assert "already exists" in failure.detail
+
+
+def test_loaders_and_the_spectrogram_stage_need_no_ingest_code():
+    """A DataLoader worker imports neither PyAV nor the decoder; the spectrogram stage does
+    not import decode's orchestration, and DVC does not rerun it when that changes."""
+    code = ("import sys; import avsf.data.clip_dataset, pipeline.spectrogram; "
+            "print(sorted(m for m in ('av', 'avsf.data.decode', 'pipeline.decode') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[]"]
+    deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["spectrogram"]["deps"]
+    assert "pipeline/decode.py" not in deps and "avsf/data/decode.py" not in deps and "pipeline/shards.py" in deps

@@ -23,6 +23,7 @@ from avsf.data.download import (
     HttpSource,
     LocalSource,
     SourceUnavailable,
+    TrimSettings,
     YoutubeSource,
     download_video_clips,
     open_source,
@@ -126,7 +127,7 @@ def test_open_source_rejects_what_it_cannot_read(tmp_path):
 def test_trim_starts_at_time_start_and_lasts_the_segment(tmp_path, fps, start, first_index):
     raw = write_indexed(tmp_path / "raw.mp4", 4.0, fps, burst_at=start + 0.5)
     clip = tmp_path / "clip.mp4"
-    info = trim_clip(raw, clip, start, start + 1.5)
+    info = trim_clip(raw, clip, start, start + 1.5).info
     n = int(round(1.5 * float(Fraction(fps).limit_denominator(1001))))
     # The first frame is the first one shown at or after time_start; none is lost or repeated.
     assert decoded_indices(clip) == list(range(first_index, first_index + n))
@@ -140,11 +141,11 @@ def test_trim_starts_at_time_start_and_lasts_the_segment(tmp_path, fps, start, f
 
 def test_trim_keeps_mono_and_rate_and_handles_silent_sources(tmp_path):
     mono = write_indexed(tmp_path / "mono.mp4", 3.0, 25, sample_rate=44100, channels=1)
-    info = trim_clip(mono, tmp_path / "a.mp4", 1.0, 2.0)
+    info = trim_clip(mono, tmp_path / "a.mp4", 1.0, 2.0).info
     assert (info.has_audio, info.sample_rate, info.channels) == (True, 44100, 1)
     assert burst_time(tmp_path / "a.mp4") == pytest.approx(0.5, abs=0.005)
     silent = write_indexed(tmp_path / "silent.mp4", 3.0, 25, sample_rate=None)
-    info = trim_clip(silent, tmp_path / "b.mp4", 1.0, 2.0)
+    info = trim_clip(silent, tmp_path / "b.mp4", 1.0, 2.0).info
     assert not info.has_audio and decoded_indices(tmp_path / "b.mp4")[0] == 25
 
 
@@ -152,7 +153,7 @@ def test_trim_keeps_mono_and_rate_and_handles_silent_sources(tmp_path):
 def test_trim_applies_a_display_rotation_to_the_pixels(tmp_path, degrees):
     raw = tmp_path / "phone.mp4"
     write_video(raw, [index_frame(i) for i in range(50)], 25, rotation=degrees)
-    info = trim_clip(raw, tmp_path / "clip.mp4", 1.0, 1.4)
+    info = trim_clip(raw, tmp_path / "clip.mp4", 1.0, 1.4).info
     with av.open(os.fspath(tmp_path / "clip.mp4")) as c:
         frames = list(c.decode(video=0))
     assert frames[0].rotation == 0
@@ -171,19 +172,21 @@ def test_trim_counts_time_from_the_container_start(tmp_path, ext):
                 timestamps=[0.5 + i / 25 for i in range(50)])  # frame i shows at 0.5 + i/25 s
     trim_clip(raw, tmp_path / "a.mp4", 1.0, 2.0)
     assert decoded_indices(tmp_path / "a.mp4")[:3] == [13, 14, 15]  # 1.02 s is the first at or after 1 s
-    assert burst_time(tmp_path / "a.mp4") == pytest.approx(0.5, abs=0.005)
+    # The clip starts at that frame, sound included: the burst at 1.5 s plays with frame 25,
+    # the clip's frame 12, at 0.48 s.
+    assert burst_time(tmp_path / "a.mp4") == pytest.approx(0.48, abs=0.005)
     trim_clip(raw, tmp_path / "b.mp4", 2.0, 2.4)  # the video runs to 2.5 s
     assert decoded_indices(tmp_path / "b.mp4") == list(range(38, 48))
 
 
 def test_trim_past_the_end(tmp_path):
     raw = write_indexed(tmp_path / "raw.mp4", 2.0, 25)
-    info = trim_clip(raw, tmp_path / "short.mp4", 1.0, 2.8, min_fraction=0.5)  # 1.0 of 1.8 s exists
-    assert info.duration == pytest.approx(1.0, abs=0.04)
+    clip = trim_clip(raw, tmp_path / "short.mp4", 1.0, 2.8, TrimSettings(min_fraction=0.5))  # 1.0 of 1.8 s exists
+    assert clip.info.duration == pytest.approx(1.0, abs=0.04)
     assert decoded_indices(tmp_path / "short.mp4") == list(range(25, 50))
     for start, end in [(1.5, 3.5), (2.0, 4.0), (7.0, 9.0)]:
         with pytest.raises(MediaError) as err:
-            trim_clip(raw, tmp_path / "none.mp4", start, end, min_fraction=0.5)
+            trim_clip(raw, tmp_path / "none.mp4", start, end, TrimSettings(min_fraction=0.5))
         assert err.value.reason == "segment_out_of_range"
     assert not (tmp_path / "none.mp4").exists()
 
@@ -220,7 +223,8 @@ def test_download_video_clips_outcomes(tmp_path):
                                ("still", "zero_duration"), ("absent", "missing_source")]:
         [outcome] = download_video_clips(youtube_id, [Segment(youtube_id, 0, 1)], source, cfg)
         assert (outcome.status, outcome.reason) == ("failed", reason), youtube_id
-    assert sorted(p.name for p in cfg.out_dir.iterdir()) == ["good_000000_000001.mp4", "good_000001_000002.mp4"]
+    assert sorted(p.name for p in cfg.out_dir.iterdir()) == [  # each clip with its record
+        "good_000000_000001.json", "good_000000_000001.mp4", "good_000001_000002.json", "good_000001_000002.mp4"]
 
 
 def test_an_unforeseen_error_fails_its_video_only(tmp_path):

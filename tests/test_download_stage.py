@@ -89,14 +89,21 @@ def test_stage_makes_clips_index_ledger_and_metrics_then_skips_them(world, tmp_p
     assert first.returncode == 0, first.stderr
     out = tmp_path / "clips"
     index = read_csv(out / "clips.csv")
-    assert list(index[0]) == ["clip_id", "label", "youtube_id", "time_start", "time_end", "split", "path"]
+    assert list(index[0]) == ["clip_id", "label", "youtube_id", "time_start", "time_end", "split", "path",
+                              "duration", "notes"]
     expected = sorted(f"vid-{i:03d}_x_000000_000001" for i in range(6))
     assert sorted(r["clip_id"] for r in index) == expected
     assert {r["clip_id"]: r["label"] for r in index}["vid-001_x_000000_000001"] == "hurling (sport)"
     for r in index:
         assert r["path"] == r["clip_id"] + ".mp4"
         assert probe(out / r["path"]).duration == pytest.approx(1.0, abs=0.05)
-    assert sorted(p.name for p in out.iterdir()) == sorted([*(e + ".mp4" for e in expected), "clips.csv"])
+        assert float(r["duration"]) == 1.0
+    has_audio = {r["clip_id"]: "audio_copied" in json.loads(r["notes"] or "{}") for r in index}
+    assert has_audio == {f"vid-{i:03d}_x_000000_000001": i % 3 != 0 for i in range(6)}
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*(e + ".mp4" for e in expected), *(e + ".json" for e in expected), "clips.csv", "classes.json"])
+    # Every label of the manifests, "yoga" too, though its only good video is vid-002.
+    assert json.loads((out / "classes.json").read_text()) == sorted(LABELS)
 
     ledger = read_csv(tmp_path / "ledger.csv")
     assert sorted((r["id"], r["stage"], r["reason"]) for r in ledger) == [
@@ -104,8 +111,9 @@ def test_stage_makes_clips_index_ledger_and_metrics_then_skips_them(world, tmp_p
         ("nowhere_000000_000001", "download", "missing_source"),
     ]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert {k: metrics[k] for k in ("downloaded", "skipped_existing", "failed", "total_rows")} == {
-        "downloaded": 6, "skipped_existing": 0, "failed": 2, "total_rows": 8}
+    assert {k: metrics[k] for k in ("downloaded", "skipped_existing", "failed", "total_rows", "cut_short")} == {
+        "downloaded": 6, "skipped_existing": 0, "failed": 2, "total_rows": 8, "cut_short": 0}
+    assert metrics["notes"] == {"audio_copied": 4}
     assert metrics["failed_by_reason"]["corrupt_container"] == 1
     assert metrics["failed_by_reason"]["missing_source"] == 1
     assert sum(metrics["failed_by_reason"].values()) == 2
@@ -196,10 +204,11 @@ def test_kill_9_mid_write_then_rerun_finishes(tmp_path, cluster):
 
     left = sorted(p.name for p in out.iterdir())
     temporaries = [n for n in left if n.startswith(".")]
-    finished = [n for n in left if not n.startswith(".")]
-    assert temporaries and finished and "clips.csv" not in finished
-    for name in finished:  # every clip under its final name is whole
+    finished = [n for n in left if not n.startswith(".") and n.endswith(".mp4")]
+    assert temporaries and finished and "clips.csv" not in left
+    for name in finished:  # every clip under its final name is whole, and has its record
         assert frame_count(out / name) == 25, name
+        assert (out / name).with_suffix(".json").is_file(), name
     assert not (tmp_path / "metrics.json").exists()
 
     rerun = run_stage(params)
@@ -210,8 +219,97 @@ def test_kill_9_mid_write_then_rerun_finishes(tmp_path, cluster):
     assert metrics["downloaded"] + metrics["skipped_existing"] == 24
     assert metrics["failed"] == 2 and metrics["total_rows"] == 26
     clips = sorted(p.name for p in out.iterdir())
-    assert clips == sorted(["clips.csv", *(r["path"] for r in read_csv(out / "clips.csv"))])
-    assert len(clips) == 25
+    paths = [r["path"] for r in read_csv(out / "clips.csv")]
+    assert clips == sorted(["clips.csv", "classes.json", *paths, *(p.replace(".mp4", ".json") for p in paths)])
+    assert len(paths) == 24
     for name in clips:
         if name.endswith(".mp4"):
             assert frame_count(out / name) == 25, name
+
+
+# --------------------------------------------------------------------------- what clips.csv and classes.json say
+
+
+def write_manifest(path: Path, rows: list[tuple]) -> str:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["label", "youtube_id", "time_start", "time_end", "split", "is_cc"])
+        writer.writerows([*r, 0] for r in rows)
+    return str(path)
+
+
+def test_class_indices_come_from_the_manifests_whatever_fails(tmp_path):
+    """Every clip of "abseiling" fails: the store's classes still start with it, so class 1
+    is "yoga" whatever failed."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_raw(videos / "v1.mp4", 1)
+    write_raw(videos / "v2.mp4", 2)
+    (videos / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 20)
+    manifest = write_manifest(tmp_path / "train.csv", [
+        ("abseiling", "broken", 0, 1, "train"), ("abseiling", "nowhere", 0, 1, "train"),
+        ("yoga", "v1", 0, 1, "train"), ("zumba", "v2", 0, 1, "train")])
+    params = write_params(tmp_path, {"videos": str(videos), "manifests": [manifest]})
+    assert run_stage(params).returncode == 0
+    assert json.loads((tmp_path / "clips" / "classes.json").read_text()) == ["abseiling", "yoga", "zumba"]
+    store = tmp_path / "store"
+    decode = subprocess.run(
+        [sys.executable, "stages/decode.py", "--params", str(params), "--set", f"decode.out_dir={store}",
+         "--set", f"decode.ledger={tmp_path / 'decode.csv'}", "--set", f"decode.metrics={tmp_path / 'd.json'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert decode.returncode == 0, decode.stderr
+    assert json.loads((store / "classes.json").read_text()) == ["abseiling", "yoga", "zumba"]
+
+
+def test_a_param_that_changes_clips_makes_them_again(world, tmp_path):
+    root, w = world
+    params = write_params(tmp_path, w)
+    assert run_stage(params).returncode == 0
+    out = tmp_path / "clips"
+    before = {p.name: p.read_bytes() for p in out.glob("*.mp4")}
+    assert run_stage(params, "--set", "download.crf=30").returncode == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert (metrics["downloaded"], metrics["skipped_existing"]) == (6, 0)
+    after = {p.name: p.read_bytes() for p in out.glob("*.mp4")}
+    assert after.keys() == before.keys() and all(after[n] != before[n] for n in before)
+    # A param that does not change clips keeps them.
+    assert run_stage(params, "--set", "download.crf=30", "--set", "download.retries=5").returncode == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert (metrics["downloaded"], metrics["skipped_existing"]) == (0, 6)
+
+
+def test_clip_index_says_how_long_each_clip_is_and_what_was_noted(tmp_path):
+    """A segment past its video's end (0-6 s of 5.28 s), a file cut off mid-way (claiming
+    4 s, decoding about 1.3), and two rows of one video that differ only in a fraction."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_video(videos / "short.mp4", [np.full((48, 64, 3), i, np.uint8) for i in range(132)], 25)  # 5.28 s
+    write_raw(videos / "frac.mp4", 3, seconds=4.0)
+    write_raw(tmp_path / "whole.mp4", 4, seconds=4.0)
+    with av.open(str(tmp_path / "whole.mp4")) as src, av.open(str(tmp_path / "fast.mp4"), "w",
+                                                             options={"movflags": "faststart"}) as dst:
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        for packet in src.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                dst.mux(packet)
+    data = (tmp_path / "fast.mp4").read_bytes()
+    (videos / "cut.mp4").write_bytes(data[: len(data) // 3])
+    manifest = write_manifest(tmp_path / "train.csv", [
+        ("a", "short", 0, 6, "train"), ("a", "frac", 1, 3, "train"), ("a", "frac", 1.5, 3.5, "train"),
+        ("a", "cut", 0, 4, "train")])
+    params = write_params(tmp_path, {"videos": str(videos), "manifests": [manifest]}, min_segment_fraction=0.2)
+    result = run_stage(params)
+    assert result.returncode == 0, result.stderr
+    rows = {r["clip_id"]: r for r in read_csv(tmp_path / "clips" / "clips.csv")}
+    assert set(rows) == {"short_000000_000006", "frac_000001_000003", "frac_000001.5_000003.5", "cut_000000_000004"}
+    short = rows["short_000000_000006"]
+    assert (short["time_end"], float(short["duration"])) == ("6", 5.28)
+    assert json.loads(short["notes"]) == {"cut_short_s": 0.72}
+    assert (rows["frac_000001.5_000003.5"]["time_start"], rows["frac_000001.5_000003.5"]["duration"]) == ("1.5", "2")
+    cut = rows["cut_000000_000004"]
+    assert json.loads(cut["notes"])["truncated"] == 1 and 0.8 <= float(cut["duration"]) <= 2.0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert (metrics["downloaded"], metrics["failed"], metrics["cut_short"]) == (4, 0, 2)
+    assert metrics["notes"]["truncated"] == 1 and metrics["notes"]["cut_short_s"] == 2
+    assert "2 cut short" in result.stderr

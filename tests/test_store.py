@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -86,14 +88,14 @@ def test_store_without_audio_has_no_audio_dataset(tmp_path):
 
 def _read_in_child(reader: StoreReader, entry: StoreEntry, queue) -> None:
     frames = reader.frames(entry, 0, 3)
-    queue.put((os.getpid(), reader._pid, [f.tobytes() for f in frames], len(reader._handles)))
+    queue.put((os.getpid(), reader._pid, [f.tobytes() for f in frames], reader.open_shards()))
 
 
 def test_a_forked_worker_opens_its_own_handle(tmp_path):
     entries = write_store(tmp_path / "frames")
     reader = StoreReader(tmp_path / "frames")
     reader.frames(entries[0], 0, 1)  # the parent has a handle open before forking
-    parent_handle = next(iter(reader._handles.values()))
+    [parent_handle] = reader._handles[tmp_path / "frames"].values()
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     child = context.Process(target=_read_in_child, args=(reader, entries[1], queue))
@@ -104,3 +106,57 @@ def test_a_forked_worker_opens_its_own_handle(tmp_path):
     assert reader_pid == pid != os.getpid()  # the child re-opened under its own pid
     assert frames == JPEGS and handles == 1
     assert parent_handle.id.valid and [f.tobytes() for f in reader.frames(entries[1], 0, 3)] == JPEGS
+
+
+def test_frames_of_equal_byte_length_are_stored(tmp_path):
+    """A still picture (cover art, a black screen) or a one-frame clip: every JPEG has the
+    same length, which h5py took for a 2-D array."""
+    still = [b"\xff\xd8same!"] * 4
+    for jpegs in (still, still[:1]):
+        path = tmp_path / f"shard-{len(jpegs)}.h5"
+        with open_shard(path) as shard:
+            shard.add_clip("still", ATTRS, frames=jpegs)
+        with h5py.File(path, "r") as f:
+            assert [x.tobytes() for x in f["still/frames"][...]] == jpegs
+
+
+def test_a_clip_that_cannot_be_written_leaves_no_group_and_the_shard_goes_on(tmp_path):
+    path = tmp_path / "shard-00000.h5"
+    with open_shard(path) as shard:
+        with pytest.raises(TypeError):
+            shard.add_clip("bad", {**ATTRS, "notes": None}, frames=JPEGS)  # HDF5 has no None
+        shard.add_clip("good", ATTRS, frames=JPEGS)
+    with h5py.File(path, "r") as f:
+        assert list(f) == ["good"]
+
+
+READ_MANY = """
+import resource, sys
+from avsf.data.store import StoreReader
+resource.setrlimit(resource.RLIMIT_NOFILE, ({limit}, {limit}))
+reader = StoreReader(sys.argv[1], **{kwargs})
+for _ in range(2):
+    for entry in reader.entries:
+        assert reader.frames(entry, 0, 3)[2].tobytes() == b"\\xff\\xd8three!"
+print(reader.open_shards())
+"""
+
+
+@pytest.mark.parametrize("kwargs, opened", [({}, 64), ({"max_open_shards": 8}, 8)])
+def test_the_reader_holds_a_bounded_number_of_shards_open(tmp_path, kwargs, opened):
+    """More shards than the process may open files (a Kinetics-scale store holds thousands):
+    the least recently read are closed."""
+    directory = tmp_path / "frames"
+    directory.mkdir()
+    entries = []
+    for i in range(120):
+        name = f"shard-{i:05d}.h5"
+        with open_shard(directory / name) as shard:
+            shard.add_clip(f"c{i}", ATTRS, frames=JPEGS)
+        entries.append(StoreEntry(f"c{i}", "x", "train", f"c{i}", name, 3, 30.0, 0.1, True))
+    write_index(directory / INDEX_NAME, entries)
+    script = READ_MANY.replace("{limit}", "100").replace("{kwargs}", repr(kwargs))
+    result = subprocess.run([sys.executable, "-c", script, str(directory)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert int(result.stdout) == opened

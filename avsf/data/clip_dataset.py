@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, default_collate
 
-from avsf.data.decode import decode_jpeg, jpeg_size
+from avsf.data.jpeg import decode_jpeg, jpeg_size
 from avsf.data.store import LOGMEL, StoreEntry, StoreReader
 
 VIDEO_MEAN = (0.45, 0.45, 0.45)  # PySlowFast's Kinetics values, on [0, 1] pixels

@@ -30,16 +30,16 @@ from typing import Any, Iterator
 
 import av
 import numpy as np
-import simplejpeg
 from av.video.reformatter import VideoReformatter
 
-from avsf.io.media import MediaError, fps_fraction, open_video, quarter_turns
+from avsf.data.jpeg import encode_jpeg
+from avsf.data.store import PCM_SCALE
+from avsf.io.media import MediaError, decoded_frames, fps_fraction, open_video, quarter_turns
 
 # Part of each decode shard's fingerprint: bump it when the same file and settings would
 # decode differently, so stores built by older code are rebuilt, not resumed.
 # 2: audio placed by timestamp (gaps become silence).
 DECODER_VERSION = 2
-PCM_SCALE = 32767  # float [-1, 1] <-> int16 samples
 DEFAULT_TIME_BASE = Fraction(1, 90000)  # for streams that give frames no time base
 AUDIO_GAP_MIN_S = 0.01  # audio timestamp jumps shorter than this are jitter, not gaps
 AUDIO_GAP_MAX_S = 60.0  # longer jumps are broken timestamps: not filled with silence
@@ -93,23 +93,6 @@ def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), short_side
 
 
-def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
-    """Baseline JPEG with 4:2:0 chroma (libjpeg-turbo through simplejpeg: about twice as fast
-    as going through Pillow, which matters at 30 frames per source second)."""
-    return simplejpeg.encode_jpeg(rgb, quality=quality, colorspace="RGB", colorsubsampling="420")
-
-
-def decode_jpeg(data: bytes | np.ndarray) -> np.ndarray:
-    """One stored frame back to uint8 RGB [H, W, 3]."""
-    return simplejpeg.decode_jpeg(data, colorspace="RGB")
-
-
-def jpeg_size(data: bytes | np.ndarray) -> tuple[int, int]:
-    """(height, width) of a stored frame, from its header alone."""
-    height, width = simplejpeg.decode_jpeg_header(data)[:2]
-    return height, width
-
-
 def decode_clip(path: str | os.PathLike, settings: DecodeSettings = DecodeSettings()) -> DecodedClip:
     """Decode ``path`` into JPEG frames at ``settings.fps`` and int16 mono audio.
 
@@ -122,8 +105,9 @@ def decode_clip(path: str | os.PathLike, settings: DecodeSettings = DecodeSettin
         sampler = _FrameSampler(fps_fraction(settings.fps), settings.short_side, settings.jpeg_quality)
         sound = _AudioCollector(settings.sample_rate) if audio is not None else None
         notes: dict[str, float] = {}
-        for kind, frame in _decoded_frames(container, video, audio, notes):
-            if kind == "video":
+        streams = [video] if audio is None else [video, audio]
+        for index, frame in decoded_frames(container, streams, notes):
+            if index == video.index:
                 sampler.add(frame)
             else:
                 sound.add(frame)
@@ -145,27 +129,6 @@ def decode_clip(path: str | os.PathLike, settings: DecodeSettings = DecodeSettin
             sample_rate=settings.sample_rate,
             notes=notes,
         )
-
-
-def _decoded_frames(container, video, audio, notes: dict[str, float]) -> Iterator[tuple[str, av.frame.Frame]]:
-    """Decoded frames of both streams in demux order; bad packets are counted and skipped, and
-    a container that breaks off mid-way ends the clip where it broke."""
-    streams = [video] if audio is None else [video, audio]
-    kinds = {video.index: "video"} | ({audio.index: "audio"} if audio is not None else {})
-    packets = container.demux(streams)
-    while True:
-        try:
-            packet = next(packets)
-        except StopIteration:
-            return
-        except av.error.FFmpegError:
-            notes["truncated"] = 1
-            return
-        try:
-            for frame in packet.decode():
-                yield kinds[packet.stream.index], frame
-        except av.error.FFmpegError:
-            notes["decode_errors"] = notes.get("decode_errors", 0) + 1
 
 
 class _FrameSampler:

@@ -4,6 +4,12 @@ Data flow for one YouTube id and its segments::
 
     Source.fetch(id) ──> raw video ──probe──> trim_clip(start, end) ──> <clip_id>.mp4
     (local dir, http(s), yt-dlp)   (ledger reason on failure)   (temp name, validated, renamed)
+                                                        └─> <clip_id>.json: fingerprint, duration, notes
+
+A clip is video re-encoded from the first frame shown at ``start`` and the source's audio
+from that instant, copied packet for packet where mp4 can hold it (:func:`trim_clip`). Its
+record's fingerprint (:func:`clip_fingerprint`) lets a rerun keep exactly the clips made by
+the same code and settings.
 
 Sources: a local directory or ``file://`` URL holding ``<youtube_id>.<ext>``; an http(s) URL
 prefix (or a template with ``{youtube_id}``), fetched with resume, retries and timeouts; or
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 import fcntl
 import http.client
-import itertools
+import json
 import logging
 import os
 import re
@@ -27,17 +33,30 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import av
 import numpy as np
 
 from avsf.data.kinetics import Segment
-from avsf.io.atomic import atomic_output
-from avsf.io.media import MediaError, MediaInfo, fps_fraction, probe, quarter_turns, write_video
+from avsf.io.atomic import atomic_output, write_json
+from avsf.io.digest import digest
+from avsf.io.media import (
+    AacAudio,
+    ClipWriter,
+    MediaError,
+    MediaInfo,
+    decoded_frames,
+    describe,
+    fps_fraction,
+    mp4_takes,
+    open_video,
+    probe,
+    quarter_turns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +71,15 @@ REASONS = (
     "no_video_stream",
     "zero_duration",
     "segment_out_of_range",
+    "too_little_decoded",
     "unexpected_error",
 )
+# Part of every clip's fingerprint: bump it when the same source and settings would give a
+# different clip, so clips made by older code are made again, not kept.
+# 2: audio copied by default; frames and audio from the first frame shown; damaged packets
+#    skipped; x264 with a fixed thread count.
+DOWNLOAD_VERSION = 2
+RECORD_SUFFIX = ".json"  # <clip_id>.json beside each clip: fingerprint, duration, notes
 YOUTUBE = "youtube"
 YOUTUBE_EXTRA_HINT = "pip install avsf[youtube]"
 # Partial downloads keep this suffix until complete; they survive a kill so a rerun resumes them.
@@ -292,38 +318,90 @@ class YoutubeSource:
 # --------------------------------------------------------------------------- trimming
 
 
-def trim_clip(raw: str | os.PathLike, dest: str | os.PathLike, start: float, end: float,
-              crf: int = 18, min_fraction: float = 0.5, raw_info: MediaInfo | None = None) -> MediaInfo:
-    """Cut ``[start, end]`` seconds of ``raw`` into ``dest`` by decoding and re-encoding
-    (H.264 at the source's frame rate; AAC at the source's sample rate when it has audio).
+@dataclass(frozen=True)
+class TrimSettings:
+    """How a segment becomes a clip; every field changes the clip, so all of them are part of
+    its fingerprint."""
 
-    A segment that runs past the end of the video is cut short; one of which less than
-    ``min_fraction`` exists raises ``MediaError('segment_out_of_range')``. ``dest`` appears
-    only once written completely and probed valid. ``raw_info``: ``probe(raw)`` when the
-    caller has it already. Returns the clip's probe.
+    crf: int = 18  # x264 quality of the re-encoded video
+    min_fraction: float = 0.5  # of the segment that must exist and decode
+    audio: str = "copy"  # "copy": the source's audio packets as they are (AAC where mp4 cannot hold them); "aac"
+    audio_bitrate: int = 192_000  # bit/s of AAC where audio is re-encoded
+
+
+@dataclass(frozen=True)
+class TrimmedClip:
+    """A clip written by :func:`trim_clip`: its probe, its length, and what to know about it."""
+
+    info: MediaInfo
+    duration: float  # seconds: frames / fps
+    notes: dict[str, Any]
+
+
+def trim_clip(raw: str | os.PathLike, dest: str | os.PathLike, start: float, end: float,
+              settings: TrimSettings = TrimSettings(), raw_info: MediaInfo | None = None,
+              before_rename: Callable[[TrimmedClip], None] | None = None) -> TrimmedClip:
+    """Cut ``[start, end]`` seconds of ``raw`` into ``dest``: the video decoded and re-encoded
+    (H.264 at the source's frame rate, from the first frame shown at or after ``start``), the
+    audio from that same instant, its packets copied as they are or re-encoded to AAC (see
+    :class:`TrimSettings`).
+
+    Decoding goes on past packets that do not decode (counted in the notes, with the output
+    frames that had to repeat a neighbour across the hole). A segment that runs past the end of
+    the video, or past where the file breaks off, is cut short (noted). Raises
+    ``MediaError('segment_out_of_range')`` when less than ``settings.min_fraction`` of the
+    segment lies inside the video, and ``MediaError('too_little_decoded')`` when less than that
+    decodes. ``dest`` appears only once written completely and probed valid; ``before_rename``
+    is called with the clip just before. ``raw_info``: ``probe(raw)`` when the caller has it.
     """
     source = raw_info or probe(raw)
     fps = fps_fraction(source.fps) if source.fps > 0 else Fraction(30)
+    wanted = end - start
+    notes: dict[str, Any] = {}
     try:
-        with av.open(os.fspath(raw)) as container:
+        with open_video(raw) as container:
             video_end = _video_end(container, source.duration)
             clip_end = min(end, video_end)
             n_frames = int(round((clip_end - start) * fps))
-            if n_frames < 1 or (clip_end - start) < min_fraction * (end - start):
+            if n_frames < 1 or (clip_end - start) < settings.min_fraction * wanted:
                 raise MediaError("segment_out_of_range",
                                  f"[{start:g}, {end:g}] s of a video that ends at {video_end:.2f} s")
-            audio, rate = _audio_segment(container, start, n_frames / fps)
-            frames = _video_segment(container, start, fps, n_frames)
-            first = next(frames, None)
-            if first is None:
-                raise MediaError("segment_out_of_range", f"no frames decoded in [{start:g}, {end:g}] s")
+            audio_in = container.streams.audio[0] if container.streams.audio else None
+            audio_out, packets = _audio_plan(container, audio_in, start, wanted, settings, notes)
+            video = _VideoSegment(container, start, fps, n_frames, notes)
             with atomic_output(dest) as tmp:
-                write_video(tmp, itertools.chain([first], frames), fps, audio=audio,
-                            sample_rate=rate or 48000, crf=crf)
-                info = probe(tmp)
+                with ClipWriter(tmp, fps, audio_out, crf=settings.crf) as writer:
+                    for image in video:
+                        writer.add_frame(image)
+                    if writer.frames == 0:
+                        raise MediaError("too_little_decoded", f"no frame decodes in [{start:g}, {end:g}] s")
+                    duration = writer.frames / fps
+                    decoded = (writer.frames - video.missing) / fps
+                    if decoded < settings.min_fraction * wanted:
+                        raise MediaError("too_little_decoded", f"{float(decoded):.2f} s of the {wanted:g} s "
+                                         f"segment [{start:g}, {end:g}] decode ({_damage(notes)})")
+                    if packets is not None:
+                        _copy_audio(container, audio_in, packets, writer, video.first_time, float(duration))
+                    elif audio_out is not None:
+                        writer.add_audio(_audio_samples(container, audio_in, audio_out, video.first_time,
+                                                        float(duration), notes))
+                if writer.frames < n_frames - 2:  # the stream stopped before the end the container claims
+                    notes["truncated"] = 1
+                if wanted - float(duration) > 0.5 / fps:
+                    notes["cut_short_s"] = round(wanted - float(duration), 3)
+                if video.missing:
+                    notes["missing_frames"] = video.missing
+                clip = TrimmedClip(probe(tmp), round(float(duration), 6), dict(sorted(notes.items())))
+                if before_rename is not None:
+                    before_rename(clip)
     except av.error.FFmpegError as exc:
-        raise MediaError("corrupt_container", f"{raw}: {exc}") from None
-    return info
+        raise MediaError("corrupt_container", f"{raw}: {describe(exc)}") from None
+    return clip
+
+
+def _damage(notes: dict[str, Any]) -> str:
+    errors = notes.get("decode_errors", 0)
+    return f"{errors} packets did not decode" if errors else "the file breaks off"
 
 
 def _origin(container) -> float:
@@ -347,37 +425,51 @@ def _seek(container, stream, seconds: float) -> float:
     return origin
 
 
-def _video_segment(container, start: float, fps: Fraction, n_frames: int) -> Iterator[np.ndarray]:
-    """``n_frames`` RGB frames at ``start + k / fps``: for each target time the nearest decoded
-    frame, never one shown before ``start`` (so a variable-rate source comes out constant)."""
-    stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
-    origin = _seek(container, stream, start)
-    slack = 1e-3  # float round-off between container and manifest times
-    k, prev = 0, None  # prev: (time, frame) of the last decoded frame at or after start
-    for frame in container.decode(stream):
-        if frame.pts is None:
-            continue
-        t = float(frame.time) - origin
-        if t < start - slack:
-            continue
-        while k < n_frames:
-            target = start + float(k / fps)
-            if t < target - slack:
-                break  # this frame is still before the target: decode on
-            if prev is not None and target - prev[0] < t - target:
+class _VideoSegment:
+    """``n_frames`` RGB frames at ``first_time + k / fps``, where ``first_time`` is the first
+    frame shown at or after ``start``: for each target time the nearest decoded frame, so a
+    variable-rate source comes out constant and a hole left by undecodable packets is filled
+    by its neighbours (counted in ``missing``)."""
+
+    SLACK = 1e-3  # float round-off between container and manifest times
+    HOLE = 1.5  # a source frame farther than this many frame periods from its target is missing
+
+    def __init__(self, container, start: float, fps: Fraction, n_frames: int, notes: dict[str, Any]):
+        self.container, self.start, self.fps, self.n_frames, self.notes = container, start, fps, n_frames, notes
+        self.first_time = start
+        self.missing = 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        stream = self.container.streams.video[0]
+        stream.thread_type = "AUTO"
+        origin = _seek(self.container, stream, self.start)
+        period = 1 / float(self.fps)
+        k, prev = 0, None  # prev: (time, frame) of the last decoded frame at or after start
+        for _, frame in decoded_frames(self.container, [stream], self.notes):
+            if frame.pts is None:
+                continue
+            t = float(frame.time) - origin
+            if t < self.start - self.SLACK:
+                continue
+            if prev is None:
+                self.first_time = t
+            while k < self.n_frames:
+                target = self.first_time + k * period
+                if t < target - self.SLACK:
+                    break  # this frame is still before the target: decode on
+                shown_at, shown = prev if prev is not None and target - prev[0] < t - target else (t, frame)
+                if abs(shown_at - target) > self.HOLE * period:
+                    self.missing += 1
+                yield _even_rgb(shown)
+                k += 1
+            if k == self.n_frames:
+                return
+            prev = (t, frame)
+        # The stream ended a frame or two before its stated duration: hold the last frame.
+        # A longer shortfall (a file cut mid-way) ends the clip early instead of freezing it.
+        if prev is not None and self.n_frames - k <= 2:
+            for _ in range(self.n_frames - k):
                 yield _even_rgb(prev[1])
-            else:
-                yield _even_rgb(frame)
-            k += 1
-        if k == n_frames:
-            return
-        prev = (t, frame)
-    # The stream ended a frame or two before its stated duration: hold the last frame.
-    # A longer shortfall (a stream cut mid-way) ends the clip early instead of freezing it.
-    if prev is not None and n_frames - k <= 2:
-        for _ in range(n_frames - k):
-            yield _even_rgb(prev[1])
 
 
 def _even_rgb(frame) -> np.ndarray:
@@ -391,21 +483,75 @@ def _even_rgb(frame) -> np.ndarray:
     return np.ascontiguousarray(image[: h - h % 2, : w - w % 2])  # yuv420p needs even sizes
 
 
-def _audio_segment(container, start: float, seconds: float) -> tuple[np.ndarray | None, int | None]:
-    """``seconds`` of audio from ``start`` as float32 [channels, samples] (more than two
-    channels are mixed down to stereo), zero-padded where the stream has none; or (None, None)."""
-    if not container.streams.audio:
+def _audio_plan(container, stream, start: float, seconds: float, settings: TrimSettings,
+                notes: dict[str, Any]) -> tuple[Any, list[av.Packet] | None]:
+    """What the clip's audio will be, decided before the video is written (the file's header
+    names every stream): the source stream itself with its packets around the segment (to
+    copy), an :class:`AacAudio` (to re-encode, mixed down to stereo at most), or None."""
+    if stream is None:
         return None, None
-    stream = container.streams.audio[0]
+    codec = stream.codec_context.name
+    if settings.audio == "copy":
+        packets = _audio_packets(container, stream, start, seconds, notes)
+        if not packets:
+            notes["audio_missing"] = 1  # the stream has no sound in the segment
+            return None, None
+        if mp4_takes(stream, packets[0]):
+            notes["audio_copied"] = codec
+            return stream, packets
     rate = stream.codec_context.sample_rate or stream.rate
     if not rate:
+        notes["audio_unusable"] = codec
         return None, None
-    layout = "mono" if (stream.codec_context.channels or 2) == 1 else "stereo"
-    resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+    why = "download.audio is aac" if settings.audio == "aac" else "mp4 cannot hold it"
+    notes["audio_reencoded"] = f"{codec} ({why}): AAC {settings.audio_bitrate // 1000} kb/s"
+    channels = 1 if (stream.codec_context.channels or 2) == 1 else 2
+    return AacAudio(rate, channels, settings.audio_bitrate), None
+
+
+def _audio_packets(container, stream, start: float, seconds: float, notes: dict[str, Any]) -> list[av.Packet]:
+    """The stream's packets that may sound in the segment: from a little before ``start`` to a
+    second past its end (the exact span is known once the video is written)."""
     origin = _seek(container, stream, start)
+    base = stream.time_base
+    begin, stop = round((origin + start - 0.1) / base), round((origin + start + seconds + 1.0) / base)
+    packets = []
+    try:
+        for packet in container.demux(stream):
+            if packet.pts is None or packet.dts is None or not packet.size:
+                continue
+            if packet.pts >= stop:
+                break
+            if packet.pts + (packet.duration or 0) > begin:
+                packets.append(packet)
+    except av.error.FFmpegError:
+        notes["truncated"] = 1  # the file breaks off: keep the sound that came before
+    return packets
+
+
+def _copy_audio(container, stream, packets: list[av.Packet], writer: ClipWriter, start: float,
+                seconds: float) -> None:
+    """The packets that sound in [start, start + seconds), copied into the clip from ``start``,
+    with the one before as pre-roll: the edit list skips its sound, but a decoder that needs
+    the previous packet (AAC's overlapping transform) gets it, so the first one sounds right."""
+    base = stream.time_base
+    origin = _origin(container)
+    begin, stop = round((origin + start) / base), round((origin + start + seconds) / base)
+    first = next((i for i, p in enumerate(packets) if p.pts + (p.duration or 0) > begin), len(packets))
+    writer.copy_audio([p for p in packets[max(first - 1, 0) :] if p.pts < stop], begin)
+
+
+def _audio_samples(container, stream, spec: AacAudio, start: float, seconds: float,
+                   notes: dict[str, Any]) -> np.ndarray:
+    """``seconds`` of decoded audio from ``start`` as float32 [channels, samples] at the
+    stream's rate, zero-padded where the stream has none."""
+    layout = "mono" if spec.channels == 1 else "stereo"
+    resampler = av.AudioResampler(format="fltp", layout=layout, rate=spec.sample_rate)
+    origin = _seek(container, stream, start)
+    rate = spec.sample_rate
     wanted = int(round(seconds * rate))
     chunks, first_time, have = [], None, 0
-    for frame in container.decode(stream):
+    for _, frame in decoded_frames(container, [stream], notes):
         if first_time is None:
             if frame.pts is None:
                 continue
@@ -415,18 +561,17 @@ def _audio_segment(container, start: float, seconds: float) -> tuple[np.ndarray 
             have += out.samples
         if first_time + have / rate >= start + seconds:
             break
-    channels = 1 if layout == "mono" else 2
     if not chunks:
-        return np.zeros((channels, wanted), np.float32), rate
-    samples = np.concatenate(chunks, axis=1).reshape(channels, -1)
+        return np.zeros((spec.channels, wanted), np.float32)
+    samples = np.concatenate(chunks, axis=1).reshape(spec.channels, -1)
     offset = int(round((start - first_time) * rate))
     if offset < 0:  # audio begins after the segment does
-        samples = np.concatenate([np.zeros((channels, -offset), np.float32), samples], axis=1)
+        samples = np.concatenate([np.zeros((spec.channels, -offset), np.float32), samples], axis=1)
         offset = 0
     segment = samples[:, offset : offset + wanted]
     if segment.shape[1] < wanted:
         segment = np.pad(segment, ((0, 0), (0, wanted - segment.shape[1])))
-    return np.ascontiguousarray(segment, dtype=np.float32), rate
+    return np.ascontiguousarray(segment, dtype=np.float32)
 
 
 # --------------------------------------------------------------------------- one video's clips
@@ -434,12 +579,15 @@ def _audio_segment(container, start: float, seconds: float) -> tuple[np.ndarray 
 
 @dataclass(frozen=True)
 class ClipOutcome:
-    """What happened to one segment: ``status`` is downloaded, skipped_existing or failed."""
+    """What happened to one segment: ``status`` is downloaded, skipped_existing or failed;
+    a clip that exists has its ``duration`` (s) and ``notes``."""
 
     segment: Segment
     status: str
     reason: str = ""
     detail: str = ""
+    duration: float | None = None
+    notes: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -447,22 +595,38 @@ class ClipSettings:
     out_dir: Path
     raw_cache: Path
     keep_raw: bool = False
-    crf: int = 18
-    min_fraction: float = 0.5
+    trim: TrimSettings = TrimSettings()
 
 
 def clip_path(out_dir: Path, segment: Segment) -> Path:
     return out_dir / f"{segment.clip_id}.mp4"
 
 
-def is_valid_clip(path: Path) -> bool:
-    if not path.is_file():
-        return False
+def record_path(clip: Path) -> Path:
+    """The clip's record beside it, ``<clip_id>.json``: fingerprint, duration, notes."""
+    return clip.with_suffix(RECORD_SUFFIX)
+
+
+def clip_fingerprint(segment: Segment, trim: TrimSettings) -> str:
+    """What a clip is made from, besides its source file: the trimming code's version, its
+    settings and the segment."""
+    return digest("download", DOWNLOAD_VERSION, asdict(trim), segment.time_start, segment.time_end)
+
+
+def existing_clip(path: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The record of a complete clip at ``path`` made with ``fingerprint``, or None: a clip that
+    is missing, does not probe, has no record, or was made with other settings or code."""
+    try:
+        record = json.loads(record_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("fingerprint") != fingerprint:
+        return None
     try:
         probe(path)
     except MediaError:
-        return False
-    return True
+        return None
+    return record
 
 
 def download_video_clips(youtube_id: str, segments: Sequence[Segment], source: Source,
@@ -482,8 +646,9 @@ def _download(youtube_id: str, segments: Sequence[Segment], source: Source,
               settings: ClipSettings) -> list[ClipOutcome]:
     outcomes, pending = {}, []
     for s in segments:
-        if is_valid_clip(clip_path(settings.out_dir, s)):
-            outcomes[s] = ClipOutcome(s, "skipped_existing")
+        record = existing_clip(clip_path(settings.out_dir, s), clip_fingerprint(s, settings.trim))
+        if record is not None:
+            outcomes[s] = ClipOutcome(s, "skipped_existing", duration=record["duration"], notes=record["notes"])
         else:
             pending.append(s)
     if pending:
@@ -493,9 +658,7 @@ def _download(youtube_id: str, segments: Sequence[Segment], source: Source,
             raw_info = probe(raw)  # one verdict on the raw file, instead of one per segment
             for s in pending:
                 try:
-                    trim_clip(raw, clip_path(settings.out_dir, s), s.time_start, s.time_end,
-                              settings.crf, settings.min_fraction, raw_info)
-                    outcomes[s] = ClipOutcome(s, "downloaded")
+                    outcomes[s] = _make_clip(raw, raw_info, s, settings)
                 except Exception as exc:  # noqa: BLE001
                     outcomes[s] = _failed(s, exc)
         except Exception as exc:  # noqa: BLE001 - the raw video is unusable
@@ -505,6 +668,19 @@ def _download(youtube_id: str, segments: Sequence[Segment], source: Source,
             if raw is not None and source.downloads and not settings.keep_raw:
                 raw.unlink(missing_ok=True)
     return [outcomes[s] for s in segments]
+
+
+def _make_clip(raw: Path, raw_info: MediaInfo, segment: Segment, settings: ClipSettings) -> ClipOutcome:
+    """Trim one segment; its record is written just before the clip gets its final name, and
+    a stale clip is removed first, so a kill at any moment never pairs a record with the
+    wrong clip."""
+    dest = clip_path(settings.out_dir, segment)
+    dest.unlink(missing_ok=True)
+    clip = trim_clip(raw, dest, segment.time_start, segment.time_end, settings.trim, raw_info,
+                     before_rename=lambda clip: write_json(record_path(dest), {
+                         "fingerprint": clip_fingerprint(segment, settings.trim), "duration": clip.duration,
+                         "notes": clip.notes, "settings": asdict(settings.trim)}))
+    return ClipOutcome(segment, "downloaded", duration=clip.duration, notes=clip.notes)
 
 
 def _failed(segment: Segment, exc: Exception) -> ClipOutcome:

@@ -6,23 +6,30 @@ A manifest is the datasets' own CSV, one annotated segment of a YouTube video a 
     youtube_id,time_start,time_end,split                  (test: no labels)
 
 Each segment becomes one clip file named as the official Kinetics crawler names it,
-``<youtube_id>_<start:06d>_<end:06d>.mp4``. The clip index (``clips.csv``) lists the clips
-that exist, with their labels, for the stages that follow.
+``<youtube_id>_<start:06d>_<end:06d>.mp4`` (a fractional time keeps its fraction). The clip
+index (``clips.csv``) lists the clips that exist, with their labels, lengths and notes, for
+the stages that follow; the class list (``classes.json``) beside it names every class of the
+manifests, whether or not any of its clips could be made.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from avsf.io.atomic import atomic_output
 
 REQUIRED_COLUMNS = ("youtube_id", "time_start", "time_end")
-CLIP_INDEX_COLUMNS = ("clip_id", "label", "youtube_id", "time_start", "time_end", "split", "path")
+CLIP_INDEX_NAME = "clips.csv"  # in the download stage's out_dir
+CLASS_LIST_NAME = "classes.json"  # beside it: a JSON list, class i the i-th name
+CLIP_INDEX_COLUMNS = ("clip_id", "label", "youtube_id", "time_start", "time_end", "split", "path",
+                      "duration", "notes")
+_OLD_CLIP_INDEX_COLUMNS = CLIP_INDEX_COLUMNS[:7]  # before duration and notes
 # Real YouTube ids are 11 of these; the id also names files, so nothing path-like may pass.
 _YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -32,8 +39,18 @@ class ManifestError(ValueError):
 
 
 def clip_id(youtube_id: str, time_start: float, time_end: float) -> str:
-    """``abc_000417_000427``: the official crawler's name, whole seconds zero-padded to 6 digits."""
-    return f"{youtube_id}_{int(time_start):06d}_{int(time_end):06d}"
+    """``abc_000417_000427``: the official crawler's name, whole seconds zero-padded to 6 digits.
+    A fractional time keeps its fraction (to the microsecond), ``abc_000001.5_000003.25``, so
+    that rows differing only in a fraction name different clips."""
+    return f"{youtube_id}_{_id_seconds(time_start)}_{_id_seconds(time_end)}"
+
+
+def _id_seconds(value: float) -> str:
+    whole = int(value)
+    fraction = f"{value - whole:.6f}"[1:].rstrip("0").rstrip(".")  # ".5", or "" for whole seconds
+    if fraction.startswith("."):
+        return f"{whole:06d}{fraction}"
+    return f"{round(value):06d}"  # within a microsecond of a whole second
 
 
 def format_seconds(value: float) -> str:
@@ -130,7 +147,10 @@ def class_names(items: Iterable[Segment | ClipRecord]) -> list[str]:
 
 @dataclass(frozen=True)
 class ClipRecord:
-    """One clip present on disk; ``path`` is relative to the clip directory."""
+    """One clip present on disk; ``path`` is relative to the clip directory. ``time_start`` and
+    ``time_end`` are the manifest's segment; ``duration`` is how long the clip is (shorter
+    when the video ends or breaks off inside the segment; None when not known) and ``notes``
+    what the download stage noted about it."""
 
     clip_id: str
     label: str | None
@@ -139,11 +159,14 @@ class ClipRecord:
     time_end: float
     split: str
     path: str
+    duration: float | None = None
+    notes: dict[str, Any] = field(default_factory=dict, hash=False)
 
     @classmethod
-    def for_segment(cls, segment: Segment, path: str) -> "ClipRecord":
+    def for_segment(cls, segment: Segment, path: str, duration: float | None = None,
+                    notes: dict[str, Any] | None = None) -> "ClipRecord":
         return cls(segment.clip_id, segment.label, segment.youtube_id, segment.time_start,
-                   segment.time_end, segment.split, path)
+                   segment.time_end, segment.split, path, duration, dict(notes or {}))
 
 
 def write_clip_index(path: str | os.PathLike, records: Iterable[ClipRecord]) -> None:
@@ -153,17 +176,22 @@ def write_clip_index(path: str | os.PathLike, records: Iterable[ClipRecord]) -> 
         writer.writerow(CLIP_INDEX_COLUMNS)
         for r in records:
             writer.writerow([r.clip_id, r.label or "", r.youtube_id, format_seconds(r.time_start),
-                             format_seconds(r.time_end), r.split, r.path])
+                             format_seconds(r.time_end), r.split, r.path,
+                             "" if r.duration is None else format_seconds(round(r.duration, 6)),
+                             json.dumps(r.notes, sort_keys=True) if r.notes else ""])
 
 
 def read_clip_index(path: str | os.PathLike) -> list[ClipRecord]:
-    """Read ``clips.csv``; an empty label reads back as None (test clips)."""
+    """Read ``clips.csv`` (also one written before it had ``duration`` and ``notes``); an empty
+    label reads back as None (test clips), an empty duration as None."""
     with Path(path).open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != CLIP_INDEX_COLUMNS:
+        if tuple(reader.fieldnames or ()) not in (CLIP_INDEX_COLUMNS, _OLD_CLIP_INDEX_COLUMNS):
             raise ManifestError(f"{path}: expected columns {','.join(CLIP_INDEX_COLUMNS)}")
         return [
             ClipRecord(row["clip_id"], row["label"] or None, row["youtube_id"],
-                       float(row["time_start"]), float(row["time_end"]), row["split"], row["path"])
+                       float(row["time_start"]), float(row["time_end"]), row["split"], row["path"],
+                       float(row["duration"]) if row.get("duration") else None,
+                       json.loads(row["notes"]) if row.get("notes") else {})
             for row in reader
         ]

@@ -29,6 +29,7 @@ import csv
 import hashlib
 import json
 import os
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -38,6 +39,7 @@ import h5py
 import numpy as np
 
 from avsf.io.atomic import atomic_output
+from avsf.io.digest import digest
 
 STORE_VERSION = 1
 INDEX_NAME = "index.csv"
@@ -46,6 +48,7 @@ STATS_NAME = "stats.json"
 META_ATTR = "meta"
 FRAMES, AUDIO, LOGMEL = "frames", "audio", "logmel"
 JPEG_DTYPE = h5py.vlen_dtype(np.uint8)
+PCM_SCALE = 32767  # the audio datasets' int16 samples <-> float [-1, 1]
 
 
 def shard_name(index: int) -> str:
@@ -69,18 +72,25 @@ class ShardWriter:
         **arrays: np.ndarray | None,
     ) -> None:
         """One group named ``clip_id``: ``frames`` as vlen JPEGs, other arrays as they are
-        (None skips a dataset), ``attrs`` as HDF5 attributes (dicts become JSON strings)."""
+        (None skips a dataset), ``attrs`` as HDF5 attributes (dicts become JSON strings).
+        A clip that cannot be written leaves no group behind."""
         group = self.file.create_group(clip_id)
-        if frames is not None:
-            jpegs = np.empty(len(frames), dtype=object)
-            for i, data in enumerate(frames):
-                jpegs[i] = np.frombuffer(data, dtype=np.uint8)
-            group.create_dataset(FRAMES, shape=(len(frames),), dtype=JPEG_DTYPE)[...] = jpegs
-        for name, array in arrays.items():
-            if array is not None:
-                group.create_dataset(name, data=array)
-        for key, value in attrs.items():
-            group.attrs[key] = json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
+        try:
+            if frames is not None:
+                jpegs = np.empty(len(frames), dtype=object)
+                for i, data in enumerate(frames):
+                    jpegs[i] = np.frombuffer(data, dtype=np.uint8)
+                # write_direct takes the object array as it is: assignment would turn frames of
+                # equal byte length (a still picture) into a 2-D array that does not fit.
+                group.create_dataset(FRAMES, shape=(len(frames),), dtype=JPEG_DTYPE).write_direct(jpegs)
+            for name, array in arrays.items():
+                if array is not None:
+                    group.create_dataset(name, data=array)
+            for key, value in attrs.items():
+                group.attrs[key] = json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
+        except BaseException:
+            del self.file[clip_id]
+            raise
 
     def set_meta(self, meta: dict[str, Any]) -> None:
         self.file.attrs[META_ATTR] = json.dumps(meta, sort_keys=True)
@@ -105,8 +115,7 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any] | None:
 
 def fingerprint(*parts: Any) -> str:
     """A short digest of JSON-able ``parts``: what a shard was built from."""
-    blob = json.dumps([STORE_VERSION, *parts], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return digest(STORE_VERSION, *parts)
 
 
 # --------------------------------------------------------------------------- hashing
@@ -198,16 +207,22 @@ class StoreReader:
     """Reads clips from a frame store and, optionally, the log-mel store beside it.
 
     HDF5 handles are opened lazily by the process that reads, and reopened after a fork, so
-    every DataLoader worker has its own (HDF5 handles must not cross a fork). Every read is
-    one contiguous range of a dataset.
+    every DataLoader worker has its own (HDF5 handles must not cross a fork). At most
+    ``max_open_shards`` stay open per store, the least recently read closed first: a
+    Kinetics-scale store has thousands of shards, more than a process may hold files. Every
+    read is one contiguous range of a dataset.
     """
 
-    def __init__(self, frames_dir: str | os.PathLike, logmel_dir: str | os.PathLike | None = None):
+    def __init__(self, frames_dir: str | os.PathLike, logmel_dir: str | os.PathLike | None = None,
+                 max_open_shards: int = 64):
+        if max_open_shards < 1:
+            raise ValueError(f"max_open_shards must be at least 1 (got {max_open_shards})")
         self.frames_dir = Path(frames_dir)
         self.logmel_dir = Path(logmel_dir) if logmel_dir is not None else None
         self.entries = read_index(self.frames_dir / INDEX_NAME)
-        self._handles: dict[Path, h5py.File] = {}
-        self._inherited: dict[Path, h5py.File] = {}
+        self.max_open_shards = max_open_shards
+        self._handles: dict[Path, OrderedDict[str, h5py.File]] = {}  # per store directory, oldest first
+        self._inherited: dict[Path, OrderedDict[str, h5py.File]] = {}
         self._pid = os.getpid()
 
     def classes(self) -> list[str]:
@@ -242,10 +257,15 @@ class StoreReader:
         directory = self.frames_dir if store == FRAMES else self._logmel_dir()
         return {k: _plain(v) for k, v in self._group(directory, entry).attrs.items()}
 
+    def open_shards(self) -> int:
+        """How many shard files this process holds open (both stores)."""
+        return sum(len(handles) for handles in self._handles.values()) if self._pid == os.getpid() else 0
+
     def close(self) -> None:
         if self._pid == os.getpid():
-            for handle in self._handles.values():
-                handle.close()
+            for handles in self._handles.values():
+                for handle in handles.values():
+                    handle.close()
         self._handles = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -263,8 +283,12 @@ class StoreReader:
             # A forked child: keep the parent's handles referenced but unused (closing them
             # here would touch HDF5 state shared with the parent) and open its own.
             self._inherited, self._handles, self._pid = self._handles, {}, os.getpid()
-        path = directory / entry.shard
-        handle = self._handles.get(path)
+        handles = self._handles.setdefault(directory, OrderedDict())
+        handle = handles.get(entry.shard)
         if handle is None:
-            handle = self._handles[path] = h5py.File(path, "r")
+            while len(handles) >= self.max_open_shards:
+                handles.popitem(last=False)[1].close()
+            handle = handles[entry.shard] = h5py.File(directory / entry.shard, "r")
+        else:
+            handles.move_to_end(entry.shard)
         return handle[entry.clip_id]

@@ -1,26 +1,136 @@
-"""Writing and probing audiovisual files with PyAV.
+"""Writing, probing and robustly decoding audiovisual files with PyAV.
 
 One writer serves the demo world, the download stage's trimming and the tests' synthetic
-inputs: frames as uint8 RGB arrays, audio as float32 [channels, samples] in [-1, 1].
+inputs: frames as uint8 RGB arrays, audio as float32 [channels, samples] in [-1, 1], or an
+audio stream's packets copied as they are (:class:`ClipWriter`).
 """
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import av
 import numpy as np
 
 AUDIO_FRAME_SAMPLES = 1024  # AAC's frame size
 VFR_TIME_BASE = Fraction(1, 1000)  # millisecond timestamps for variable-frame-rate writing
+# x264 chooses its thread count, and so its slices and its output bytes, from the cores the
+# process may use: a fixed count makes the same frames the same bytes on every machine.
+X264_THREADS = 4
 
 
 def fps_fraction(fps: float | Fraction) -> Fraction:
     """29.97 -> 30000/1001, 30.0 -> 30: the rational rates containers store."""
     return Fraction(fps).limit_denominator(1001)
+
+
+@dataclass(frozen=True)
+class AacAudio:
+    """Audio that :class:`ClipWriter` encodes to AAC: 1 or 2 channels; ``bitrate`` in bit/s
+    (None: the encoder's default)."""
+
+    sample_rate: int
+    channels: int
+    bitrate: int | None = None
+
+
+class ClipWriter:
+    """H.264 video plus, optionally, audio: ``audio`` is an :class:`AacAudio` (samples given to
+    :meth:`add_audio` are encoded) or a source's audio stream (its packets, given to
+    :meth:`copy_audio`, are copied as they are). Video frames come first, then the audio (the
+    muxer interleaves); use as a context manager.
+
+    ``pix_fmt="yuv444p"`` takes any frame size, yuv420p needs even ones. ``variable_rate``:
+    each frame's time is given to :meth:`add_frame` (default: evenly at ``fps``).
+    ``rotation``: display rotation in degrees counter-clockwise, stored as container metadata
+    (the pixels are written as given). ``keyint``: frames between keyframes at most (None:
+    x264's default, 250). The container format follows the extension.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float | Fraction, audio=None, crf: int = 18,
+                 preset: str = "veryfast", pix_fmt: str = "yuv420p", variable_rate: bool = False,
+                 rotation: int = 0, keyint: int | None = None):
+        self.container = av.open(os.fspath(path), mode="w")
+        self.fps, self.crf, self.preset, self.pix_fmt = fps_fraction(fps), crf, preset, pix_fmt
+        self.variable_rate, self.rotation, self.audio_spec = variable_rate, rotation, audio
+        self.keyint = keyint
+        self.video = self.audio = None
+        self.frames = 0
+        self._flushed = False
+
+    def __enter__(self) -> "ClipWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if exc[0] is None:
+                self._finish_video()
+        finally:
+            self.container.close()
+
+    def add_frame(self, image: np.ndarray, time: float | None = None) -> None:
+        if self.video is None:
+            self._open_streams(*image.shape[:2])
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        if self.variable_rate:
+            frame.pts = round(time / VFR_TIME_BASE)
+            frame.time_base = VFR_TIME_BASE
+        self.container.mux(self.video.encode(frame))
+        self.frames += 1
+
+    def add_audio(self, audio: np.ndarray) -> None:
+        """Encode float32 [channels, samples] in [-1, 1] as AAC (after the last frame)."""
+        self._finish_video()
+        rate, layout = self.audio.codec_context.sample_rate, self.audio.layout.name
+        audio = audio.astype(np.float32)
+        for start in range(0, audio.shape[1], AUDIO_FRAME_SAMPLES):
+            chunk = np.ascontiguousarray(audio[:, start : start + AUDIO_FRAME_SAMPLES])
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+            frame.sample_rate = rate
+            frame.pts = start
+            frame.time_base = Fraction(1, rate)
+            self.container.mux(self.audio.encode(frame))
+        self.container.mux(self.audio.encode(None))
+
+    def copy_audio(self, packets: Iterable[av.Packet], offset: int) -> None:
+        """Remux the source stream's ``packets`` unchanged, ``offset`` ticks of its time base
+        earlier (after the last frame). A first packet that starts before 0 is trimmed by the
+        mp4 edit list, so what plays at 0 is the source's sound at ``offset``."""
+        self._finish_video()
+        for packet in packets:
+            packet.pts -= offset
+            packet.dts -= offset
+            packet.stream = self.audio
+            self.container.mux(packet)
+
+    def _open_streams(self, height: int, width: int) -> None:
+        """Every stream is added before the first packet is written (the header)."""
+        video = self.video = self.container.add_stream("libx264", rate=self.fps)
+        video.width, video.height, video.pix_fmt = width, height, self.pix_fmt
+        video.options = {"crf": str(self.crf), "preset": self.preset}
+        if self.keyint:
+            video.codec_context.gop_size = self.keyint
+        video.codec_context.thread_count = X264_THREADS
+        if self.variable_rate:
+            video.time_base = video.codec_context.time_base = VFR_TIME_BASE
+        if self.rotation:
+            video.set_display_rotation(self.rotation)
+        if isinstance(self.audio_spec, AacAudio):
+            layout = {1: "mono", 2: "stereo"}[self.audio_spec.channels]
+            self.audio = self.container.add_stream("aac", rate=self.audio_spec.sample_rate, layout=layout)
+            if self.audio_spec.bitrate:
+                self.audio.bit_rate = self.audio_spec.bitrate
+        elif self.audio_spec is not None:
+            self.audio = self.container.add_stream_from_template(self.audio_spec)
+
+    def _finish_video(self) -> None:
+        if self.video is not None and not self._flushed:
+            self.container.mux(self.video.encode(None))
+            self._flushed = True
 
 
 def write_video(
@@ -34,56 +144,33 @@ def write_video(
     pix_fmt: str = "yuv420p",
     timestamps: Sequence[float] | None = None,
     rotation: int = 0,
+    keyint: int | None = None,
 ) -> None:
-    """Encode H.264 video and, when ``audio`` is given, AAC audio into ``path``.
-
-    ``frames``: uint8 arrays [H, W, 3] (H and W even for yuv420p; ``pix_fmt="yuv444p"`` takes
-    any size). ``audio``: float32 [channels, samples] with 1 or 2 channels. ``timestamps``:
-    each frame's time in seconds, for variable frame rate (default: evenly at ``fps``).
-    ``rotation``: display rotation in degrees counter-clockwise, stored as container
-    metadata (the pixels are written as given). The container format follows the extension.
-    """
-    frames = iter(frames)
-    first = next(frames)
-    height, width = first.shape[:2]
-    with av.open(os.fspath(path), mode="w") as container:
-        video = container.add_stream("libx264", rate=fps_fraction(fps))
-        video.width, video.height, video.pix_fmt = width, height, pix_fmt
-        video.options = {"crf": str(crf), "preset": preset}
-        if timestamps is not None:
-            video.time_base = video.codec_context.time_base = VFR_TIME_BASE
-        if rotation:
-            video.set_display_rotation(rotation)
-        audio_stream = None
+    """Encode H.264 video and, when ``audio`` (float32 [channels, samples]) is given, AAC
+    audio into ``path`` (see :class:`ClipWriter` for the arguments; ``timestamps``: each
+    frame's time in seconds, for variable frame rate)."""
+    spec = AacAudio(sample_rate, audio.shape[0]) if audio is not None else None
+    with ClipWriter(path, fps, spec, crf, preset, pix_fmt, timestamps is not None, rotation, keyint) as writer:
+        for i, image in enumerate(frames):
+            writer.add_frame(image, timestamps[i] if timestamps is not None else None)
         if audio is not None:
-            layout = {1: "mono", 2: "stereo"}[audio.shape[0]]
-            audio_stream = container.add_stream("aac", rate=sample_rate, layout=layout)
-        for i, image in enumerate(_chain(first, frames)):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            if timestamps is not None:
-                frame.pts = round(timestamps[i] / VFR_TIME_BASE)
-                frame.time_base = VFR_TIME_BASE
-            container.mux(video.encode(frame))
-        container.mux(video.encode(None))
-        if audio_stream is not None:
-            _encode_audio(container, audio_stream, audio.astype(np.float32), sample_rate)
+            writer.add_audio(audio)
 
 
-def _chain(first: np.ndarray, rest: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
-    yield first
-    yield from rest
-
-
-def _encode_audio(container, stream, audio: np.ndarray, sample_rate: int) -> None:
-    layout = stream.layout.name
-    for start in range(0, audio.shape[1], AUDIO_FRAME_SAMPLES):
-        chunk = np.ascontiguousarray(audio[:, start : start + AUDIO_FRAME_SAMPLES])
-        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
-        frame.sample_rate = sample_rate
-        frame.pts = start
-        frame.time_base = Fraction(1, sample_rate)
-        container.mux(stream.encode(frame))
-    container.mux(stream.encode(None))
+def mp4_takes(stream, packet: av.Packet) -> bool:
+    """Whether an mp4 file can hold the packets of ``stream`` as they are (AAC, MP3, Opus can;
+    PCM from Matroska, for one, cannot): tried by writing a file of its ``packet`` to memory,
+    since the muxer may refuse only when it writes the index at the end."""
+    try:
+        with av.open(io.BytesIO(), mode="w", format="mp4") as trial:
+            copy = trial.add_stream_from_template(stream)
+            sample = av.Packet(bytes(packet))
+            sample.pts = sample.dts = 0
+            sample.time_base, sample.stream = stream.time_base, copy
+            trial.mux(sample)
+    except (av.error.FFmpegError, ValueError):
+        return False
+    return True
 
 
 def quarter_turns(degrees: float | None) -> int | None:
@@ -116,13 +203,26 @@ class MediaError(ValueError):
         self.detail = detail
 
 
+def describe(exc: BaseException) -> str:
+    """An FFmpeg or OS error in words: 'Invalid data found when processing input: x.mp4',
+    not '[Errno 1094995529] ...'."""
+    words = getattr(exc, "strerror", None)
+    if not words:
+        return str(exc)
+    filename = getattr(exc, "filename", None)
+    return f"{words}: {filename}" if filename else words
+
+
 def open_video(path: str | os.PathLike) -> av.container.InputContainer:
     """Open ``path`` for reading (close it, e.g. in a ``with`` block). Raises :class:`MediaError`
-    with reason ``corrupt_container`` (cannot be opened) or ``no_video_stream``."""
+    with reason ``zero_duration`` (an empty file), ``corrupt_container`` (cannot be opened)
+    or ``no_video_stream``."""
     try:
+        if os.path.getsize(path) == 0:
+            raise MediaError("zero_duration", f"empty file (0 bytes): {os.fspath(path)}")
         container = av.open(os.fspath(path))
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        raise MediaError("corrupt_container", str(exc)) from None
+        raise MediaError("corrupt_container", describe(exc)) from None
     if not container.streams.video:
         container.close()
         raise MediaError("no_video_stream", os.fspath(path))
@@ -160,3 +260,23 @@ def _stream_duration(container, stream) -> float | None:
     if container.duration is not None:
         return container.duration / av.time_base
     return None
+
+
+def decoded_frames(container, streams: Sequence, notes: dict[str, float]) -> Iterator[tuple[int, av.frame.Frame]]:
+    """(stream index, frame) of ``streams`` in demux order, as ffmpeg recovers them: a packet
+    that does not decode is counted in ``notes['decode_errors']`` and skipped, and a container
+    that breaks off mid-way ends the frames there (``notes['truncated']``)."""
+    packets = container.demux(list(streams))
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except av.error.FFmpegError:
+            notes["truncated"] = 1
+            return
+        try:
+            for frame in packet.decode():
+                yield packet.stream.index, frame
+        except av.error.FFmpegError:
+            notes["decode_errors"] = notes.get("decode_errors", 0) + 1

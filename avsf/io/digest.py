@@ -1,0 +1,13 @@
+"""Short content digests of settings and inputs: what an output was built from."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+
+def digest(*parts: Any) -> str:
+    """A 16-hex-digit digest of JSON-able ``parts`` (dict keys sorted, anything else as str)."""
+    blob = json.dumps(list(parts), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
