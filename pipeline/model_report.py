@@ -14,27 +14,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from avsf.io.atomic import write_json, write_text
-from avsf.models import HeadConfig, ModelConfig, SyncConfig, build_model, model_config, preset
+from avsf.models import ModelConfig, build_model, preset
 from avsf.models.config import PAPER_PRESETS
 from avsf.models.flops import ModelCost, count_cost
 from pipeline.launch import StageFailed
-from pipeline.params import ModelParams, Params
+from pipeline.models import config_from_params
+from pipeline.params import Params
 
 log = logging.getLogger(__name__)
-
-
-def config_from_params(p: ModelParams) -> ModelConfig:
-    """params.yaml's ``model`` section as a library config."""
-    return model_config(
-        p.arch, p.depth, p.frames, p.stride, alpha_f=p.alpha_f, beta_f=p.beta_f, alpha_a=p.alpha_a,
-        beta_a=p.beta_a, fusion=p.fusion, fusion_stages=tuple(p.fusion_stages), fusion_pool5=p.fusion_pool5,
-        nonlocal_blocks=p.nonlocal_blocks, nonlocal_layout=p.nonlocal_layout, drop_pathway=p.drop_pathway,
-        drop_pathway_mode=p.drop_pathway_mode,
-        sync=SyncConfig(scale=p.sync_scale, margin=p.sync_margin) if p.sync else False,
-        mel_bins=p.mel_bins, tiny=p.tiny,
-        head=HeadConfig(kind=p.head, num_classes=p.num_classes, dropout=p.dropout,
-                        activation="sigmoid" if p.head == "ava" else "softmax", test_pool=p.test_pool),
-    )
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from avsf.train.recipe import LRSchedule, steps_to_epochs
 from pipeline.cli import configure_logging
 from pipeline.launch import Requeue, StageFailed, run_job
 from pipeline.live import LiveLogger
-from pipeline.model_report import config_from_params
+from pipeline.models import config_from_params
 from pipeline.params import DatasetParams, ModelParams, Params
 
 log = logging.getLogger("avsf.train")

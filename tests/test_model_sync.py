@@ -226,7 +226,7 @@ def test_sync_loss_is_a_differentiable_zero_when_nothing_counts():
 
 def test_sync_config_defaults_and_params_are_the_authors():
     assert (SyncConfig().scale, SyncConfig().margin) == (0.5, 0.99)
-    from pipeline.model_report import config_from_params
+    from pipeline.models import config_from_params
     from pipeline.params import ModelParams
     cfg = config_from_params(ModelParams(sync_margin=0.7, sync_scale=0.25, drop_pathway_mode="pathway"))
     assert (cfg.sync.margin, cfg.sync.scale, cfg.drop_pathway_mode) == (0.7, 0.25, "pathway")
