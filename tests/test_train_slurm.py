@@ -26,9 +26,16 @@ def store(tmp_path_factory):
     return root / "data" / "store"
 
 
-def sacct_state(job_id: str) -> list[str]:
-    out = subprocess.run(["sacct", "-j", job_id, "-X", "-n", "-o", "State"], capture_output=True, text=True)
-    return out.stdout.split()
+def squeue(job_id: str) -> str:
+    """'STATE REASON' of a queued job ('' once it has left the queue)."""
+    out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def start_when_requeued(job_id: str) -> None:
+    """SLURM holds a requeued job back for about two minutes (BeginTime); let it start now."""
+    wait_for(lambda: squeue(job_id).startswith("PENDING"), timeout=120, what="the requeue")
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
 
 
 def test_two_tasks_on_one_node_are_two_gloo_ranks_in_step(store, tmp_path):
@@ -49,6 +56,7 @@ def test_a_requeued_job_resumes_and_ends_identical_to_an_uninterrupted_run(store
     job_id = job_record(root)["job_id"]
     # What SLURM sends signal_delay_s before the time limit (submitit asks for USR2).
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+    start_when_requeued(job_id)
     assert proc.wait(timeout=300) == 0, (root / "stage.log").read_text()
     logs = job_logs(root)
     assert "stop signal received: checkpointing at the next step" in logs and "Requeued job" in logs
