@@ -53,15 +53,23 @@ class LiveLogger:
             dropped = prune_curves(live_dir, *resume_at)
             if dropped:
                 log.info("train: dropped %d curve points logged after the checkpoint", dropped)
-        self.live = Live(str(live_dir), resume=resume_at is not None, save_dvc_exp=False, dvcyaml=None,
-                         report=None)
+        try:
+            self.live = Live(str(live_dir), resume=resume_at is not None, save_dvc_exp=False, dvcyaml=None,
+                             report=None)
+        except Exception as exc:  # noqa: BLE001 - e.g. a git repository without a commit yet
+            log.warning("train: DVCLive cannot start here (%s: %s): no curves are written", type(exc).__name__, exc)
+            self.live = None
 
     def log_step(self, step: int, values: dict[str, float]) -> None:
+        if self.live is None:
+            return
         self.live.step = step
         for name, value in values.items():
             self.live.log_metric(f"{STEP}/{name}", float(value))
 
     def log_epoch(self, epoch: int, step: int, values: dict[str, float]) -> None:  # noqa: ARG002
+        if self.live is None:
+            return
         self.live.step = epoch + 1
         for name, value in values.items():
             if name != "epoch":
@@ -69,4 +77,5 @@ class LiveLogger:
         self.live.make_summary()
 
     def close(self) -> None:
-        self.live.make_summary()
+        if self.live is not None:
+            self.live.make_summary()

@@ -50,6 +50,8 @@ def project(tmp_path_factory) -> Path:
     sh("git", "init", "-q", cwd=root)
     dvc("init", "-q", cwd=root)
     dvc("config", "core.analytics", "false", cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "project", cwd=root)  # as a user's project has (DVCLive reads the revision)
     first = dvc("repro", cwd=root)
     sh("git", "add", "-A", cwd=root)
     sh("git", "commit", "-qm", "tiny pipeline", cwd=root)
@@ -87,3 +89,24 @@ def test_experiment_on_a_download_param_reruns_only_download(project):
     assert yaml.safe_load((project / "params.yaml").read_text())["download"]["retries"] == 5
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert lock["stages"]["download"]["params"]["params.yaml"]["download"]["retries"] == 5
+
+
+def test_training_curves_are_dvc_plots(project):
+    result = sh(sys.executable, "-m", "dvc", "plots", "show", "--json", cwd=project)
+    data = json.loads(result.stdout)["data"]
+    loss = data["reports/train/plots/metrics/steps/loss.tsv"][0]
+    assert "val_top1" in " ".join(data) and loss["type"] == "vega"
+    points = loss["content"]["data"]["values"]
+    assert [int(p["step"]) for p in points] == list(range(1, len(points) + 1)) and len(points) >= 2
+
+
+def test_an_experiment_on_drop_pathway_retrains_and_metrics_diff_shows_it(project):
+    before = json.loads((project / "reports/metrics/train.json").read_text())
+    output = dvc("exp", "run", "-S", "model.drop_pathway=0.0", cwd=project)
+    assert "train" in ran_stages(output) and not {"demo", "download", "decode", "spectrogram"} & ran_stages(output)
+    after = json.loads((project / "reports/metrics/train.json").read_text())
+    assert after["fingerprint"] != before["fingerprint"] and after["resumed_from"] is None  # trained afresh
+    diff = dvc("metrics", "diff", cwd=project)
+    assert "reports/metrics/train.json" in diff
+    table = sh(sys.executable, "-m", "dvc", "exp", "show", "--csv", cwd=project).stdout
+    assert "model.drop_pathway" in table.splitlines()[0] and "final.top1" in table.splitlines()[0]
