@@ -267,6 +267,7 @@ class DatasetParams(Section):
     test_crops: Literal[1, 3] = 3  # centre, or left/centre/right along the longer side
     spec_frames: int = Field(128, gt=0)  # log-mel frames per clip (128 for ~2 s in the paper)
     hard_negative_min_shift_s: float = Field(0.5, ge=0)  # AV-sync hard negatives: audio shift
+    max_open_shards: int = Field(64, gt=0)  # HDF5 files each loader process keeps open per store
 
     @field_validator("train_scale")
     @classmethod

@@ -176,9 +176,12 @@ class TrainJob(submitit.helpers.Checkpointable):
         sampling = clip_sampling(p.dataset, p.model)
         uses_audio = p.model.arch in ("audio", "avslowfast")
         logmel = p.spectrogram.out_dir if uses_audio else None
+        shards = p.dataset.max_open_shards
         train_set = ClipDataset(p.decode.out_dir, logmel, t.train_split, "train", sampling,
-                                sync_negatives=cfg.sync is not None and cfg.arch == "avslowfast" and t.sync_weight > 0)
-        val_set = ClipDataset(p.decode.out_dir, logmel, t.val_split, "test", replace(sampling, test_clips=1, test_crops=1))
+                                sync_negatives=cfg.sync is not None and cfg.arch == "avslowfast" and t.sync_weight > 0,
+                                max_open_shards=shards)
+        val_set = ClipDataset(p.decode.out_dir, logmel, t.val_split, "test", replace(sampling, test_clips=1, test_crops=1),
+                              max_open_shards=shards)
         global_batch = t.batch_size
         schedule = LRSchedule(base_lr=t.base_lr, reference_batch=t.reference_batch, global_batch=global_batch,
                               epochs=t.epochs, policy=t.lr_policy, warmup_epochs=t.warmup_epochs,

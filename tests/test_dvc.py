@@ -102,7 +102,7 @@ def test_training_curves_are_dvc_plots(project):
 
 def test_an_experiment_on_drop_pathway_retrains_and_metrics_diff_shows_it(project):
     before = json.loads((project / "reports/metrics/train.json").read_text())
-    output = dvc("exp", "run", "-S", "model.drop_pathway=0.0", cwd=project)
+    output = dvc("exp", "run", "train", "-S", "model.drop_pathway=0.0", cwd=project)
     assert "train" in ran_stages(output) and not {"demo", "download", "decode", "spectrogram"} & ran_stages(output)
     after = json.loads((project / "reports/metrics/train.json").read_text())
     assert after["fingerprint"] != before["fingerprint"] and after["resumed_from"] is None  # trained afresh

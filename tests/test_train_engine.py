@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -199,3 +198,25 @@ def test_drop_pathway_is_one_draw_per_step_that_every_rank_makes_alike():
     assert draws == [drop_audio_draw(0, epoch, step, 0.8) for epoch in range(4) for step in range(250)]
     assert draws != [drop_audio_draw(1, epoch, step, 0.8) for epoch in range(4) for step in range(250)]
     assert not any(drop_audio_draw(0, 0, step, 0.0) for step in range(100))
+
+
+@pytest.mark.parametrize("arch", ["slow", "fast", "audio"])
+def test_every_arch_of_the_family_trains(store, tmp_path, monkeypatch, arch):
+    root, params = run_dir(tmp_path, store, {"model.arch": arch, "train.epochs": 1, "train.precise_bn_batches": 0})
+    trainer = trainer_for(root, params, monkeypatch)
+    result = trainer.run()
+    assert trainer.cfg.arch == arch and result.global_step == 3 and result.final["videos"] == 4
+    assert math.isfinite(result.history[0]["loss"])
+
+
+@pytest.mark.gpu
+def test_a_cuda_run_uses_bf16_channels_last_and_resumes(store, tmp_path, monkeypatch):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    overrides = {"model.arch": "avslowfast", "train.epochs": 1, "train.device": "cuda",
+                 "launch.resources.gpus_per_node": 1}
+    root, params = run_dir(tmp_path, store, overrides)
+    trainer = trainer_for(root, params, monkeypatch)
+    assert trainer.s.precision == "bf16" and trainer.channels_last and torch.backends.cudnn.benchmark
+    result = trainer.run()
+    assert math.isfinite(result.history[0]["loss"]) and result.final["videos"] == 4

@@ -234,13 +234,14 @@ class ClipDataset(Dataset):
         decode_on: Literal["worker", "device"] = "worker",
         labels: LabelSource | None = None,
         max_load_attempts: int = 10,
+        max_open_shards: int = 64,
     ):
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', not {mode!r}")
         if decode_on not in ("worker", "device"):
             raise ValueError(f"decode_on must be 'worker' or 'device', not {decode_on!r}")
         self.decode_on = decode_on
-        self.reader = StoreReader(frames_dir, logmel_dir)
+        self.reader = StoreReader(frames_dir, logmel_dir, max_open_shards=max_open_shards)
         self.classes = self.reader.classes()
         self.labels = labels or VideoLabels(self.classes)
         self.samples: list[Sample] = self.labels.samples([e for e in self.reader.entries if e.split == split])
