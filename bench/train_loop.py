@@ -92,9 +92,12 @@ def measure(cfg, dataset, settings: TrainSettings, warmup: int, out_dir: Path) -
     return clock.clips_per_s(warmup, settings.batch_size)
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> dict | None:
     args = parse_args(argv)
-    device = torch.device(args.device if args.device != "cuda" or torch.cuda.is_available() else "cpu")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device here: run on the GPU machine, or --device cpu --tiny for this machine's figure")
+        return None
     cuda = device.type == "cuda"
     batch = args.batch or (8 if args.tiny else 32)
     workers = args.workers if args.workers is not None else max(1, (os.cpu_count() or 2) - 1)
@@ -107,8 +110,9 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         clip = bench_clip(REPO / "data" / "bench" / "bench_clip.mp4")
-        frames, logmel = build_store(clip, root / "store", DecodeSettings(short_side=short), copies=batch * steps)
+        frames, logmel = build_store(clip, root / "store", DecodeSettings(short_side=short), copies=batch)
         loop_set = ClipDataset(frames, logmel, "train", "train", sampling, max_load_attempts=1)
+        loop_set.samples *= steps  # one epoch of `steps` batches, each clip read once per batch
         schedule = LRSchedule(base_lr=0.01, reference_batch=batch, global_batch=batch, epochs=1, warmup_epochs=0)
         settings = TrainSettings(epochs=1, batch_size=batch, schedule=schedule, precise_bn_batches=0,
                                  workers=workers, persistent_workers=True, log_every=1, device=str(device),
@@ -134,4 +138,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(0 if main() is not None else 2)

@@ -11,8 +11,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_train_step", REPO / "bench" / "train_step.py")
+def load_bench(name: str = "train_step"):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -46,3 +46,17 @@ def test_train_step_bench_refuses_unknown_configs_and_missing_cuda():
     import torch
     if not torch.cuda.is_available():
         assert bench.main([]) == 2
+
+
+def test_train_loop_bench_compares_the_loop_with_synthetic_batches(tmp_path):
+    bench = load_bench("train_loop")
+    out = tmp_path / "loop.json"
+    report = bench.main(["--device", "cpu", "--tiny", "--batch", "2", "--steps", "3", "--warmup", "1",
+                         "--workers", "1", "--out", str(out)])
+    assert json.loads(out.read_text()) == report
+    assert report["metric"] == "train_loop_over_synthetic" and report["goal"] == 0.95 and report["goal_met"] is None
+    assert report["loop_clips_per_s"] > 0 and report["synthetic_clips_per_s"] > 0
+    assert report["value"] == pytest.approx(report["loop_clips_per_s"] / report["synthetic_clips_per_s"], rel=1e-2)
+    import torch
+    if not torch.cuda.is_available():
+        assert bench.main([]) is None  # the full figure needs the GPU
