@@ -6,7 +6,7 @@ Our module names are PySlowFast's (s1..s5, pathway{i}_stem / pathway{i}_res{j} /
 pathway{i}_nonlocal{j}, s{k}_fuse.conv_f2s, head.projection), so tensors map by name. Into AVSlowFast, a SlowFast checkpoint
 fills the Slow and Fast pathways and their laterals; the audio pathway, the audio fusion and
 the sync heads keep their fresh initialisation, and the classifier (which also sees audio
-features) is skipped. Every key is accounted for in a :class:`LoadReport`; a tensor whose
+features, so its shape differs) is skipped. Every key is accounted for in a :class:`LoadReport`; a tensor whose
 shape differs from ours stops the load with a message naming it.
 """
 
@@ -190,15 +190,19 @@ def load_pyslowfast_checkpoint(model: nn.Module, source: str | os.PathLike | Map
     checkpoint or state dict already loaded) into ``model`` and report what happened.
     BN step counters (``num_batches_tracked``) are never reported missing: Caffe2 has none.
 
-    ``skip_prefixes`` defaults to ``("head.",)`` for a model whose classifier also sees
-    audio (AVSlowFast with pool5 fusion) and to nothing otherwise. Raises
-    :class:`CheckpointError` on a shape mismatch, before changing anything.
+    When any head tensor (``head.``) differs in shape from ours the whole head is skipped,
+    not refused: the checkpoint's classifier is for other classes, or for other features
+    (a SlowFast head loaded into AVSlowFast, whose classifier also sees pooled audio), and
+    ours stays as initialised; a head of the same shapes (our own checkpoints) loads. ``skip_prefixes``
+    leaves out more on purpose. Any other shape mismatch raises :class:`CheckpointError`,
+    before changing anything.
     """
     state = model_tensors(source) if isinstance(source, Mapping) else read_state_dict(source, trusted)
-    if skip_prefixes is None:
-        skip_prefixes = ("head.",) if getattr(model, "head_uses_audio", False) and \
-            getattr(getattr(model, "cfg", None), "arch", "") == "avslowfast" else ()
     ours = model.state_dict()
+    skip_prefixes = tuple(skip_prefixes or ())
+    if any(k.startswith("head.") and k in ours and _expand_dims(v, ours[k]).shape != ours[k].shape
+           for k, v in state.items()):
+        skip_prefixes += ("head.",)
     report = LoadReport()
     to_copy = {}
     for key, value in state.items():
