@@ -5,12 +5,12 @@ against the same training loop fed one synthetic batch from memory, in the same 
     python bench/train_loop.py --device cpu --tiny    # this machine: the tiny model, 112 crop
 
 Both runs use :class:`avsf.train.engine.Trainer` as stage ``train`` does (LR schedule, the
-DropPathway draw, loss, the all-ranks finiteness check, the SGD step), the Audio pathway
+DropPathway draw, loss, the all-ranks finiteness checks, the SGD step), the Audio pathway
 always on (DropPathway off, no sync heads: the worst case, as ``bench/train_step.py``), bf16
 autocast and channels_last_3d on CUDA. The loop run reads real training clips (32 Fast
 frames of a 64-frame span from a short side of 256, scale jitter, random 224 crop, flip, a
-128-row log-mel window) through ``--workers`` DataLoader workers; the synthetic run feeds a
-batch of the same shapes built once. Steps are timed after ``--warmup`` steps. The figure is
+128-row log-mel window) through ``--workers`` DataLoader workers; the synthetic run feeds
+one batch of such clips, collated once and already on the device, every step. Steps are timed after ``--warmup`` steps. The figure is
 the ratio of the two rates (goal >= 0.95: the loader never limits), with both rates; on
 CUDA also clips/s against 300. Writes reports/bench/train_loop.json (CUDA, the full model)
 or train_loop_cpu_tiny.json.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -27,8 +28,10 @@ from pathlib import Path
 
 import torch
 
-from bench_report import REPO, report
-from store_common import bench_clip, build_store
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by path (tests)
+
+from bench_report import REPO, report  # noqa: E402  (puts the repository on sys.path)
+from store_common import bench_clip, build_store  # noqa: E402
 
 from avsf.data.clip_dataset import ClipDataset, ClipSampling, collate_clips  # noqa: E402
 from avsf.data.decode import DecodeSettings  # noqa: E402
@@ -51,19 +54,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-class SyntheticClips(torch.utils.data.Dataset):
-    """One real item, built once and returned for every key: the loop without the loader."""
+class SyntheticTrainer(Trainer):
+    """The same loop fed one collated batch, already on the device, every step: what the
+    training step alone can do (``bench/train_step.py``'s figure, through the engine)."""
 
-    sync_negatives = False
+    def __init__(self, *args, batch: dict, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batch = batch
 
-    def __init__(self, item: dict, size: int):
-        self.item, self.size = item, size
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, key) -> dict:
-        return {**self.item, "load_failures": []}
+    def _loader(self, dataset, sampler, batch_size, persistent):
+        return [self.batch] * self.steps_per_epoch
 
 
 class StepClock:
@@ -85,11 +85,10 @@ class StepClock:
         return (len(timed) - 1) * batch / (timed[-1] - timed[0])
 
 
-def measure(cfg, dataset, settings: TrainSettings, warmup: int, out_dir: Path) -> float:
-    trainer = Trainer(cfg, settings, dataset, None, out_dir)
+def measure(trainer: Trainer, warmup: int) -> float:
     clock = StepClock(trainer.device)
     trainer.run(clock)
-    return clock.clips_per_s(warmup, settings.batch_size)
+    return clock.clips_per_s(warmup, trainer.s.batch_size)
 
 
 def main(argv=None) -> dict | None:
@@ -118,11 +117,11 @@ def main(argv=None) -> dict | None:
                                  workers=workers, persistent_workers=True, log_every=1, device=str(device),
                                  precision="bf16" if cuda else "fp32", channels_last=cuda, progress=False,
                                  checkpoint_every=1)
-        loop = measure(cfg, loop_set, settings, args.warmup, root / "loop")
-        item = collate_clips([loop_set[0]])
-        one = {k: v[0] for k, v in item.items() if isinstance(v, torch.Tensor)}
-        synthetic = measure(cfg, SyntheticClips(one, batch * steps), replace(settings, workers=0), args.warmup,
-                            root / "synthetic")
+        loop = measure(Trainer(cfg, settings, loop_set, None, root / "loop"), args.warmup)
+        fixed = collate_clips([loop_set[i] for i in range(batch)])
+        fixed = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in fixed.items()}
+        synthetic = measure(SyntheticTrainer(cfg, replace(settings, workers=0), loop_set, None, root / "synthetic",
+                                             batch=fixed), args.warmup)
     ratio = loop / synthetic
     name = "train_loop" if cuda and not args.tiny else f"train_loop_{device.type}{'_tiny' if args.tiny else ''}"
     out = Path(args.out) if args.out else REPO / "reports" / "bench" / f"{name}.json"

@@ -143,17 +143,19 @@ def _wait_or_cancel(stage: str, jobs: Sequence[submitit.Job], poll_s: float) -> 
 
 
 def run_job(stage: str, fn: Callable[[], Result], launch: LaunchParams, attach_file: str | os.PathLike,
-            requeue: Requeue | None = None, poll_s: float = 1.0) -> Result:
+            fingerprint: str, requeue: Requeue | None = None, poll_s: float = 1.0) -> Result:
     """Run ``fn()`` as one job of ``nodes x tasks_per_node`` tasks and return its first task's
-    result. While it runs, ``attach_file`` names it: a rerun of the stage (after the stage
-    was killed, say) waits for that job instead of submitting another."""
+    result. While it runs, ``attach_file`` names it and the ``fingerprint`` of what it
+    computes: a rerun of the stage (after the stage was killed, say) with the same
+    fingerprint waits for that job instead of submitting another; one with another
+    fingerprint (other params) cancels it and submits its own."""
     attach_file = Path(attach_file)
-    job = _attached_job(stage, attach_file, launch)
+    job = _attached_job(stage, attach_file, fingerprint)
     if job is None:
         executor = make_executor(stage, launch, requeue)
         job = executor.submit(fn)
         if executor.cluster != "debug":
-            write_json(attach_file, {"cluster": executor.cluster, "job_id": str(job.job_id),
+            write_json(attach_file, {"cluster": executor.cluster, "job_id": str(job.job_id), "fingerprint": fingerprint,
                                      "folder": str(job.paths.folder), "tasks": list(range(job.num_tasks))})
         log.info("%s: job %s on %s (%d task(s)), log %s", stage, job.job_id, executor.cluster, job.num_tasks,
                  job.paths.stdout)
@@ -188,8 +190,9 @@ def _alive(pid: int) -> bool:
     return b"submitit" in cmdline
 
 
-def _attached_job(stage: str, attach_file: Path, launch: LaunchParams) -> submitit.Job | None:
-    """The job ``attach_file`` names, if it is still running (or pending)."""
+def _attached_job(stage: str, attach_file: Path, fingerprint: str) -> submitit.Job | None:
+    """The job ``attach_file`` names, if it is still running (or pending) and computes what
+    ``fingerprint`` says; a running job of other settings is cancelled."""
     try:
         record = json.loads(attach_file.read_text())
     except (OSError, ValueError):
@@ -202,6 +205,13 @@ def _attached_job(stage: str, attach_file: Path, launch: LaunchParams) -> submit
     else:
         return None
     if job.done(force_check=True):
+        attach_file.unlink(missing_ok=True)
+        return None
+    if record.get("fingerprint") != fingerprint:
+        log.warning("%s: job %s still runs with other settings (fingerprint %s, now %s): cancelling it", stage,
+                    job_id, record.get("fingerprint"), fingerprint)
+        job.cancel(check=False)
+        _wait_or_cancel(stage, [job], 0.5)
         attach_file.unlink(missing_ok=True)
         return None
     log.info("%s: re-attaching to job %s (%s), still running from an earlier run of the stage", stage, job_id,

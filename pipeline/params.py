@@ -419,10 +419,12 @@ class Params(Section):
         if t.batch_size % ranks:
             raise ValueError(f"train.batch_size: {t.batch_size} does not split evenly over {ranks} ranks "
                              "(launch nodes x tasks_per_node for train)")
+        from avsf.models.config import WITH_AUDIO, WITH_FAST
+
         alpha_f, alpha_a = m.ratios()
-        if m.arch in ("fast", "slowfast", "avslowfast") and m.stride % alpha_f:
+        if m.arch in WITH_FAST and m.stride % alpha_f:
             raise ValueError(f"model.stride: {m.stride} is not a multiple of the Fast pathway's alpha ({alpha_f})")
-        if m.arch in ("audio", "avslowfast"):
+        if m.arch in WITH_AUDIO:
             if m.frames * alpha_a != d.spec_frames:
                 raise ValueError(f"dataset.spec_frames: {d.spec_frames} log-mel frames, but the model's audio "
                                  f"input is model.frames x alpha_a = {m.frames} x {alpha_a} = {m.frames * alpha_a}")

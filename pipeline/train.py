@@ -34,6 +34,7 @@ from avsf.data.ledger import Failure, count_by_reason, write_ledger
 from avsf.data.store import CLASSES_NAME, INDEX_NAME, STATS_NAME, read_index, read_meta
 from avsf.io.atomic import write_json
 from avsf.models import ModelConfig
+from avsf.models.config import WITH_FAST
 from avsf.models.checkpoint import load_pyslowfast_checkpoint
 from avsf.models.flops import inference_params
 from avsf.train import checkpoint as ckpt
@@ -48,16 +49,20 @@ from pipeline.params import DatasetParams, ModelParams, Params
 log = logging.getLogger("avsf.train")
 
 STAGE = "train"
-# Train params that change how a run is watched or stored, not what it computes.
-NOT_IN_FINGERPRINT = ("out_dir", "metrics", "live_dir", "ledger", "workers", "persistent_workers", "log_every",
-                      "checkpoint_every", "keep_checkpoints", "signal_delay_s", "max_requeues")
+# Params that change how a run is watched, stored or tested later, not what it computes.
+NOT_IN_FINGERPRINT = {
+    "train": {"out_dir", "metrics", "live_dir", "ledger", "workers", "persistent_workers", "log_every",
+              "checkpoint_every", "keep_checkpoints", "signal_delay_s", "max_requeues", "device", "precision",
+              "init_checkpoint"},  # (the last three enter resolved, and as the file's digest)
+    "dataset": {"max_open_shards", "test_clips", "test_crops"},  # validation takes one centre view
+}
 
 
 def clip_sampling(d: DatasetParams, m: ModelParams) -> ClipSampling:
     """How the dataset cuts clips for the params' model: T x tau, and alpha_F when the model
     has a Fast pathway (1 otherwise: Slow frames only)."""
     alpha_f, _ = m.ratios()
-    alpha = alpha_f if m.arch in ("fast", "slowfast", "avslowfast") else 1
+    alpha = alpha_f if m.arch in WITH_FAST else 1
     return ClipSampling(num_frames=m.frames, stride=m.stride, alpha=alpha, train_scale=tuple(d.train_scale),
                         train_crop=d.train_crop, flip=d.flip, test_scale=d.test_scale, test_crop=d.test_crop,
                         test_clips=d.test_clips, test_crops=d.test_crops, spec_frames=d.spec_frames,
@@ -77,10 +82,26 @@ def store_identity(frames_dir: Path, logmel_dir: Path | None) -> str:
     return digest.hexdigest()[:16]
 
 
+def resolve_device(params: Params) -> tuple[str, str]:
+    """(device type, precision) of the run, from params alone (the submitting machine may
+    have no GPU): CUDA when train.device says so, or when it is auto and the job asks for
+    GPUs; bf16 autocast on CUDA and fp32 on the CPU unless train.precision says otherwise."""
+    t = params.train
+    cuda = t.device == "cuda" or (t.device == "auto" and params.launch.resources_for(STAGE).gpus_per_node > 0)
+    precision = t.precision if t.precision != "auto" else ("bf16" if cuda else "fp32")
+    return ("cuda" if cuda else "cpu"), precision
+
+
 def run_fingerprint(params: Params, store: str) -> str:
-    train = params.train.model_dump(exclude=set(NOT_IN_FINGERPRINT))
-    blob = json.dumps({"model": params.model.model_dump(), "dataset": params.dataset.model_dump(), "train": train,
-                       "ranks": params.launch.world_size(STAGE), "store": store}, sort_keys=True, default=str)
+    """What the run's result depends on: the model, the sampling, the recipe, the ranks,
+    the device and precision, the initial weights and the store."""
+    t = params.train
+    init = hashlib.sha256(Path(t.init_checkpoint).read_bytes()).hexdigest() if t.init_checkpoint else None
+    blob = json.dumps({
+        "model": params.model.model_dump(), "dataset": params.dataset.model_dump(exclude=NOT_IN_FINGERPRINT["dataset"]),
+        "train": t.model_dump(exclude=NOT_IN_FINGERPRINT["train"]), "ranks": params.launch.world_size(STAGE),
+        "device": resolve_device(params), "init_checkpoint": init, "store": store,
+    }, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -109,11 +130,13 @@ def run_train(params: Params) -> None:
                           f"{len(classes)} classes ({frames_dir / CLASSES_NAME}); set model.num_classes={len(classes)}")
     if not any(e.split == t.train_split for e in entries):
         raise StageFailed(f"train: the store has no clip in split {t.train_split!r}")
-    uses_audio = params.model.arch in ("audio", "avslowfast")
-    store = store_identity(frames_dir, logmel_dir if uses_audio else None)
-    job = TrainJob(params, run_fingerprint(params, store))
+    if t.init_checkpoint and not Path(t.init_checkpoint).is_file():
+        raise StageFailed(f"train.init_checkpoint: no such file: {t.init_checkpoint}")
+    uses_audio = config_from_params(params.model).audio is not None
+    fingerprint = run_fingerprint(params, store_identity(frames_dir, logmel_dir if uses_audio else None))
     started = time.monotonic()
-    summary = run_job(STAGE, job, params.launch, Path(params.launch.log_dir) / STAGE / "running.json",
+    summary = run_job(STAGE, TrainJob(params, fingerprint), params.launch,
+                      Path(params.launch.log_dir) / STAGE / "running.json", fingerprint,
                       Requeue(t.signal_delay_s, t.max_requeues))
     final = summary.get("final", {})
     log.info("train: %s, %d epochs (%d steps) on %d rank(s): val top-1 %.3f, top-5 %.3f; %d samples failed to load; "
@@ -137,7 +160,7 @@ class TrainJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict[str, Any]:
         configure_logging()  # the job is a fresh process: its log lines go to the job's log
         p, t = self.params, self.params.train
-        rank, world_size, local_rank = _init_distributed(p.launch.world_size(STAGE))
+        rank, world_size, local_rank = _init_distributed(p.launch.world_size(STAGE), resolve_device(p)[0])
         stop = _StopOnSignal()
         try:
             out_dir = Path(t.out_dir)
@@ -152,7 +175,12 @@ class TrainJob(submitit.helpers.Checkpointable):
             logger = None
             if rank == 0:
                 logger = LiveLogger(t.live_dir, (trainer.global_step, trainer.start_epoch) if resumed else None)
-            result = trainer.run(logger)
+            try:
+                result = trainer.run(logger)
+            except Exception:
+                if rank == 0:  # what failed to load so far, for the error's "see the train ledger"
+                    write_ledger(t.ledger, ledger_rows(trainer.failures))
+                raise
             if result.preempted:
                 stop.requeue()  # rank 0 hands over to submitit, which requeues the job and exits
                 return {"preempted": True}
@@ -166,19 +194,19 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def _trainer(self, rank: int, world_size: int, local_rank: int, stop: "_StopOnSignal") -> Trainer:
         p, t = self.params, self.params.train
-        cuda = t.device == "cuda" or (t.device == "auto" and torch.cuda.is_available()
-                                       and p.launch.resources_for(STAGE).gpus_per_node > 0)
+        device_type, precision = resolve_device(p)
+        cuda = device_type == "cuda"
+        if cuda and not torch.cuda.is_available():
+            raise RuntimeError("train: the run is on CUDA (train.device, launch gpus_per_node) but this job sees no GPU")
         device = f"cuda:{local_rank}" if cuda else "cpu"
         if cuda:
             torch.cuda.set_device(local_rank)
-        precision = t.precision if t.precision != "auto" else ("bf16" if cuda else "fp32")
         cfg = config_from_params(p.model)
         sampling = clip_sampling(p.dataset, p.model)
-        uses_audio = p.model.arch in ("audio", "avslowfast")
-        logmel = p.spectrogram.out_dir if uses_audio else None
+        logmel = p.spectrogram.out_dir if cfg.audio is not None else None
         shards = p.dataset.max_open_shards
         train_set = ClipDataset(p.decode.out_dir, logmel, t.train_split, "train", sampling,
-                                sync_negatives=cfg.sync is not None and cfg.arch == "avslowfast" and t.sync_weight > 0,
+                                sync_negatives=cfg.has_sync and t.sync_weight > 0,
                                 max_open_shards=shards)
         val_set = ClipDataset(p.decode.out_dir, logmel, t.val_split, "test", replace(sampling, test_clips=1, test_crops=1),
                               max_open_shards=shards)
@@ -207,7 +235,7 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def _write_outputs(self, trainer: Trainer, result: TrainResult) -> dict[str, Any]:
         p, t = self.params, self.params.train
-        failures = [Failure(f["id"], STAGE, f["reason"], f["detail"]) for f in result.load_failures]
+        failures = ledger_rows(result.load_failures)
         write_ledger(t.ledger, failures)
         last = result.history[-1] if result.history else {}
         vals = [row["val_top1"] for row in result.history if "val_top1" in row]
@@ -222,7 +250,8 @@ class TrainJob(submitit.helpers.Checkpointable):
             "best_val_top1": max(vals) if vals else None,
             "last_epoch": last,
             "clips_per_s": sum(r["clips_per_s"] for r in result.history) / max(len(result.history), 1),
-            "load_failures": len(failures),
+            "load_failures": len(result.load_failures),  # every failed load, a clip failing each epoch included
+            "failed_clips": len(failures),
             "failed_by_reason": count_by_reason(failures),
             "precise_bn_batches": result.precise_bn_batches,
             "resumed_from": result.resumed_from,
@@ -232,9 +261,9 @@ class TrainJob(submitit.helpers.Checkpointable):
         return summary
 
 
-def _init_distributed(expected: int) -> tuple[int, int, int]:
+def _init_distributed(expected: int, device_type: str) -> tuple[int, int, int]:
     """(rank, world size, local rank) from submitit's environment; the process group is
-    set up (env://) when the job has several tasks."""
+    set up (env://; NCCL for a CUDA run, gloo on the CPU) when the job has several tasks."""
     try:
         env = submitit.JobEnvironment()
         tasks, rank, local_rank = env.num_tasks, env.global_rank, env.local_rank
@@ -244,8 +273,7 @@ def _init_distributed(expected: int) -> tuple[int, int, int]:
         raise RuntimeError(f"train: the job has {tasks} tasks but params ask for {expected} ranks")
     if tasks > 1:
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend, init_method="env://")
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo", init_method="env://")
     threads = int(os.environ.get("SLURM_CPUS_PER_TASK", "0")) or max(1, (os.cpu_count() or 1) // tasks)
     torch.set_num_threads(threads)
     return rank, tasks, local_rank
@@ -275,6 +303,14 @@ class _StopOnSignal:
     def requeue(self) -> None:
         if callable(self._submitit):
             self._submitit(self.signum, None)
+
+
+def ledger_rows(failures: list[dict[str, str]]) -> list[Failure]:
+    """One ledger row per sample that failed to load (the first time, with its phase)."""
+    rows: dict[str, Failure] = {}
+    for f in failures:
+        rows.setdefault(f["id"], Failure(f["id"], STAGE, f["reason"], f"{f.get('phase', 'train')}: {f['detail']}"))
+    return list(rows.values())
 
 
 def _fingerprint_of(path: Path) -> str | None:

@@ -124,14 +124,22 @@ class Sample:
 
 
 class LabelSource(Protocol):
-    """A dataset's annotations: the samples of a split's stored videos, with their targets."""
+    """A dataset's annotations: the samples of a split's stored videos, and the target of
+    the frames a clip of a sample covers (labels active in that window, boxes at its
+    keyframe, ...)."""
 
     def samples(self, entries: Sequence[StoreEntry]) -> list[Sample]: ...
+
+    def target(self, sample: Sample, start_frame: int, stop_frame: int) -> dict[str, Any]: ...
+
+    def blank(self) -> dict[str, Any]:
+        """The target of a test item that could not be loaded (left out of the metrics)."""
+        ...
 
 
 class VideoLabels:
     """Kinetics: each stored clip is one sample, its whole length, labelled with the index of
-    its class name in ``classes`` (-1 for an unlabelled or unknown one)."""
+    its class name in ``classes`` (-1 for an unlabelled or unknown one) whatever the window."""
 
     def __init__(self, classes: Sequence[str]):
         self.classes = list(classes)
@@ -139,6 +147,12 @@ class VideoLabels:
 
     def samples(self, entries: Sequence[StoreEntry]) -> list[Sample]:
         return [Sample(e, 0, e.num_frames, {"label": self._index.get(e.label, -1)}) for e in entries]
+
+    def target(self, sample: Sample, start_frame: int, stop_frame: int) -> dict[str, Any]:  # noqa: ARG002
+        return sample.target
+
+    def blank(self) -> dict[str, Any]:
+        return {"label": -1}
 
 
 class LoadFailed(RuntimeError):
@@ -306,7 +320,7 @@ class ClipDataset(Dataset):
         start = self._start_frame(sample, clip, rng)
         item: dict[str, Any] = {
             **self._frames(entry, start, crop, rng),
-            **sample.target,
+            **self.labels.target(sample, start, start + s.span),
             "index": video,
             "clip": clip,
             "crop": crop,
@@ -332,7 +346,7 @@ class ClipDataset(Dataset):
         size = s.test_crop
         fast = torch.zeros(3, s.alpha * s.num_frames, size, size, dtype=torch.uint8)
         item: dict[str, Any] = {"slow": fast[:, :: s.alpha].clone(), "fast": fast,
-                                **{k: -1 for k in self.samples[0].target}, "index": index // per_video,
+                                **self.labels.blank(), "index": index // per_video,
                                 "clip": (index % per_video) // s.test_crops, "crop": index % s.test_crops,
                                 "start_s": 0.0}
         if self.decode_on == "device":

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 Arch = Literal["slow", "fast", "slowfast", "audio", "avslowfast"]
+WITH_FAST: tuple[Arch, ...] = ("fast", "slowfast", "avslowfast")  # archs that read Fast frames
+WITH_AUDIO: tuple[Arch, ...] = ("audio", "avslowfast")  # archs that read log-mel
 FusionMode = Literal["a_fs", "a_f_s", "av_nonlocal"]
 HeadKind = Literal["classification", "epic", "ava"]
 DropPathwayMode = Literal["fusion", "pathway"]
@@ -226,6 +228,16 @@ class ModelConfig:
     @property
     def audio_index(self) -> int | None:
         return next((i for i, p in enumerate(self.pathways) if isinstance(p, AudioPathwayConfig)), None)
+
+    @property
+    def has_fast(self) -> bool:
+        """Whether the network reads Fast frames (alpha_F x T at tau / alpha_F)."""
+        return self.arch in WITH_FAST
+
+    @property
+    def has_sync(self) -> bool:
+        """Whether the network has AV-sync heads (AVSlowFast with sync)."""
+        return self.sync is not None and self.arch == "avslowfast"
 
 
 # --------------------------------------------------------------------------- presets

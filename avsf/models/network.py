@@ -79,7 +79,7 @@ class VideoNet(nn.Module):
                                            head.dropout, head.activation, head.test_pool)
 
         self.sync = None
-        if cfg.sync is not None and cfg.arch == "avslowfast":
+        if cfg.has_sync:
             self.sync = nn.ModuleDict({level: self._sync_head(level, slow_dims, dims)
                                        for level in cfg.sync.levels})
         init_weights(self)

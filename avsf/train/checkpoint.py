@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ from avsf.io.atomic import atomic_output, temp_path_for
 CHECKPOINT_VERSION = 1
 LAST = "last.pyth"  # the newest state to resume from (a hard link to an epoch checkpoint)
 FINAL = "final.pyth"  # the trained model, after precise BN: what later stages take
+
+
+EPOCH_NAME = re.compile(r"checkpoint_epoch_\d{5}\.pyth")  # not the mid-epoch ..._step_NNNNNN.pyth
 
 
 def epoch_checkpoint_name(epochs_done: int) -> str:
@@ -92,7 +96,7 @@ def prune_checkpoints(directory: str | os.PathLike, keep: int) -> list[Path]:
     """Delete all but the newest ``keep`` epoch checkpoints (``last.pyth`` keeps its own link)."""
     if keep <= 0:
         return []
-    epochs = sorted(Path(directory).glob("checkpoint_epoch_*.pyth"))
+    epochs = sorted(p for p in Path(directory).glob("checkpoint_epoch_*.pyth") if EPOCH_NAME.fullmatch(p.name))
     removed = epochs[:-keep]
     for old in removed:
         old.unlink()

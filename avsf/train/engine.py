@@ -5,7 +5,8 @@ One epoch, on every rank at once (torch.distributed, one rank per device)::
 
     EpochSampler (this rank's keys) ──DataLoader workers──> batch ──to device, normalise──>
         model(inputs, drop_audio, negative_audio)  (through DDP: every gradient all-reduced)
-        ──> task loss (+ sync weight x AV-sync loss) ──> finite on every rank? ──> SGD step
+        ──> task loss (+ sync weight x AV-sync loss) ──> backward ──> loss and gradients
+        finite on every rank? ──> SGD step
     every val_every epochs: one centre clip per val video ──> top-1 / top-5 / loss
     every checkpoint_every epochs (rank 0): checkpoint_epoch_NNNNN.pyth, last.pyth
     after the last epoch: precise BN ──> final validation ──> final.pyth
@@ -15,9 +16,10 @@ draw (shared by all ranks), the dropout seed per rank. So a run resumed from any
 in a new process, computes what the uninterrupted run would have, bit for bit on CPU.
 
 A stop request (preemption: ``should_stop``) is agreed on by all ranks at the next step
-boundary; rank 0 then checkpoints the exact position (epoch and step) and the loop returns
-``preempted``. A non-finite loss on any rank stops every rank before the weights change,
-with :class:`TrainingDiverged` naming the epoch and step; the last checkpoint stays as it was.
+boundary (or before precise BN, after the last epoch); rank 0 then checkpoints the exact
+position (epoch and step) and the loop returns ``preempted``. A non-finite loss or gradient
+on any rank stops every rank before the weights change, with :class:`TrainingDiverged`
+naming the epoch and step; the last checkpoint stays as it was.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -47,6 +48,7 @@ from avsf.train import checkpoint as ckpt
 from avsf.train.precise_bn import update_bn_stats
 from avsf.train.recipe import LRSchedule, build_optimizer, hard_negative_fraction, set_lr
 from avsf.train.sampler import EpochSampler
+from avsf.train.tasks import Classification, Task
 
 log = logging.getLogger("avsf.train")
 
@@ -119,7 +121,7 @@ class TrainResult:
     preempted: bool = False
     final: dict[str, float] = field(default_factory=dict)  # final validation, after precise BN
     history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
-    load_failures: list[dict[str, str]] = field(default_factory=list)
+    load_failures: list[dict[str, str]] = field(default_factory=list)  # one per failed load, phase included
     resumed_from: dict[str, int] | None = None
     precise_bn_batches: int = 0
     seconds: float = 0.0
@@ -157,16 +159,6 @@ def model_inputs(cfg: ModelConfig, batch: dict[str, Any], device: torch.device, 
     return inputs
 
 
-def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:
-    """How many of ``labels`` (those >= 0) are among the top k of ``logits``, for each k."""
-    keep = labels >= 0
-    logits, labels = logits[keep], labels[keep]
-    k = min(max(ks), logits.shape[1])
-    top = logits.topk(k, dim=1).indices
-    hits = top == labels[:, None]
-    return [int(hits[:, : min(kk, k)].any(dim=1).sum()) for kk in ks]
-
-
 def _all_sum(values, device: torch.device) -> list[float]:
     """Element-wise sums over ranks, as Python floats (checkpoints hold no numpy scalars)."""
     if world()[1] == 1:
@@ -193,8 +185,9 @@ class Trainer:
 
     def __init__(self, model_cfg: ModelConfig, settings: TrainSettings, train_set: ClipDataset,
                  val_set: ClipDataset | None, out_dir: str | Path, should_stop: Callable[[], bool] = lambda: False,
-                 init_state: dict[str, torch.Tensor] | None = None):
+                 init_state: dict[str, torch.Tensor] | None = None, task: Task | None = None):
         self.cfg, self.s = model_cfg, settings
+        self.task = task or Classification()
         self.train_set, self.val_set = train_set, val_set
         self.out_dir = Path(out_dir)
         self.rank, self.world_size = world()
@@ -213,7 +206,7 @@ class Trainer:
             to_channels_last(self.model)
         self.optimizer = build_optimizer(self.model, settings.schedule(0.0), settings.momentum, settings.weight_decay,
                                          settings.bn_weight_decay, settings.nesterov)
-        self.uses_sync = (model_cfg.sync is not None and model_cfg.arch == "avslowfast" and settings.sync_weight > 0)
+        self.uses_sync = model_cfg.has_sync and settings.sync_weight > 0
         if self.uses_sync and not train_set.sync_negatives:
             raise ValueError("the model trains AV-sync (sync weight > 0): the train set needs sync_negatives")
         self.sampler = EpochSampler(len(train_set), settings.batch_size, settings.seed, self.rank, self.world_size)
@@ -222,7 +215,8 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.failures: list[dict[str, str]] = []
         self.resumed_from: dict[str, int] | None = None
-        self._partial: dict[str, list[float]] | None = None  # a stopped epoch's sums so far
+        self._partial: dict[str, Any] | None = None  # a stopped epoch's sums so far
+        self._window = [0.0, 0.0, 0.0]  # the per-step curve's running sums: loss, sync loss, steps
         self.network = self._wrap()
 
     def _wrap(self) -> nn.Module:
@@ -230,10 +224,12 @@ class Trainer:
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            # Only the paper's DropPathway (the whole audio pathway skipped) or AV fusion
-            # without sync heads leave parameters out of an iteration's graph.
-            unused = self.cfg.arch == "avslowfast" and self.cfg.drop_pathway > 0 and (
-                self.cfg.drop_pathway_mode == "pathway" or not self.uses_sync)
+            # Parameters an iteration's graph can leave out: sync heads that are not trained,
+            # the whole audio pathway under the paper's DropPathway, and the audio laterals
+            # when a dropped iteration has no sync task to use them.
+            dropping = self.cfg.arch == "avslowfast" and self.cfg.drop_pathway > 0
+            unused = (self.cfg.has_sync and not self.uses_sync) or (dropping and (
+                self.cfg.drop_pathway_mode == "pathway" or not self.uses_sync))
             network = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.cuda else None,
                                               find_unused_parameters=unused)
         if self.s.compile:
@@ -262,6 +258,7 @@ class Trainer:
                 "history": list(self.history),
                 "load_failures": list(self.failures),
                 "partial_epoch": self._partial,
+                "step_window": list(self._window),
             },
         }
 
@@ -284,6 +281,7 @@ class Trainer:
         self.history = list(record["history"])
         self.failures = list(record["load_failures"])
         self._partial = record["partial_epoch"]
+        self._window = list(record["step_window"])
         ckpt.set_rng_states(record["rng"])
         self.resumed_from = {"epoch": self.start_epoch, "step": self.start_step}
         log.info("train: resuming %s at epoch %d step %d", path, self.start_epoch, self.start_step)
@@ -343,6 +341,8 @@ class Trainer:
                 self._save(epoch + 1, 0)
             if stopped_at is not None:  # the stop came on the epoch's last step
                 return self._result(epoch + 1, started, preempted=True)
+        if _all_sum([float(self.should_stop())], self.device)[0]:  # signalled after the last step
+            return self._result(self.s.epochs, started, preempted=True)
         result = self._result(self.s.epochs, started)
         result.precise_bn_batches = self._precise_bn()
         if self.val_set is not None:
@@ -367,11 +367,12 @@ class Trainer:
         self.sampler.set_epoch(epoch, first_step, hard)
         self.network.train()
         # Sums over the epoch (the part done before a resume included, on rank 0 only):
-        # loss, sync loss, top-1, top-5, labelled clips, clips, samples asked for, failed;
-        # and the per-step log's running window: loss, sync loss, batches.
-        sums, window = np.zeros(8), np.zeros(3)
-        if first_step and self._partial is not None and self.rank == 0:
-            sums, window = np.array(self._partial["sums"]), np.array(self._partial["window"])
+        # loss, sync loss, clips, samples asked for, failed loads, then the task's counts;
+        # and the steps DropPathway dropped (the same on every rank).
+        sums, dropped = np.zeros(5 + len(self.task.metrics) + 1), 0
+        if first_step and self._partial is not None:
+            sums = np.array(self._partial["sums"]) if self.rank == 0 else sums
+            dropped = self._partial["dropped"]
         self._partial = None
         failures: list[dict[str, str]] = []
         wait = 0.0
@@ -381,33 +382,33 @@ class Trainer:
         step, stopped = first_step, False
         for batch in loader:
             wait += time.monotonic() - tick
-            failures += batch["load_failures"]
+            failures += [{**f, "phase": "train"} for f in batch["load_failures"]]
             lr = s.schedule(epoch + step / self.steps_per_epoch)
             set_lr(self.optimizer, lr)
             torch.manual_seed(_seed(s.seed, epoch, step, 2, self.rank))  # dropout, per rank
-            loss, sync, logits, labels = self._forward(batch, epoch, step)
-            flags = _all_sum([float(not torch.isfinite(loss).item()), float(self.should_stop())], self.device)
-            if flags[0]:
-                raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch + 1} step {step + 1} (on "
-                                       f"{int(flags[0])} of {self.world_size} ranks); the last checkpoint "
-                                       f"({self.out_dir / ckpt.LAST}) is kept")
+            drop = self._drop(epoch, step)
+            loss, sync, logits, targets = self._forward(batch, drop)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            value = float(loss.detach())
+            finite = math.isfinite(value) and self._gradients_finite()
+            flags = _all_sum([float(not finite), float(self.should_stop())], self.device)
+            if flags[0]:
+                raise TrainingDiverged(f"non-finite loss or gradients at epoch {epoch + 1} step {step + 1} (on "
+                                       f"{int(flags[0])} of {self.world_size} ranks; this rank's loss {value}); "
+                                       f"the weights were not updated and the last checkpoint "
+                                       f"({self.out_dir / ckpt.LAST}) is kept")
             self.optimizer.step()
             step += 1
             self.global_step += 1
-            value = float(loss.detach())
             sync_value = float(sync.detach()) if sync is not None else 0.0
-            sums += [value * len(labels), sync_value * len(labels), *topk_correct(logits.detach().float(), labels),
-                     int((labels >= 0).sum()), len(labels), len(batch["index"]), len(batch["load_failures"])]
-            window += [value - s.sync_weight * sync_value, sync_value, 1]
-            if self.global_step % s.log_every == 0:
-                self.logger.log_step(self.global_step, {"loss": window[0] / window[2], "sync_loss": window[1] / window[2],
-                                                        "lr": lr, "epoch": epoch + step / self.steps_per_epoch})
-                window[:] = 0
+            n = len(batch["index"])
+            sums += [value * n, sync_value * n, n, n, len(batch["load_failures"]), *self.task.counts(logits, targets)]
+            dropped += drop
+            self._log_step(lr, value - s.sync_weight * sync_value, sync_value, epoch + step / self.steps_per_epoch)
             seconds = max(time.monotonic() - epoch_started, 1e-9)
             bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.3g}",
-                            clips_s=f"{(step - first_step) * len(labels) * self.world_size / seconds:.1f}")
+                            clips_s=f"{(step - first_step) * n * self.world_size / seconds:.1f}")
             bar.update(1)
             if flags[1]:
                 stopped = True
@@ -415,11 +416,15 @@ class Trainer:
             tick = time.monotonic()
         bar.close()
         self.failures += _gather(failures)
+        drops = _gather([dropped])  # DropPathway is drawn alike on every rank, or the run is wrong
+        if max(drops) != min(drops):
+            raise RanksDiverged(f"epoch {epoch + 1}: the ranks dropped the audio on {drops} steps")
         totals = _all_sum([*sums, wait], self.device)
         if stopped and step < self.steps_per_epoch:  # resumed later: keep what the epoch summed so far
-            self._partial = {"sums": totals[:8], "window": [float(w) for w in window]}
+            self._partial = {"sums": totals[:-1], "dropped": dropped}
             return {}, step
-        loss_sum, sync_sum, top1, top5, labelled, clips, requested, failed, wait = totals
+        loss_sum, sync_sum, clips, requested, failed = totals[:5]
+        wait = totals[-1]
         if requested and failed / requested > s.max_failed_fraction:
             raise TooManyLoadFailures(
                 f"epoch {epoch + 1}: {int(failed)} of {int(requested)} training samples failed to load "
@@ -432,10 +437,10 @@ class Trainer:
             "epoch": epoch + 1,
             "loss": (loss_sum - s.sync_weight * sync_sum) / max(clips, 1),
             "sync_loss": sync_sum / max(clips, 1),
-            "top1": top1 / max(labelled, 1),
-            "top5": top5 / max(labelled, 1),
+            **self.task.summarise(totals[5:-1]),
             "lr": s.schedule(epoch + 1),
             "hard_negative_fraction": hard,
+            "audio_dropped": dropped / self.steps_per_epoch,  # share of steps DropPathway dropped
             "epoch_seconds": seconds,
             "clips_per_s": (step - first_step) * s.batch_size * self.world_size / seconds if seconds > 0 else 0.0,
             "data_wait_fraction": wait / self.world_size / seconds if seconds > 0 else 0.0,
@@ -444,6 +449,22 @@ class Trainer:
             "rank_weight_spread": spread,  # 0: every rank holds the same weights
         }
         return row, (step if stopped else None)
+
+    def _drop(self, epoch: int, step: int) -> bool:
+        return self.cfg.arch == "avslowfast" and drop_audio_draw(self.s.seed, epoch, step, self.cfg.drop_pathway)
+
+    def _gradients_finite(self) -> bool:
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        return not grads or bool(torch.isfinite(torch.stack([g.detach().float().abs().sum() for g in grads]).sum()))
+
+    def _log_step(self, lr: float, loss: float, sync: float, epoch: float) -> None:
+        """The per-step curves: running means over ``log_every`` steps (across epochs)."""
+        w = self._window
+        w[0], w[1], w[2] = w[0] + loss, w[1] + sync, w[2] + 1
+        if self.global_step % self.s.log_every == 0:
+            self.logger.log_step(self.global_step, {"loss": w[0] / w[2], "sync_loss": w[1] / w[2], "lr": lr,
+                                                    "epoch": epoch})
+            self._window = [0.0, 0.0, 0.0]
 
     def _weight_spread(self) -> float:
         """Max minus min over ranks of a checksum of the weights: 0 when every rank holds
@@ -455,12 +476,11 @@ class Trainer:
         sums = _gather([total])
         return max(sums) - min(sums)
 
-    def _forward(self, batch: dict[str, Any], epoch: int, step: int):
-        """(total loss, sync loss or None, logits, labels) of one training batch."""
+    def _forward(self, batch: dict[str, Any], drop: bool):
+        """(total loss, sync loss or None, logits, targets) of one training batch."""
         cfg = self.cfg
         inputs = model_inputs(cfg, batch, self.device, self.channels_last)
-        labels = batch["label"].to(self.device, non_blocking=True)
-        drop = drop_audio_draw(self.s.seed, epoch, step, cfg.drop_pathway) if cfg.arch == "avslowfast" else False
+        targets = self.task.targets(batch, self.device)
         with self._autocast():
             if self.uses_sync:
                 negative = batch["audio_negative"].to(self.device, non_blocking=True)
@@ -471,34 +491,36 @@ class Trainer:
             else:
                 logits = self.network(inputs, drop_audio=drop) if cfg.arch == "avslowfast" else self.network(inputs)
                 sync = None
-            task = F.cross_entropy(logits.float(), labels, ignore_index=-1)
+            task = self.task.loss(logits, targets)
         loss = task if sync is None else task + self.s.sync_weight * sync
-        return loss, sync, logits, labels
+        return loss, sync, logits, targets
 
     # ------------------------------------------------------------------ evaluation
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Loss, top-1 and top-5 over the val set's items (one view each), across ranks."""
+        """Loss and the task's metrics over the val set's items (one view each), across
+        ranks; its failed loads join :attr:`failures` (phase ``val``)."""
         assert self.val_set is not None
         sampler = EpochSampler(len(self.val_set), self.s.batch_size, self.s.seed, self.rank, self.world_size,
                                shuffle=False)
         self.model.eval()
-        sums = np.zeros(4)  # loss, top-1, top-5, labelled
-        failed = 0
+        sums = np.zeros(2 + len(self.task.metrics) + 1)  # loss, failed loads, the task's counts
+        failures: list[dict[str, str]] = []
         for batch in self._loader(self.val_set, sampler, self.s.batch_size, persistent=False):
-            failed += len(batch["load_failures"])
+            failures += [{**f, "phase": "val"} for f in batch["load_failures"]]
             inputs = model_inputs(self.cfg, batch, self.device, self.channels_last)
-            labels = batch["label"].to(self.device)
+            targets = self.task.targets(batch, self.device)
             with self._autocast():
-                logits = self.model(inputs).float()
-            keep = labels >= 0
-            loss = F.cross_entropy(logits[keep], labels[keep], reduction="sum") if keep.any() else logits.sum() * 0
-            sums += [float(loss), *topk_correct(logits, labels), int(keep.sum())]
-        loss, top1, top5, labelled, failed = _all_sum([*sums, failed], self.device)
+                logits = self.model(inputs)
+            sums += [float(self.task.loss(logits, targets, reduction="sum")), len(batch["load_failures"]),
+                     *self.task.counts(logits, targets)]
+        self.failures += _gather(failures)
+        totals = _all_sum(sums, self.device)
         self.model.train()
-        n = max(labelled, 1)
-        return {"loss": loss / n, "top1": top1 / n, "top5": top5 / n, "videos": labelled, "load_failures": failed}
+        covered = totals[-1]
+        return {"loss": totals[0] / max(covered, 1), **self.task.summarise(totals[2:]), "videos": covered,
+                "load_failures": totals[1]}
 
     def _precise_bn(self) -> int:
         if self.s.precise_bn_batches <= 0:
@@ -507,7 +529,10 @@ class Trainer:
                                self.world_size)
         loader = self._loader(self.train_set, sampler, self.s.batch_size, persistent=False)
 
+        failures: list[dict[str, str]] = []
+
         def forward(batch):
+            failures.extend({**f, "phase": "precise_bn"} for f in batch["load_failures"])
             inputs = model_inputs(self.cfg, batch, self.device, self.channels_last)
             with self._autocast():
                 if self.cfg.arch == "avslowfast":
@@ -521,5 +546,6 @@ class Trainer:
                 yield from loader
 
         used = update_bn_stats(self.model, batches(), forward, self.s.precise_bn_batches)
+        self.failures += _gather(failures)
         log.info("train: precise BN over %d batches of %d", used, self.s.batch_size)
         return used
