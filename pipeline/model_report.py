@@ -133,6 +133,10 @@ CHECKS = [
           source="AVSlowFast Tab. 5a", note=AFS_NOTE),
     Check("AVSlowFast 4x16 R50, AV Nonlocal", "avslowfast_r50_4x16", {"fusion": "av_nonlocal"}, gmacs=39.9,
           source="AVSlowFast Tab. 5a", must_match=True, note=AV_NL_NOTE),
+    Check("AVSlowFast 4x16 R50, F->S after res3 and res4 only (the authors' config)", "avslowfast_r50_4x16",
+          {"lateral_stages": (3, 4)}, source="fanyix/SlowFast AVSLOWFAST_4x16_R50 (FS_FUSION)",
+          note="Informational: our default keeps SlowFast's four F->S laterals so that SlowFast checkpoints "
+               "load into AVSlowFast; the authors' own config has them after res3 and res4 only."),
     Check("AVSlowFast 8x8 R50 (pytorchvideo)", "avslowfast_r50_8x8", {"fusion_stages": (1, 2, 3, 4)},
           gmacs=68.6, source="pytorchvideo (fuses after stem, res2-res4)"),
     Check("AVSlowFast 8x8 R101", "slowfast_r101_8x8", {"arch": "avslowfast"}, gmacs=129.0,

@@ -310,9 +310,12 @@ class ModelParams(Section):
     beta_a: float = Field(0.5, gt=0, le=2)  # Audio channel ratio
     fusion: Literal["a_fs", "a_f_s", "av_nonlocal"] = "a_fs"
     fusion_stages: list[int] = [3, 4]  # audio laterals after these stages (1 = pool1, 2-4 = res2-res4)
+    lateral_stages: list[int] = [1, 2, 3, 4]  # Fast->Slow laterals after these (authors' AVSlowFast: [3, 4])
     fusion_pool5: bool = True  # concatenate pooled audio features before the classifier
     nonlocal_blocks: bool = False  # Slow non-local blocks where PySlowFast's NLN configs put them
     nonlocal_layout: Literal["pyslowfast", "paper"] = "pyslowfast"  # 1x2x2 pooling | 2x2x2 (the 234 G)
+    # R101's temporal kernels in res4's first 6 blocks | in all of them (PySlowFast's suffixes)
+    temporal_layout: Literal["suffix_50_50", "suffix_101_101"] = "suffix_50_50"
     head: Literal["classification", "epic", "ava"] = "classification"
     num_classes: int = Field(400, gt=0)
     dropout: float = Field(0.5, ge=0, lt=1)
@@ -330,6 +333,13 @@ class ModelParams(Section):
         from avsf.models.config import default_ratios
 
         return default_ratios(self.stride, self.alpha_f, self.alpha_a)
+
+    @field_validator("lateral_stages")
+    @classmethod
+    def _lateral_stages(cls, value: list[int]) -> list[int]:
+        if any(s not in (1, 2, 3, 4) for s in value) or len(set(value)) != len(value):
+            raise ValueError("must be distinct stages from 1 (pool1) to 4 (res4)")
+        return sorted(value)
 
     @field_validator("fusion_stages")
     @classmethod
@@ -415,6 +425,9 @@ class Params(Section):
     def _train_fits_model_and_store(self) -> "Params":
         """Combinations that cannot train, refused before any job starts."""
         m, d, t = self.model, self.dataset, self.train
+        if m.head != "classification":
+            raise ValueError(f"model.head: stage train trains the classification head (Kinetics); "
+                             f"{m.head!r} needs its own dataset and task")
         ranks = self.launch.world_size("train")
         if t.batch_size % ranks:
             raise ValueError(f"train.batch_size: {t.batch_size} does not split evenly over {ranks} ranks "

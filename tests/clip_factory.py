@@ -14,6 +14,7 @@ from typing import Sequence
 
 import av
 import numpy as np
+import pytest
 
 from avsf.data.kinetics import ClipRecord, write_clip_index
 from avsf.io.media import write_video
@@ -160,3 +161,18 @@ def store_params(root: Path, overrides: dict | None = None) -> tuple[Path, Param
     """A params file under ``root`` for the decode and spectrogram stages on tiny clips."""
     path = write_params(root / "params.yaml", {**STORE_OVERRIDES, **(overrides or {})})
     return path, load_params(path)
+
+
+def build_store(root: Path, specs: Sequence[ClipSpec], overrides: dict | None = None) -> tuple[Path, Path]:
+    """Write ``specs`` as downloaded clips under ``root`` and run decode and spectrogram on
+    them in-process; returns the frame and log-mel store directories."""
+    write_clips_dir(root, specs)
+    _, params = store_params(root, overrides)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        from pipeline.decode import run_decode
+        from pipeline.spectrogram import run_spectrogram
+
+        run_decode(params)
+        run_spectrogram(params)
+    return root / params.decode.out_dir, root / params.spectrogram.out_dir

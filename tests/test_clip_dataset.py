@@ -21,11 +21,9 @@ from avsf.data.clip_dataset import (
 from avsf.data.jpeg import decode_jpeg
 from avsf.data.logmel import hz_to_mel
 from avsf.data.store import StoreReader
-from clip_factory import ClipSpec, frame_index, store_params, write_clips_dir
+from clip_factory import ClipSpec, build_store, frame_index
 from conftest import REPO
-from pipeline.decode import run_decode
 from pipeline.params import ParamsError, load_params
-from pipeline.spectrogram import run_spectrogram
 
 FLASH = (60, 61)  # the white frames of "flash", shown from 2.0 s to 2.0667 s, with a 2 kHz burst
 EVENT = (FLASH[0] / 30, (FLASH[-1] + 1) / 30)
@@ -41,14 +39,7 @@ BURST_BIN = round(hz_to_mel(2000.0) / (hz_to_mel(8000.0) / 81)) - 1  # the mel b
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dataset")
-    write_clips_dir(root, SPECS)
-    _, params = store_params(root, {"decode.short_side": 48})
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        run_decode(params)
-        run_spectrogram(params)
-    return root / params.decode.out_dir, root / params.spectrogram.out_dir
+    return build_store(tmp_path_factory.mktemp("dataset"), SPECS, {"decode.short_side": 48})
 
 
 def dataset(store, mode="train", sampling=SAMPLING, **kwargs) -> ClipDataset:

@@ -14,9 +14,7 @@ from torch.utils.data import DataLoader
 from avsf.data.clip_dataset import EASY, HARD, ClipDataset, ClipSampling, SampleKey, collate_clips
 from avsf.models import HeadConfig, build_model, model_config
 from avsf.train.sampler import EpochSampler
-from clip_factory import ClipSpec, store_params, write_clips_dir
-from pipeline.decode import run_decode
-from pipeline.spectrogram import run_spectrogram
+from clip_factory import ClipSpec, build_store
 
 NOISY = [ClipSpec(f"noise{i}", seconds=3.0, size=(48, 48), noise=0.1, label="ab"[i % 2]) for i in range(7)]
 SPECS = NOISY + [
@@ -31,14 +29,7 @@ SAMPLING = ClipSampling(num_frames=2, stride=8, alpha=4, train_scale=(40, 48), t
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("keys")
-    write_clips_dir(root, SPECS)
-    _, params = store_params(root, {"decode.short_side": 40, "decode.clips_per_shard": 3})
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        run_decode(params)
-        run_spectrogram(params)
-    return root / params.decode.out_dir, root / params.spectrogram.out_dir
+    return build_store(tmp_path_factory.mktemp("keys"), SPECS, {"decode.short_side": 40, "decode.clips_per_shard": 3})
 
 
 def dataset(store, mode="train", split="train", **kwargs) -> ClipDataset:
@@ -106,6 +97,9 @@ def test_audibility_is_judged_on_the_raw_log_mel(store):
     val = dataset(store, split="val", sync_negatives=True)
     hush = val[SampleKey(index_of(val, "hush"), seed=1, hard_negative_fraction=1.0)]
     assert hush["audible"] is False
+    # A track of digital silence reads as the normalised mean, as a clip without audio does.
+    assert torch.equal(hush["audio"], torch.zeros_like(hush["audio"]))
+    assert torch.equal(hush["audio_negative"], torch.zeros_like(hush["audio"]))
     assert hush["has_audio"] is True and hush["negative_kind"] == HARD and hush["negative_audible"] is False
 
 

@@ -276,3 +276,17 @@ def test_the_model_names_the_input_whose_shape_is_wrong(index, shape, message):
     inputs[index] = torch.zeros(shape)
     with pytest.raises(ValueError, match=message):
         model(inputs)
+
+
+def test_fast_to_slow_laterals_only_where_asked():
+    """The authors' AVSlowFast config fuses Fast into Slow after res3 and res4 only."""
+    cfg = model_config("avslowfast", frames=2, stride=8, tiny=True, mel_bins=16, lateral_stages=(3, 4))
+    model = build_model(cfg)
+    assert not hasattr(model, "s1_fuse") and not hasattr(model, "s2_fuse")
+    assert hasattr(model, "s3_fuse") and hasattr(model, "s4_fuse")
+    slow_in = model.s2.pathway0_res0.branch2.a.in_channels
+    assert slow_in == cfg.pathways[0].width  # no Fast channels concatenated after pool1
+    out = model(example_inputs(cfg, 32, batch=2), drop_audio=False)
+    assert out.shape == (2, cfg.head.num_classes)
+    with pytest.raises(ValueError, match="lateral_stages"):
+        model_config("slowfast", lateral_stages=(5,))

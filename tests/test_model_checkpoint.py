@@ -31,6 +31,7 @@ class Layout:
 
 R50_8x8 = Layout((3, 4, 6, 3), (3, 4, 6, 3), 7)  # SLOWFAST_8x8_R50
 R101_16x8 = Layout((3, 4, 23, 3), (3, 4, 6, 3), 5)  # SLOWFAST_16x8_R101_50_50
+R101_8x8_101 = Layout((3, 4, 23, 3), (3, 4, 23, 3), 5)  # SLOWFAST_8x8_R101_101_101 (the model zoo's 8x8 R101)
 R101_NLN_16x8 = Layout((3, 4, 23, 3), (3, 4, 6, 3), 5, ((), (), (6, 13, 20), ()))  # SLOWFAST_NLN_16x8_R101_50_50
 R50_NLN_4x16 = Layout((3, 4, 6, 3), (3, 4, 6, 3), 5, ((), (1, 3), (1, 3, 5), ()))  # SLOWFAST_NLN_4x16_R50
 BN_C2 = {"weight": "s", "bias": "b", "running_mean": "rm", "running_var": "riv"}
@@ -139,16 +140,18 @@ def test_slowfast_loads_every_tensor_one_to_one(checkpoint):
     assert model(example_inputs(model.cfg, 32, batch=1)).shape == (1, CLASSES)
 
 
-@pytest.mark.parametrize(("layout", "depth", "frames", "stride", "nl"), [
-    (R50_8x8, 50, 8, 8, False),
-    (R101_16x8, 101, 16, 8, False),
-    (R101_NLN_16x8, 101, 16, 8, True),
-    (R50_NLN_4x16, 50, 4, 16, True),
-], ids=["R50_8x8", "R101_16x8", "R101_NLN_16x8", "R50_NLN_4x16"])
-def test_official_layouts_load_with_no_missing_or_unexpected_key(layout, depth, frames, stride, nl):
-    """Items 11 and 12: R101's lateral kernel 5 and the NLN configs' non-local placement."""
+@pytest.mark.parametrize(("layout", "depth", "frames", "stride", "nl", "temporal"), [
+    (R50_8x8, 50, 8, 8, False, "suffix_50_50"),
+    (R101_16x8, 101, 16, 8, False, "suffix_50_50"),
+    (R101_8x8_101, 101, 8, 8, False, "suffix_101_101"),
+    (R101_NLN_16x8, 101, 16, 8, True, "suffix_50_50"),
+    (R50_NLN_4x16, 50, 4, 16, True, "suffix_50_50"),
+], ids=["R50_8x8", "R101_16x8", "R101_8x8_101_101", "R101_NLN_16x8", "R50_NLN_4x16"])
+def test_official_layouts_load_with_no_missing_or_unexpected_key(layout, depth, frames, stride, nl, temporal):
+    """Items 11 and 12: R101's lateral kernel 5 and the NLN configs' non-local placement;
+    R101's temporal kernels in res4's first 6 blocks or in all 23 (temporal_layout)."""
     state = pyslowfast_state(layout)
-    model = narrow("slowfast", depth, frames, stride, nonlocal_blocks=nl)
+    model = narrow("slowfast", depth, frames, stride, nonlocal_blocks=nl, temporal_layout=temporal)
     assert_loads_one_to_one(model, {"model_state": state}, state)
 
 

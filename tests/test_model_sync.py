@@ -197,7 +197,8 @@ def test_negative_audio_is_refused_where_it_has_no_place():
 
 
 def test_sync_loss_is_the_authors_formula():
-    """(sum ||v - a+||^2 + sum max(0, m - ||v - a-||)^2) / (2 N_valid), mean over counted levels."""
+    """(sum ||v - a+||^2 + sum max(0, m - ||v - a-||)^2) / (2 N_valid), summed over counted
+    levels as the authors' training loop adds them."""
     v = torch.tensor([[0.5, 0.0], [0.0, 0.5], [0.3, 0.4]])
     pos = torch.tensor([[0.0, 0.5], [0.0, 0.5], [0.3, 0.4]])  # d^2 = 0.5, 0, 0
     neg = torch.tensor([[0.5, 0.0], [0.0, -0.5], [0.5, 0.0]])  # d = 0, 1, ~0.447
@@ -206,9 +207,10 @@ def test_sync_loss_is_the_authors_formula():
     expected = (0.5 + 0.0 + 0.99 ** 2 + 0.0) / (2 * 2)
     assert sync_loss([level], valid).item() == pytest.approx(expected)
     assert sync_loss([level], valid, margin=0.5).item() == pytest.approx((0.5 + 0.25) / 4)
-    # mean over counted levels; an uncounted one adds nothing, whatever its value
+    # summed over counted levels; an uncounted one adds nothing, whatever its value
     zero = SyncLevel("res4", v, v, -v, True)  # d+ = 0, d- = 1 > margin
-    assert sync_loss([level, zero], valid).item() == pytest.approx(expected / 2)
+    assert sync_loss([level, zero], valid).item() == pytest.approx(expected)
+    assert sync_loss([level, level._replace(name="pool5")], valid).item() == pytest.approx(2 * expected)
     assert sync_loss([level, zero._replace(counted=False)], valid).item() == pytest.approx(expected)
     assert sync_loss([level._replace(counted=False), zero], valid).item() == 0.0
 

@@ -21,7 +21,7 @@ from avsf.train.precise_bn import update_bn_stats
 from avsf.train.recipe import LRSchedule, build_optimizer, hard_negative_fraction
 from avsf.train.sampler import EpochSampler
 from pipeline.train import TrainJob
-from train_factory import make_store, model_weights, same_weights, train_params
+from train_factory import make_store, model_weights, precise_bn_rank, same_weights, train_params
 
 
 # --------------------------------------------------------------------------- recipe
@@ -130,11 +130,30 @@ def test_a_run_stopped_mid_epoch_resumes_to_identical_weights_and_metrics(store,
     assert not list((root / "data/train").glob("*_step_*.pyth"))  # the mid-epoch point is gone
 
 
+def test_avslowfast_resumes_exactly_with_dropout_drop_pathway_sync_and_more_workers(store, tmp_path, monkeypatch):
+    """Every source of randomness of AVSlowFast's training (dropout, DropPathway's draw, the
+    sync negatives, the augmentation) comes back on resume, and the DataLoader's worker
+    count changes nothing: stopped and resumed with 2 workers equals straight with none."""
+    overrides = {"model.arch": "avslowfast", "model.dropout": 0.5, "model.drop_pathway": 0.5, "train.epochs": 2,
+                 "train.precise_bn_batches": 1}
+    root, params = run_dir(tmp_path, store, overrides, name="av-straight")
+    straight = trainer_for(root, params, monkeypatch).run()
+    reference = model_weights(root / "data/train" / ckpt.FINAL)
+    root, params = run_dir(tmp_path, store, {**overrides, "train.workers": 2}, name="av-stopped")
+    first = trainer_for(root, params, monkeypatch)
+    first.should_stop = lambda: first.global_step == 1
+    assert first.run().preempted
+    resumed = trainer_for(root, params, monkeypatch).run()
+    assert same_weights(model_weights(root / "data/train" / ckpt.FINAL), reference)
+    assert strip_timing(resumed.history) == strip_timing(straight.history)
+    assert 0 < straight.history[0]["sync_loss"] and 0 <= straight.history[0]["audio_dropped"] <= 1
+
+
 def test_a_non_finite_loss_stops_the_run_naming_epoch_and_step(store, tmp_path, monkeypatch):
     root, params = run_dir(tmp_path, store, {"train.lr_policy": "steps", "train.lr_steps": [1],
                                              "train.lr_gamma": 1e30})
     trainer = trainer_for(root, params, monkeypatch)
-    with pytest.raises(TrainingDiverged, match=r"at epoch 2 step \d+ .*last checkpoint .*last\.pyth.* is kept"):
+    with pytest.raises(TrainingDiverged, match=r"at epoch 2 step \d+ .*not updated.*last checkpoint .*last\.pyth.* is kept"):
         trainer.run()
     last = ckpt.load_training_checkpoint(root / "data/train" / ckpt.LAST)
     assert last["avsf"]["next_epoch"] == 1 and last["epoch"] == 0
@@ -160,13 +179,28 @@ def test_a_sample_that_fails_to_load_is_replaced_and_recorded(store, tmp_path, m
     assert result.history[0]["load_failures"] == 1
 
     root, params = run_dir(tmp_path, store, {"train.epochs": 1, "train.max_failed_fraction": 0.05}, name="strict")
-    break_clip(root / "data" / "store", "a02")
+    clip_id = break_clip(root / "data" / "store", "a02")
+    monkeypatch.chdir(root)
     with pytest.raises(TooManyLoadFailures, match=r"epoch 1: 1 of 12 training samples failed to load"):
-        trainer_for(root, params, monkeypatch).run()
+        TrainJob(params, "fp")()  # the job, as a stage runs it: it leaves the ledger the error points to
+    ledger = (root / params.train.ledger).read_text().splitlines()
+    assert ledger[0] == "id,stage,reason,detail" and ledger[1].startswith(f"{clip_id},train,load_failed,\"train: ")
+
+
+def test_a_validation_clip_that_fails_is_recorded_once(store, tmp_path, monkeypatch):
+    root, params = run_dir(tmp_path, store, {"train.epochs": 2})
+    clip_id = break_clip(root / "data" / "store", "b11")  # a validation clip
+    monkeypatch.chdir(root)
+    summary = TrainJob(params, "fp")()
+    assert summary["final"]["videos"] == 3 and summary["load_failures"] == 3  # 2 validations and the final one
+    assert summary["failed_clips"] == 1
+    rows = (root / params.train.ledger).read_text().splitlines()[1:]
+    assert len(rows) == 1 and rows[0].startswith(f"{clip_id},train,load_failed,\"val: ")
 
 
 def test_checkpoints_are_pyslowfast_files_that_rebuild_the_model(store, tmp_path, monkeypatch):
-    root, params = run_dir(tmp_path, store, {"train.epochs": 1})
+    """Our AVSlowFast's checkpoint loads whole, its classifier (which also sees audio) included."""
+    root, params = run_dir(tmp_path, store, {"train.epochs": 1, "model.arch": "avslowfast"})
     trainer = trainer_for(root, params, monkeypatch)
     trainer.run()
     state = torch.load(root / "data/train" / ckpt.epoch_checkpoint_name(1), weights_only=True)
@@ -210,7 +244,7 @@ def test_every_arch_of_the_family_trains(store, tmp_path, monkeypatch, arch):
 
 
 @pytest.mark.gpu
-def test_a_cuda_run_uses_bf16_channels_last_and_resumes(store, tmp_path, monkeypatch):
+def test_a_cuda_run_uses_bf16_and_channels_last(store, tmp_path, monkeypatch):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     overrides = {"model.arch": "avslowfast", "train.epochs": 1, "train.device": "cuda",
@@ -220,3 +254,20 @@ def test_a_cuda_run_uses_bf16_channels_last_and_resumes(store, tmp_path, monkeyp
     assert trainer.s.precision == "bf16" and trainer.channels_last and torch.backends.cudnn.benchmark
     result = trainer.run()
     assert math.isfinite(result.history[0]["loss"]) and result.final["videos"] == 4
+
+
+def test_precise_bn_on_two_ranks_averages_every_ranks_batches(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.start_processes(precise_bn_rank, args=(2, port, str(tmp_path)), nprocs=2, start_method="fork")
+    stats = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    # Rank r's batch i holds 10 r + i + (0, 1, 2, 3): mean 10 r + i + 1.5, variance 5/3.
+    expected_mean = torch.full((3,), (1.5 + 2.5 + 11.5 + 12.5) / 4)
+    for s in stats:
+        torch.testing.assert_close(s["mean"], expected_mean)
+        torch.testing.assert_close(s["var"], torch.full((3,), 5 / 3))

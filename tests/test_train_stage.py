@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from avsf.train import checkpoint as ckpt
+from avsf.train.engine import drop_audio_draw
 from pipeline.params import ParamsError, load_params
 from train_factory import (EPOCHS, assert_same_run, curve, job_logs, job_record, make_store, project, run, start,
                            task_pids, train_params, wait_for)
@@ -133,14 +134,45 @@ def test_ctrl_c_cancels_the_job(store, tmp_path):
     assert "interrupted: the stage's jobs were cancelled" in (root / "stage.log").read_text()
 
 
-def test_two_ranks_with_gloo_train_one_model(store, tmp_path):
-    root = project(tmp_path, store, "ddp", {"launch.resources.tasks_per_node": 2, "train.epochs": 2})
+@pytest.fixture(scope="module")
+def two_ranks(store, tmp_path_factory) -> Path:
+    """An uninterrupted run on two gloo ranks."""
+    root = project(tmp_path_factory.mktemp("two-ranks"), store, "run", {"launch.resources.tasks_per_node": 2})
     done = run(root)
     assert done.returncode == 0, done.stderr + job_logs(root)
-    metrics = json.loads((root / "reports/metrics/train.json").read_text())
-    assert metrics["ranks"] == 2 and metrics["steps"] == 2 * 3  # 10 clips, 2 ranks x 2 per step: 3 steps
+    return root
+
+
+def test_two_ranks_with_gloo_train_one_model(two_ranks):
+    metrics = json.loads((two_ranks / "reports/metrics/train.json").read_text())
+    assert metrics["ranks"] == 2 and metrics["steps"] == EPOCHS * 3  # 10 clips, 2 ranks x 2 per step: 3 steps
     assert metrics["last_epoch"]["ranks"] == 2 and metrics["last_epoch"]["rank_weight_spread"] == 0.0
     assert metrics["final"]["videos"] == 4  # the val set split over the ranks, counted once
+
+
+def test_a_signal_to_one_rank_stops_both_and_the_requeued_job_resumes_exactly(store, two_ranks, tmp_path):
+    root = project(tmp_path, store, "two-ranks-requeued", {"launch.resources.tasks_per_node": 2})
+    proc = start(root)
+    wait_for(lambda: (root / "data/train" / ckpt.epoch_checkpoint_name(1)).exists(), what="epoch 1")
+    wait_for(lambda: len(task_pids(int(job_record(root)["job_id"]))) == 2, what="two tasks")
+    os.kill(task_pids(int(job_record(root)["job_id"]))[1], signal.SIGUSR2)  # rank 1 only
+    assert proc.wait(timeout=240) == 0, (root / "stage.log").read_text()
+    assert "Requeued job" in job_logs(root)
+    assert_same_run(root, two_ranks)
+
+
+def test_a_rerun_with_other_params_cancels_the_running_job_and_starts_its_own(store, tmp_path):
+    root = project(tmp_path, store, "reattach-other")
+    proc = start(root)
+    wait_for(lambda: (root / "logs/submitit/train/running.json").exists(), what="the job")
+    old = job_record(root)["job_id"]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    done = run(root, "--set", "train.epochs=2")
+    assert done.returncode == 0, done.stderr
+    assert f"job {old} still runs with other settings" in done.stderr and "cancelling it" in done.stderr
+    assert not Path(f"/proc/{old}").exists() or b"zombie" in Path(f"/proc/{old}/status").read_bytes().lower()
+    assert json.loads((root / "reports/metrics/train.json").read_text())["epochs"] == 2
 
 
 @pytest.mark.parametrize("mode", ["fusion", "pathway"])
@@ -157,6 +189,10 @@ def test_avslowfast_with_sync_and_drop_pathway_on_two_ranks(store, tmp_path, mod
     assert metrics["ranks"] == 2 and metrics["last_epoch"]["rank_weight_spread"] == 0.0
     epochs = [float(v) for _, v in curve(root, "epochs", "hard_negative_fraction")]
     assert epochs == [0.0, 0.25]  # easy negatives only for the first half of training
+    # DropPathway's draws: a function of (seed, epoch, step) alone, the same on both ranks
+    # (the run stops when the ranks' counts differ).
+    expected = [sum(drop_audio_draw(0, epoch, step, 0.5) for step in range(3)) / 3 for epoch in range(2)]
+    assert [float(v) for _, v in curve(root, "epochs", "audio_dropped")] == pytest.approx(expected)
     sync = [float(v) for _, v in curve(root, "steps", "sync_loss")]
     if mode == "fusion":  # the audio pathway always runs: a sync loss every step
         assert all(v > 0 for v in sync)

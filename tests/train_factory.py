@@ -20,10 +20,8 @@ import torch
 
 from avsf.train import checkpoint as ckpt
 
-from clip_factory import ClipSpec, store_params, write_clips_dir
-from pipeline.decode import run_decode
+from clip_factory import ClipSpec, build_store
 from pipeline.params import Params, load_params
-from pipeline.spectrogram import run_spectrogram
 
 from conftest import REPO, write_params
 
@@ -61,12 +59,7 @@ TRAIN_OVERRIDES = {
 
 
 def make_store(root: Path) -> None:
-    write_clips_dir(root, SPECS)
-    _, params = store_params(root, {"decode.short_side": 40, "decode.clips_per_shard": 7})
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        run_decode(params)
-        run_spectrogram(params)
+    build_store(root, SPECS, {"decode.short_side": 40, "decode.clips_per_shard": 7})
 
 
 def train_params(root: Path, overrides: dict | None = None) -> tuple[Path, Params]:
@@ -141,3 +134,21 @@ def task_pids(controller: int) -> list[int]:
     return [int(c) for c in children]
 
 
+
+
+# --------------------------------------------------------------------------- two ranks in-process
+
+
+def precise_bn_rank(rank: int, world: int, port: int, out: str) -> None:
+    """One gloo rank of the precise-BN test: its own batches, then the statistics it ends with."""
+    import torch.distributed as dist
+    from torch import nn
+
+    from avsf.train.precise_bn import update_bn_stats
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    bn = nn.BatchNorm1d(3)
+    batches = [torch.full((4, 3), 10.0 * rank + i) + torch.arange(4.0)[:, None] for i in range(2)]
+    update_bn_stats(bn, iter(batches), lambda x: bn(x), limit=2)
+    torch.save({"mean": bn.running_mean, "var": bn.running_var}, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()

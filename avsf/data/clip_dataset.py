@@ -40,8 +40,10 @@ Frames come out as uint8 (four times less to copy to the GPU); normalise them on
 device with :func:`normalize_video`. With ``decode_on="device"`` the workers hand over the
 JPEG bytes and the crop instead, and :class:`DeviceFrameDecoder` decodes them on the GPU
 (nvJPEG); batch such items with :func:`collate_clips`. Audio comes out normalised with the
-statistics the spectrogram stage measured. A clip without audio gets the normalised mean
-(zeros), so it does not skew the audio pathway's batch statistics, and ``has_audio`` False.
+statistics the spectrogram stage measured. A clip without audio, and a window of digital
+silence (a muted upload's track: no log-mel value above ``audible_min_log_power``), get
+the normalised mean (zeros), so they do not skew the audio pathway's batch statistics; a
+clip without audio keeps ``has_audio`` False.
 ``audible`` (and ``negative_audible``) say whether a window carries sound the AV-sync task
 can use, judged on the raw log-mel: the clip has audio, its mean log power is above
 ``audible_min_log_power`` and the normalised window's variance above
@@ -431,10 +433,13 @@ class ClipDataset(Dataset):
         high = np.minimum(low + 1, len(rows) - 1)
         weight = (position - low)[:, None].astype(np.float32)
         raw = rows[low] * (1 - weight) + rows[high] * weight
+        s = self.sampling
+        if raw.max() <= s.audible_min_log_power:  # digital silence (a muted upload): as no audio
+            window = torch.zeros(1, frames, mels)
+            return (window, False) if with_audible else window
         window = torch.from_numpy((raw - self.mean) / self.std).unsqueeze(0)
         if not with_audible:
             return window
-        s = self.sampling
         audible = bool(raw.mean() > s.audible_min_log_power and window.var() > s.audible_min_variance)
         return window, audible
 

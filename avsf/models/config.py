@@ -31,6 +31,10 @@ STAGE_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 TINY_DEPTHS = (1, 1, 1, 1)
 # Blocks per stage with a temporal kernel; deeper blocks are 1 x 1 x 1 (PySlowFast R101).
 TEMPORAL_BLOCKS = {50: None, 101: (3, 4, 6, 3)}
+# PySlowFast's R101 configs name where temporal kernels sit by a suffix: _50_50 as above
+# (SlowFast Table 2's FLOPs; SLOWFAST_16x8_R101_50_50), _101_101 in every block (the model
+# zoo's SLOWFAST_8x8_R101_101_101).
+TemporalLayout = Literal["suffix_50_50", "suffix_101_101"]
 
 
 class _BottleneckWidths:
@@ -110,11 +114,14 @@ PathwayConfig = VisualPathwayConfig | AudioPathwayConfig
 @dataclass(frozen=True)
 class LateralConfig:
     """Fast->Slow time-strided convolution: kernel x 1 x 1, stride alpha_f,
-    ``channel_ratio`` x Fast channels, concatenated into Slow after pool1, res2, res3, res4."""
+    ``channel_ratio`` x Fast channels, concatenated into Slow after the ``stages`` (1 =
+    pool1, 2..4 = res2..res4): all four in SlowFast; the authors' AVSlowFast config keeps
+    only res3 and res4."""
 
     alpha: int = 8
     kernel: int = 5
     channel_ratio: int = 2
+    stages: tuple[int, ...] = (1, 2, 3, 4)
 
 
 @dataclass(frozen=True)
@@ -255,11 +262,13 @@ def model_config(
     beta_a: float = 1 / 2,
     lateral_kernel: int | None = None,
     laterals: bool = True,
+    lateral_stages: tuple[int, ...] = (1, 2, 3, 4),
     fusion: FusionMode = "a_fs",
     fusion_stages: tuple[int, ...] = (3, 4),
     fusion_pool5: bool = True,
     nonlocal_blocks: bool = False,
     nonlocal_layout: NonlocalLayout = "pyslowfast",
+    temporal_layout: TemporalLayout = "suffix_50_50",
     head: HeadConfig | None = None,
     drop_pathway: float | None = None,
     drop_pathway_mode: DropPathwayMode = "fusion",
@@ -275,10 +284,13 @@ def model_config(
     alpha_a to 4 x alpha_f (128 log-mel frames for 4x16 and 8x8, as in the authors' code).
     The lateral kernel follows PySlowFast's configs (:func:`default_lateral_kernel`), so
     their checkpoints load; ``laterals=False`` is SlowFast Table 5a's no-lateral baseline
-    (pathways concatenated only at pool5). ``nonlocal_blocks`` adds Slow-pathway non-local
+    (pathways concatenated only at pool5) and ``lateral_stages`` where the Fast->Slow
+    laterals are (all four by default, so SlowFast checkpoints load; (3, 4) is the authors'
+    AVSlowFast config). ``nonlocal_blocks`` adds Slow-pathway non-local
     blocks where PySlowFast's NLN configs put them (:func:`nonlocal_placement`);
     ``nonlocal_layout="paper"`` pools them 2x2x2 instead of 1x2x2, the variant whose cost
-    matches SlowFast Table 2's 234 G. ``drop_pathway`` (default 0.8), ``drop_pathway_mode``
+    matches SlowFast Table 2's 234 G. ``temporal_layout`` places R101's temporal kernels
+    (:data:`TemporalLayout`). ``drop_pathway`` (default 0.8), ``drop_pathway_mode``
     and ``sync`` (default on; a :class:`SyncConfig` sets its options) apply to AVSlowFast
     only and are off for the other archs. ``tiny`` keeps the structure with 1 block per
     stage and narrow widths, for tests and the demo.
@@ -287,13 +299,15 @@ def model_config(
         raise ValueError(f"depth must be one of {sorted(STAGE_DEPTHS)}, got {depth}")
     if nonlocal_layout not in ("pyslowfast", "paper"):
         raise ValueError(f"nonlocal_layout must be pyslowfast or paper, got {nonlocal_layout!r}")
+    if temporal_layout not in ("suffix_50_50", "suffix_101_101"):
+        raise ValueError(f"temporal_layout must be suffix_50_50 or suffix_101_101, got {temporal_layout!r}")
     alpha_f, alpha_a = default_ratios(stride, alpha_f, alpha_a)
     depths = TINY_DEPTHS if tiny else STAGE_DEPTHS[depth]
     slow_width = 8 if tiny else 64
     fast_width = max(1, round(slow_width * beta_f))
     nl = nonlocal_placement(depth, depths) if nonlocal_blocks else ((), (), (), ())
     nl_pool = (1, 2, 2) if nonlocal_layout == "pyslowfast" else (2, 2, 2)
-    temporal = None if tiny else TEMPORAL_BLOCKS[depth]
+    temporal = None if tiny or temporal_layout == "suffix_101_101" else TEMPORAL_BLOCKS[depth]
     slow = VisualPathwayConfig("slow", frames, slow_width, depths, 1, (1, 1, 3, 3), temporal,
                                nonlocal_blocks=nl, nonlocal_pool=nl_pool)
     fast = VisualPathwayConfig("fast", frames * alpha_f, fast_width, depths, 5, (3, 3, 3, 3), temporal)
@@ -307,7 +321,10 @@ def model_config(
     if head.kind == "ava":  # res5 at stride 16: spatial stride 1, dilation 2 (SlowFast Sec. 5)
         slow, fast = (replace(p, spatial_strides=(1, 2, 2, 1), spatial_dilations=(1, 1, 1, 2))
                       for p in (slow, fast))
-    lateral = LateralConfig(alpha_f, lateral_kernel or default_lateral_kernel(depth, alpha_f, nonlocal_blocks))
+    if any(st not in (1, 2, 3, 4) for st in lateral_stages):
+        raise ValueError(f"lateral_stages must be in 1..4, got {lateral_stages}")
+    lateral = LateralConfig(alpha_f, lateral_kernel or default_lateral_kernel(depth, alpha_f, nonlocal_blocks),
+                            stages=tuple(sorted(lateral_stages)))
     pathways: tuple[PathwayConfig, ...] = {
         "slow": (slow,),
         "fast": (fast,),

@@ -53,7 +53,7 @@ class VideoNet(nn.Module):
                 break
             if fusion and stage in fusion.stages and fusion.mode == "a_f_s":
                 self.add_module(f"s{stage}_afuse", self._audio_fusion(AudioFuse, stage, 1, dims[1]))
-            if cfg.lateral:
+            if cfg.lateral and stage in cfg.lateral.stages:
                 lat = cfg.lateral
                 self.add_module(f"s{stage}_fuse", FuseFastToSlow(dims[1], lat.channel_ratio, lat.kernel, lat.alpha))
                 dims[0] += dims[1] * lat.channel_ratio

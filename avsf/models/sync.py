@@ -89,7 +89,8 @@ def sync_valid(audio: torch.Tensor, negative_audio: torch.Tensor, audible: torch
 
 
 def sync_loss(levels: Sequence[SyncLevel], valid: torch.Tensor, margin: float = 0.99) -> torch.Tensor:
-    """The authors' contrastive loss, averaged over the counted levels::
+    """The authors' contrastive loss, summed over the counted levels (their training loop
+    adds the levels' losses)::
 
         level loss = (sum ||v - a+||^2 + sum max(0, margin - ||v - a-||)^2) / (2 N_valid)
 
@@ -102,13 +103,12 @@ def sync_loss(levels: Sequence[SyncLevel], valid: torch.Tensor, margin: float = 
         return valid.new_zeros((), dtype=torch.float32)
     mask = valid.to(levels[0].visual.dtype)
     pairs = 2 * mask.sum().clamp(min=1)
-    counted = sum(level.counted for level in levels)
     total = levels[0].visual.new_zeros(())
     for level in levels:
         positive = (level.visual - level.positive).pow(2).sum(dim=1)
         negative = (margin - (level.visual - level.negative).norm(dim=1)).clamp(min=0).pow(2)
         loss = ((positive + negative) * mask).sum() / pairs
-        total = total + loss * (1.0 / counted if level.counted else 0.0)
+        total = total + loss * (1.0 if level.counted else 0.0)
     return total
 
 

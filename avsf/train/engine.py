@@ -224,12 +224,15 @@ class Trainer:
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            # Parameters an iteration's graph can leave out: sync heads that are not trained,
-            # the whole audio pathway under the paper's DropPathway, and the audio laterals
-            # when a dropped iteration has no sync task to use them.
-            dropping = self.cfg.arch == "avslowfast" and self.cfg.drop_pathway > 0
-            unused = (self.cfg.has_sync and not self.uses_sync) or (dropping and (
-                self.cfg.drop_pathway_mode == "pathway" or not self.uses_sync))
+            # Every parameter takes part in every iteration only in the authors' setting:
+            # AVSlowFast with its sync task trained, audio at pool5 and DropPathway of the
+            # fusion. Elsewhere some can be left out (sync heads not trained, the audio
+            # pathway under the paper's DropPathway, audio laterals or res5 nothing reads),
+            # and DDP must not wait for their gradients.
+            fused = self.cfg.audio_fusion
+            every = self.uses_sync and fused is not None and fused.pool5 and (
+                self.cfg.drop_pathway == 0 or self.cfg.drop_pathway_mode == "fusion")
+            unused = self.cfg.arch == "avslowfast" and not every
             network = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.cuda else None,
                                               find_unused_parameters=unused)
         if self.s.compile:
@@ -347,6 +350,7 @@ class Trainer:
         result.precise_bn_batches = self._precise_bn()
         if self.val_set is not None:
             result.final = self.validate()
+        result.load_failures = list(self.failures)  # precise BN's and the final validation's too
         if self.rank == 0:
             final = self.state(self.s.epochs, 0)
             final["avsf"]["final"] = result.final
