@@ -78,7 +78,8 @@ REASONS = (
 # different clip, so clips made by older code are made again, not kept.
 # 2: audio copied by default; frames and audio from the first frame shown; damaged packets
 #    skipped; x264 with a fixed thread count.
-DOWNLOAD_VERSION = 2
+# 3: x264's assembly pinned to SSE2 (avsf.io.media.X264_ASM).
+DOWNLOAD_VERSION = 3
 RECORD_SUFFIX = ".json"  # <clip_id>.json beside each clip: fingerprint, duration, notes
 YOUTUBE = "youtube"
 YOUTUBE_EXTRA_HINT = "pip install avsf[youtube]"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import platform
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterable, Iterator, Sequence
@@ -21,6 +22,15 @@ VFR_TIME_BASE = Fraction(1, 1000)  # millisecond timestamps for variable-frame-r
 # x264 chooses its thread count, and so its slices and its output bytes, from the cores the
 # process may use: a fixed count makes the same frames the same bytes on every machine.
 X264_THREADS = 4
+# x264 also picks its assembly from the CPU, and its bytes depend on the pick: its SSSE3-and-up
+# code rounds differently from its C and SSE2 code, and its AVX-512 code (x264 core 165, in
+# PyAV's wheels) reads memory it never wrote, so the same frames became other bytes whenever
+# the heap happened to hold other garbage (encodes beside decodes in worker threads; seen with
+# glibc's MALLOC_PERTURB_=1). SSE2, which every x86-64 CPU has, gives the same code and bytes
+# on every x86-64 machine, those of x264's C code; a trim takes about 1.09 times as long
+# (bench/trim.py).
+# Other CPUs keep x264's own choice. Cache64 only picks loads that avoid cacheline splits.
+X264_ASM = "SSE2,Cache64" if platform.machine().lower() in ("x86_64", "amd64") else None
 
 
 def fps_fraction(fps: float | Fraction) -> Fraction:
@@ -111,7 +121,8 @@ class ClipWriter:
         """Every stream is added before the first packet is written (the header)."""
         video = self.video = self.container.add_stream("libx264", rate=self.fps)
         video.width, video.height, video.pix_fmt = width, height, self.pix_fmt
-        video.options = {"crf": str(self.crf), "preset": self.preset}
+        video.options = {"crf": str(self.crf), "preset": self.preset,
+                         **({"x264-params": f"asm={X264_ASM}"} if X264_ASM else {})}
         if self.keyint:
             video.codec_context.gop_size = self.keyint
         video.codec_context.thread_count = X264_THREADS
