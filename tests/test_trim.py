@@ -136,6 +136,49 @@ def test_a_damaged_region_loses_only_its_frames(tmp_path):
     assert (outcome.status, outcome.reason) == ("failed", "too_little_decoded")
 
 
+def zero_video_packets(path: Path, begin: float, end: float) -> None:
+    """Overwrite with zeros the video packets of ``path`` shown from ``begin`` to ``end`` s."""
+    with av.open(os.fspath(path)) as c:
+        spans = [(p.pos, p.size) for p in c.demux(video=0)
+                 if p.pts is not None and begin <= float(p.pts * p.time_base) < end]
+    data = bytearray(path.read_bytes())
+    for pos, size in spans:
+        data[pos : pos + size] = bytes(size)
+    path.write_bytes(bytes(data))
+
+
+def test_damage_at_the_start_of_a_segment_does_not_move_the_clip(tmp_path):
+    """The packets from 2.0 to 3.5 s zeroed (keyframes every 2 s): the first frame of [2, 6]
+    that decodes is at 3.52 s. The clip still starts at 2 s, its frames and sound there, the
+    frames before the first decoded one repeat it and are counted missing."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    raw = videos / "hole.mp4"
+    rate = 48000
+    audio = np.zeros((2, 8 * rate), np.float32)
+    audio[:, 5 * rate : int(5.05 * rate)] = 0.8  # a bang at 5 s: 3 s into the clip
+    write_video(raw, noisy_frames(200), 25, audio=audio, sample_rate=rate, keyint=50)
+    zero_video_packets(raw, 2.0, 3.5)
+
+    outcome, clip = outcome_of(tmp_path, raw, 2, 6)
+    assert outcome.status == "downloaded", outcome.detail
+    assert outcome.duration == 4.0 and outcome.notes["decode_errors"] >= 1
+    assert 35 <= outcome.notes["missing_frames"] <= 40  # 2.0-3.5 s, less the 1.5 periods a neighbour may fill
+    frames = indices(clip)
+    assert len(frames) == 100
+    assert frames[50:] == list(range(100, 150))  # from the keyframe at 4 s: source frame 50 + k
+    assert len(set(frames[:35])) == 1  # the first decoded frame, repeated
+    assert burst_time(clip) == pytest.approx(3.0, abs=0.005)
+
+    # Zeroed to 5 s: a quarter of [2, 6] decodes, too little, although 3 s of video follow.
+    raw.unlink()
+    write_video(raw, noisy_frames(200), 25, audio=audio, sample_rate=rate, keyint=50)
+    zero_video_packets(raw, 2.0, 5.0)
+    outcome, clip = outcome_of(tmp_path / "later", raw, 2, 6)
+    assert (outcome.status, outcome.reason) == ("failed", "too_little_decoded"), outcome.notes
+    assert "of the 4 s segment [2, 6] decode" in outcome.detail and not clip.exists()
+
+
 def test_a_segment_past_the_end_of_its_video_is_noted(tmp_path):
     videos = tmp_path / "videos"
     videos.mkdir()

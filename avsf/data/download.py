@@ -78,7 +78,8 @@ REASONS = (
 # different clip, so clips made by older code are made again, not kept.
 # 2: audio copied by default; frames and audio from the first frame shown; damaged packets
 #    skipped; x264 with a fixed thread count.
-# 3: x264's assembly pinned to SSE2 (avsf.io.media.X264_ASM).
+# 3: x264's assembly pinned to SSE2 (avsf.io.media.X264_ASM); a hole at the start of a
+#    segment no longer moves the clip later.
 DOWNLOAD_VERSION = 3
 RECORD_SUFFIX = ".json"  # <clip_id>.json beside each clip: fingerprint, duration, notes
 YOUTUBE = "youtube"
@@ -343,8 +344,8 @@ def trim_clip(raw: str | os.PathLike, dest: str | os.PathLike, start: float, end
               settings: TrimSettings = TrimSettings(), raw_info: MediaInfo | None = None,
               before_rename: Callable[[TrimmedClip], None] | None = None) -> TrimmedClip:
     """Cut ``[start, end]`` seconds of ``raw`` into ``dest``: the video decoded and re-encoded
-    (H.264 at the source's frame rate, from the first frame shown at or after ``start``), the
-    audio from that same instant, its packets copied as they are or re-encoded to AAC (see
+    (H.264 at the source's frame rate, from the first frame shown at or after ``start``, or
+    from ``start`` itself where damage hides that frame), the audio from that same instant, its packets copied as they are or re-encoded to AAC (see
     :class:`TrimSettings`).
 
     Decoding goes on past packets that do not decode (counted in the notes, with the output
@@ -430,7 +431,12 @@ class _VideoSegment:
     """``n_frames`` RGB frames at ``first_time + k / fps``, where ``first_time`` is the first
     frame shown at or after ``start``: for each target time the nearest decoded frame, so a
     variable-rate source comes out constant and a hole left by undecodable packets is filled
-    by its neighbours (counted in ``missing``)."""
+    by its neighbours (counted in ``missing``).
+
+    The first frame that decodes is that first frame only when it lies within a frame period
+    of ``start``; one farther on follows a hole at the start of the segment, so the clip
+    still starts at ``start`` and the frames before it repeat it (counted in ``missing``):
+    anchoring there instead moved the whole clip, and its sound, later than its segment."""
 
     SLACK = 1e-3  # float round-off between container and manifest times
     HOLE = 1.5  # a source frame farther than this many frame periods from its target is missing
@@ -452,7 +458,7 @@ class _VideoSegment:
             t = float(frame.time) - origin
             if t < self.start - self.SLACK:
                 continue
-            if prev is None:
+            if prev is None and t < self.start + period - self.SLACK:
                 self.first_time = t
             while k < self.n_frames:
                 target = self.first_time + k * period
