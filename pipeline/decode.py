@@ -43,7 +43,8 @@ from avsf.io.atomic import write_json
 from avsf.io.media import MediaError
 from pipeline.launch import StageFailed, job_progress, run_shards
 from pipeline.params import Params
-from pipeline.shards import carry_ledger, chunks, count_notes, prepare_out_dir
+from pipeline.notes import count_notes
+from pipeline.shards import carry_ledger, chunks, prepare_out_dir
 
 log = logging.getLogger("avsf.decode")
 

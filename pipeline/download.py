@@ -39,7 +39,7 @@ from avsf.data.kinetics import (
 from avsf.data.ledger import Failure, count_by_reason, write_ledger
 from avsf.io.atomic import remove_stale_temporaries, write_json
 from pipeline.launch import StageFailed, job_progress, run_shards
-from pipeline.shards import count_notes
+from pipeline.notes import count_notes
 from pipeline.params import DownloadParams, Params
 
 log = logging.getLogger("avsf.download")

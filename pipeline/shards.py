@@ -1,5 +1,5 @@
-"""What the stages share: splitting work into shards and keeping complete shards on a rerun
-(``decode``, ``spectrogram``), carrying the failure ledger on, counting notes.
+"""What the store's stages share: splitting work into shards and keeping complete shards on a
+rerun (``decode``, ``spectrogram``), carrying the failure ledger on.
 
 Kept out of the stages' own modules so that one stage's code is not a dependency of another.
 """
@@ -7,7 +7,6 @@ Kept out of the stages' own modules so that one stage's code is not a dependency
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -45,8 +44,3 @@ def carry_ledger(upstream: str | Path, failures: Iterable[Failure], path: str | 
     write_ledger(path, [*carried, *failures])
     return len(carried)
 
-
-def count_notes(notes: Iterable[dict[str, Any]]) -> dict[str, int]:
-    """How many clips carry each note (padded audio, rotation, variable frame rate, ...), from
-    each clip's notes."""
-    return dict(sorted(Counter(note for clip_notes in notes for note in clip_notes).items()))
