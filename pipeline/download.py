@@ -117,7 +117,7 @@ def run_download(params: Params) -> None:
     except SourceUnavailable as exc:
         raise StageFailed(f"download.source: {exc}") from None
 
-    segments, failures, total_rows = read_manifests(p.manifests)
+    segments, failures, total_rows, classes = read_manifests(p.manifests)
     out_dir.mkdir(parents=True, exist_ok=True)
     stale = remove_stale_temporaries(out_dir) + remove_stale_temporaries(raw_cache)
     if stale:
@@ -135,7 +135,7 @@ def run_download(params: Params) -> None:
         ClipRecord.for_segment(o.segment, clip_path(out_dir, o.segment).name, o.duration, o.notes)
         for o in present])
     # Class i is the same name whatever failed: the classes come from the manifests' rows.
-    write_json(out_dir / CLASS_LIST_NAME, class_names(segments))
+    write_json(out_dir / CLASS_LIST_NAME, classes)
     write_ledger(p.ledger, failures)
 
     seconds = time.monotonic() - started
@@ -151,15 +151,19 @@ def run_download(params: Params) -> None:
         raise StageFailed(f"download: none of {total_rows} manifest rows gave a clip; see {p.ledger}")
 
 
-def read_manifests(paths: list[str]) -> tuple[list[Segment], list[Failure], int]:
-    """Segments of every manifest, each clip id once; unusable and repeated rows become failures."""
-    segments, failures, seen, total = [], [], set(), 0
+def read_manifests(paths: list[str]) -> tuple[list[Segment], list[Failure], int, list[str]]:
+    """Segments of every manifest, each clip id once; unusable and repeated rows become
+    failures. Also the total of rows and the class list: every label a row names, unusable
+    rows included, so that no class drops out (and shifts the later ones) because its rows
+    are bad."""
+    segments, failures, seen, total, invalid = [], [], set(), 0, []
     for path in paths:
         try:
             manifest = read_manifest(path)
         except ManifestError as exc:
             raise StageFailed(f"download.manifests: {exc}") from None
         total += manifest.total_rows
+        invalid += manifest.invalid
         failures += [Failure(bad.where, STAGE, "bad_manifest_row", bad.detail) for bad in manifest.invalid]
         for s in manifest.segments:
             if s.clip_id in seen:
@@ -167,7 +171,7 @@ def read_manifests(paths: list[str]) -> tuple[list[Segment], list[Failure], int]
                 continue
             seen.add(s.clip_id)
             segments.append(s)
-    return segments, failures, total
+    return segments, failures, total, class_names([*segments, *invalid])
 
 
 def summarize(outcomes: list[ClipOutcome], failures: list[Failure], total_rows: int, seconds: float) -> dict:

@@ -240,8 +240,8 @@ def write_manifest(path: Path, rows: list[tuple]) -> str:
 
 
 def test_class_indices_come_from_the_manifests_whatever_fails(tmp_path):
-    """Every clip of "abseiling" fails: the store's classes still start with it, so class 1
-    is "yoga" whatever failed."""
+    """Every clip of "abseiling" fails, and every row of "archery" is unusable (bad_manifest_row):
+    the store's classes still start with them, so class 2 is "yoga" whatever failed."""
     videos = tmp_path / "videos"
     videos.mkdir()
     write_raw(videos / "v1.mp4", 1)
@@ -249,17 +249,21 @@ def test_class_indices_come_from_the_manifests_whatever_fails(tmp_path):
     (videos / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 20)
     manifest = write_manifest(tmp_path / "train.csv", [
         ("abseiling", "broken", 0, 1, "train"), ("abseiling", "nowhere", 0, 1, "train"),
+        ("archery", "v1", 3, 1, "train"), ("archery", "../v2", 0, 1, "train"),
         ("yoga", "v1", 0, 1, "train"), ("zumba", "v2", 0, 1, "train")])
     params = write_params(tmp_path, {"videos": str(videos), "manifests": [manifest]})
     assert run_stage(params).returncode == 0
-    assert json.loads((tmp_path / "clips" / "classes.json").read_text()) == ["abseiling", "yoga", "zumba"]
+    classes = ["abseiling", "archery", "yoga", "zumba"]
+    assert json.loads((tmp_path / "clips" / "classes.json").read_text()) == classes
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["failed_by_reason"]["bad_manifest_row"] == 2
     store = tmp_path / "store"
     decode = subprocess.run(
         [sys.executable, "stages/decode.py", "--params", str(params), "--set", f"decode.out_dir={store}",
          "--set", f"decode.ledger={tmp_path / 'decode.csv'}", "--set", f"decode.metrics={tmp_path / 'd.json'}"],
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert decode.returncode == 0, decode.stderr
-    assert json.loads((store / "classes.json").read_text()) == ["abseiling", "yoga", "zumba"]
+    assert json.loads((store / "classes.json").read_text()) == classes
 
 
 def test_a_param_that_changes_clips_makes_them_again(world, tmp_path):

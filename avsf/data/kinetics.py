@@ -75,10 +75,12 @@ class Segment:
 
 @dataclass(frozen=True)
 class InvalidRow:
-    """A manifest row that names no usable segment; ``where`` is ``path:line``."""
+    """A manifest row that names no usable segment; ``where`` is ``path:line``. ``label``: the
+    class it names, if any (a class whose rows are all unusable is still a class)."""
 
     where: str
     detail: str
+    label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,8 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
             try:
                 segments.append(_segment(record, has_label))
             except ValueError as exc:
-                invalid.append(InvalidRow(where, str(exc)))
+                label = (record.get("label") or "").strip() if has_label else ""
+                invalid.append(InvalidRow(where, str(exc), label or None))
     return Manifest(segments, invalid)
 
 
@@ -137,8 +140,9 @@ def _segment(record: dict[str, str | None], has_label: bool) -> Segment:
     return Segment(youtube_id, start, end, (record.get("split") or "").strip(), label)
 
 
-def class_names(items: Iterable[Segment | ClipRecord]) -> list[str]:
-    """The sorted distinct labels of segments or clip records: index i of this list is class i."""
+def class_names(items: Iterable[Segment | InvalidRow | ClipRecord]) -> list[str]:
+    """The sorted distinct labels of segments, unusable rows or clip records: index i of this
+    list is class i."""
     return sorted({s.label for s in items if s.label})
 
 
