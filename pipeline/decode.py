@@ -6,7 +6,8 @@
     ──merge shard metas──> index.csv, classes.json, ledger (download's rows + ours), metrics
 
 Resumable: each shard records a fingerprint of what it was built from (settings, clip
-files), and a rerun keeps every shard whose fingerprint still matches, so a killed run
+files as their download records name them), and a rerun keeps every shard whose fingerprint
+still matches, so a killed run
 redoes only the shards it had not finished (pipeline/shards.py, shared with ``spectrogram``).
 """
 
@@ -27,6 +28,7 @@ from avsf.data.kinetics import (
     ManifestError,
     class_names,
     read_clip_index,
+    read_clip_record,
 )
 from avsf.data.ledger import Failure, count_by_reason
 from avsf.data.store import (
@@ -183,10 +185,18 @@ def class_list(clips_dir: Path, records: list[ClipRecord]) -> list[str]:
 
 
 def _clip_identity(clips_dir: Path, record: ClipRecord) -> list[Any]:
-    """What a clip's decoded content depends on: its id and file (size and mtime stand in for
-    the bytes, which would take as long to hash as to decode)."""
+    """What a clip's decoded content depends on, known without reading the clip (a rerun at
+    Kinetics scale would read every clip to plan its shards): its id and path, the file's
+    size, and what the download stage's record beside it (``<clip_id>.json``) says made it
+    (its fingerprint and the bytes' digest). So ``dvc checkout``, ``cp`` or ``rsync`` without
+    ``-t`` keep the shards, and a clip made again rebuilds its own. A clip without a record
+    (not made by the download stage) falls back to its size and mtime."""
+    path = clips_dir / record.path
     try:
-        stat = (clips_dir / record.path).stat()
-        return [record.clip_id, record.path, stat.st_size, stat.st_mtime_ns]
+        stat = path.stat()
     except OSError:
         return [record.clip_id, record.path, None, None]
+    made = read_clip_record(path)
+    if made is not None and made.get("fingerprint"):
+        return [record.clip_id, record.path, stat.st_size, made["fingerprint"], made.get("sha256")]
+    return [record.clip_id, record.path, stat.st_size, stat.st_mtime_ns]

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from avsf.data.kinetics import ClipRecord, write_clip_index
+from avsf.data.download import ClipSettings, LocalSource, TrimSettings, download_video_clips
+from avsf.data.kinetics import ClipRecord, Segment, clip_record_path, write_clip_index
 from avsf.data.ledger import Failure, read_ledger, write_ledger
 from avsf.data.store import INDEX_NAME, StoreReader, read_index, store_hashes
 from avsf.io.media import write_video
@@ -148,6 +149,49 @@ def test_rerun_keeps_complete_shards_and_a_changed_param_rebuilds(built, tmp_pat
     assert after.keys() == before.keys() and all(after[k] != before[k] for k in before)
     run_decode(params)  # back to the module's store for the other tests
     assert store_hashes(params.decode.out_dir) == before
+
+
+def test_shards_follow_what_made_each_clip_not_its_mtime(tmp_path, monkeypatch):
+    """``dvc checkout``, ``cp`` or ``rsync`` without -t give clips new mtimes: their shards are
+    kept, as the download records beside the clips say nothing changed. A clip made again
+    (other bytes, another record) rebuilds its shard only; a clip without a record is judged
+    on its size and mtime."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for k, name in enumerate(["va", "vb"]):
+        write_video(videos / f"{name}.mp4", [np.full((48, 64, 3), 40 * k + i, np.uint8) for i in range(50)], 25)
+    clips_dir = tmp_path / "data" / "clips"
+    segments = [Segment(name, 0, 1, "train", "a") for name in ("va", "vb")]
+
+    def download(segment: Segment, crf: int) -> None:
+        clip_settings = ClipSettings(clips_dir, tmp_path / "cache", trim=TrimSettings(crf=crf))
+        [outcome] = download_video_clips(segment.youtube_id, [segment], LocalSource(videos), clip_settings)
+        assert outcome.status == "downloaded"
+
+    for segment in segments:
+        download(segment, crf=18)
+    write_clip_index(clips_dir / "clips.csv", [ClipRecord.for_segment(s, f"{s.clip_id}.mp4") for s in segments])
+    _, params = store_params(tmp_path, {"decode.clips_per_shard": 1})
+    monkeypatch.chdir(tmp_path)
+    run_decode(params)
+
+    def reused() -> int:
+        run_decode(params)
+        return json.loads((tmp_path / params.decode.metrics).read_text())["shards_reused"]
+
+    clip_a, clip_b = (clips_dir / f"{s.clip_id}.mp4" for s in segments)
+    for clip in (clip_a, clip_b):
+        copy = clip.with_name("copy.tmp")
+        copy.write_bytes(clip.read_bytes())  # as cp does: new mtime, same bytes
+        os.replace(copy, clip)
+        os.utime(clip, ns=(1, 1))
+    assert reused() == 2
+    download(segments[0], crf=30)  # clip a is made again, with other bytes and another record
+    assert reused() == 1
+    clip_record_path(clip_b).unlink()
+    assert reused() == 1  # the identity of b changed form once
+    os.utime(clip_b, ns=(2, 2))
+    assert reused() == 1  # without its record, b's mtime is all there is
 
 
 def test_shards_from_an_older_decoder_are_rebuilt(built, monkeypatch):

@@ -309,6 +309,7 @@ def test_clips_made_with_other_settings_are_made_again(tmp_path):
     assert run(crf=30, audio="aac")[0] == "downloaded"
     record = tmp_path / "clips" / "v_000000_000001.json"
     assert json.loads(record.read_text())["settings"]["audio"] == "aac"
+    assert json.loads(record.read_text())["sha256"] == sha(tmp_path / "clips" / "v_000000_000001.mp4")
     record.unlink()  # a clip without its record (a clip made by older code) is made again
     assert run(crf=30, audio="aac")[0] == "downloaded"
 

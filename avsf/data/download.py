@@ -4,7 +4,7 @@ Data flow for one YouTube id and its segments::
 
     Source.fetch(id) ──> raw video ──probe──> trim_clip(start, end) ──> <clip_id>.mp4
     (local dir, http(s), yt-dlp)   (ledger reason on failure)   (temp name, validated, renamed)
-                                                        └─> <clip_id>.json: fingerprint, duration, notes
+                                                        └─> <clip_id>.json: fingerprint, digest, duration, notes
 
 A clip is video re-encoded from the first frame shown at ``start`` and the source's audio
 from that instant, copied packet for packet where mp4 can hold it (:func:`trim_clip`). Its
@@ -22,8 +22,8 @@ that the stage writes to its ledger and counts in its metrics.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import http.client
-import json
 import logging
 import os
 import re
@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import av
 import numpy as np
 
-from avsf.data.kinetics import Segment
+from avsf.data.kinetics import Segment, clip_record_path, read_clip_record
 from avsf.io.atomic import atomic_output, write_json
 from avsf.io.digest import digest
 from avsf.io.media import (
@@ -81,7 +81,6 @@ REASONS = (
 # 3: x264's assembly pinned to SSE2 (avsf.io.media.X264_ASM); a hole at the start of a
 #    segment no longer moves the clip later.
 DOWNLOAD_VERSION = 3
-RECORD_SUFFIX = ".json"  # <clip_id>.json beside each clip: fingerprint, duration, notes
 YOUTUBE = "youtube"
 YOUTUBE_EXTRA_HINT = "pip install avsf[youtube]"
 # Partial downloads keep this suffix until complete; they survive a kill so a rerun resumes them.
@@ -338,6 +337,7 @@ class TrimmedClip:
     info: MediaInfo
     duration: float  # seconds: frames / fps
     notes: dict[str, Any]
+    sha256: str  # of the file's bytes
 
 
 def trim_clip(raw: str | os.PathLike, dest: str | os.PathLike, start: float, end: float,
@@ -393,7 +393,8 @@ def trim_clip(raw: str | os.PathLike, dest: str | os.PathLike, start: float, end
                     notes["cut_short_s"] = round(wanted - float(duration), 3)
                 if video.missing:
                     notes["missing_frames"] = video.missing
-                clip = TrimmedClip(probe(tmp), round(float(duration), 6), dict(sorted(notes.items())))
+                clip = TrimmedClip(probe(tmp), round(float(duration), 6), dict(sorted(notes.items())),
+                                   hashlib.sha256(tmp.read_bytes()).hexdigest())
                 if before_rename is not None:
                     before_rename(clip)
     except av.error.FFmpegError as exc:
@@ -609,11 +610,6 @@ def clip_path(out_dir: Path, segment: Segment) -> Path:
     return out_dir / f"{segment.clip_id}.mp4"
 
 
-def record_path(clip: Path) -> Path:
-    """The clip's record beside it, ``<clip_id>.json``: fingerprint, duration, notes."""
-    return clip.with_suffix(RECORD_SUFFIX)
-
-
 def clip_fingerprint(segment: Segment, trim: TrimSettings) -> str:
     """What a clip is made from, besides its source file: the trimming code's version, its
     settings and the segment."""
@@ -623,11 +619,8 @@ def clip_fingerprint(segment: Segment, trim: TrimSettings) -> str:
 def existing_clip(path: Path, fingerprint: str) -> dict[str, Any] | None:
     """The record of a complete clip at ``path`` made with ``fingerprint``, or None: a clip that
     is missing, does not probe, has no record, or was made with other settings or code."""
-    try:
-        record = json.loads(record_path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or record.get("fingerprint") != fingerprint:
+    record = read_clip_record(path)
+    if record is None or record.get("fingerprint") != fingerprint:
         return None
     try:
         probe(path)
@@ -684,9 +677,9 @@ def _make_clip(raw: Path, raw_info: MediaInfo, segment: Segment, settings: ClipS
     dest = clip_path(settings.out_dir, segment)
     dest.unlink(missing_ok=True)
     clip = trim_clip(raw, dest, segment.time_start, segment.time_end, settings.trim, raw_info,
-                     before_rename=lambda clip: write_json(record_path(dest), {
-                         "fingerprint": clip_fingerprint(segment, settings.trim), "duration": clip.duration,
-                         "notes": clip.notes, "settings": asdict(settings.trim)}))
+                     before_rename=lambda clip: write_json(clip_record_path(dest), {
+                         "fingerprint": clip_fingerprint(segment, settings.trim), "sha256": clip.sha256,
+                         "duration": clip.duration, "notes": clip.notes, "settings": asdict(settings.trim)}))
     return ClipOutcome(segment, "downloaded", duration=clip.duration, notes=clip.notes)
 
 

@@ -26,6 +26,7 @@ from avsf.io.atomic import atomic_output
 
 REQUIRED_COLUMNS = ("youtube_id", "time_start", "time_end")
 CLIP_INDEX_NAME = "clips.csv"  # in the download stage's out_dir
+CLIP_RECORD_SUFFIX = ".json"  # <clip_id>.json beside each clip: what made it, its digest, duration, notes
 CLASS_LIST_NAME = "classes.json"  # beside it: a JSON list, class i the i-th name
 CLIP_INDEX_COLUMNS = ("clip_id", "label", "youtube_id", "time_start", "time_end", "split", "path",
                       "duration", "notes")
@@ -171,6 +172,21 @@ class ClipRecord:
                     notes: dict[str, Any] | None = None) -> "ClipRecord":
         return cls(segment.clip_id, segment.label, segment.youtube_id, segment.time_start,
                    segment.time_end, segment.split, path, duration, dict(notes or {}))
+
+
+def clip_record_path(clip: str | os.PathLike) -> Path:
+    """The download stage's record of a clip, beside it: ``<clip_id>.json``."""
+    return Path(clip).with_suffix(CLIP_RECORD_SUFFIX)
+
+
+def read_clip_record(clip: str | os.PathLike) -> dict[str, Any] | None:
+    """The record of the clip at ``clip`` (``fingerprint``, ``sha256``, ``duration``, ``notes``,
+    ``settings``), or None when there is none or it does not read as one."""
+    try:
+        record = json.loads(clip_record_path(clip).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def write_clip_index(path: str | os.PathLike, records: Iterable[ClipRecord]) -> None:
