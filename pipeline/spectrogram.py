@@ -6,8 +6,12 @@
         + sums over the stats split's values
     ──merge──> stats.json (mean, std), ledger (decode's rows + ours), metrics
 
-Resumable like ``decode``: a shard whose fingerprint (settings, its frame shard, the stats
-split's clips) matches is kept.
+A clip whose audio stream is digital silence (a muted upload: zeros, log(1e-8) everywhere)
+is stored and marked ``silent``, but left out of the statistics, where its constant values
+would drag the mean down and blow the std up.
+
+Resumable like ``decode``: a shard whose fingerprint (the code's LOGMEL_VERSION, settings,
+its frame shard, the stats split's clips) matches is kept.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 import torch
 
 from avsf.data.ledger import Failure, count_by_reason
-from avsf.data.logmel import LogMelSettings, log_mel
+from avsf.data.logmel import LOGMEL_VERSION, LogMelSettings, is_silent, log_mel
 from avsf.data.store import AUDIO, INDEX_NAME, PCM_SCALE, STATS_NAME, fingerprint, open_shard, read_index, read_meta
 from avsf.io.atomic import write_json
 from pipeline.launch import StageFailed, job_progress, run_shards
@@ -60,19 +64,21 @@ def spectrogram_shard(shard: SpectrogramShard) -> dict[str, Any]:
     with h5py.File(shard.frames_path, "r") as frames, open_shard(shard.path) as writer:
         for clip_id in job_progress(shard.clips, f"spectrogram shard {shard.index}"):
             group = frames[clip_id]
-            values, seconds = None, 0.0
+            values, seconds, silent = None, 0.0, False
             if AUDIO in group:
                 if int(group.attrs["sample_rate"]) != settings.sample_rate:
                     failures.append({"id": clip_id, "reason": "sample_rate_mismatch",
                                      "detail": f"{group.attrs['sample_rate']} Hz, expected {settings.sample_rate}"})
                     continue
                 wave = torch.from_numpy(group[AUDIO][...].astype(np.float32) / PCM_SCALE)
-                values = log_mel(wave, settings).numpy().astype(np.float16)
+                raw = log_mel(wave, settings)
+                silent = is_silent(raw)
+                values = raw.numpy().astype(np.float16)
                 seconds = len(wave) / settings.sample_rate
-            writer.add_clip(clip_id, {**attrs, "has_audio": values is not None}, logmel=values)
-            clips.append({"clip_id": clip_id, "has_audio": values is not None,
+            writer.add_clip(clip_id, {**attrs, "has_audio": values is not None, "silent": silent}, logmel=values)
+            clips.append({"clip_id": clip_id, "has_audio": values is not None, "silent": silent,
                           "frames": 0 if values is None else len(values), "audio_seconds": seconds})
-            if values is not None and clip_id in shard.stats_clips:
+            if values is not None and not silent and clip_id in shard.stats_clips:
                 exact = values.astype(np.float64)  # statistics of the values the dataset will read
                 total += float(exact.sum())
                 total_sq += float(np.square(exact).sum())
@@ -92,7 +98,8 @@ def run_spectrogram(params: Params) -> None:
     an STFT with n_fft, win_length and hop_length at decode.sample_rate (the AVSlowFast
     paper's 16 kHz, 32 ms window, 16 ms hop, 80 HTK mel bins by default). Measures the mean
     and std of the values on spectrogram.stats_split and writes them to stats.json beside
-    the shards (the dataset normalises at load time). Ledger: decode's rows, then ours.
+    the shards (the dataset normalises at load time); clips of digital silence (a muted
+    track) are marked silent and left out of them. Ledger: decode's rows, then ours.
     """
     p = params.spectrogram
     started = time.monotonic()
@@ -116,7 +123,7 @@ def run_spectrogram(params: Params) -> None:
         stats_clips = frozenset(c for c in clip_ids if c in stats_ids)
         shards.append(SpectrogramShard(
             i, str(frames_path), str(out_dir / name), tuple(clip_ids), stats_clips, settings,
-            fingerprint(STAGE, asdict(settings), source, clip_ids, sorted(stats_clips)),
+            fingerprint(STAGE, LOGMEL_VERSION, asdict(settings), source, clip_ids, sorted(stats_clips)),
         ))
     todo = prepare_out_dir(STAGE, out_dir, shards)
     run_shards(STAGE, spectrogram_shard, todo, params.launch)
@@ -129,9 +136,10 @@ def run_spectrogram(params: Params) -> None:
         mean = total / count
         std = math.sqrt(max(total_sq / count - mean * mean, 0.0))
     else:
-        log.warning("spectrogram: no clip with audio in split %r; stats are mean 0, std 1", p.stats_split)
+        log.warning("spectrogram: no clip with sound in split %r; stats are mean 0, std 1", p.stats_split)
         mean, std = 0.0, 1.0
-    stats_clip_count = sum(1 for m in metas for c in m["clips"] if c["has_audio"] and c["clip_id"] in stats_ids)
+    stats_clip_count = sum(1 for m in metas for c in m["clips"]
+                           if c["has_audio"] and not c["silent"] and c["clip_id"] in stats_ids)
     write_json(out_dir / STATS_NAME, {"mean": mean, "std": std, "split": p.stats_split, "clips": stats_clip_count,
                                       "values": count, "log_offset": p.log_offset})
 
@@ -145,6 +153,7 @@ def run_spectrogram(params: Params) -> None:
         "clips": len(clips),
         "with_audio": sum(c["has_audio"] for c in clips),
         "without_audio": sum(not c["has_audio"] for c in clips),
+        "silent": sum(c["silent"] for c in clips),
         "logmel_frames": sum(c["frames"] for c in clips),
         "failed": len(failures),
         "failed_by_reason": count_by_reason(failures),
@@ -158,8 +167,9 @@ def run_spectrogram(params: Params) -> None:
         "wall_s": seconds,
     }
     write_json(p.metrics, metrics)
-    log.info("spectrogram: %d clips (%d with audio), %d failed; mean %.3f std %.3f over %d %s clips; "
-             "%d shards (%d reused) in %.1f s; ledger %s", len(clips), metrics["with_audio"], len(failures),
-             mean, std, stats_clip_count, p.stats_split, len(shards), metrics["shards_reused"], seconds, p.ledger)
+    log.info("spectrogram: %d clips (%d with audio, %d of them digital silence), %d failed; mean %.3f std %.3f "
+             "over %d %s clips; %d shards (%d reused) in %.1f s; ledger %s", len(clips), metrics["with_audio"],
+             metrics["silent"], len(failures), mean, std, stats_clip_count, p.stats_split, len(shards),
+             metrics["shards_reused"], seconds, p.ledger)
     if entries and not clips:
         raise StageFailed(f"spectrogram: none of {len(entries)} clips could be processed; see {p.ledger}")

@@ -18,7 +18,7 @@ from avsf.data.kinetics import ClipRecord, Segment, clip_record_path, write_clip
 from avsf.data.ledger import Failure, read_ledger, write_ledger
 from avsf.data.store import INDEX_NAME, StoreReader, read_index, store_hashes
 from avsf.io.media import write_video
-from clip_factory import ClipSpec, store_params, write_clip, write_clips_dir, write_garbled
+from clip_factory import ClipSpec, build_store, store_params, write_clip, write_clips_dir, write_garbled
 from conftest import REPO, run_stage
 from pipeline.decode import run_decode
 from pipeline.spectrogram import run_spectrogram
@@ -133,6 +133,25 @@ def test_spectrogram_store_and_training_stats(built):
     assert metrics["mean"] == stats["mean"]
 
 
+def test_a_muted_track_is_marked_silent_and_left_out_of_the_statistics(tmp_path):
+    """An audio stream of zeros (a muted upload) gives log(1e-8) everywhere: in the training
+    split's statistics it dragged the mean down and blew the std up. The stats of a store
+    holding one are those of the same store without it; the clip is kept, marked and counted."""
+    sounding = [ClipSpec("tone", label="a"), ClipSpec("noisy", noise=0.05, label="b"),
+                ClipSpec("other", label="b", split="val", tone_hz=0)]
+    stores = {name: build_store(tmp_path / name, specs, {"decode.clips_per_shard": 1}) for name, specs in
+              {"without": sounding, "with": [*sounding, ClipSpec("muted", tone_hz=0, label="a")]}.items()}
+    stats = {name: json.loads((logmel_dir / "stats.json").read_text()) for name, (_, logmel_dir) in stores.items()}
+    assert stats["with"]["mean"] == pytest.approx(stats["without"]["mean"], rel=1e-9)
+    assert stats["with"]["std"] == pytest.approx(stats["without"]["std"], rel=1e-9)
+    assert stats["with"]["values"] == stats["without"]["values"] and stats["with"]["clips"] == 2
+    reader = StoreReader(*stores["with"])
+    silent = {e.clip_id.split("_")[0]: reader.attrs(e, "logmel")["silent"] for e in reader.entries}
+    assert silent == {"tone": False, "noisy": False, "other": True, "muted": True}
+    metrics = json.loads((tmp_path / "with" / "reports/metrics/spectrogram.json").read_text())
+    assert (metrics["with_audio"], metrics["silent"], metrics["stats_clips"]) == (4, 2, 2)
+
+
 def test_rerun_keeps_complete_shards_and_a_changed_param_rebuilds(built, tmp_path, monkeypatch):
     root, params = built
     monkeypatch.chdir(root)
@@ -206,6 +225,20 @@ def test_shards_from_an_older_decoder_are_rebuilt(built, monkeypatch):
     assert load(root, params.decode.metrics)["shards_reused"] == 0  # built by "version 1"
     run_decode(params)
     assert load(root, params.decode.metrics)["shards_reused"] == 5
+
+
+def test_log_mel_shards_from_older_code_are_rebuilt(built, monkeypatch):
+    root, params = built
+    monkeypatch.chdir(root)
+    monkeypatch.setattr("pipeline.spectrogram.LOGMEL_VERSION", 1)
+    run_spectrogram(params)
+    assert load(root, params.spectrogram.metrics)["shards_reused"] == 0
+    monkeypatch.undo()
+    monkeypatch.chdir(root)
+    run_spectrogram(params)
+    assert load(root, params.spectrogram.metrics)["shards_reused"] == 0  # built by "version 1"
+    run_spectrogram(params)
+    assert load(root, params.spectrogram.metrics)["shards_reused"] == 4
 
 
 def test_stage_scripts_validate_params_and_run_through_submitit(built, tmp_path):

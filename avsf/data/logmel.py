@@ -19,6 +19,19 @@ from dataclasses import dataclass
 
 import torch
 
+# Part of every log-mel shard's fingerprint: bump it when the same frame shard and settings
+# would give a different log-mel shard, so shards made by older code are made again.
+# 2: digital-silence clips marked (``silent``) and left out of the statistics.
+LOGMEL_VERSION = 2
+# A clip whose raw log-mel never rises above this is digital silence (a muted upload's
+# track of zeros, log(0 + 1e-8) everywhere): real quiet sound lies well above it.
+SILENT_LOG_POWER = math.log(1e-6)
+
+
+def is_silent(logmel: torch.Tensor) -> bool:
+    """Whether a raw log-mel ``[time, n_mels]`` is digital silence (see SILENT_LOG_POWER)."""
+    return bool(logmel.numel() == 0 or logmel.max() <= SILENT_LOG_POWER)
+
 
 @dataclass(frozen=True)
 class LogMelSettings:

@@ -11,7 +11,7 @@ Layout (the README's "Store format" section is the reference for other tools)::
     <frames_dir>/classes.json       label names; class i is the i-th
     <logmel_dir>/shard-00000.h5     same shard names and groups:
         /<clip_id>/logmel            float16 [time, n_mels] (absent without audio)
-        /<clip_id>.attrs             has_audio, sample_rate, hop_length, ...
+        /<clip_id>.attrs             has_audio, silent (digital silence), sample_rate, hop_length, ...
     <logmel_dir>/stats.json         mean and std of the training split's log-mel values
 
 Frames and log-mels live in two files per shard because two DVC stages write them: each
