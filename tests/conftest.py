@@ -60,6 +60,20 @@ def run_stage(stage: str, *args: str, cwd: Path, timeout: float = 300) -> subpro
     )
 
 
+def loaded_modules(imports: str, watched: tuple[str, ...]) -> list[str]:
+    """Which of the ``watched`` modules a fresh interpreter has loaded after ``import IMPORTS``."""
+    code = f"import sys; import {imports}; print(','.join(sorted(m for m in {watched!r} if m in sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    return [name for name in result.stdout.strip().split(",") if name]
+
+
+def stage_deps(stage: str) -> list[str]:
+    """The dependencies dvc.yaml lists for ``stage``."""
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["deps"]
+
+
 @pytest.fixture
 def tiny_params(tmp_path: Path) -> Path:
     """A tiny params.yaml in a fresh working directory (``tmp_path``)."""

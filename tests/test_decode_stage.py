@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
-import yaml
 
 from avsf.data.download import ClipSettings, LocalSource, TrimSettings, download_video_clips
 from avsf.data.kinetics import ClipRecord, Segment, clip_record_path, write_clip_index
@@ -19,7 +16,7 @@ from avsf.data.ledger import Failure, read_ledger, write_ledger
 from avsf.data.store import INDEX_NAME, StoreReader, read_index, store_hashes
 from avsf.io.media import write_video
 from clip_factory import ClipSpec, build_store, store_params, write_clip, write_clips_dir, write_garbled
-from conftest import REPO, run_stage
+from conftest import loaded_modules, run_stage, stage_deps
 from pipeline.decode import run_decode
 from pipeline.spectrogram import run_spectrogram
 
@@ -213,32 +210,22 @@ def test_shards_follow_what_made_each_clip_not_its_mtime(tmp_path, monkeypatch):
     assert reused() == 1  # without its record, b's mtime is all there is
 
 
-def test_shards_from_an_older_decoder_are_rebuilt(built, monkeypatch):
+@pytest.mark.parametrize("stage, version, shards", [("decode", "pipeline.decode.DECODER_VERSION", 5),
+                                                   ("spectrogram", "pipeline.spectrogram.LOGMEL_VERSION", 4)])
+def test_shards_from_older_code_are_rebuilt(built, monkeypatch, stage, version, shards):
     root, params = built
+    run = {"decode": run_decode, "spectrogram": run_spectrogram}[stage]
+    metrics = getattr(params, stage).metrics
     monkeypatch.chdir(root)
-    monkeypatch.setattr("pipeline.decode.DECODER_VERSION", 1)
-    run_decode(params)
-    assert load(root, params.decode.metrics)["shards_reused"] == 0
+    monkeypatch.setattr(version, 1)
+    run(params)
+    assert load(root, metrics)["shards_reused"] == 0
     monkeypatch.undo()
     monkeypatch.chdir(root)
-    run_decode(params)
-    assert load(root, params.decode.metrics)["shards_reused"] == 0  # built by "version 1"
-    run_decode(params)
-    assert load(root, params.decode.metrics)["shards_reused"] == 5
-
-
-def test_log_mel_shards_from_older_code_are_rebuilt(built, monkeypatch):
-    root, params = built
-    monkeypatch.chdir(root)
-    monkeypatch.setattr("pipeline.spectrogram.LOGMEL_VERSION", 1)
-    run_spectrogram(params)
-    assert load(root, params.spectrogram.metrics)["shards_reused"] == 0
-    monkeypatch.undo()
-    monkeypatch.chdir(root)
-    run_spectrogram(params)
-    assert load(root, params.spectrogram.metrics)["shards_reused"] == 0  # built by "version 1"
-    run_spectrogram(params)
-    assert load(root, params.spectrogram.metrics)["shards_reused"] == 4
+    run(params)
+    assert load(root, metrics)["shards_reused"] == 0  # built by "version 1"
+    run(params)
+    assert load(root, metrics)["shards_reused"] == shards
 
 
 def test_stage_scripts_validate_params_and_run_through_submitit(built, tmp_path):
@@ -287,11 +274,7 @@ def test_a_still_picture_or_a_clip_that_cannot_be_stored_does_not_stop_its_shard
 def test_loaders_and_the_spectrogram_stage_need_no_ingest_code():
     """A DataLoader worker imports neither PyAV nor the decoder; the spectrogram stage does
     not import decode's orchestration, and DVC does not rerun it when that changes."""
-    code = ("import sys; import avsf.data.clip_dataset, pipeline.spectrogram; "
-            "print(sorted(m for m in ('av', 'avsf.data.decode', 'pipeline.decode') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["[]"]
-    deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["spectrogram"]["deps"]
+    assert loaded_modules("avsf.data.clip_dataset, pipeline.spectrogram",
+                          ("av", "avsf.data.decode", "pipeline.decode")) == []
+    deps = stage_deps("spectrogram")
     assert "pipeline/decode.py" not in deps and "avsf/data/decode.py" not in deps and "pipeline/shards.py" in deps

@@ -14,7 +14,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import yaml
 
 import conftest
 from avsf.io.media import probe, write_video
@@ -323,11 +322,6 @@ def test_clip_index_says_how_long_each_clip_is_and_what_was_noted(tmp_path):
 def test_download_needs_neither_h5py_nor_the_store():
     """Download counts its notes without importing the store's code (and h5py with it), and
     DVC does not rerun it when the store's stages' shared code changes."""
-    code = ("import sys; import pipeline.download; "
-            "print(sorted(m for m in ('h5py', 'avsf.data.store', 'pipeline.shards') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["[]"]
-    deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["download"]["deps"]
+    assert conftest.loaded_modules("pipeline.download", ("h5py", "avsf.data.store", "pipeline.shards")) == []
+    deps = conftest.stage_deps("download")
     assert "pipeline/shards.py" not in deps and "avsf/data/store.py" not in deps and "pipeline/notes.py" in deps
