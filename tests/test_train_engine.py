@@ -175,7 +175,8 @@ def test_a_sample_that_fails_to_load_is_replaced_and_recorded(store, tmp_path, m
     root, params = run_dir(tmp_path, store, {"train.epochs": 1, "train.max_failed_fraction": 0.2})
     clip_id = break_clip(root / "data" / "store", "a02")
     result = trainer_for(root, params, monkeypatch).run()
-    assert [f["id"] for f in result.load_failures] == [clip_id]
+    assert [f["id"] for f in result.load_failures if f["phase"] == "train"] == [clip_id]
+    assert {f["id"] for f in result.load_failures} == {clip_id}  # precise BN met it too
     assert result.history[0]["load_failures"] == 1
 
     root, params = run_dir(tmp_path, store, {"train.epochs": 1, "train.max_failed_fraction": 0.05}, name="strict")
@@ -264,7 +265,8 @@ def test_precise_bn_on_two_ranks_averages_every_ranks_batches(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    mp.start_processes(precise_bn_rank, args=(2, port, str(tmp_path)), nprocs=2, start_method="fork")
+    # spawn, not fork: a fork of a process whose OpenMP threads have run can hang in the child
+    mp.start_processes(precise_bn_rank, args=(2, port, str(tmp_path)), nprocs=2, start_method="spawn")
     stats = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     # Rank r's batch i holds 10 r + i + (0, 1, 2, 3): mean 10 r + i + 1.5, variance 5/3.
     expected_mean = torch.full((3,), (1.5 + 2.5 + 11.5 + 12.5) / 4)

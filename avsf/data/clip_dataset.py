@@ -52,7 +52,6 @@ can use, judged on the raw log-mel: the clip has audio, its mean log power is ab
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, Sequence
@@ -63,6 +62,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, default_collate
 
 from avsf.data.jpeg import decode_jpeg, jpeg_size
+from avsf.data.logmel import SILENT_LOG_POWER
 from avsf.data.store import LOGMEL, StoreEntry, StoreReader
 
 VIDEO_MEAN = (0.45, 0.45, 0.45)  # PySlowFast's Kinetics values, on [0, 1] pixels
@@ -86,7 +86,7 @@ class ClipSampling:
     test_crops: int = 3
     spec_frames: int = 128
     hard_negative_min_shift_s: float = 0.5
-    audible_min_log_power: float = math.log(1e-6)  # mean raw log-mel power of an audible window
+    audible_min_log_power: float = SILENT_LOG_POWER  # mean raw log-mel power of an audible window
     audible_min_variance: float = 0.01  # of the normalised window (constant windows are silent)
 
     def __post_init__(self) -> None:
