@@ -15,10 +15,8 @@ import pytest
 
 from avsf.data.store import STATS_NAME, store_hashes
 from avsf.io.atomic import TEMP_MARKER
-from clip_factory import ClipSpec, store_params, write_clips_dir
+from clip_factory import ClipSpec, build_store, store_params
 from conftest import REPO
-from pipeline.decode import run_decode
-from pipeline.spectrogram import run_spectrogram
 
 SPECS = [ClipSpec(f"clip{i}", seconds=4.0, size=(96, 72), tone_hz=300.0 + 100 * i,
                   split="train" if i % 3 else "val") for i in range(6)]
@@ -52,12 +50,7 @@ def rerun(stage: str, root: Path, params: Path) -> None:
 def reference(tmp_path_factory) -> Path:
     """The same clips through both stages, uninterrupted."""
     root = tmp_path_factory.mktemp("uninterrupted")
-    write_clips_dir(root, SPECS)
-    _, params = store_params(root, OVERRIDES)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        run_decode(params)
-        run_spectrogram(params)
+    build_store(root, SPECS, OVERRIDES)
     return root
 
 
