@@ -32,7 +32,7 @@ from avsf.data.ledger import Failure, count_by_reason
 from avsf.data.logmel import LOGMEL_VERSION, LogMelSettings, is_silent, log_mel
 from avsf.data.store import AUDIO, INDEX_NAME, PCM_SCALE, STATS_NAME, fingerprint, open_shard, read_index, read_meta
 from avsf.io.atomic import write_json
-from pipeline.launch import StageFailed, job_progress, run_shards
+from pipeline.launch import StageFailed, job_progress, run_shards, set_job_threads
 from pipeline.params import Params
 from pipeline.shards import carry_ledger, prepare_out_dir
 
@@ -57,6 +57,7 @@ class SpectrogramShard:
 def spectrogram_shard(shard: SpectrogramShard) -> dict[str, Any]:
     """One job: log-mel of every clip of a frame shard into the matching log-mel shard."""
     started = time.monotonic()
+    set_job_threads(1)  # small STFTs clip by clip; the shards run side by side
     settings = shard.settings
     clips, failures = [], []
     total, total_sq, count = 0.0, 0.0, 0

@@ -41,7 +41,7 @@ from avsf.train import checkpoint as ckpt
 from avsf.train.engine import Trainer, TrainResult, TrainSettings
 from avsf.train.recipe import LRSchedule, steps_to_epochs
 from pipeline.cli import configure_logging
-from pipeline.launch import Requeue, StageFailed, run_job
+from pipeline.launch import Requeue, StageFailed, run_job, set_job_threads
 from pipeline.live import LiveLogger
 from pipeline.models import config_from_params
 from pipeline.params import DatasetParams, ModelParams, Params
@@ -161,6 +161,8 @@ class TrainJob(submitit.helpers.Checkpointable):
         configure_logging()  # the job is a fresh process: its log lines go to the job's log
         p, t = self.params, self.params.train
         rank, world_size, local_rank = _init_distributed(p.launch.world_size(STAGE), resolve_device(p)[0])
+        cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", "0")) or max(1, (os.cpu_count() or 1) // world_size)
+        set_job_threads(cpus, reserved=t.workers)  # the loader's workers need cores too
         stop = _StopOnSignal()
         try:
             out_dir = Path(t.out_dir)
@@ -274,8 +276,6 @@ def _init_distributed(expected: int, device_type: str) -> tuple[int, int, int]:
     if tasks > 1:
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo", init_method="env://")
-    threads = int(os.environ.get("SLURM_CPUS_PER_TASK", "0")) or max(1, (os.cpu_count() or 1) // tasks)
-    torch.set_num_threads(threads)
     return rank, tasks, local_rank
 
 

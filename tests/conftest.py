@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+
+# The tests run many processes side by side (stages, their jobs, loader workers) on a
+# machine that may have 2 cores: OpenMP teams larger than the free cores stall every op
+# (pipeline.launch.set_job_threads), so every process here computes on one thread.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 
