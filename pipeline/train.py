@@ -20,7 +20,7 @@ import logging
 import os
 import signal
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,25 @@ def clip_sampling(d: DatasetParams, m: ModelParams) -> ClipSampling:
                         train_crop=d.train_crop, flip=d.flip, test_scale=d.test_scale, test_crop=d.test_crop,
                         test_clips=d.test_clips, test_crops=d.test_crops, spec_frames=d.spec_frames,
                         hard_negative_min_shift_s=d.hard_negative_min_shift_s)
+
+
+def data_record(params: Params, classes: list[str], with_audio: bool) -> dict[str, Any]:
+    """How the run's inputs were made, saved in every checkpoint (``data``): what it takes to
+    decode, sample and normalise a new video exactly as the store and the test views did
+    (``avsf.predict``), and the class names the outputs mean."""
+    d, s = params.decode, params.spectrogram
+    record: dict[str, Any] = {
+        "classes": list(classes),
+        "decode": {"fps": d.fps, "short_side": d.short_side, "jpeg_quality": d.jpeg_quality,
+                   "sample_rate": d.sample_rate},
+        "sampling": asdict(clip_sampling(params.dataset, params.model)),
+    }
+    if with_audio:
+        stats = json.loads((Path(s.out_dir) / STATS_NAME).read_text())
+        record["spectrogram"] = {k: getattr(s, k) for k in
+                                 ("n_fft", "win_length", "hop_length", "n_mels", "f_min", "f_max", "log_offset")}
+        record["audio_stats"] = {"mean": float(stats["mean"]), "std": float(stats["std"])}
+    return record
 
 
 def store_identity(frames_dir: Path, logmel_dir: Path | None) -> str:
@@ -228,6 +247,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             channels_last=cuda, compile=t.compile, fingerprint=self.fingerprint,
             cfg_text=yaml.safe_dump({"model": p.model.model_dump(), "dataset": p.dataset.model_dump(),
                                      "train": t.model_dump()}, sort_keys=False),
+            data_record=data_record(p, train_set.classes, logmel is not None),
         )
         init_state = None
         if t.init_checkpoint:

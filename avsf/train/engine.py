@@ -95,6 +95,7 @@ class TrainSettings:
     compile: bool = False
     fingerprint: str = ""  # of everything the result depends on: a checkpoint with another is not resumed
     cfg_text: str = ""  # the run's settings as YAML, for the checkpoints' ``cfg``
+    data_record: dict = field(default_factory=dict)  # how the inputs were made (checkpoints' ``data``)
     progress: bool = True
 
 
@@ -248,6 +249,7 @@ class Trainer:
             "optimizer_state": self.optimizer.state_dict(),
             "cfg": self.s.cfg_text,
             "model_config": config_to_dict(self.cfg),
+            "data": self.s.data_record,
             "avsf": {
                 "version": ckpt.CHECKPOINT_VERSION,
                 "fingerprint": self.s.fingerprint,
