@@ -20,6 +20,8 @@ from pipeline.params import Params, ParamsError, load_params
 
 PARAMS_HELP = "params file; every section is validated before any work starts"
 SET_HELP = "override one param for this run, e.g. --set download.workers=4 (repeatable)"
+VARIANT_HELP = ("a member of params.yaml's family (e.g. slowfast): its model changes applied, its "
+                "outputs in its own place (dvc.yaml's <stage>@<member>); default: the model section as it is")
 
 
 def configure_logging() -> None:
@@ -36,16 +38,15 @@ def _interrupt(signum, frame) -> None:  # noqa: ARG001 - a signal handler's sign
     raise KeyboardInterrupt
 
 
-def stage_command(run: Callable[[Params], None]) -> click.Command:
-    """Wrap ``run(params)`` as a click command; its docstring is the command's --help."""
+def stage_command(run: Callable[[Params], None], variants: bool = False) -> click.Command:
+    """Wrap ``run(params)`` as a click command; its docstring is the command's --help.
+    With ``variants`` it takes ``--variant NAME``, a member of the params' family."""
 
-    @click.command(name=run.__name__, help=run.__doc__)
-    @click.option("--params", "params_path", default="params.yaml", show_default=True,
-                  type=click.Path(dir_okay=False), help=PARAMS_HELP)
-    @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-    def command(params_path: str, overrides: tuple[str, ...]) -> None:
+    def command(params_path: str, overrides: tuple[str, ...], variant: str | None = None) -> None:
         try:
             params = load_params(params_path, overrides)
+            if variant is not None:
+                params = params.variant(variant)
         except ParamsError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
@@ -60,4 +61,9 @@ def stage_command(run: Callable[[Params], None]) -> click.Command:
             click.echo("interrupted: the stage's jobs were cancelled", err=True)
             sys.exit(130)
 
-    return command
+    if variants:
+        command = click.option("--variant", default=None, metavar="NAME", help=VARIANT_HELP)(command)
+    command = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)(command)
+    command = click.option("--params", "params_path", default="params.yaml", show_default=True,
+                           type=click.Path(dir_okay=False), help=PARAMS_HELP)(command)
+    return click.command(name=run.__name__, help=run.__doc__)(command)

@@ -17,7 +17,7 @@ def config_from_params(p: ModelParams) -> ModelConfig:
         temporal_layout=p.temporal_layout, drop_pathway=p.drop_pathway,
         drop_pathway_mode=p.drop_pathway_mode,
         sync=SyncConfig(scale=p.sync_scale, margin=p.sync_margin) if p.sync else False,
-        mel_bins=p.mel_bins, tiny=p.tiny,
+        mel_bins=p.mel_bins, tiny=p.tiny, width=p.width,
         head=HeadConfig(kind=p.head, num_classes=p.num_classes, dropout=p.dropout,
                         activation="sigmoid" if p.head == "ava" else "softmax", test_pool=p.test_pool),
     )

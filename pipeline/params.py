@@ -8,6 +8,7 @@ message naming the key and what is allowed; the stage CLI turns them into exit c
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -50,7 +51,7 @@ class ResourceOverride(Section):
 
 # Every DVC stage, for the per-stage sections of ``launch``: a misspelt stage would silently
 # run with the launch-wide settings.
-STAGE_NAMES = ("demo", "download", "decode", "spectrogram", "model_report", "train")
+STAGE_NAMES = ("demo", "download", "decode", "spectrogram", "model_report", "train", "evaluate")
 
 
 class SlurmParams(Section):
@@ -327,6 +328,7 @@ class ModelParams(Section):
     sync_scale: float = Field(0.5, gt=0)  # embedding norm (L2-normalised, then scaled)
     mel_bins: int = Field(80, gt=0)
     tiny: bool = False  # one block per stage, narrow: the demo and the tests
+    width: int | None = Field(None, gt=0)  # Slow stem channels; null: 64 (8 when tiny)
 
     def ratios(self) -> tuple[int, int]:
         """(alpha_f, alpha_a) with their defaults resolved, as the model builder resolves them."""
@@ -402,6 +404,17 @@ class TrainParams(Section):
         return self
 
 
+class EvaluateParams(Section):
+    """Stage ``evaluate``: the papers' multi-view test (dataset.test_clips x test_crops views at
+    dataset.test_scale, softmax averaged per video) of the final checkpoint, scored over every
+    manifest row of ``split`` (a video with no prediction is a miss: the official figure)."""
+
+    out_dir: str = "reports/kinetics"  # models/<name>/{metrics.json, predictions.csv, confusion.csv}, summary.md
+    split: str = "val"
+    batch_size: int = Field(8, gt=0)  # views per forward pass
+    workers: int = Field(2, ge=0)  # DataLoader workers
+
+
 class ModelReportParams(Section):
     """Parameters and multiply-adds of every preset, checked against the papers."""
 
@@ -420,6 +433,44 @@ class Params(Section):
     model: ModelParams = ModelParams()
     model_report: ModelReportParams = ModelReportParams()
     train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    # The models ``dvc repro`` trains and evaluates side by side (stages train@<name> and
+    # evaluate@<name>): each name maps to changes to the ``model`` section.
+    family: dict[str, dict[str, Any]] = {}
+
+    @model_validator(mode="after")
+    def _family_members_valid(self) -> "Params":
+        for name, changes in self.family.items():
+            if not VARIANT_NAME.fullmatch(name):
+                raise ValueError(f"family.{name}: a member's name is lower-case letters, digits and _")
+            if not isinstance(changes, dict):
+                raise ValueError(f"family.{name}: a mapping of model keys to values, e.g. {{arch: slowfast}}")
+            unknown = [k for k in changes if k not in ModelParams.model_fields]
+            if unknown:
+                raise ValueError(f"family.{name}.{unknown[0]}: unknown model key; allowed: "
+                                 f"{', '.join(ModelParams.model_fields)}")
+            try:
+                self.variant(name)
+            except ValidationError as exc:
+                raise ValueError(f"family.{name}: {describe_error(exc)}") from None
+        return self
+
+    def variant(self, name: str) -> "Params":
+        """These params for family member ``name``: its changes applied to ``model``, and the
+        train, evaluate and launch outputs moved to its own place (``<dir>/<name>`` for a
+        directory, ``<stem>_<name><suffix>`` for a file; evaluate's in
+        ``<out_dir>/models/<name>``), as dvc.yaml's train@ and evaluate@ stages declare them."""
+        if name not in self.family:
+            raise ParamsError(f"family: no member {name!r}; members: {', '.join(self.family) or '(none)'}")
+        raw = self.model_dump()
+        raw["family"] = {}
+        raw["model"].update(self.family[name])
+        t = raw["train"]
+        t["out_dir"], t["live_dir"] = f"{t['out_dir']}/{name}", f"{t['live_dir']}/{name}"
+        t["metrics"], t["ledger"] = (_with_suffix(t[k], name) for k in ("metrics", "ledger"))
+        raw["evaluate"]["out_dir"] = f"{raw['evaluate']['out_dir']}/models/{name}"
+        raw["launch"]["log_dir"] = f"{raw['launch']['log_dir']}/{name}"
+        return Params.model_validate(raw)
 
     @model_validator(mode="after")
     def _train_fits_model_and_store(self) -> "Params":
@@ -447,6 +498,14 @@ class Params(Section):
 
 
 # --------------------------------------------------------------------------- loading
+
+VARIANT_NAME = re.compile(r"[a-z0-9_]+")
+
+
+def _with_suffix(path: str, name: str) -> str:
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}_{name}{p.suffix}"))
+
 
 
 def load_params(path: str | os.PathLike = "params.yaml", overrides: Sequence[str] = ()) -> Params:

@@ -33,6 +33,7 @@ from avsf.data.clip_dataset import ClipDataset, ClipSampling
 from avsf.data.ledger import Failure, count_by_reason, write_ledger
 from avsf.data.store import CLASSES_NAME, INDEX_NAME, STATS_NAME, read_index, read_meta
 from avsf.io.atomic import write_json
+from avsf.io.digest import file_digest
 from avsf.models import ModelConfig
 from avsf.models.config import WITH_FAST
 from avsf.models.checkpoint import load_pyslowfast_checkpoint
@@ -115,7 +116,7 @@ def run_fingerprint(params: Params, store: str) -> str:
     """What the run's result depends on: the model, the sampling, the recipe, the ranks,
     the device and precision, the initial weights and the store."""
     t = params.train
-    init = hashlib.sha256(Path(t.init_checkpoint).read_bytes()).hexdigest() if t.init_checkpoint else None
+    init = file_digest(t.init_checkpoint) if t.init_checkpoint else None
     blob = json.dumps({
         "model": params.model.model_dump(), "dataset": params.dataset.model_dump(exclude=NOT_IN_FINGERPRINT["dataset"]),
         "train": t.model_dump(exclude=NOT_IN_FINGERPRINT["train"]), "ranks": params.launch.world_size(STAGE),

@@ -42,6 +42,12 @@ TINY_OVERRIDES = {
     "train.persistent_workers": False,
     "train.precise_bn_batches": 1,
     "train.log_every": 1,
+    "demo.missing_sources": 1,  # in val: a ground-truth video without a prediction
+    "dataset.test_clips": 2,
+    "dataset.test_crops": 1,
+    "evaluate.workers": 0,
+    # Two members side by side: an experiment on one leaves the other alone.
+    "family": {"slowfast": {"arch": "slowfast"}, "avslowfast": {"arch": "avslowfast"}},
 }
 
 

@@ -36,6 +36,10 @@ def test_repository_params_validate_into_typed_sections():
         ("demo.raw_seconds=[5, 4]", "demo.raw_seconds: must be [low, high] with 0 < low <= high"),
         ("demo.clip_seconds=9", "demo.clip_seconds: must not exceed the shortest raw video"),
         ("launch.resources.nodes=2", "launch: resources.nodes = 2 needs cluster slurm or auto (local runs on one node)"),
+        ("family.slow.arhc=slow", "family.slow.arhc: unknown model key; allowed: arch, depth, frames"),
+        ("family.Slow={arch: slow}", "family.Slow: a member's name is lower-case letters, digits and _"),
+        ("family.slow.arch=resnet", "family.slow: model.arch: Input should be 'slow', 'fast', 'slowfast'"),
+        ("family.avslowfast.frames=8", "family.avslowfast: dataset.spec_frames: 128 log-mel frames, but the model's"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(override, message):
@@ -44,6 +48,21 @@ def test_bad_values_name_the_key_and_what_is_allowed(override, message):
     text = str(err.value)
     assert message in text
     assert "\n" not in text
+
+
+def test_a_family_member_is_the_model_with_its_changes_and_its_own_outputs():
+    params = load_params(REPO / "params.yaml", ["family={fast2: {arch: slowfast, beta_f: 0.25}}"])
+    member = params.variant("fast2")
+    assert (member.model.arch, member.model.beta_f, member.model.frames) == ("slowfast", 0.25, params.model.frames)
+    assert member.train.out_dir == f"{params.train.out_dir}/fast2"
+    assert member.train.live_dir == f"{params.train.live_dir}/fast2"
+    assert member.train.metrics == "reports/metrics/train_fast2.json"
+    assert member.train.ledger == "data/ledger/train_fast2.csv"
+    assert member.evaluate.out_dir == f"{params.evaluate.out_dir}/models/fast2"
+    assert member.launch.log_dir == f"{params.launch.log_dir}/fast2"  # its jobs re-attach to its own runs only
+    assert member.family == {} and params.family  # the member's params are one model's
+    with pytest.raises(ParamsError, match="family: no member 'fast'; members: fast2"):
+        params.variant("fast")
 
 
 def test_overrides_set_nested_values_parsed_as_yaml():

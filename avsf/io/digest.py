@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Any
 
 
@@ -11,3 +12,12 @@ def digest(*parts: Any) -> str:
     """A 16-hex-digit digest of JSON-able ``parts`` (dict keys sorted, anything else as str)."""
     blob = json.dumps(list(parts), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The sha256 of a file's bytes (hex), read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

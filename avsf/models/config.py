@@ -276,6 +276,7 @@ def model_config(
     audio_width: int | None = None,
     mel_bins: int = 80,
     tiny: bool = False,
+    width: int | None = None,
     name: str | None = None,
 ) -> ModelConfig:
     """The papers' instantiation ``arch`` R``depth`` ``frames``x``stride`` (T x tau).
@@ -293,7 +294,8 @@ def model_config(
     (:data:`TemporalLayout`). ``drop_pathway`` (default 0.8), ``drop_pathway_mode``
     and ``sync`` (default on; a :class:`SyncConfig` sets its options) apply to AVSlowFast
     only and are off for the other archs. ``tiny`` keeps the structure with 1 block per
-    stage and narrow widths, for tests and the demo.
+    stage and narrow widths, for tests and the demo; ``width`` sets the Slow pathway's stem
+    channels (64 in the papers, 8 when tiny), the Fast and Audio widths following by beta.
     """
     if depth not in STAGE_DEPTHS:
         raise ValueError(f"depth must be one of {sorted(STAGE_DEPTHS)}, got {depth}")
@@ -303,7 +305,7 @@ def model_config(
         raise ValueError(f"temporal_layout must be suffix_50_50 or suffix_101_101, got {temporal_layout!r}")
     alpha_f, alpha_a = default_ratios(stride, alpha_f, alpha_a)
     depths = TINY_DEPTHS if tiny else STAGE_DEPTHS[depth]
-    slow_width = 8 if tiny else 64
+    slow_width = width or (8 if tiny else 64)
     fast_width = max(1, round(slow_width * beta_f))
     nl = nonlocal_placement(depth, depths) if nonlocal_blocks else ((), (), (), ())
     nl_pool = (1, 2, 2) if nonlocal_layout == "pyslowfast" else (2, 2, 2)

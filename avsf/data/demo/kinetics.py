@@ -73,10 +73,12 @@ def plan_world(spec: KineticsWorldSpec) -> list[DemoVideo]:
     # Broken on purpose: the first training videos become corrupt files ...
     for i in range(min(spec.corrupt_videos, len(videos))):
         videos[i] = replace(videos[i], corrupt=True)
-    # ... and extra rows point at sources that do not exist.
+    # ... and extra rows point at sources that do not exist, in val first (the evaluation then
+    # meets a ground-truth video without a prediction, as on real Kinetics), then train.
     for i in range(spec.missing_sources):
         rng = np.random.default_rng([spec.seed, len(videos)])
-        ghost = _plan_video(spec, rng, ids[len(videos)], i % len(CLASSES), "train", seed=len(videos))
+        split = SPLITS[(i + 1) % len(SPLITS)]
+        ghost = _plan_video(spec, rng, ids[len(videos)], i % len(CLASSES), split, seed=len(videos))
         videos.append(replace(ghost, scene=None))
     return videos
 
