@@ -34,7 +34,9 @@ that loads it (exact resume, identical results with any number of workers).
 A sample that fails to load (an unreadable shard, a broken JPEG) is never fatal: in
 training another sample, drawn from the same seed, takes its place; in test mode a blank
 item with label -1 does. Either way the failure travels with the batch
-(``load_failures``) for the caller to record and count.
+(``load_failures``) for the caller to record and count, and each item says whether it holds
+loaded data (``loaded``: False only for a test item's blank), so a test view that failed is
+left out of the metrics even where a loaded one's label is -1 too (an unlabelled video).
 
 Frames come out as uint8 (four times less to copy to the GPU); normalise them on the
 device with :func:`normalize_video`. With ``decode_on="device"`` the workers hand over the
@@ -327,6 +329,7 @@ class ClipDataset(Dataset):
             "clip": clip,
             "crop": crop,
             "start_s": start / entry.fps,
+            "loaded": True,
         }
         if self.audio:
             t0, length = start / entry.fps, s.span / entry.fps
@@ -350,7 +353,7 @@ class ClipDataset(Dataset):
         item: dict[str, Any] = {"slow": fast[:, :: s.alpha].clone(), "fast": fast,
                                 **self.labels.blank(), "index": index // per_video,
                                 "clip": (index % per_video) // s.test_crops, "crop": index % s.test_crops,
-                                "start_s": 0.0}
+                                "start_s": 0.0, "loaded": False}
         if self.decode_on == "device":
             raise LoadFailed("a test sample failed to load with decode_on='device'")
         if self.audio:

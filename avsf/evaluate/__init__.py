@@ -1,0 +1,2 @@
+"""Evaluation of trained models: multi-view prediction (views) and the metrics of each
+dataset's official protocol (classification: Kinetics)."""
