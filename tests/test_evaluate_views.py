@@ -32,6 +32,10 @@ def test_views_average_softmax_and_leave_out_the_views_that_failed():
     assert result.scores.dtype == np.float64
     np.testing.assert_allclose(result.scores, [[0.375, 0.625], [0.0, 0.0], [0.75, 0.25]], rtol=1e-12)
     assert result.views.tolist() == [2, 0, 1] and result.predicted.tolist() == [True, False, True]
+    by_id = result.scores_by_id(["x", "y", "z"])  # the videos with a prediction only
+    assert list(by_id) == ["x", "z"] and by_id["z"].tolist() == pytest.approx([0.75, 0.25])
+    with pytest.raises(ValueError, match="2 ids for 3 videos"):
+        result.scores_by_id(["x", "y"])
 
 
 @pytest.fixture(scope="module")

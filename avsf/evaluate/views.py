@@ -14,7 +14,7 @@ count it as missing, as the official rule counts a video with no prediction).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +38,14 @@ class ViewResult:
     def predicted(self) -> np.ndarray:
         """[videos] bool: the videos with at least one loaded view (those with a prediction)."""
         return self.views > 0
+
+    def scores_by_id(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Video id (``ids[v]`` naming video v, e.g. the dataset's entries' clip ids) -> its
+        scores, for the videos with a prediction only: the ``scores`` of
+        :func:`avsf.evaluate.classification.classification_report`."""
+        if len(ids) != len(self.views):
+            raise ValueError(f"{len(ids)} ids for {len(self.views)} videos")
+        return {video: self.scores[v] for v, video in enumerate(ids) if self.views[v] > 0}
 
 
 class ViewScores:

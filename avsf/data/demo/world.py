@@ -57,6 +57,13 @@ CLASSES: tuple[DemoClass, ...] = (
 CLASS_BY_NAME = {c.name: c for c in CLASSES}
 
 
+def demo_cue_groups() -> dict[str, str]:
+    """Class name -> the cue that identifies it: the groups the evaluation reports accuracy
+    for, so each cue's share of the papers' claims (audio helps sound classes, Fast helps
+    motion ones) shows in the demo."""
+    return {c.name: c.cue for c in CLASSES}
+
+
 @dataclass(frozen=True)
 class Actor:
     """One instance of a class in a scene. Box in relative [0, 1] coordinates (x1, y1, x2, y2)."""
