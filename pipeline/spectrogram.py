@@ -26,11 +26,10 @@ from typing import Any
 
 import h5py
 import numpy as np
-import torch
 
 from avsf.data.ledger import Failure, count_by_reason
-from avsf.data.logmel import LOGMEL_VERSION, LogMelSettings, is_silent, log_mel
-from avsf.data.store import AUDIO, INDEX_NAME, PCM_SCALE, STATS_NAME, fingerprint, open_shard, read_index, read_meta
+from avsf.data.logmel import LOGMEL_VERSION, LogMelSettings, clip_log_mel
+from avsf.data.store import AUDIO, INDEX_NAME, STATS_NAME, fingerprint, open_shard, read_index, read_meta
 from avsf.io.atomic import write_json
 from pipeline.launch import StageFailed, job_progress, run_shards, set_job_threads
 from pipeline.params import Params
@@ -61,26 +60,19 @@ def spectrogram_shard(shard: SpectrogramShard) -> dict[str, Any]:
     settings = shard.settings
     clips, failures = [], []
     total, total_sq, count = 0.0, 0.0, 0
-    attrs = settings.store_attrs()
     with h5py.File(shard.frames_path, "r") as frames, open_shard(shard.path) as writer:
         for clip_id in job_progress(shard.clips, f"spectrogram shard {shard.index}"):
             group = frames[clip_id]
-            values, seconds, silent = None, 0.0, False
-            if AUDIO in group:
-                if int(group.attrs["sample_rate"]) != settings.sample_rate:
-                    failures.append({"id": clip_id, "reason": "sample_rate_mismatch",
-                                     "detail": f"{group.attrs['sample_rate']} Hz, expected {settings.sample_rate}"})
-                    continue
-                wave = torch.from_numpy(group[AUDIO][...].astype(np.float32) / PCM_SCALE)
-                raw = log_mel(wave, settings)
-                silent = is_silent(raw)
-                values = raw.numpy().astype(np.float16)
-                seconds = len(wave) / settings.sample_rate
-            writer.add_clip(clip_id, {**attrs, "has_audio": values is not None, "silent": silent}, logmel=values)
-            clips.append({"clip_id": clip_id, "has_audio": values is not None, "silent": silent,
-                          "frames": 0 if values is None else len(values), "audio_seconds": seconds})
-            if values is not None and not silent and clip_id in shard.stats_clips:
-                exact = values.astype(np.float64)  # statistics of the values the dataset will read
+            if AUDIO in group and int(group.attrs["sample_rate"]) != settings.sample_rate:
+                failures.append({"id": clip_id, "reason": "sample_rate_mismatch",
+                                 "detail": f"{group.attrs['sample_rate']} Hz, expected {settings.sample_rate}"})
+                continue
+            clip = clip_log_mel(group[AUDIO][...] if AUDIO in group else None, settings)
+            writer.add_clip(clip_id, clip.store_attrs(), logmel=clip.values)
+            clips.append({"clip_id": clip_id, "has_audio": clip.has_audio, "silent": clip.silent,
+                          "frames": 0 if clip.values is None else len(clip.values), "audio_seconds": clip.seconds})
+            if clip.has_audio and not clip.silent and clip_id in shard.stats_clips:
+                exact = clip.values.astype(np.float64)  # statistics of the values the dataset will read
                 total += float(exact.sum())
                 total_sq += float(np.square(exact).sum())
                 count += exact.size

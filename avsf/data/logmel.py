@@ -10,6 +10,9 @@ module exists because torchaudio's wheels do not import next to every torch buil
 
 Frame ``j`` is centred on sample ``j * hop_length`` (``center=True``), i.e. at time
 ``j * hop_length / sample_rate``; a waveform of ``n`` samples gives ``1 + n // hop_length`` frames.
+
+:func:`clip_log_mel` is one clip's entry in the log-mel store, from the frame store's int16
+audio: what the ``spectrogram`` stage writes and ``avsf.predict`` writes for a new video.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+
+from avsf.data.store import PCM_SCALE
 
 # Part of every log-mel shard's fingerprint: bump it when the same frame shard and settings
 # would give a different log-mel shard, so shards made by older code are made again.
@@ -112,3 +118,33 @@ def log_mel(waveform: torch.Tensor, settings: LogMelSettings = LogMelSettings())
     filters = mel_filterbank(settings).to(power.device)
     mel = torch.matmul(power.transpose(-1, -2), filters)  # [..., time, n_mels]
     return torch.log(mel[..., :frames, :] + settings.log_offset)
+
+
+@dataclass(frozen=True)
+class ClipLogMel:
+    """One clip of the log-mel store: ``values`` float16 [time, n_mels] (None without audio),
+    whether they are digital silence, and the seconds of audio they cover."""
+
+    values: np.ndarray | None
+    silent: bool
+    seconds: float
+    settings: LogMelSettings
+
+    @property
+    def has_audio(self) -> bool:
+        return self.values is not None
+
+    def store_attrs(self) -> dict[str, float | int | bool]:
+        """The clip group's attributes in the log-mel store (README, "Store format")."""
+        return {**self.settings.store_attrs(), "has_audio": self.has_audio, "silent": self.silent}
+
+
+def clip_log_mel(pcm: np.ndarray | None, settings: LogMelSettings = LogMelSettings()) -> ClipLogMel:
+    """The log-mel store's entry for a clip whose frame-store audio is ``pcm`` (int16 mono at
+    ``settings.sample_rate``; None when the clip has none): log-mel as float16, the precision
+    the store keeps and the dataset reads, marked silent when the raw values are digital silence."""
+    if pcm is None:
+        return ClipLogMel(None, False, 0.0, settings)
+    wave = torch.from_numpy(pcm.astype(np.float32) / PCM_SCALE)
+    raw = log_mel(wave, settings)
+    return ClipLogMel(raw.numpy().astype(np.float16), is_silent(raw), len(wave) / settings.sample_rate, settings)
