@@ -40,6 +40,7 @@ from avsf.data.decode import DecodeSettings, decode_clip
 from avsf.data.logmel import LogMelSettings, clip_log_mel
 from avsf.data.store import CLASSES_NAME, INDEX_NAME, STATS_NAME, StoreEntry, open_shard, shard_name, write_index
 from avsf.evaluate.views import predict_views
+from avsf.evaluate.classification import ranked_classes
 from avsf.io.atomic import write_json
 from avsf.io.media import MediaError
 from avsf.models import ModelConfig, build_model
@@ -204,7 +205,7 @@ class Prediction:
 
     def top(self, classes: Sequence[str], k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` highest classes and their scores, highest first (ties: the lower index)."""
-        order = sorted(range(len(self.scores)), key=lambda i: (-float(self.scores[i]), i))[:k]
+        order = ranked_classes(self.scores, k)
         return [(classes[i], float(self.scores[i])) for i in order]
 
 
@@ -232,12 +233,16 @@ def predict_video(predictor: Predictor, video: str | os.PathLike, sampling: Clip
             return Prediction(path, error=f"cannot read the video: {exc}")
         except Exception as exc:  # noqa: BLE001 - one bad video never stops the others
             return Prediction(path, error=f"cannot read the video: {type(exc).__name__}: {exc}")
-        dataset = ClipDataset(store.frames_dir, store.logmel_dir, SPLIT, "test", sampling)
         try:
-            result = predict_views(predictor.model, predictor.cfg, dataset, batch_size=batch_size,
-                                   device=predictor.device, workers=workers)
-        finally:
-            dataset.reader.close()
+            dataset = ClipDataset(store.frames_dir, store.logmel_dir, SPLIT, "test", sampling)
+            try:
+                result = predict_views(predictor.model, predictor.cfg, dataset, batch_size=batch_size,
+                                       device=predictor.device, workers=workers)
+            finally:
+                dataset.reader.close()
+        except Exception as exc:  # noqa: BLE001 - one bad video never stops the others
+            return Prediction(path, has_audio=store.has_audio,
+                              error=f"cannot score the video: {type(exc).__name__}: {exc}")
     views = int(result.views[0])
     if views == 0:
         first = result.failures[0]["detail"] if result.failures else "no view loaded"

@@ -25,13 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import submitit
 import torch
 
 from avsf.data.clip_dataset import ClipDataset
 from avsf.data.demo.world import CLASS_BY_NAME, demo_cue_groups
 from avsf.data.kinetics import ManifestError, read_manifest
 from avsf.data.store import CLASSES_NAME
-from avsf.evaluate.classification import classification_report, kinetics_sounds_groups
+from avsf.evaluate.classification import classification_report, kinetics_sounds_groups, ranked_classes
 from avsf.evaluate.views import predict_views
 from avsf.io.atomic import atomic_output, write_json
 from avsf.io.digest import digest, file_digest
@@ -100,18 +101,29 @@ def run_evaluate(params: Params) -> None:
     if not labels:
         raise StageFailed(f"evaluate: download.manifests have no labelled row in split {params.evaluate.split!r}")
     fingerprint = digest(file_digest(checkpoint), params.dataset.model_dump(), params.evaluate.model_dump(),
-                         labels, resolve_device(params))
+                         labels, resolve_device(params, STAGE))
     started = time.monotonic()
     out = run_job(STAGE, EvaluateJob(params, labels, classes), params.launch,
                   Path(params.launch.log_dir) / STAGE / "running.json", fingerprint)
     seconds = time.monotonic() - started
     write_outputs(params, out, classes, labels)
-    o = out["report"]["official"]
-    log.info("evaluate: %s on %d videos (%d missing) x %d views: top-1 %.3f, top-5 %.3f (official; %.3f, %.3f "
+    o, a = out["report"]["official"], out["report"]["available"]
+    log.info("evaluate: %s on %d videos (%d missing) x %d views: top-1 %s, top-5 %s (official; %s, %s "
              "over the %d available), %d views failed to load; %.1f s, %.1f views/s", out["model"],
-             o["videos"], out["report"]["missing"], out["views_per_video"], o["top1"], o["top5"],
-             out["report"]["available"]["top1"], out["report"]["available"]["top5"],
-             out["report"]["available"]["videos"], out["failed_views"], seconds, out["views"] / max(seconds, 1e-9))
+             o["videos"], out["report"]["missing"], out["views_per_video"], *map(_figure, (o["top1"], o["top5"])),
+             *map(_figure, (a["top1"], a["top5"])), a["videos"], out["failed_views"], seconds,
+             out["views"] / max(seconds, 1e-9))
+
+
+def _job_rank() -> int:
+    try:
+        return submitit.JobEnvironment().global_rank
+    except RuntimeError:  # the debug executor runs in-process, outside any job
+        return 0
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 class EvaluateJob:
@@ -122,10 +134,12 @@ class EvaluateJob:
 
     def __call__(self) -> dict[str, Any]:
         configure_logging()
+        if _job_rank() != 0:
+            return {}  # one process tests; more tasks per job would only repeat it
         p, e = self.params, self.params.evaluate
         cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", "0")) or (os.cpu_count() or 1)
         set_job_threads(cpus, reserved=e.workers)
-        device_type, _ = resolve_device(p)
+        device_type, _ = resolve_device(p, STAGE)
         if device_type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("evaluate: the run is on CUDA (train.device, launch gpus_per_node) but this job sees no GPU")
         device = torch.device("cuda" if device_type == "cuda" else "cpu")
@@ -192,7 +206,7 @@ def write_outputs(params: Params, out: dict[str, Any], classes: list[str], label
             rows.append({"clip_id": clip, "label": classes[label], "predicted": NO_PREDICTION, "score": "",
                          "top5": ""})
             continue
-        order = sorted(range(len(scores)), key=lambda c: (-scores[c], c))
+        order = ranked_classes(scores)
         rows.append({"clip_id": clip, "label": classes[label], "predicted": classes[order[0]],
                      "score": f"{scores[order[0]]:.4f}",
                      "top5": ";".join(f"{classes[c]}:{scores[c]:.4f}" for c in order[:5])})

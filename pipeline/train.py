@@ -102,12 +102,13 @@ def store_identity(frames_dir: Path, logmel_dir: Path | None) -> str:
     return digest.hexdigest()[:16]
 
 
-def resolve_device(params: Params) -> tuple[str, str]:
-    """(device type, precision) of the run, from params alone (the submitting machine may
-    have no GPU): CUDA when train.device says so, or when it is auto and the job asks for
-    GPUs; bf16 autocast on CUDA and fp32 on the CPU unless train.precision says otherwise."""
+def resolve_device(params: Params, stage: str = STAGE) -> tuple[str, str]:
+    """(device type, precision) of ``stage``'s job, from params alone (the submitting machine
+    may have no GPU): CUDA when train.device says so, or when it is auto and the stage's
+    jobs ask for GPUs; bf16 autocast on CUDA and fp32 on the CPU unless train.precision says
+    otherwise."""
     t = params.train
-    cuda = t.device == "cuda" or (t.device == "auto" and params.launch.resources_for(STAGE).gpus_per_node > 0)
+    cuda = t.device == "cuda" or (t.device == "auto" and params.launch.resources_for(stage).gpus_per_node > 0)
     precision = t.precision if t.precision != "auto" else ("bf16" if cuda else "fp32")
     return ("cuda" if cuda else "cpu"), precision
 
@@ -245,7 +246,8 @@ class TrainJob(submitit.helpers.Checkpointable):
             val_every=t.val_every, checkpoint_every=t.checkpoint_every, keep_checkpoints=t.keep_checkpoints,
             max_failed_fraction=t.max_failed_fraction, seed=t.seed, workers=t.workers,
             persistent_workers=t.persistent_workers, log_every=t.log_every, device=device, precision=precision,
-            channels_last=cuda, compile=t.compile, fingerprint=self.fingerprint,
+            channels_last=True,  # channels_last_3d: 2x faster on the CPU too (the Fast stem)
+            compile=t.compile, fingerprint=self.fingerprint,
             cfg_text=yaml.safe_dump({"model": p.model.model_dump(), "dataset": p.dataset.model_dump(),
                                      "train": t.model_dump()}, sort_keys=False),
             data_record=data_record(p, train_set.classes, logmel is not None),

@@ -47,7 +47,7 @@ TINY_OVERRIDES = {
     "dataset.test_crops": 1,
     "evaluate.workers": 0,
     # Two members side by side: an experiment on one leaves the other alone.
-    "family": {"slowfast": {"arch": "slowfast"}, "avslowfast": {"arch": "avslowfast"}},
+    "family": {"slowfast": {"arch": "slowfast"}, "avslowfast": {"arch": "avslowfast", "drop_pathway": 0.8}},
 }
 
 

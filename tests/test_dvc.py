@@ -63,7 +63,10 @@ def project(tmp_path_factory) -> Path:
 
 
 def test_repro_runs_every_stage_and_writes_metrics(project):
-    stages = set(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
+    family = yaml.safe_load((project / "params.yaml").read_text())["family"]
+    stages = {name if "foreach" not in stage else f"{name}@{member}"
+              for name, stage in yaml.safe_load((project / "dvc.yaml").read_text())["stages"].items()
+              for member in (family if "foreach" in stage else [None])}
     assert ran_stages((project / "first_repro.log").read_text()) == stages
     demo = json.loads((project / "reports/metrics/demo.json").read_text())
     assert demo["rows"] == 8 * 3 + 1  # 3 videos per class, plus one val row whose source is missing
@@ -164,8 +167,8 @@ def test_dvc_yaml_declares_the_paths_each_family_member_writes():
     for name in params.family:
         member = params.variant(name)
         t, e = member.train, member.evaluate
-        assert declared("train", name) == {t.out_dir, t.ledger, f"{t.live_dir}/plots", t.metrics,
-                                           f"{t.live_dir}/metrics.json"}
+        assert declared("train", name) == {t.out_dir, t.ledger, t.metrics, f"{t.live_dir}/metrics.json",
+                                           *(f"{t.live_dir}/plots/metrics/{x}" for x in ("steps", "epochs"))}
         assert declared("evaluate", name) == {f"{e.out_dir}/{f}" for f in ("predictions.csv", "metrics.json",
                                                                             "confusion.csv")}
         assert stages["train"]["foreach"] == stages["evaluate"]["foreach"] == "${family}"

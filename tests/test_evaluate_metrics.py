@@ -18,6 +18,7 @@ from avsf.evaluate.classification import (
     KINETICS_SOUNDS,
     classification_report,
     kinetics_sounds_groups,
+    ranked_classes,
     true_class_rank,
 )
 
@@ -158,3 +159,13 @@ def test_the_kinetics_400_val_manifest_holds_every_kinetics_sounds_class():
     assert len(classes) == 400
     assert sorted(set(KINETICS_SOUNDS) - set(classes)) == []
     assert len(kinetics_sounds_groups(classes)) == 32
+
+
+def test_a_video_with_non_finite_scores_is_a_miss_and_ranks_last():
+    nan = float("nan")
+    labels = {"a": 0, "b": 1}
+    scores = {"a": np.array([nan, nan, nan]), "b": np.array([0.1, np.inf, 0.2])}
+    report = classification_report(labels, scores, ["x", "y", "z"])
+    assert report.official.top1 == 0.0 and report.official.top5 == 0.0  # a diverged model scores nothing
+    assert ranked_classes([0.2, nan, 0.5, 0.2]) == [2, 0, 3, 1]
+    assert ranked_classes([0.3, 0.3, 0.9], k=2) == [2, 0]

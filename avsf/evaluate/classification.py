@@ -58,7 +58,16 @@ def true_class_rank(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     ``scores`` [videos, classes] by decreasing score (ties: lower class index first)."""
     true = scores[np.arange(len(labels)), labels][:, None]
     lower_index = np.arange(scores.shape[1])[None, :] < labels[:, None]
-    return ((scores > true) | ((scores == true) & lower_index)).sum(axis=1)
+    rank = ((scores > true) | ((scores == true) & lower_index)).sum(axis=1)
+    # A row with a NaN or infinite score (a diverged model) ranks no class: a miss at every k.
+    return np.where(np.isfinite(scores).all(axis=1), rank, scores.shape[1])
+
+
+def ranked_classes(scores: Sequence[float] | np.ndarray, k: int | None = None) -> list[int]:
+    """Class indices by decreasing score (ties: lower index first), the first ``k``; the
+    order every ranking here uses. A non-finite score ranks last."""
+    values = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf, posinf=-np.inf)
+    return [int(c) for c in np.argsort(-values, kind="stable")[:k]]
 
 
 def top_class(scores: np.ndarray) -> np.ndarray:

@@ -6,8 +6,8 @@
         ViewScores.add(video, probabilities, loaded) ──> scores [videos, classes] / views
 
 A view that failed to load comes back from the dataset as a blank item (``loaded`` False)
-with its failure in ``load_failures``: it is left out of its video's mean, and counted in
-``views``; a video none of whose views loaded keeps zero scores and ``views`` 0 (the metrics
+with its failure in ``load_failures``: it is left out of its video's mean and of ``views``
+(which counts the views that loaded), and reported in ``failures``; a video none of whose views loaded keeps zero scores and ``views`` 0 (the metrics
 count it as missing, as the official rule counts a video with no prediction).
 """
 

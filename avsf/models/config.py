@@ -337,7 +337,7 @@ def model_config(
     av = arch == "avslowfast"
     sync_cfg = sync if isinstance(sync, SyncConfig) else SyncConfig()
     return ModelConfig(
-        name=name or preset_name(arch, depth, frames, stride, nonlocal_blocks, tiny),
+        name=name or preset_name(arch, depth, frames, stride, nonlocal_blocks, tiny) + (f"_w{width}" if width else ""),
         arch=arch,
         pathways=pathways,
         lateral=lateral if laterals and arch in ("slowfast", "avslowfast") else None,

@@ -198,7 +198,7 @@ class Trainer:
         self.cuda = self.device.type == "cuda"
         if self.cuda:
             torch.backends.cudnn.benchmark = True
-        self.channels_last = settings.channels_last and self.cuda
+        self.channels_last = settings.channels_last
         torch.manual_seed(_seed(settings.seed, 0, 0, 3))  # the same initial weights on every rank
         self.model = build_model(model_cfg).to(self.device)
         if init_state is not None:
