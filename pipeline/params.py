@@ -440,6 +440,12 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _family_members_valid(self) -> "Params":
+        if self.family:  # dvc.yaml's train@ stages spell these two paths out
+            for key in ("metrics", "ledger"):
+                default = TrainParams.model_fields[key].default
+                if getattr(self.train, key) != default:
+                    raise ValueError(f"train.{key}: with a family, dvc.yaml's train@<member> stages declare "
+                                     f"{_with_suffix(default, '<member>')}; keep {default} or change dvc.yaml too")
         for name, changes in self.family.items():
             if not VARIANT_NAME.fullmatch(name):
                 raise ValueError(f"family.{name}: a member's name is lower-case letters, digits and _")

@@ -39,6 +39,8 @@ def test_repository_params_validate_into_typed_sections():
         ("family.slow.arhc=slow", "family.slow.arhc: unknown model key; allowed: arch, depth, frames"),
         ("family.Slow={arch: slow}", "family.Slow: a member's name is lower-case letters, digits and _"),
         ("family.slow.arch=resnet", "family.slow: model.arch: Input should be 'slow', 'fast', 'slowfast'"),
+        ("train.metrics=out/t.json", "train.metrics: with a family, dvc.yaml's train@<member> stages declare "
+                                     "reports/metrics/train_<member>.json"),
         ("family.avslowfast.frames=8", "family.avslowfast: dataset.spec_frames: 128 log-mel frames, but the model's"),
     ],
 )
