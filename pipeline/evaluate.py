@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import submitit
 import torch
 
 from avsf.data.clip_dataset import ClipDataset
@@ -41,7 +40,7 @@ from avsf.models.flops import count_cost
 from avsf.models.serialize import config_from_dict
 from avsf.train import checkpoint as ckpt
 from pipeline.cli import configure_logging
-from pipeline.launch import StageFailed, run_job, set_job_threads
+from pipeline.launch import StageFailed, job_env, run_job, set_job_threads
 from pipeline.params import Params
 from pipeline.train import clip_sampling, resolve_device
 
@@ -115,13 +114,6 @@ def run_evaluate(params: Params) -> None:
              out["views"] / max(seconds, 1e-9))
 
 
-def _job_rank() -> int:
-    try:
-        return submitit.JobEnvironment().global_rank
-    except RuntimeError:  # the debug executor runs in-process, outside any job
-        return 0
-
-
 def _figure(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -134,7 +126,7 @@ class EvaluateJob:
 
     def __call__(self) -> dict[str, Any]:
         configure_logging()
-        if _job_rank() != 0:
+        if job_env()[1] != 0:
             return {}  # one process tests; more tasks per job would only repeat it
         p, e = self.params, self.params.evaluate
         cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", "0")) or (os.cpu_count() or 1)

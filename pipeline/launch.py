@@ -121,6 +121,16 @@ def _collect(stage: str, jobs: Sequence[submitit.Job]) -> list[Any]:
     return results
 
 
+def job_env() -> tuple[int, int, int]:
+    """(tasks, global rank, local rank) of the submitit job this code runs in; (1, 0, 0) under
+    the debug executor, which runs in-process, outside any job."""
+    try:
+        env = submitit.JobEnvironment()
+    except RuntimeError:
+        return 1, 0, 0
+    return env.num_tasks, env.global_rank, env.local_rank
+
+
 def set_job_threads(cpus: int, reserved: int = 0) -> int:
     """Set torch's intra-op threads for this job to its ``cpus`` less ``reserved`` (cores its
     DataLoader workers need), at least 1, or to OMP_NUM_THREADS when that is set; returns

@@ -42,7 +42,7 @@ from avsf.train import checkpoint as ckpt
 from avsf.train.engine import Trainer, TrainResult, TrainSettings
 from avsf.train.recipe import LRSchedule, steps_to_epochs
 from pipeline.cli import configure_logging
-from pipeline.launch import Requeue, StageFailed, run_job, set_job_threads
+from pipeline.launch import Requeue, StageFailed, job_env, run_job, set_job_threads
 from pipeline.live import LiveLogger
 from pipeline.models import config_from_params
 from pipeline.params import DatasetParams, ModelParams, Params
@@ -289,11 +289,7 @@ class TrainJob(submitit.helpers.Checkpointable):
 def _init_distributed(expected: int, device_type: str) -> tuple[int, int, int]:
     """(rank, world size, local rank) from submitit's environment; the process group is
     set up (env://; NCCL for a CUDA run, gloo on the CPU) when the job has several tasks."""
-    try:
-        env = submitit.JobEnvironment()
-        tasks, rank, local_rank = env.num_tasks, env.global_rank, env.local_rank
-    except RuntimeError:  # the debug executor runs in-process, outside any job
-        tasks, rank, local_rank = 1, 0, 0
+    tasks, rank, local_rank = job_env()
     if tasks != expected:
         raise RuntimeError(f"train: the job has {tasks} tasks but params ask for {expected} ranks")
     if tasks > 1:
