@@ -20,6 +20,9 @@ from pipeline.params import Params, ParamsError, load_params
 
 PARAMS_HELP = "params file; every section is validated before any work starts"
 SET_HELP = "override one param for this run, e.g. --set download.workers=4 (repeatable)"
+DATASET_HELP = ("a fine-tuning dataset of params.yaml (epic, charades): its download, decode, spectrogram, "
+                "train and evaluate settings and outputs (Params.for_dataset; with --variant, the member "
+                "fine-tuned from its Kinetics run: Params.finetune)")
 VARIANT_HELP = ("a member of params.yaml's family (e.g. slowfast): its model changes applied, its "
                 "outputs in its own place (dvc.yaml's <stage>@<member>); default: the model section as it is")
 
@@ -38,14 +41,20 @@ def _interrupt(signum, frame) -> None:  # noqa: ARG001 - a signal handler's sign
     raise KeyboardInterrupt
 
 
-def stage_command(run: Callable[[Params], None], variants: bool = False) -> click.Command:
+def stage_command(run: Callable[[Params], None], variants: bool = False, datasets: bool = False) -> click.Command:
     """Wrap ``run(params)`` as a click command; its docstring is the command's --help.
-    With ``variants`` it takes ``--variant NAME``, a member of the params' family."""
+    With ``variants`` it takes ``--variant NAME``, a member of the params' family; with
+    ``datasets`` ``--dataset NAME``, a fine-tuning dataset."""
 
-    def command(params_path: str, overrides: tuple[str, ...], variant: str | None = None) -> None:
+    def command(params_path: str, overrides: tuple[str, ...], variant: str | None = None,
+                dataset: str | None = None) -> None:
         try:
             params = load_params(params_path, overrides)
-            if variant is not None:
+            if dataset is not None and variant is not None:
+                params = params.finetune(dataset, variant)
+            elif dataset is not None:
+                params = params.for_dataset(dataset)
+            elif variant is not None:
                 params = params.variant(variant)
         except ParamsError as exc:
             click.echo(f"error: {exc}", err=True)
@@ -61,6 +70,8 @@ def stage_command(run: Callable[[Params], None], variants: bool = False) -> clic
             click.echo("interrupted: the stage's jobs were cancelled", err=True)
             sys.exit(130)
 
+    if datasets:
+        command = click.option("--dataset", default=None, metavar="NAME", help=DATASET_HELP)(command)
     if variants:
         command = click.option("--variant", default=None, metavar="NAME", help=VARIANT_HELP)(command)
     command = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)(command)

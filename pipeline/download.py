@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -40,11 +41,12 @@ from avsf.data.ledger import Failure, count_by_reason, write_ledger
 from avsf.io.atomic import remove_stale_temporaries, write_json
 from pipeline.launch import StageFailed, job_progress, run_shards
 from pipeline.notes import count_notes
-from pipeline.params import DownloadParams, Params
+from pipeline.params import MANIFEST_NAMES, DownloadParams, Params
 
 log = logging.getLogger("avsf.download")
 
 STAGE = "download"
+EPIC_VIDEO_INFO = "EPIC_100_video_info.csv"  # beside the annotation files: each video's duration and fps
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,11 @@ def run_download(params: Params) -> None:
     except SourceUnavailable as exc:
         raise StageFailed(f"download.source: {exc}") from None
 
-    segments, failures, total_rows, classes = read_manifests(p.manifests)
+    if p.format == "kinetics":
+        segments, failures, total_rows, classes = read_manifests(p.manifests)
+    else:
+        segments, failures, total_rows, classes = read_video_manifests(p.format, p.manifests), [], 0, []
+        total_rows = len(segments)
     out_dir.mkdir(parents=True, exist_ok=True)
     stale = remove_stale_temporaries(out_dir) + remove_stale_temporaries(raw_cache)
     if stale:
@@ -172,6 +178,48 @@ def read_manifests(paths: list[str]) -> tuple[list[Segment], list[Failure], int,
             seen.add(s.clip_id)
             segments.append(s)
     return segments, failures, total, class_names([*segments, *invalid])
+
+
+def read_video_manifests(kind: str, paths: list[str]) -> list[Segment]:
+    """EPIC-Kitchens or Charades annotation files -> one unlabelled segment per video, the
+    whole video (from 0 to its duration rounded up to a whole second; the trim cuts it at the
+    video's real end), in the split the file is for (``EPIC_100_train.csv`` -> train). The
+    labels stay in the annotation files, which the label sources read at training time."""
+    segments: dict[str, Segment] = {}
+    for path in paths:
+        split = _split_of(Path(path), kind)
+        try:
+            durations = _video_durations(kind, Path(path))
+        except (OSError, ManifestError) as exc:
+            raise StageFailed(f"download.manifests: {exc}") from None
+        for video_id, duration in durations.items():
+            segments.setdefault(video_id, Segment(video_id, 0.0, float(math.ceil(duration)), split))
+    return list(segments.values())
+
+
+def _split_of(path: Path, kind: str) -> str:
+    prefix = MANIFEST_NAMES[kind].split("{split}")[0]
+    if not path.name.startswith(prefix):
+        raise StageFailed(f"download.manifests: {path.name} is not named {MANIFEST_NAMES[kind]}")
+    return path.stem.removeprefix(prefix)
+
+
+def _video_durations(kind: str, path: Path) -> dict[str, float]:
+    """Video id -> duration in seconds of every video an annotation file names."""
+    if kind == "charades":
+        from avsf.data.charades import read_charades
+
+        return {v.id: v.length for v in read_charades(path)}
+    from avsf.data.epic import read_epic_annotations, read_epic_video_info
+
+    info_path = path.with_name(EPIC_VIDEO_INFO)
+    info = read_epic_video_info(info_path) if info_path.is_file() else {}
+    durations: dict[str, float] = {}
+    for n in read_epic_annotations(path):
+        # Without the video info, the last annotated second (+1) bounds the video.
+        known = info[n.video_id].duration if n.video_id in info else n.stop_s + 1.0
+        durations[n.video_id] = max(durations.get(n.video_id, 0.0), known)
+    return durations
 
 
 def summarize(outcomes: list[ClipOutcome], failures: list[Failure], total_rows: int, seconds: float) -> dict:

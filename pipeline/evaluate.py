@@ -129,17 +129,8 @@ class EvaluateJob:
         if job_env()[1] != 0:
             return {}  # one process tests; more tasks per job would only repeat it
         p, e = self.params, self.params.evaluate
-        cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", "0")) or (os.cpu_count() or 1)
-        set_job_threads(cpus, reserved=e.workers)
-        device_type, _ = resolve_device(p, STAGE)
-        if device_type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("evaluate: the run is on CUDA (train.device, launch gpus_per_node) but this job sees no GPU")
-        device = torch.device("cuda" if device_type == "cuda" else "cpu")
-        state = ckpt.load_training_checkpoint(Path(p.train.out_dir) / ckpt.FINAL)
-        cfg = config_from_dict(state["model_config"])
-        model = build_model(cfg)
-        model.load_state_dict(state["model_state"])
-        model.to(device)
+        device = job_device(p)
+        model, cfg, state = load_network(Path(p.train.out_dir) / ckpt.FINAL, device)
         sampling = clip_sampling(p.dataset, p.model)
         logmel = p.spectrogram.out_dir if cfg.audio is not None else None
         dataset = ClipDataset(p.decode.out_dir, logmel, e.split, "test", sampling,
@@ -165,6 +156,34 @@ class EvaluateJob:
             "test_crop": sampling.test_crop,
             "test_scale": sampling.test_scale,
         }
+
+
+def job_device(params: Params, stage: str = STAGE) -> torch.device:
+    """The evaluation job's device (from params: resolve_device), its threads set beside
+    evaluate.workers loader processes."""
+    cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", "0")) or (os.cpu_count() or 1)
+    set_job_threads(cpus, reserved=params.evaluate.workers)
+    device_type, _ = resolve_device(params, stage)
+    if device_type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"{stage}: the run is on CUDA (train.device, launch gpus_per_node) but this job sees no GPU")
+    return torch.device("cuda" if device_type == "cuda" else "cpu")
+
+
+def load_network(path: Path, device: torch.device) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+    """(network, its config, the checkpoint) of one of our training checkpoints, on ``device``."""
+    state = ckpt.load_training_checkpoint(path)
+    cfg = config_from_dict(state["model_config"])
+    model = build_model(cfg)
+    model.load_state_dict(state["model_state"])
+    return model.to(device), cfg, state
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    """A CSV of ``rows`` (dicts) with ``columns``, written atomically."""
+    with atomic_output(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def write_outputs(params: Params, out: dict[str, Any], classes: list[str], labels: dict[str, int]) -> None:
@@ -202,13 +221,8 @@ def write_outputs(params: Params, out: dict[str, Any], classes: list[str], label
         rows.append({"clip_id": clip, "label": classes[label], "predicted": classes[order[0]],
                      "score": f"{scores[order[0]]:.4f}",
                      "top5": ";".join(f"{classes[c]}:{scores[c]:.4f}" for c in order[:5])})
-    _write_csv(out_dir / PREDICTIONS_NAME, rows, ("clip_id", "label", "predicted", "score", "top5"))
-    _write_csv(out_dir / CONFUSION_NAME, [{"actual": r["label"], "predicted": r["predicted"]} for r in rows],
+    write_csv(out_dir / PREDICTIONS_NAME, rows, ("clip_id", "label", "predicted", "score", "top5"))
+    write_csv(out_dir / CONFUSION_NAME, [{"actual": r["label"], "predicted": r["predicted"]} for r in rows],
                ("actual", "predicted"))
 
 
-def _write_csv(path: Path, rows: list[dict[str, str]], columns: tuple[str, ...]) -> None:
-    with atomic_output(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(rows)

@@ -22,13 +22,12 @@ from avsf.io.atomic import write_json, write_text
 from pipeline.evaluate import METRICS_NAME
 from pipeline.launch import StageFailed
 from pipeline.params import Params
+from pipeline.summary import LABELS, percent, read_member_metrics
 
 log = logging.getLogger("avsf.summary")
 
 EXPERIMENTS_NAME, SUMMARY_MD, SUMMARY_JSON = "experiments.json", "summary.md", "summary.json"
 DEMO_GROUPS = ("appearance", "motion", "sound", "audiovisual")
-LABELS = {"slow": "Slow-only", "fast": "Fast-only", "slowfast": "SlowFast", "audio": "Audio-only",
-          "avslowfast": "AVSlowFast"}
 
 
 def claims(results: dict[str, dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
@@ -73,14 +72,9 @@ def claims(results: dict[str, dict[str, Any]]) -> list[tuple[str, bool | None, s
 
 def member_metrics(params: Params, root: Path = Path()) -> dict[str, dict[str, Any]]:
     """Every family member's evaluate metrics (with its ``arch``), read under ``root``."""
-    results: dict[str, dict[str, Any]] = {}
-    for name in params.family:
-        member = params.variant(name)
-        path = root / member.evaluate.out_dir / METRICS_NAME
-        if not path.is_file():
-            raise StageFailed(f"kinetics_summary: {path} is missing; run evaluate@{name} first")
-        results[name] = {**json.loads(path.read_text()), "arch": member.model.arch}
-    return results
+    return read_member_metrics("kinetics_summary", list(params.family),
+                               lambda name: root / params.variant(name).evaluate.out_dir / METRICS_NAME,
+                               lambda name: params.variant(name).model.arch)
 
 
 def run_kinetics_summary(params: Params) -> None:
@@ -107,14 +101,6 @@ def summary_metrics(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
             for name, m in results.items()}
 
 
-def _pct(p: float | None, n: int | None = None) -> str:
-    if p is None:
-        return "-"
-    if not n:
-        return f"{100 * p:.1f}"
-    return f"{100 * p:.1f} ± {100 * (p * (1 - p) / n) ** 0.5:.1f}"
-
-
 def _groups(results: dict[str, dict[str, Any]]) -> list[str]:
     seen = {g for m in results.values() for g in m["official"]["groups"]}
     return [g for g in DEMO_GROUPS if g in seen] + sorted(seen - set(DEMO_GROUPS))
@@ -137,14 +123,14 @@ def summary_markdown(params: Params, results: dict[str, dict[str, Any]], experim
     ]
     for name, m in results.items():
         o = m["official"]
-        cells = [_pct(o["groups"][g]["top1"], o["groups"][g]["videos"]) if g in o["groups"] else "-"
+        cells = [percent(o["groups"][g]["top1"], o["groups"][g]["videos"]) if g in o["groups"] else "-"
                  for g in groups]
-        lines.append(f"| {LABELS.get(m['arch'], name)} (`{m['model']}`) | {_pct(o['top1'], o['videos'])} | "
-                     f"{_pct(o['top5'], o['videos'])} | " + " | ".join(cells) +
+        lines.append(f"| {LABELS.get(m['arch'], name)} (`{m['model']}`) | {percent(o['top1'], o['videos'])} | "
+                     f"{percent(o['top5'], o['videos'])} | " + " | ".join(cells) +
                      f" | {m['params_m']:.3f} | {m['gflops_per_view']:.3f} x {m['views_per_video']} |")
     available = first["available"]
     lines += ["", f"Over the {available['videos']} videos that have a prediction: " + ", ".join(
-        f"{LABELS.get(m['arch'], n)} {_pct(m['available']['top1'])}" for n, m in results.items()) + " top-1.",
+        f"{LABELS.get(m['arch'], n)} {percent(m['available']['top1'])}" for n, m in results.items()) + " top-1.",
         "", "## The papers' claims on this run", ""]
     for claim, held, figures in claims(results):
         mark = "not measured" if held is None else ("holds" if held else "does not hold")

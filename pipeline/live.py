@@ -22,12 +22,12 @@ log = logging.getLogger("avsf.train")
 STEP, EPOCH = "steps", "epochs"  # ("step" is DVCLive's own key in metrics.json)
 
 
-def prune_curves(live_dir: str | os.PathLike, steps_done: int, epochs_done: int) -> int:
-    """Drop rows past ``steps_done`` (step curves) and ``epochs_done`` (epoch curves);
-    returns how many were dropped."""
+def prune_curves(live_dir: str | os.PathLike, steps_done: int, epochs_done: int, prefix: str = "") -> int:
+    """Drop rows past ``steps_done`` (step curves) and ``epochs_done`` (epoch curves) of
+    the curves named ``<prefix>*``; returns how many were dropped."""
     dropped = 0
     for kind, limit in ((STEP, steps_done), (EPOCH, epochs_done)):
-        for path in (Path(live_dir) / "plots" / "metrics" / kind).glob("*.tsv"):
+        for path in (Path(live_dir) / "plots" / "metrics" / kind).glob(f"{prefix}*.tsv"):
             with path.open(newline="") as f:
                 rows = list(csv.DictReader(f, delimiter="\t"))
                 fields = list(rows[0]) if rows else None
@@ -44,18 +44,21 @@ def prune_curves(live_dir: str | os.PathLike, steps_done: int, epochs_done: int)
 class LiveLogger:
     """:class:`avsf.train.engine.TrainLogger` on DVCLive."""
 
-    def __init__(self, live_dir: str | os.PathLike, resume_at: tuple[int, int] | None):
+    def __init__(self, live_dir: str | os.PathLike, resume_at: tuple[int, int] | None, prefix: str = ""):
         """``resume_at``: (steps, epochs) done by the checkpoint the run resumes from; None
-        for a fresh run, which clears the curves of earlier runs."""
+        for a fresh run, which clears the curves of earlier runs. With ``prefix`` (several
+        models' curves in one directory, e.g. EPIC's ``verb_`` and ``noun_``) the curves are
+        named ``<prefix><name>`` and a fresh run clears only its own."""
         from dvclive import Live
 
-        if resume_at is not None:
-            dropped = prune_curves(live_dir, *resume_at)
-            if dropped:
+        self.prefix = prefix
+        if resume_at is not None or prefix:
+            dropped = prune_curves(live_dir, *(resume_at or (0, 0)), prefix=prefix)
+            if dropped and resume_at is not None:
                 log.info("train: dropped %d curve points logged after the checkpoint", dropped)
         try:
-            self.live = Live(str(live_dir), resume=resume_at is not None, save_dvc_exp=False, dvcyaml=None,
-                             report=None)
+            self.live = Live(str(live_dir), resume=resume_at is not None or bool(prefix), save_dvc_exp=False,
+                             dvcyaml=None, report=None)
         except Exception as exc:  # noqa: BLE001 - e.g. a git repository without a commit yet
             log.warning("train: DVCLive cannot start here (%s: %s): no curves are written", type(exc).__name__, exc)
             self.live = None
@@ -65,7 +68,7 @@ class LiveLogger:
             return
         self.live.step = step
         for name, value in values.items():
-            self.live.log_metric(f"{STEP}/{name}", float(value))
+            self.live.log_metric(f"{STEP}/{self.prefix}{name}", float(value))
 
     def log_epoch(self, epoch: int, step: int, values: dict[str, float]) -> None:  # noqa: ARG002
         if self.live is None:
@@ -73,7 +76,7 @@ class LiveLogger:
         self.live.step = epoch + 1
         for name, value in values.items():
             if name != "epoch":
-                self.live.log_metric(f"{EPOCH}/{name}", float(value))
+                self.live.log_metric(f"{EPOCH}/{self.prefix}{name}", float(value))
         self.live.make_summary()
 
     def close(self) -> None:

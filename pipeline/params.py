@@ -52,6 +52,9 @@ class ResourceOverride(Section):
 # Every DVC stage, for the per-stage sections of ``launch``: a misspelt stage would silently
 # run with the launch-wide settings.
 STAGE_NAMES = ("demo", "download", "decode", "spectrogram", "model_report", "train", "evaluate")
+# The datasets fine-tuned from the Kinetics family: each has its own section and stages
+# (demo_<name>, download_<name>, ..., train_<name>@<member>, evaluate_<name>@<member>, <name>_summary).
+FINETUNE_DATASETS = ("epic", "charades")
 
 
 class SlurmParams(Section):
@@ -169,7 +172,9 @@ class DemoParams(Section):
 
 
 class DownloadParams(Section):
-    """Fetch raw videos named by Kinetics-format manifests and trim them into clips."""
+    """Fetch raw videos named by the manifests and trim them into clips: Kinetics' segments,
+    or (``format`` epic / charades) every annotated video whole, once, whatever its number of
+    segments (the clip dataset reads any time range of it)."""
 
     manifests: list[str] = Field(
         default=["data/demo/remote/kinetics_demo_train.csv", "data/demo/remote/kinetics_demo_val.csv"],
@@ -178,6 +183,7 @@ class DownloadParams(Section):
     # A directory or file:// URL holding <youtube_id>.<ext>, an http(s) URL prefix (or a URL
     # template with {youtube_id}), or "youtube" (needs the extra: pip install avsf[youtube]).
     source: str = Field("data/demo/remote/videos", min_length=1)
+    format: Literal["kinetics", "epic", "charades"] = "kinetics"  # what the manifests are
     out_dir: str = "data/clips"
     ledger: str = "data/ledger/download.csv"
     metrics: str = "reports/metrics/download.json"
@@ -201,12 +207,17 @@ class DownloadParams(Section):
     @field_validator("source")
     @classmethod
     def _known_source(cls, value: str) -> str:
-        scheme, sep, _ = value.partition("://")
-        if sep and scheme not in ("http", "https", "file"):
-            raise ValueError("must be a directory, a file:// or http(s):// URL, or 'youtube'")
-        if set("{}") & set(value.replace("{youtube_id}", "")):
-            raise ValueError("a URL template may only use the field {youtube_id}")
-        return value
+        return check_source(value)
+
+
+def check_source(value: str) -> str:
+    """download.source's forms: a directory, a file:// or http(s):// URL (or URL template), youtube."""
+    scheme, sep, _ = value.partition("://")
+    if sep and scheme not in ("http", "https", "file"):
+        raise ValueError("must be a directory, a file:// or http(s):// URL, or 'youtube'")
+    if set("{}") & set(value.replace("{youtube_id}", "")):
+        raise ValueError("a URL template may only use the field {youtube_id}")
+    return value
 
 
 # --------------------------------------------------------------------------- decode
@@ -396,6 +407,7 @@ class TrainParams(Section):
     signal_delay_s: int = Field(90, ge=0)  # SLURM's pre-timeout signal: checkpoint and requeue
     max_requeues: int = Field(3, ge=0)  # time-outs after which the job is not requeued again
     init_checkpoint: str | None = None  # start from these weights (e.g. an official .pyth)
+    freeze_bn: bool = False  # BN statistics and affine fixed (a per-channel affine): fine-tuning on EPIC
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> "TrainParams":
@@ -423,6 +435,51 @@ class ModelReportParams(Section):
     tolerance: float = Field(0.02, gt=0, lt=1)  # relative error allowed against a paper figure
 
 
+class FinetuneParams(Section):
+    """A dataset fine-tuned from the Kinetics family (stage names in FINETUNE_DATASETS).
+
+    Its videos go through the same download, decode and spectrogram code into their own
+    store, and each member of ``members`` is fine-tuned from its Kinetics ``final.pyth`` (or
+    ``init_checkpoints[member]``, e.g. an official PySlowFast checkpoint; the head is always
+    replaced) with the train, dataset and model sections changed by ``train``, ``dataset``
+    and ``model``. Every path of those sections moves under ``root`` (data) and ``reports``
+    (metrics, curves, evaluation), as :meth:`Params.for_dataset` says."""
+
+    annotations: str  # the dataset's own annotation files, as distributed
+    source: str  # where the videos are: download.source's forms
+    root: str  # clips, store, ledgers, checkpoints
+    reports: str  # metrics, curves, evaluation and summary.md
+    train_split: str
+    test_split: str
+    members: list[str] = Field(min_length=1)  # family members fine-tuned
+    init_checkpoints: dict[str, str] = {}  # member -> weights to start from instead of its Kinetics run
+    train: dict[str, Any] = {}  # changes to the train section
+    dataset: dict[str, Any] = {}  # changes to the dataset section
+    model: dict[str, Any] = {}  # changes to the model section (not arch: that is the member's)
+    demo: dict[str, Any] = {}  # the demo flavour (stage demo_<name>): avsf.data.demo's spec
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        return check_source(value)
+
+
+class EpicParams(FinetuneParams):
+    """EPIC-Kitchens-100 (AVSlowFast A.5): verb and noun from one model with two heads, loss
+    0.5 (CE_verb + CE_noun) (``heads: joint``), or a verb model and a noun model with their
+    own learning rates (``separate``, the paper's form)."""
+
+    heads: Literal["joint", "separate"] = "joint"
+    verb_base_lr: float | None = Field(None, gt=0)  # separate: the verb model's base_lr (null: train's)
+    noun_base_lr: float | None = Field(None, gt=0)  # separate: the noun model's
+    action_top_k: int = Field(100, gt=0)  # the official action scoring: top k verbs x top k nouns
+
+
+class CharadesParams(FinetuneParams):
+    """Charades (AVSlowFast A.6): per-class sigmoid and BCE on the actions active in the clip;
+    test scores max-pooled over a video's clips."""
+
+
 class Params(Section):
     launch: LaunchParams = LaunchParams()
     demo: DemoParams = DemoParams()
@@ -437,10 +494,12 @@ class Params(Section):
     # The models ``dvc repro`` trains and evaluates side by side (stages train@<name> and
     # evaluate@<name>): each name maps to changes to the ``model`` section.
     family: dict[str, dict[str, Any]] = {}
+    epic: EpicParams | None = None
+    charades: CharadesParams | None = None
 
     @model_validator(mode="after")
     def _family_members_valid(self) -> "Params":
-        if self.family:  # dvc.yaml's train@ stages spell these two paths out
+        if self.family and self.download.format == "kinetics":  # dvc.yaml's train@ stages spell these out
             for key in ("metrics", "ledger"):
                 default = TrainParams.model_fields[key].default
                 if getattr(self.train, key) != default:
@@ -470,12 +529,94 @@ class Params(Section):
             raise ParamsError(f"family: no member {name!r}; members: {', '.join(self.family) or '(none)'}")
         raw = self.model_dump()
         raw["family"] = {}
+        if self.download.format == "kinetics":  # they name members: one member's params have none
+            raw.update({n: None for n in FINETUNE_DATASETS})
         raw["model"].update(self.family[name])
         t = raw["train"]
         t["out_dir"], t["live_dir"] = f"{t['out_dir']}/{name}", f"{t['live_dir']}/{name}"
         t["metrics"], t["ledger"] = (_with_suffix(t[k], name) for k in ("metrics", "ledger"))
         raw["evaluate"]["out_dir"] = f"{raw['evaluate']['out_dir']}/models/{name}"
         raw["launch"]["log_dir"] = f"{raw['launch']['log_dir']}/{name}"
+        return Params.model_validate(raw)
+
+    @model_validator(mode="after")
+    def _finetune_sections_valid(self) -> "Params":
+        if self.download.format != "kinetics":  # a dataset's own params (for_dataset): checked on the whole file
+            return self
+        for name in FINETUNE_DATASETS:
+            ft = getattr(self, name)
+            if ft is None:
+                continue
+            for member in ft.members:
+                if member not in self.family:
+                    raise ValueError(f"{name}.members: {member!r} is not a family member; members: "
+                                     f"{', '.join(self.family) or '(none)'}")
+            unknown = [m for m in ft.init_checkpoints if m not in ft.members]
+            if unknown:
+                raise ValueError(f"{name}.init_checkpoints.{unknown[0]}: not one of {name}.members")
+            for key, section in (("train", TrainParams), ("dataset", DatasetParams), ("model", ModelParams)):
+                changes = getattr(ft, key)
+                bad = [k for k in changes if k not in section.model_fields or (key == "model" and k == "arch")]
+                if bad:
+                    allowed = [f for f in section.model_fields if not (key == "model" and f == "arch")]
+                    raise ValueError(f"{name}.{key}.{bad[0]}: unknown {key} key (the architecture is the "
+                                     f"member's); allowed: {', '.join(allowed)}")
+            for member in ft.members:
+                try:
+                    self.finetune(name, member)
+                except ValidationError as exc:
+                    raise ValueError(f"{name} (member {member}): {describe_error(exc)}") from None
+        return self
+
+    def for_dataset(self, name: str) -> "Params":
+        """These params for fine-tuning dataset ``name`` (its section, e.g. ``epic``): download
+        reads its annotations and videos (``download.format`` = name); every output of
+        download, decode, spectrogram, train and evaluate moves under its ``root`` and
+        ``reports`` (``data/a/b`` -> ``<root>/a/b``, ``reports/a/b`` -> ``<reports>/a/b``;
+        evaluate's to ``<reports>``; launch logs to ``<log_dir>/<name>``), as dvc.yaml's
+        ``*_<name>`` stages declare them; its train, dataset and model changes are applied."""
+        ft = getattr(self, name, None) if name in FINETUNE_DATASETS else None
+        if ft is None:
+            raise ParamsError(f"{name}: no such section in params; fine-tuning datasets: {', '.join(FINETUNE_DATASETS)}")
+        raw = self.model_dump()
+        raw.update({n: None for n in FINETUNE_DATASETS if n != name})  # the dataset's own params
+
+        def data(path: str) -> str:
+            return _rebase(path, "data", ft.root)
+
+        def reports(path: str) -> str:
+            return _rebase(path, "reports", ft.reports)
+
+        d, dec, spec, t = raw["download"], raw["decode"], raw["spectrogram"], raw["train"]
+        d.update(format=name, source=ft.source,
+                 manifests=[f"{ft.annotations}/{MANIFEST_NAMES[name].format(split=s)}"
+                            for s in dict.fromkeys((ft.train_split, ft.test_split))])
+        for section in (d, dec, spec):
+            for key in ("out_dir", "ledger", "raw_cache"):
+                if key in section:
+                    section[key] = data(section[key])
+            section["metrics"] = reports(section["metrics"])
+        spec["stats_split"] = ft.train_split
+        t.update(ft.train)
+        t.update(out_dir=data(t["out_dir"]), ledger=data(t["ledger"]), metrics=reports(t["metrics"]),
+                 live_dir=reports(t["live_dir"]), train_split=ft.train_split, val_split=ft.test_split)
+        raw["dataset"].update(ft.dataset)
+        raw["model"].update(ft.model)
+        raw["evaluate"].update(out_dir=ft.reports, split=ft.test_split)
+        raw["launch"]["log_dir"] = f"{raw['launch']['log_dir']}/{name}"
+        return Params.model_validate(raw)
+
+    def finetune(self, name: str, member: str) -> "Params":
+        """The params of fine-tuning family ``member`` on dataset ``name``: :meth:`for_dataset`,
+        then :meth:`variant`, starting from the member's Kinetics ``final.pyth`` (or the
+        section's ``init_checkpoints[member]``)."""
+        ft = getattr(self, name, None) if name in FINETUNE_DATASETS else None
+        if ft is None or member not in ft.members:
+            known = ", ".join(ft.members) if ft is not None else "(no such section)"
+            raise ParamsError(f"{name}.members: no member {member!r}; members: {known}")
+        start = ft.init_checkpoints.get(member) or f"{self.variant(member).train.out_dir}/final.pyth"
+        raw = self.for_dataset(name).variant(member).model_dump()
+        raw["train"]["init_checkpoint"] = start
         return Params.model_validate(raw)
 
     @model_validator(mode="after")
@@ -506,6 +647,14 @@ class Params(Section):
 # --------------------------------------------------------------------------- loading
 
 VARIANT_NAME = re.compile(r"[a-z0-9_]+")
+# A fine-tuning dataset's annotation file of a split, as the dataset distributes it.
+MANIFEST_NAMES = {"epic": "EPIC_100_{split}.csv", "charades": "Charades_v1_{split}.csv"}
+
+
+def _rebase(path: str, top: str, root: str) -> str:
+    """``top/a/b`` -> ``root/a/b``; any other relative path -> ``root/path``."""
+    parts = Path(path).parts
+    return str(Path(root, *(parts[1:] if parts and parts[0] == top else parts)))
 
 
 def _with_suffix(path: str, name: str) -> str:

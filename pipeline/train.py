@@ -30,7 +30,7 @@ import torch.distributed as dist
 import yaml
 
 from avsf.data.clip_dataset import ClipDataset, ClipSampling
-from avsf.data.ledger import Failure, count_by_reason, write_ledger
+from avsf.data.ledger import Failure, count_by_reason, read_ledger, write_ledger
 from avsf.data.store import CLASSES_NAME, INDEX_NAME, STATS_NAME, read_index, read_meta
 from avsf.io.atomic import write_json
 from avsf.io.digest import file_digest
@@ -42,6 +42,7 @@ from avsf.train import checkpoint as ckpt
 from avsf.train.engine import Trainer, TrainResult, TrainSettings
 from avsf.train.recipe import LRSchedule, steps_to_epochs
 from pipeline.cli import configure_logging
+from pipeline.datasets import DatasetSpec, dataset_spec, epic_targets
 from pipeline.launch import Requeue, StageFailed, job_env, run_job, set_job_threads
 from pipeline.live import LiveLogger
 from pipeline.models import config_from_params
@@ -50,6 +51,7 @@ from pipeline.params import DatasetParams, ModelParams, Params
 log = logging.getLogger("avsf.train")
 
 STAGE = "train"
+SUMMARY_NAME, LEDGER_NAME = "summary.json", "ledger.csv"  # beside final.pyth: what train.metrics and train.ledger held
 # Params that change how a run is watched, stored or tested later, not what it computes.
 NOT_IN_FINGERPRINT = {
     "train": {"out_dir", "metrics", "live_dir", "ledger", "workers", "persistent_workers", "log_every",
@@ -57,6 +59,11 @@ NOT_IN_FINGERPRINT = {
               "init_checkpoint"},  # (the last three enter resolved, and as the file's digest)
     "dataset": {"max_open_shards", "test_clips", "test_crops"},  # validation takes one centre view
 }
+
+
+# Train keys added after runs were made, at the value that computes what those runs did:
+# left out of the fingerprint there, so the earlier runs stay finished.
+ADDED_AT_DEFAULT = {("freeze_bn", False)}
 
 
 def clip_sampling(d: DatasetParams, m: ModelParams) -> ClipSampling:
@@ -70,7 +77,7 @@ def clip_sampling(d: DatasetParams, m: ModelParams) -> ClipSampling:
                         hard_negative_min_shift_s=d.hard_negative_min_shift_s)
 
 
-def data_record(params: Params, classes: list[str], with_audio: bool) -> dict[str, Any]:
+def data_record(params: Params, classes: list[str] | dict[str, list[str]], with_audio: bool) -> dict[str, Any]:
     """How the run's inputs were made, saved in every checkpoint (``data``): what it takes to
     decode, sample and normalise a new video exactly as the store and the test views did
     (``avsf.predict``), and the class names the outputs mean."""
@@ -113,16 +120,22 @@ def resolve_device(params: Params, stage: str = STAGE) -> tuple[str, str]:
     return ("cuda" if cuda else "cpu"), precision
 
 
-def run_fingerprint(params: Params, store: str) -> str:
+def run_fingerprint(params: Params, store: str, spec: DatasetSpec | None = None) -> str:
     """What the run's result depends on: the model, the sampling, the recipe, the ranks,
-    the device and precision, the initial weights and the store."""
+    the device and precision, the initial weights, the store, and a fine-tuning dataset's
+    annotations (and which of EPIC's targets the model learns)."""
     t = params.train
     init = file_digest(t.init_checkpoint) if t.init_checkpoint else None
-    blob = json.dumps({
+    parts = {
         "model": params.model.model_dump(), "dataset": params.dataset.model_dump(exclude=NOT_IN_FINGERPRINT["dataset"]),
-        "train": t.model_dump(exclude=NOT_IN_FINGERPRINT["train"]), "ranks": params.launch.world_size(STAGE),
-        "device": resolve_device(params), "init_checkpoint": init, "store": store,
-    }, sort_keys=True, default=str)
+        "train": {k: v for k, v in t.model_dump(exclude=NOT_IN_FINGERPRINT["train"]).items()
+                  if (k, v) not in ADDED_AT_DEFAULT},
+        "ranks": params.launch.world_size(STAGE), "device": resolve_device(params), "init_checkpoint": init,
+        "store": store,
+    }
+    if spec is not None and spec.kind != "kinetics":
+        parts["annotations"] = {"kind": spec.kind, "target": spec.target, "files": spec.digest()}
+    blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -140,30 +153,66 @@ def run_train(params: Params) -> None:
     while its job still runs re-attaches to it; Ctrl-C cancels the job.
     """
     t = params.train
-    frames_dir, logmel_dir = Path(params.decode.out_dir), Path(params.spectrogram.out_dir)
+    frames_dir = Path(params.decode.out_dir)
     try:
         classes = json.loads((frames_dir / CLASSES_NAME).read_text())
         entries = read_index(frames_dir / INDEX_NAME)
     except (OSError, ValueError) as exc:
         raise StageFailed(f"train: cannot read the frame store {frames_dir}: {exc}") from None
-    if params.model.head == "classification" and params.model.num_classes != len(classes):
+    kinetics = params.download.format == "kinetics"
+    if kinetics and params.model.head == "classification" and params.model.num_classes != len(classes):
         raise StageFailed(f"train: model.num_classes is {params.model.num_classes} but the store has "
                           f"{len(classes)} classes ({frames_dir / CLASSES_NAME}); set model.num_classes={len(classes)}")
     if not any(e.split == t.train_split for e in entries):
         raise StageFailed(f"train: the store has no clip in split {t.train_split!r}")
     if t.init_checkpoint and not Path(t.init_checkpoint).is_file():
-        raise StageFailed(f"train.init_checkpoint: no such file: {t.init_checkpoint}")
+        hint = "" if kinetics else " (the Kinetics run of this member: its train stage writes it)"
+        raise StageFailed(f"train.init_checkpoint: no such file: {t.init_checkpoint}{hint}")
+    targets = epic_targets(params)
+    if targets == [None]:
+        _train_one(params, dataset_spec(params))
+        return
+    # EPIC's separate verb and noun models, one after the other, each in <out_dir>/<target>
+    summaries, ledgers = {}, []
+    for target in targets:
+        summaries[target] = _train_one(target_params(params, target), dataset_spec(params, target), f"{target}_")
+        ledgers += read_ledger_rows(Path(t.out_dir) / target / LEDGER_NAME)
+    write_json(t.metrics, summaries)
+    write_ledger(t.ledger, ledgers)
+
+
+def target_params(params: Params, target: str) -> Params:
+    """EPIC's separate model for ``target`` (verb or noun): its checkpoints, summary and
+    ledger in ``<train.out_dir>/<target>``, its own learning rate (``epic.<target>_base_lr``)."""
+    raw = params.model_dump()
+    t = raw["train"]
+    t["base_lr"] = getattr(params.epic, f"{target}_base_lr") or t["base_lr"]
+    t["out_dir"] = f"{t['out_dir']}/{target}"
+    t["metrics"], t["ledger"] = f"{t['out_dir']}/{SUMMARY_NAME}", f"{t['out_dir']}/{LEDGER_NAME}"
+    raw["launch"]["log_dir"] = f"{raw['launch']['log_dir']}/{target}"
+    return Params.model_validate(raw)
+
+
+def read_ledger_rows(path: Path) -> list[Failure]:
+    return read_ledger(path) if path.is_file() else []
+
+
+def _train_one(params: Params, spec: DatasetSpec, live_prefix: str = "") -> dict[str, Any]:
+    t = params.train
+    frames_dir, logmel_dir = Path(params.decode.out_dir), Path(params.spectrogram.out_dir)
     uses_audio = config_from_params(params.model).audio is not None
-    fingerprint = run_fingerprint(params, store_identity(frames_dir, logmel_dir if uses_audio else None))
+    fingerprint = run_fingerprint(params, store_identity(frames_dir, logmel_dir if uses_audio else None), spec)
     started = time.monotonic()
-    summary = run_job(STAGE, TrainJob(params, fingerprint), params.launch,
+    summary = run_job(STAGE, TrainJob(params, fingerprint, spec, live_prefix), params.launch,
                       Path(params.launch.log_dir) / STAGE / "running.json", fingerprint,
                       Requeue(t.signal_delay_s, t.max_requeues))
     final = summary.get("final", {})
-    log.info("train: %s, %d epochs (%d steps) on %d rank(s): val top-1 %.3f, top-5 %.3f; %d samples failed to load; "
-             "%.1f s in this stage; checkpoints in %s", summary["model"], summary["epochs"], summary["steps"],
-             summary["ranks"], final.get("top1", float("nan")), final.get("top5", float("nan")),
-             summary["load_failures"], time.monotonic() - started, t.out_dir)
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in final.items() if k.endswith(("top1", "top5", "precision"))) or "-"
+    log.info("train: %s%s, %d epochs (%d steps) on %d rank(s): val %s; %d samples failed to load; "
+             "%.1f s in this stage; checkpoints in %s", summary["model"], f" ({spec.target})" if spec.target else "",
+             summary["epochs"], summary["steps"], summary["ranks"], shown, summary["load_failures"],
+             time.monotonic() - started, t.out_dir)
+    return summary
 
 
 class TrainJob(submitit.helpers.Checkpointable):
@@ -171,8 +220,10 @@ class TrainJob(submitit.helpers.Checkpointable):
     preemption signal the ranks stop together at the next step, rank 0 saves that exact
     position, and submitit requeues the job, which resumes from it."""
 
-    def __init__(self, params: Params, fingerprint: str):
+    def __init__(self, params: Params, fingerprint: str, spec: DatasetSpec | None = None, live_prefix: str = ""):
         self.params, self.fingerprint = params, fingerprint
+        self.spec = spec or dataset_spec(params)
+        self.live_prefix = live_prefix  # EPIC's separate models share one DVCLive directory
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         # Called by submitit's signal handler, once the loop has written the checkpoint.
@@ -188,16 +239,19 @@ class TrainJob(submitit.helpers.Checkpointable):
         try:
             out_dir = Path(t.out_dir)
             final = out_dir / ckpt.FINAL
-            if _fingerprint_of(final) == self.fingerprint and Path(t.metrics).is_file():
+            if _fingerprint_of(final) == self.fingerprint and (out_dir / SUMMARY_NAME).is_file():
+                # (DVC removes train.metrics and train.ledger before it reruns the stage: they
+                # are written again from their copies beside final.pyth)
                 log.info("train: %s is already this run's result: nothing to train", final)
-                return json.loads(Path(t.metrics).read_text()) if rank == 0 else {}
+                return self._finished(out_dir) if rank == 0 else {}
             trainer = self._trainer(rank, world_size, local_rank, stop)
             resumed = trainer.resume(out_dir / ckpt.LAST)
             if not resumed and rank == 0:
                 _clear_checkpoints(out_dir)
             logger = None
             if rank == 0:
-                logger = LiveLogger(t.live_dir, (trainer.global_step, trainer.start_epoch) if resumed else None)
+                logger = LiveLogger(t.live_dir, (trainer.global_step, trainer.start_epoch) if resumed else None,
+                                    prefix=self.live_prefix)
             try:
                 result = trainer.run(logger)
             except Exception:
@@ -224,15 +278,16 @@ class TrainJob(submitit.helpers.Checkpointable):
         device = f"cuda:{local_rank}" if cuda else "cpu"
         if cuda:
             torch.cuda.set_device(local_rank)
-        cfg = config_from_params(p.model)
+        spec = self.spec
+        cfg = config_from_params(p.model, head=spec.head(p.model))
         sampling = clip_sampling(p.dataset, p.model)
         logmel = p.spectrogram.out_dir if cfg.audio is not None else None
         shards = p.dataset.max_open_shards
         train_set = ClipDataset(p.decode.out_dir, logmel, t.train_split, "train", sampling,
                                 sync_negatives=cfg.has_sync and t.sync_weight > 0,
-                                max_open_shards=shards)
+                                labels=spec.label_source(t.train_split), max_open_shards=shards)
         val_set = ClipDataset(p.decode.out_dir, logmel, t.val_split, "test", replace(sampling, test_clips=1, test_crops=1),
-                              max_open_shards=shards)
+                              labels=spec.label_source(t.val_split), max_open_shards=shards)
         global_batch = t.batch_size
         schedule = LRSchedule(base_lr=t.base_lr, reference_batch=t.reference_batch, global_batch=global_batch,
                               epochs=t.epochs, policy=t.lr_policy, warmup_epochs=t.warmup_epochs,
@@ -247,16 +302,18 @@ class TrainJob(submitit.helpers.Checkpointable):
             max_failed_fraction=t.max_failed_fraction, seed=t.seed, workers=t.workers,
             persistent_workers=t.persistent_workers, log_every=t.log_every, device=device, precision=precision,
             channels_last=True,  # channels_last_3d: 2x faster on the CPU too (the Fast stem)
-            compile=t.compile, fingerprint=self.fingerprint,
+            compile=t.compile, freeze_bn=t.freeze_bn, fingerprint=self.fingerprint,
             cfg_text=yaml.safe_dump({"model": p.model.model_dump(), "dataset": p.dataset.model_dump(),
                                      "train": t.model_dump()}, sort_keys=False),
-            data_record=data_record(p, train_set.classes, logmel is not None),
+            data_record={**data_record(p, spec.class_names() or train_set.classes, logmel is not None),
+                         **spec.record()},
         )
         init_state = None
         if t.init_checkpoint:
-            init_state = _initial_weights(cfg, t.init_checkpoint)
+            # A fine-tuning dataset's head is always new: its classes are not Kinetics'
+            init_state = _initial_weights(cfg, t.init_checkpoint, t.seed, replace_head=spec.kind != "kinetics")
         return Trainer(cfg, settings, train_set, val_set if len(val_set) else None, t.out_dir,
-                       should_stop=stop.requested, init_state=init_state)
+                       should_stop=stop.requested, init_state=init_state, task=spec.task())
 
     def _write_outputs(self, trainer: Trainer, result: TrainResult) -> dict[str, Any]:
         p, t = self.params, self.params.train
@@ -283,6 +340,17 @@ class TrainJob(submitit.helpers.Checkpointable):
             "fingerprint": self.fingerprint,
         }
         write_json(t.metrics, summary)
+        out_dir = Path(t.out_dir)
+        write_json(out_dir / SUMMARY_NAME, summary)
+        write_ledger(out_dir / LEDGER_NAME, failures)
+        return summary
+
+    def _finished(self, out_dir: Path) -> dict[str, Any]:
+        """A finished run's summary and ledger, rewritten from their copies beside final.pyth."""
+        t = self.params.train
+        summary = json.loads((out_dir / SUMMARY_NAME).read_text())
+        write_json(t.metrics, summary)
+        write_ledger(t.ledger, read_ledger_rows(out_dir / LEDGER_NAME))
         return summary
 
 
@@ -347,11 +415,14 @@ def _clear_checkpoints(out_dir: Path) -> None:
         old.unlink(missing_ok=True)
 
 
-def _initial_weights(cfg: ModelConfig, path: str) -> dict[str, torch.Tensor]:
-    """The weights of ``path`` (PySlowFast or ours) mapped onto a fresh ``cfg`` model."""
+def _initial_weights(cfg: ModelConfig, path: str, seed: int, replace_head: bool = False) -> dict[str, torch.Tensor]:
+    """The weights of ``path`` (PySlowFast or ours) mapped onto a fresh ``cfg`` model (its
+    new tensors initialised from ``seed``: a rerun starts from the same weights); with
+    ``replace_head`` the checkpoint's head is left out whatever its shape."""
     from avsf.models import build_model
 
+    torch.manual_seed(seed)
     model = build_model(cfg)
-    report = load_pyslowfast_checkpoint(model, path)
+    report = load_pyslowfast_checkpoint(model, path, skip_prefixes=("head.",) if replace_head else None)
     log.info("train: initial weights from %s: %s", path, report.summary())
     return model.state_dict()

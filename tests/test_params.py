@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import re
+
 import pytest
 import yaml
 
@@ -53,7 +55,8 @@ def test_bad_values_name_the_key_and_what_is_allowed(override, message):
 
 
 def test_a_family_member_is_the_model_with_its_changes_and_its_own_outputs():
-    params = load_params(REPO / "params.yaml", ["family={fast2: {arch: slowfast, beta_f: 0.25}}"])
+    params = load_params(REPO / "params.yaml", ["family={fast2: {arch: slowfast, beta_f: 0.25}}", "epic=null",
+                                                "charades=null"])
     member = params.variant("fast2")
     assert (member.model.arch, member.model.beta_f, member.model.frames) == ("slowfast", 0.25, params.model.frames)
     assert member.train.out_dir == f"{params.train.out_dir}/fast2"
@@ -125,3 +128,40 @@ def test_every_stage_documents_itself_and_rejects_unknown_keys(tmp_path, stage):
         "stage_slurm"
     )
     assert _files_under(tmp_path) == {"params.yaml"}
+
+
+def test_a_fine_tuning_dataset_moves_every_output_under_its_root_and_starts_from_the_kinetics_run():
+    params = load_params(REPO / "params.yaml")
+    member = params.finetune("epic", "avslowfast")
+    kinetics = params.variant("avslowfast")
+    assert member.download.format == "epic" and member.download.source == params.epic.source
+    assert member.download.manifests == [f"{params.epic.annotations}/EPIC_100_train.csv",
+                                         f"{params.epic.annotations}/EPIC_100_validation.csv"]
+    assert (member.download.out_dir, member.decode.out_dir, member.spectrogram.out_dir) == (
+        "data/epic/clips", "data/epic/store/frames", "data/epic/store/logmel")
+    assert (member.train.out_dir, member.train.metrics, member.train.live_dir, member.train.ledger) == (
+        "data/epic/train/avslowfast", "reports/epic/metrics/train_avslowfast.json", "reports/epic/train/avslowfast",
+        "data/epic/ledger/train_avslowfast.csv")
+    assert member.evaluate.out_dir == "reports/epic/models/avslowfast" and member.evaluate.split == "validation"
+    assert member.train.init_checkpoint == f"{kinetics.train.out_dir}/final.pyth"
+    assert member.model.arch == "avslowfast" and member.train.freeze_bn and member.train.lr_policy == "steps"
+    assert (member.train.train_split, member.train.val_split, member.spectrogram.stats_split) == (
+        "train", "validation", "train")
+    assert (member.dataset.test_clips, member.dataset.test_crops) == (1, 1)  # one centre crop (A.5)
+    charades = params.finetune("charades", "slowfast")
+    assert charades.model.dropout == 0.7 and charades.download.manifests[1].endswith("Charades_v1_test.csv")
+    with pytest.raises(ParamsError, match="epic.members: no member 'audio'"):
+        params.finetune("epic", "audio")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("epic.members=[slow4]", "epic.members: 'slow4' is not a family member"),
+    ("epic.train.epochz=3", "epic.train.epochz: unknown train key"),
+    ("epic.model.arch=slow", "epic.model.arch: unknown model key (the architecture is the member's)"),
+    ("epic.heads=both", "epic.heads: Input should be 'joint' or 'separate'"),
+    ("charades.train.lr_policy=linear", "charades (member slowfast): train.lr_policy"),
+    ("epic.init_checkpoints={audio: x.pyth}", "epic.init_checkpoints.audio: not one of epic.members"),
+])
+def test_a_wrong_fine_tuning_setting_names_its_key(override, message):
+    with pytest.raises(ParamsError, match=re.escape(message)):
+        load_params(REPO / "params.yaml", [override])

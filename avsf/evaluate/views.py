@@ -1,9 +1,14 @@
 """The papers' multi-view test: every video seen as ``test_clips`` uniform clips x
-``test_crops`` crops, its prediction the mean softmax over those views::
+``test_crops`` crops, its prediction pooled over those views::
 
     ClipDataset (test mode; item i = view i % views of video i // views)
-        ──DataLoader, in order──> batch ──model (eval, no grad)──> logits ──softmax──>
-        ViewScores.add(video, probabilities, loaded) ──> scores [videos, classes] / views
+        ──DataLoader, in order──> batch ──model (eval, no grad)──> logits ──per view──>
+        ViewScores.add(video, logits, loaded) ──pool──> scores [videos, classes]
+
+Pooling (``pool``) is each dataset's own: ``softmax_mean`` (Kinetics: the mean softmax),
+``logit_mean`` (EPIC-Kitchens: the official scoring wants logits, so the views' logits are
+averaged) and ``sigmoid_max`` (Charades: per-class sigmoid scores max-pooled over a video's
+clips). A head with several outputs (EPIC's verb and noun) gives one result per output.
 
 A view that failed to load comes back from the dataset as a blank item (``loaded`` False)
 with its failure in ``load_failures``: it is left out of its video's mean and of ``views``
@@ -14,7 +19,7 @@ count it as missing, as the official rule counts a video with no prediction).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -30,7 +35,7 @@ from avsf.train.engine import model_inputs
 class ViewResult:
     """Per-video predictions of a multi-view test, in the dataset's video order."""
 
-    scores: np.ndarray  # [videos, classes] float64: mean softmax over the views that loaded (zeros where none did)
+    scores: np.ndarray  # [videos, classes] float64: pooled over the views that loaded (zeros where none did)
     views: np.ndarray  # [videos] int: views that loaded
     failures: list[dict] = field(default_factory=list)  # the dataset's load_failures of the views that did not load
 
@@ -48,50 +53,82 @@ class ViewResult:
         return {video: self.scores[v] for v, video in enumerate(ids) if self.views[v] > 0}
 
 
-class ViewScores:
-    """Sums of per-view softmax probabilities per video, and how many views each sum holds."""
+Pool = Literal["softmax_mean", "logit_mean", "sigmoid_max"]
 
-    def __init__(self, videos: int, classes: int):
-        self.sums = np.zeros((videos, classes), np.float64)
+
+class ViewScores:
+    """Per-video pooled scores of views (``pool``: see the module docstring), and how many
+    views each video's score holds."""
+
+    def __init__(self, videos: int, classes: int, pool: Pool = "softmax_mean"):
+        if pool not in ("softmax_mean", "logit_mean", "sigmoid_max"):
+            raise ValueError(f"pool must be softmax_mean, logit_mean or sigmoid_max, not {pool!r}")
+        self.pool = pool
+        self.sums = np.full((videos, classes), -np.inf if pool == "sigmoid_max" else 0.0, np.float64)
         self.views = np.zeros(videos, np.int64)
         self.failures: list[dict] = []
 
     def add(self, video_index: Any, logits: Any, loaded: Any) -> None:
-        """Add a batch of views: ``video_index`` [B] ints, ``logits`` [B, classes] (softmax
-        taken here, in float64), ``loaded`` [B] bools (False: a blank, left out)."""
+        """Add a batch of views: ``video_index`` [B] ints, ``logits`` [B, classes] (the
+        activation taken here, in float64), ``loaded`` [B] bools (False: a blank, left out)."""
         video = np.asarray(torch.as_tensor(video_index).cpu(), np.int64)
         keep = np.asarray(torch.as_tensor(loaded).cpu(), bool)
-        probabilities = torch.softmax(torch.as_tensor(logits).detach().cpu().double(), dim=1).numpy()
-        if probabilities.shape != (len(video), self.sums.shape[1]):
-            raise ValueError(f"logits of shape {probabilities.shape} for {len(video)} views of "
+        logits = torch.as_tensor(logits).detach().cpu().double()
+        if tuple(logits.shape) != (len(video), self.sums.shape[1]):
+            raise ValueError(f"logits of shape {tuple(logits.shape)} for {len(video)} views of "
                              f"{self.sums.shape[1]} classes")
-        np.add.at(self.sums, video[keep], probabilities[keep])
+        if self.pool == "sigmoid_max":
+            np.maximum.at(self.sums, video[keep], torch.sigmoid(logits).numpy()[keep])
+        else:
+            values = torch.softmax(logits, dim=1) if self.pool == "softmax_mean" else logits
+            np.add.at(self.sums, video[keep], values.numpy()[keep])
         np.add.at(self.views, video[keep], 1)
 
     def result(self) -> ViewResult:
-        scores = np.divide(self.sums, np.maximum(self.views, 1)[:, None])
+        if self.pool == "sigmoid_max":
+            scores = np.where(self.views[:, None] > 0, self.sums, 0.0)
+        else:
+            scores = np.divide(self.sums, np.maximum(self.views, 1)[:, None])
         return ViewResult(scores, self.views.copy(), list(self.failures))
+
+
+def head_outputs(cfg: ModelConfig) -> dict[str | None, int]:
+    """The head's outputs and their classes: {None: K} for a one-output head, {"verb": V,
+    "noun": N} for EPIC's."""
+    if cfg.head.kind == "epic":
+        return {"verb": cfg.head.verb_classes, "noun": cfg.head.noun_classes}
+    if cfg.head.kind == "classification":
+        return {None: cfg.head.num_classes}
+    raise ValueError(f"predict_views scores clip heads, not a {cfg.head.kind} head")
 
 
 @torch.no_grad()
 def predict_views(model: torch.nn.Module, cfg: ModelConfig, dataset: ClipDataset, batch_size: int = 8,
-                  device: str | torch.device = "cpu", workers: int = 0, progress: bool = False) -> ViewResult:
-    """The multi-view prediction of every video of ``dataset`` (a ClipDataset in test mode)
+                  device: str | torch.device = "cpu", workers: int = 0, progress: bool = False,
+                  pool: Pool = "softmax_mean") -> ViewResult | dict[str, ViewResult]:
+    """The multi-view prediction of every sample of ``dataset`` (a ClipDataset in test mode)
     by ``model`` (put in eval mode; the network returns logits, AVSlowFast with its audio
-    fused); see the module docstring."""
+    fused), pooled by ``pool``; a dict of results by output for a head with several outputs
+    (EPIC's verb and noun). See the module docstring."""
     if dataset.mode != "test":
         raise ValueError(f"predict_views needs a dataset in test mode, not {dataset.mode!r}")
-    if cfg.head.kind != "classification" or cfg.head.activation != "softmax":
-        raise ValueError(f"predict_views averages softmax scores: a {cfg.head.kind} head with "
-                         f"{cfg.head.activation} activation is not one")
+    outputs = head_outputs(cfg)
+    if pool == "softmax_mean" and cfg.head.activation != "softmax":
+        raise ValueError(f"predict_views averages softmax scores here: a head with {cfg.head.activation} "
+                         "activation is pooled with sigmoid_max or logit_mean")
     device = torch.device(device)
     model.eval()
-    classes = cfg.head.num_classes
-    accumulator = ViewScores(len(dataset.samples), classes)
+    accumulators = {name: ViewScores(len(dataset.samples), classes, pool) for name, classes in outputs.items()}
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=device.type == "cuda", collate_fn=collate_clips)
+    failures: list[dict] = []
     for batch in tqdm(loader, desc="views", unit="batch", disable=not progress):
-        accumulator.failures += batch["load_failures"]
+        failures += batch["load_failures"]
         logits = model(model_inputs(cfg, batch, device, channels_last=False))
-        accumulator.add(batch["index"], logits.float(), batch["loaded"])
-    return accumulator.result()
+        for name, accumulator in accumulators.items():
+            accumulator.add(batch["index"], (logits if name is None else logits[name]).float(), batch["loaded"])
+    results = {}
+    for name, accumulator in accumulators.items():
+        accumulator.failures = failures
+        results[name] = accumulator.result()
+    return results[None] if None in results else results

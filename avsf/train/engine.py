@@ -42,6 +42,7 @@ from tqdm import tqdm
 from avsf.data.clip_dataset import ClipDataset, collate_clips, normalize_video
 from avsf.models import ModelConfig, build_model, to_channels_last
 from avsf.models.config import AudioPathwayConfig
+from avsf.models.freeze import freeze_batch_norm
 from avsf.models.serialize import config_to_dict
 from avsf.models.sync import sync_loss, sync_valid
 from avsf.train import checkpoint as ckpt
@@ -93,6 +94,7 @@ class TrainSettings:
     precision: str = "fp32"  # or bf16 (autocast, CUDA)
     channels_last: bool = False
     compile: bool = False
+    freeze_bn: bool = False  # BN statistics and affine fixed (fine-tuning, EPIC's recipe); no precise BN then
     fingerprint: str = ""  # of everything the result depends on: a checkpoint with another is not resumed
     cfg_text: str = ""  # the run's settings as YAML, for the checkpoints' ``cfg``
     data_record: dict = field(default_factory=dict)  # how the inputs were made (checkpoints' ``data``)
@@ -203,6 +205,8 @@ class Trainer:
         self.model = build_model(model_cfg).to(self.device)
         if init_state is not None:
             self.model.load_state_dict(init_state)
+        if settings.freeze_bn:
+            freeze_batch_norm(self.model)
         if self.channels_last:
             to_channels_last(self.model)
         self.optimizer = build_optimizer(self.model, settings.schedule(0.0), settings.momentum, settings.weight_decay,
@@ -529,7 +533,7 @@ class Trainer:
                 "load_failures": totals[1]}
 
     def _precise_bn(self) -> int:
-        if self.s.precise_bn_batches <= 0:
+        if self.s.precise_bn_batches <= 0 or self.s.freeze_bn:
             return 0
         sampler = EpochSampler(len(self.train_set), self.s.batch_size, _seed(self.s.seed, 4), self.rank,
                                self.world_size)

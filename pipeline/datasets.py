@@ -1,0 +1,141 @@
+"""What each dataset's annotations give the train and evaluate stages: the label source of
+a split, the training task, the head, the class names, and a digest of the files.
+
+    params.download.format   kinetics   epic                         charades
+    samples                  a clip     a narration's time range     a whole video
+    labels (LabelSource)     VideoLabels EpicSegments                CharadesLabels
+    task                     softmax CE  0.5 (CE_verb + CE_noun)      per-class BCE
+                                         (or one of them: heads separate)
+    head                     K classes   verb + noun projections     K sigmoid classes
+
+The annotation files sit where ``Params.for_dataset`` put ``download.manifests``: the
+dataset's own files, as it distributes them (``EPIC_100_<split>.csv`` and the class lists
+beside them; ``Charades_v1_<split>.csv`` and ``Charades_v1_classes.txt``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from avsf.data.clip_dataset import LabelSource
+from avsf.io.digest import file_digest
+from avsf.models import HeadConfig
+from avsf.train.tasks import Classification, Task
+from pipeline.params import MANIFEST_NAMES, ModelParams, Params
+
+EPIC_VERBS, EPIC_NOUNS = "EPIC_100_verb_classes.csv", "EPIC_100_noun_classes.csv"
+EPIC_TAIL_VERBS, EPIC_TAIL_NOUNS = "EPIC_100_tail_verbs.csv", "EPIC_100_tail_nouns.csv"
+EPIC_VIDEO_INFO = "EPIC_100_video_info.csv"
+CHARADES_CLASSES = "Charades_v1_classes.txt"
+EPIC_TARGETS = ("verb", "noun")
+
+
+def epic_unseen_name(split: str) -> str:
+    """The unseen-participant list of a split (the dataset has one for validation)."""
+    return f"EPIC_100_unseen_participant_ids_{split}.csv"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset's annotations as the stages use them. ``target``: for EPIC's separate
+    models, the one this model learns (verb or noun); None: both (joint) or not EPIC."""
+
+    kind: str  # kinetics | epic | charades
+    annotations: str | None  # the directory of the annotation files
+    target: str | None = None
+
+    # ------------------------------------------------------------------ files
+
+    def annotation_file(self, split: str) -> Path:
+        return Path(self.annotations) / MANIFEST_NAMES[self.kind].format(split=split)
+
+    def files(self) -> list[Path]:
+        """Every annotation file the run reads (their digests enter the run's fingerprint)."""
+        if self.kind == "kinetics":
+            return []
+        root = Path(self.annotations)
+        names = [EPIC_VERBS, EPIC_NOUNS] if self.kind == "epic" else [CHARADES_CLASSES]
+        return sorted([*root.glob(MANIFEST_NAMES[self.kind].format(split="*")), *(root / n for n in names)])
+
+    def digest(self) -> dict[str, str]:
+        return {p.name: file_digest(p) for p in self.files()}
+
+    # ------------------------------------------------------------------ classes
+
+    def class_names(self) -> dict[str, list[str]] | list[str] | None:
+        """EPIC: {"verb": [...], "noun": [...]}; Charades: the class names; Kinetics: None
+        (the store's classes.json)."""
+        root = Path(self.annotations or ".")
+        if self.kind == "epic":
+            from avsf.data.epic import read_epic_classes
+
+            return {"verb": read_epic_classes(root / EPIC_VERBS), "noun": read_epic_classes(root / EPIC_NOUNS)}
+        if self.kind == "charades":
+            from avsf.data.charades import read_charades_classes
+
+            return read_charades_classes(root / CHARADES_CLASSES)
+        return None
+
+    def head(self, model: ModelParams) -> HeadConfig:
+        """The head this dataset trains (its class counts from the annotation files)."""
+        classes = self.class_names()
+        if self.kind == "epic" and self.target is None:
+            return HeadConfig(kind="epic", verb_classes=len(classes["verb"]), noun_classes=len(classes["noun"]),
+                              dropout=model.dropout, activation="softmax", test_pool=model.test_pool)
+        if self.kind == "epic":
+            return HeadConfig(kind="classification", num_classes=len(classes[self.target]), dropout=model.dropout,
+                              activation="softmax", test_pool=model.test_pool)
+        if self.kind == "charades":
+            return HeadConfig(kind="classification", num_classes=len(classes), dropout=model.dropout,
+                              activation="sigmoid", test_pool=model.test_pool)
+        return HeadConfig(kind=model.head, num_classes=model.num_classes, dropout=model.dropout,
+                          activation="softmax", test_pool=model.test_pool)
+
+    # ------------------------------------------------------------------ samples and loss
+
+    def label_source(self, split: str) -> LabelSource | None:
+        """The samples and targets of ``split``; None for Kinetics (the store's own labels)."""
+        if self.kind == "epic":
+            from avsf.data.epic import EpicSegments, read_epic_annotations
+
+            return EpicSegments(read_epic_annotations(self.annotation_file(split)))
+        if self.kind == "charades":
+            from avsf.data.charades import CharadesLabels, read_charades
+
+            return CharadesLabels(read_charades(self.annotation_file(split)), len(self.class_names()))
+        return None
+
+    def task(self) -> Task:
+        if self.kind == "epic" and self.target is None:
+            from avsf.train.tasks import VerbNoun
+
+            return VerbNoun()
+        if self.kind == "epic":
+            return Classification(key=self.target)
+        if self.kind == "charades":
+            from avsf.train.tasks import MultiLabel
+
+            return MultiLabel()
+        return Classification()
+
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint keeps of it (``data``): the kind, the target and the class names."""
+        return {"dataset": self.kind, "target": self.target, "class_names": self.class_names()}
+
+
+def dataset_spec(params: Params, target: str | None = None) -> DatasetSpec:
+    """The dataset ``params`` train on (``download.format``), its annotations beside the manifests."""
+    kind = params.download.format
+    if kind == "kinetics":
+        return DatasetSpec("kinetics", None)
+    return DatasetSpec(kind, str(Path(params.download.manifests[0]).parent), target)
+
+
+def epic_targets(params: Params) -> list[str | None]:
+    """The models an EPIC run trains: [None] for the joint model, ["verb", "noun"] for
+    separate ones; [None] for any other dataset."""
+    if params.download.format == "epic" and params.epic is not None and params.epic.heads == "separate":
+        return list(EPIC_TARGETS)
+    return [None]

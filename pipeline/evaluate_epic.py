@@ -1,0 +1,183 @@
+"""Stage ``evaluate_epic@<member>``: the fine-tuned model scored as EPIC-Kitchens-100's
+official evaluation scores it.
+
+    final.pyth (joint: verb + noun heads; separate: verb/final.pyth and noun/final.pyth)
+    store, EPIC_100_<split>.csv ──EpicSegments: one test view per narration (a centre crop,
+        dataset.test_clips x test_crops, logits averaged)──> verb and noun logits
+    ──epic_metrics (every narration of the split: one whose video failed is a miss)──>
+        metrics.json     verb / noun / action top-1 and top-5, top-1 on the tail classes
+                         and the unseen participants; the demo's nouns by cue (appearance,
+                         sound); GFLOPs x views
+        submission.pkl   the official results file: narration_id, verb_output [N, V] and
+                         noun_output [N, Nn] logits as numpy arrays, every narration
+        predictions.csv  one row per narration
+        noun_accuracy.csv  top-1 per noun (a DVC bar plot)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avsf.data.clip_dataset import ClipDataset
+from avsf.data.epic import read_epic_annotations, read_id_list
+from avsf.evaluate.epic import epic_metrics, write_epic_submission
+from avsf.evaluate.views import predict_views
+from avsf.io.atomic import write_json
+from avsf.io.digest import digest, file_digest
+from avsf.models.flops import count_cost
+from avsf.train import checkpoint as ckpt
+from pipeline.cli import configure_logging
+from pipeline.datasets import EPIC_TAIL_NOUNS, EPIC_TAIL_VERBS, dataset_spec, epic_targets, epic_unseen_name
+from pipeline.evaluate import METRICS_NAME, PREDICTIONS_NAME, job_device, load_network, write_csv
+from pipeline.launch import StageFailed, job_env, run_job
+from pipeline.params import Params
+from pipeline.train import clip_sampling, resolve_device
+
+log = logging.getLogger("avsf.evaluate")
+
+STAGE = "evaluate"
+SUBMISSION_NAME, NOUN_ACCURACY_NAME = "submission.pkl", "noun_accuracy.csv"
+
+
+def checkpoints(params: Params) -> dict[str | None, Path]:
+    """The final checkpoint of each model of the run: {None: joint} or {verb: .., noun: ..}."""
+    out_dir = Path(params.train.out_dir)
+    return {t: (out_dir if t is None else out_dir / t) / ckpt.FINAL for t in epic_targets(params)}
+
+
+def noun_cues(nouns: list[str]) -> dict[str, str]:
+    """Noun -> the cue that tells it apart, when the nouns are the demo's (else none)."""
+    from avsf.data.demo.epic import epic_noun_cues
+
+    cues = epic_noun_cues()
+    return cues if nouns and all(n in cues for n in nouns) else {}
+
+
+def run_evaluate_epic(params: Params) -> None:
+    """Score the fine-tuned model (train.out_dir/final.pyth, or verb/ and noun/ for
+    epic.heads separate) on every narration of epic.test_split as EPIC-Kitchens-100's
+    official code does: verb, noun and action (top epic.action_top_k verbs x nouns from the
+    logits) top-1 / top-5, top-1 on the tail classes and on the unseen participants. A
+    narration whose video failed to download or decode is a miss.
+
+    Writes to evaluate.out_dir: metrics.json, submission.pkl (the official results file,
+    logits as numpy arrays, a row for every narration), predictions.csv and noun_accuracy.csv.
+    """
+    spec = dataset_spec(params)
+    files = checkpoints(params)
+    for path in files.values():
+        if not path.is_file():
+            raise StageFailed(f"evaluate: no fine-tuned model at {path}; run train_epic first")
+    split = params.evaluate.split
+    try:
+        narrations = read_epic_annotations(spec.annotation_file(split))
+    except (OSError, ValueError) as exc:
+        raise StageFailed(f"evaluate: {exc}") from None
+    root = Path(spec.annotations)
+    unseen_path = root / epic_unseen_name(split)
+    lists = {"tail_verbs": [int(v) for v in read_id_list(root / EPIC_TAIL_VERBS)],
+             "tail_nouns": [int(v) for v in read_id_list(root / EPIC_TAIL_NOUNS)],
+             "unseen": read_id_list(unseen_path) if unseen_path.is_file() else []}
+    fingerprint = digest({t: file_digest(p) for t, p in files.items()}.__repr__(), params.dataset.model_dump(),
+                         params.evaluate.model_dump(), spec.digest(), resolve_device(params, STAGE))
+    started = time.monotonic()
+    out = run_job(STAGE, EpicEvaluateJob(params), params.launch,
+                  Path(params.launch.log_dir) / STAGE / "running.json", fingerprint)
+    classes = spec.class_names()
+    verb_logits = np.zeros((len(narrations), len(classes["verb"])), np.float32)
+    noun_logits = np.zeros((len(narrations), len(classes["noun"])), np.float32)
+    predicted = np.zeros(len(narrations), bool)
+    for segment, verb, noun in zip(out["segments"], out["verb"], out["noun"]):
+        verb_logits[segment], noun_logits[segment], predicted[segment] = verb, noun, True
+    report = epic_metrics(
+        verb_logits, noun_logits, np.array([n.verb_class for n in narrations]),
+        np.array([n.noun_class for n in narrations]), [n.participant_id for n in narrations],
+        lists["tail_verbs"], lists["tail_nouns"], lists["unseen"], predicted=predicted,
+        top_k=params.epic.action_top_k)
+    write_outputs(params, out, report, narrations, verb_logits, noun_logits, predicted, classes)
+    log.info("evaluate: %s on %d narrations (%d without a prediction): verb %.3f, noun %.3f, action %.3f top-1 "
+             "(tail %.3f / %.3f / %.3f; unseen %.3f / %.3f / %.3f); %.1f s", out["model"], len(narrations),
+             int((~predicted).sum()), report["verb_top1"], report["noun_top1"], report["action_top1"],
+             *(report["tail"][k] for k in ("verb_top1", "noun_top1", "action_top1")),
+             *(report["unseen"][k] for k in ("verb_top1", "noun_top1", "action_top1")), time.monotonic() - started)
+
+
+class EpicEvaluateJob:
+    """The job's function: each model's test views of every stored narration."""
+
+    def __init__(self, params: Params):
+        self.params = params
+
+    def __call__(self) -> dict[str, Any]:
+        configure_logging()
+        if job_env()[1] != 0:
+            return {}
+        p, e = self.params, self.params.evaluate
+        device = job_device(p)
+        sampling = clip_sampling(p.dataset, p.model)
+        spec = dataset_spec(p)
+        logits: dict[str, np.ndarray] = {}
+        segments, gmacs, mparams, name, failures = None, 0.0, 0.0, "", []
+        for target, path in checkpoints(p).items():
+            model, cfg, _ = load_network(path, device)
+            logmel = p.spectrogram.out_dir if cfg.audio is not None else None
+            dataset = ClipDataset(p.decode.out_dir, logmel, e.split, "test", sampling, labels=spec.label_source(e.split),
+                                  max_open_shards=p.dataset.max_open_shards)
+            result = predict_views(model, cfg, dataset, batch_size=e.batch_size, device=device, workers=e.workers,
+                                   progress=True, pool="logit_mean")
+            results = result if target is None else {target: result}
+            kept = next(iter(results.values())).predicted
+            segments = [s.target["segment"] for s, k in zip(dataset.samples, kept) if k]
+            for key, r in results.items():
+                logits[key] = r.scores[kept].astype(np.float32)
+            failures += next(iter(results.values())).failures
+            view = count_cost(cfg, sampling.test_crop)  # separate models: both run on every view
+            gmacs, mparams, name = gmacs + view.gmacs, mparams + view.mparams, cfg.name
+        return {"model": name, "segments": segments, "verb": logits["verb"].tolist(), "noun": logits["noun"].tolist(),
+                "views_per_segment": sampling.test_clips * sampling.test_crops, "failed_views": len(failures),
+                "failures": failures, "gflops_per_view": round(gmacs, 4), "params_m": round(mparams, 4),
+                "test_crop": sampling.test_crop}
+
+
+def write_outputs(params: Params, out: dict[str, Any], report: dict[str, Any], narrations: list, verb_logits: np.ndarray,
+                  noun_logits: np.ndarray, predicted: np.ndarray, classes: dict[str, list[str]]) -> None:
+    """metrics.json, submission.pkl, predictions.csv and noun_accuracy.csv in evaluate.out_dir."""
+    out_dir = Path(params.evaluate.out_dir)
+    cues = noun_cues(classes["noun"])
+    verb_top, noun_top = verb_logits.argmax(1), noun_logits.argmax(1)
+    nouns = np.array([n.noun_class for n in narrations])
+    noun_hit = (noun_top == nouns) & predicted
+    groups: dict[str, dict[str, float]] = {}
+    for cue in dict.fromkeys(cues.values()):
+        members = np.array([cues.get(classes["noun"][c]) == cue for c in nouns])
+        if members.any():
+            groups[cue] = {"noun_top1": float(noun_hit[members].mean()), "segments": int(members.sum())}
+    metrics = {
+        "model": out["model"], "heads": params.epic.heads, "split": params.evaluate.split,
+        "narrations": len(narrations), "missing": int((~predicted).sum()),
+        "missing_ids": [n.narration_id for n, k in zip(narrations, predicted) if not k],
+        **report, "noun_groups": groups,
+        "views_per_segment": out["views_per_segment"], "test_crop": out["test_crop"],
+        "gflops_per_view": out["gflops_per_view"],
+        "gflops_x_views": round(out["gflops_per_view"] * out["views_per_segment"], 4), "params_m": out["params_m"],
+        "failed_views": out["failed_views"],
+    }
+    write_json(out_dir / METRICS_NAME, metrics)
+    # Every narration gets a row, as the official script scores only what it is given; one
+    # without a prediction has zero logits (our metrics count it as a miss).
+    write_epic_submission(out_dir / SUBMISSION_NAME, [n.narration_id for n in narrations], verb_logits, noun_logits)
+    rows = [{"narration_id": n.narration_id, "participant_id": n.participant_id, "verb": classes["verb"][n.verb_class],
+             "noun": classes["noun"][n.noun_class],
+             "predicted_verb": classes["verb"][v] if k else "(no prediction)",
+             "predicted_noun": classes["noun"][u] if k else "(no prediction)",
+             "noun_cue": cues.get(classes["noun"][n.noun_class], "")}
+            for n, v, u, k in zip(narrations, verb_top, noun_top, predicted)]
+    write_csv(out_dir / PREDICTIONS_NAME, rows, tuple(rows[0]) if rows else ("narration_id",))
+    per_noun = [{"noun": name, "top1": round(float(noun_hit[nouns == c].mean()), 4), "segments": int((nouns == c).sum())}
+                for c, name in enumerate(classes["noun"]) if (nouns == c).any()]
+    write_csv(out_dir / NOUN_ACCURACY_NAME, per_noun, ("noun", "top1", "segments"))
