@@ -170,6 +170,7 @@ def test_segments_cut_frames_at_the_store_rate_clamp_and_report_misses():
         narration("B_0", "B", 0.0, 1.0),  # B is not stored
         narration("A_1", "A", 9.0, 12.0, verb=1, noun=2),  # runs past A's end (300 frames): clamped
         narration("A_2", "A", 10.5, 11.0),  # starts past A's end (the video was cut short)
+        narration("A_4", "A", 10.0, 10.5),  # starts at A's last frame's end: no frame of it is stored
         narration("A_3", "A", 4.00, 4.01),  # shorter than a frame: still one frame
         narration("C_0", "C", 1.0, 2.0),  # C stored at 25 fps
     ]
@@ -179,7 +180,7 @@ def test_segments_cut_frames_at_the_store_rate_clamp_and_report_misses():
         [("A", 30, 75), ("A", 270, 300), ("A", 120, 121), ("C", 25, 50)]
     assert [s.target for s in samples[:2]] == [{"verb": 3, "noun": 5, "segment": 0},
                                                {"verb": 1, "noun": 2, "segment": 2}]
-    assert labels.missing == ["B_0", "A_2"]
+    assert labels.missing == ["B_0", "A_2", "A_4"]
     assert [labels.narration(s).narration_id for s in samples] == ["A_0", "A_1", "A_3", "C_0"]
     assert labels.target(samples[1], 280, 296) == {"verb": 1, "noun": 2, "segment": 2}
     assert labels.blank() == {"verb": -1, "noun": -1, "segment": -1}
