@@ -65,7 +65,8 @@ def test_the_real_validation_file_parses(validation):
 
 
 def test_the_real_class_video_and_subset_files_parse():
-    verbs, nouns = read_epic_classes(EPIC / "EPIC_100_verb_classes.csv"), read_epic_classes(EPIC / "EPIC_100_noun_classes.csv")
+    verbs = read_epic_classes(EPIC / "EPIC_100_verb_classes.csv")
+    nouns = read_epic_classes(EPIC / "EPIC_100_noun_classes.csv")
     assert (len(verbs), len(nouns)) == (97, 300)
     assert verbs[:2] == ["take", "put"] and nouns[:3] == ["tap", "spoon", "plate"]
     info = read_epic_video_info(EPIC / "EPIC_100_video_info.csv")
@@ -73,7 +74,8 @@ def test_the_real_class_video_and_subset_files_parse():
     assert info["P01_01"] == EpicVideoInfo("P01_01", 1652.152817, 59.9400599400599, "1920x1080")
     assert info["P37_101"].fps == 50.0
     assert {round(i.fps, 2) for i in info.values()} == {29.97, 47.95, 50.0, 59.94, 90.0}
-    tail_verbs, tail_nouns = read_id_list(EPIC / "EPIC_100_tail_verbs.csv"), read_id_list(EPIC / "EPIC_100_tail_nouns.csv")
+    tail_verbs = read_id_list(EPIC / "EPIC_100_tail_verbs.csv")
+    tail_nouns = read_id_list(EPIC / "EPIC_100_tail_nouns.csv")
     assert len(tail_verbs) == 86 and tail_verbs[:3] == ["10", "12", "13"]
     assert len(tail_nouns) == 228 and tail_nouns[0] == "56"
     assert read_id_list(EPIC / "EPIC_100_unseen_participant_ids_validation.csv") == ["P18", "P32"]

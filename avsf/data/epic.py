@@ -153,7 +153,8 @@ def _text(value: str) -> str:
 def _narration(row: dict[str, str | None], labelled: bool, field: _Where) -> EpicNarration:
     start_s, stop_s = field(row, "start_timestamp", parse_timestamp), field(row, "stop_timestamp", parse_timestamp)
     if stop_s <= start_s:
-        raise field.error("stop_timestamp", row["stop_timestamp"], f"not after start_timestamp {row['start_timestamp']}")
+        raise field.error("stop_timestamp", row["stop_timestamp"],
+                          f"not after start_timestamp {row['start_timestamp']}")
     start_frame, stop_frame = field(row, "start_frame", int), field(row, "stop_frame", int)
     if stop_frame <= start_frame:
         raise field.error("stop_frame", stop_frame, f"not after start_frame {start_frame}")
