@@ -6,11 +6,15 @@ import logging
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from avsf.data.demo.kinetics import SPLITS, DemoVideo, KineticsWorldSpec, manifest_lines, plan_world, write_raw_video
 from avsf.io.atomic import remove_stale_temporaries, write_json, write_text
 from pipeline.launch import job_progress, run_shards
 from pipeline.params import Params
+
+FLAVOUR_DIR = "data/demo/{name}"  # dvc.yaml's demo_<name> outs; <name>.annotations and .source point here
+FLAVOUR_METRICS = "reports/metrics/demo_{name}.json"
 
 log = logging.getLogger("avsf.demo")
 
@@ -67,3 +71,55 @@ def run_demo(params: Params) -> None:
     log.info("demo: %d videos (%d written now, %d without audio, %d corrupt, %d rows missing) "
              "in %.1f s, %.1f videos/s", len(present), written, metrics["without_audio"],
              metrics["corrupt"], metrics["missing_sources"], seconds, written / max(seconds, 1e-9))
+
+
+# --------------------------------------------------------------------------- flavours
+
+
+def render_flavour_shard(job: tuple[str, list[Any], str]) -> int:
+    """One job of a flavour: render its share of the videos; complete files are kept (resume)."""
+    name, videos, videos_dir = job
+    module = FLAVOURS[name]
+    written = 0
+    for video in job_progress(videos, f"demo {name} videos", unit="video"):
+        if module.video_path(video, videos_dir).exists():
+            continue
+        module.write_video(video, videos_dir)
+        written += 1
+    return written
+
+
+def run_flavour(params: Params, name: str) -> None:
+    """Write demo flavour ``name`` (epic, charades) to data/demo/<name>: its videos (rendered in
+    demo.shards jobs) and its annotation files in the dataset's own formats."""
+    module = FLAVOURS[name]
+    started = time.monotonic()
+    spec = module.Spec(**getattr(params, name).demo)
+    plan = module.plan(spec)
+    out_dir = Path(FLAVOUR_DIR.format(name=name))
+    videos_dir = out_dir / "videos"
+    videos_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(videos_dir)
+    shards = [(name, plan[i :: params.demo.shards], str(videos_dir)) for i in range(params.demo.shards)]
+    written = sum(run_shards(f"demo_{name}", render_flavour_shard, [s for s in shards if s[1]], params.launch))
+    module.write_annotations(out_dir, plan)
+    metrics = {"videos": len(plan), "written": written, **module.counts(plan), "seconds": round(time.monotonic() - started, 2)}
+    write_json(FLAVOUR_METRICS.format(name=name), metrics)
+    log.info("demo_%s: %d videos (%d written now), %s in %.1f s", name, len(plan), written,
+             ", ".join(f"{k} {v}" for k, v in module.counts(plan).items()), metrics["seconds"])
+
+
+def run_demo_epic(params: Params) -> None:
+    """Write the EPIC-Kitchens-style demo world to data/demo/epic: long kitchen videos
+    (videos/<video_id>.MP4 at 50 and 59.94 fps, many narrated segments each) and the
+    dataset's own files (EPIC_100_{train,validation}.csv, EPIC_100_video_info.csv, the verb
+    and noun classes, the tail lists and the unseen participants). Settings: epic.demo."""
+    run_flavour(params, "epic")
+
+
+def run_demo_charades(params: Params) -> None:
+    """Write the Charades-style demo world to data/demo/charades: 20-30 s videos with two to
+    four overlapping actions each, some with none annotated (videos/<id>.mp4), and the
+    dataset's own files (Charades_v1_{train,test}.csv, Charades_v1_classes.txt). Settings:
+    charades.demo."""
+    run_flavour(params, "charades")
