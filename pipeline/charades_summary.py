@@ -15,7 +15,7 @@ from avsf.io.atomic import write_json, write_text
 from pipeline.evaluate import METRICS_NAME
 from pipeline.launch import StageFailed
 from pipeline.params import Params
-from pipeline.summary import LABELS, claim_line, markdown_table, read_member_metrics
+from pipeline.summary import LABELS, claim_line, markdown_table, percent, read_member_metrics
 
 log = logging.getLogger("avsf.summary")
 
@@ -40,8 +40,8 @@ def run_charades_summary(params: Params) -> None:
 
 def summary_markdown(results: dict[str, dict[str, Any]]) -> str:
     first = next(iter(results.values()))
-    rows = [[f"{LABELS.get(m['arch'], name)} (`{m['model']}`)", f"{100 * m['map_official']:.1f}",
-             f"{100 * m['map_sklearn']:.1f}", f"{m['params_m']:.3f}", f"{m['gflops_per_view']:.3f} x {m['views_per_video']}"]
+    rows = [[f"{LABELS.get(m['arch'], name)} (`{m['model']}`)", percent(m["map_official"]), percent(m["map_sklearn"]),
+             f"{m['params_m']:.3f}", f"{m['gflops_per_view']:.3f} x {m['views_per_video']}"]
             for name, m in results.items()]
     by_arch = {m["arch"]: m for m in reversed(list(results.values()))}
     av, sf = by_arch.get("avslowfast"), by_arch.get("slowfast")

@@ -16,7 +16,7 @@ from avsf.io.atomic import write_json, write_text
 from pipeline.evaluate import METRICS_NAME
 from pipeline.launch import StageFailed
 from pipeline.params import Params
-from pipeline.summary import LABELS, claim_line, markdown_table, percent, read_member_metrics
+from pipeline.summary import LABELS, claim_line, markdown_table, read_member_metrics
 
 log = logging.getLogger("avsf.summary")
 
@@ -47,6 +47,16 @@ def run_epic_summary(params: Params) -> None:
     log.info("epic_summary: %d models -> %s", len(results), out_dir / SUMMARY_MD)
 
 
+def _pct(value: float | None, n: int | None = None) -> str:
+    """A figure already in % (the official script's unit), ± one binomial standard error with ``n``."""
+    if value is None:
+        return "-"
+    if not n:
+        return f"{value:.1f}"
+    p = value / 100
+    return f"{value:.1f} ± {100 * (p * (1 - p) / n) ** 0.5:.1f}"
+
+
 def summary_markdown(results: dict[str, dict[str, Any]]) -> str:
     first = next(iter(results.values()))
     n = first["narrations"]
@@ -57,10 +67,10 @@ def summary_markdown(results: dict[str, dict[str, Any]]) -> str:
     rows = []
     for name, m in results.items():
         rows.append([f"{LABELS.get(m['arch'], name)} (`{m['model']}`)",
-                     *(percent(m[f"{k}_top1"], n) for k in KINDS), *(percent(m[f"{k}_top5"]) for k in KINDS),
-                     *(percent(m["tail"][f"{k}_top1"]) for k in KINDS),
-                     *(percent(m["unseen"][f"{k}_top1"]) for k in KINDS),
-                     *(percent(m["noun_groups"][c]["noun_top1"], m["noun_groups"][c]["segments"])
+                     *(_pct(m[f"{k}_top1"], n) for k in KINDS), *(_pct(m[f"{k}_top5"]) for k in KINDS),
+                     *(_pct(m["tail"][f"{k}_top1"]) for k in KINDS),
+                     *(_pct(m["unseen"][f"{k}_top1"]) for k in KINDS),
+                     *(_pct(m["noun_groups"][c]["noun_top1"], m["noun_groups"][c]["segments"])
                        if c in m["noun_groups"] else "-" for c in cues),
                      f"{m['gflops_per_view']:.3f} x {m['views_per_segment']}"])
     lines = ["# EPIC-Kitchens-100: fine-tuned from Kinetics (AVSlowFast Table 2's shape, in miniature)", "",

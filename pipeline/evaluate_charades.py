@@ -72,8 +72,8 @@ def run_evaluate_charades(params: Params) -> None:
         "model": out["model"], "split": split, "videos": len(truth),
         "videos_without_actions": sum(not labels for labels in truth.values()),
         "missing": len(missing), "missing_ids": missing,
-        "map": official,  # the official script's figure
-        "map_official": official, "map_sklearn": common,
+        # The official script's figure (None where it is NaN: a class without positives makes it so)
+        "map": _finite(official), "map_official": _finite(official), "map_sklearn": _finite(common),
         "map_note": "map_official: Charades_v1_classify semantics (every ground-truth video, none predicted = "
                     "-inf, empty `actions` videos drop out, mean over every class); map_sklearn: "
                     "sklearn average_precision_score per class with positives, over the predicted videos",
@@ -88,9 +88,13 @@ def run_evaluate_charades(params: Params) -> None:
     write_csv(out_dir / CLASS_AP_NAME,
               [{"class": classes[c], "ap": "" if np.isnan(ap) else round(float(ap), 4), "positives": positives[c]}
                for c, ap in enumerate(official_ap)], ("class", "ap", "positives"))
-    log.info("evaluate: %s on %d videos (%d missing, %d without actions) x %d views: mAP %.4f (official), "
-             "%.4f (sklearn-style); %.1f s", out["model"], len(truth), len(missing), metrics["videos_without_actions"],
+    log.info("evaluate: %s on %d videos (%d missing, %d without actions) x %d views: mAP %s (official), "
+             "%s (sklearn-style); %.1f s", out["model"], len(truth), len(missing), metrics["videos_without_actions"],
              out["views_per_video"], official, common, time.monotonic() - started)
+
+
+def _finite(value: float) -> float | None:
+    return None if not np.isfinite(value) else round(float(value), 6)
 
 
 class CharadesEvaluateJob:
