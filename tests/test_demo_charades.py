@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from avsf.data.charades import CHARADES_COLUMNS, read_charades, read_charades_classes
 from avsf.data.demo.charades import (
     CLASSES,
-    HEADER,
     CharadesWorldSpec,
     charades_cue_groups,
     plan_charades_world,
@@ -53,18 +53,18 @@ def test_videos_hold_two_to_four_overlapping_actions_of_distinct_classes(plan):
         if not video.actions:
             continue
         assert 2 <= len(video.actions) <= 4
-        assert len({a.cls.code for a in video.actions}) == len(video.actions)
+        assert len({a.class_index for a in video.actions}) == len(video.actions)
         spans = [(a.start, a.end) for a in video.actions]
         assert any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1 :])
         assert all(0 <= s < e <= video.length for s, e in spans)
         assert SPEC.video_seconds[0] <= video.length <= SPEC.video_seconds[1]
         # Each action is one actor, shown and sounding during its interval only.
         for action, actor in zip(video.actions, video.scene.actors):
-            assert actor.cls == action.cls.look and (actor.start, actor.end) == (action.start, action.end)
+            assert actor.cls == CLASSES[action.class_index].look
+            assert (actor.start, actor.end) == (action.start, action.end)
             assert actor.events and all(action.start <= e < action.end for e in actor.events)
     assert {len(v.actions) for v in plan} == {0, 2, 3, 4}
-    used = Counter(a.cls.code for v in plan for a in v.actions)
-    assert set(used) == {c.code for c in CLASSES}
+    assert {a.class_index for v in plan for a in v.actions} == set(range(len(CLASSES)))
 
 
 def test_empty_videos_have_nothing_in_them(plan):
@@ -102,7 +102,7 @@ def test_csv_files_have_the_real_header_quoting_and_formats(plan, written):
         assert raw.splitlines()[0] == real_train.splitlines()[0]
         assert raw.count(b"\r\n") == count + 1 and raw.endswith(b"\r\n")  # CRLF, as the real files
         rows = rows_of(written / f"Charades_v1_{split}.csv")
-        assert len(rows) == count and all(list(r) == list(HEADER) for r in rows)
+        assert len(rows) == count and all(list(r) == list(CHARADES_COLUMNS) for r in rows)
         for row in rows:
             assert re.fullmatch(r"[A-Z0-9]{5}", row["id"]) and re.fullmatch(r"[A-Z0-9]{4}", row["subject"])
             assert row["actions"] == "" or ACTIONS.match(row["actions"])
@@ -113,11 +113,11 @@ def test_csv_files_have_the_real_header_quoting_and_formats(plan, written):
         assert (row["actions"] == "" or ACTIONS.match(row["actions"])) and LENGTH.match(row["length"])
     video = next(v for v in plan if len(v.actions) == 3)
     row = next(r for r in rows_of(written / f"Charades_v1_{video.split}.csv") if r["id"] == video.id)
-    first = min(video.actions, key=lambda a: a.start)
-    assert row["script"].startswith(f"A person {first.cls.phrase}, then ")
+    first = CLASSES[min(video.actions, key=lambda a: a.start).class_index]
+    assert row["script"].startswith(f"A person {first.phrase}, then ")
     assert f'"{row["script"]}"' in (written / f"Charades_v1_{video.split}.csv").read_text()  # commas: quoted
-    assert row["actions"] == ";".join(f"{a.cls.code} {a.start:.2f} {a.end:.2f}" for a in video.actions)
-    assert row["objects"] == ";".join(sorted({a.cls.obj for a in video.actions}))
+    assert row["actions"] == ";".join(f"c{a.class_index:03d} {a.start:.2f} {a.end:.2f}" for a in video.actions)
+    assert row["objects"] == ";".join(sorted({CLASSES[a.class_index].obj for a in video.actions}))
     assert float(row["length"]) == video.length
 
 
@@ -127,6 +127,11 @@ def test_classes_file_is_in_the_real_format(written):
     assert b"\r" not in ours and ours.endswith(b"\n")
     assert all(CLASS_LINE.match(line) for line in real + ours.decode().splitlines())
     assert ours.decode().splitlines()[0] == "c000 Holding a red box"
+
+
+def test_the_readers_read_the_world_back(plan, written):
+    assert read_charades(written / "Charades_v1_test.csv") == [v.row for v in plan if v.split == "test"]
+    assert read_charades_classes(written / "Charades_v1_classes.txt") == [c.name for c in CLASSES]
 
 
 def test_plan_is_deterministic_and_seeded(plan):

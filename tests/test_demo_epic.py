@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from avsf.data.demo.epic import (
-    NARRATION_HEADER,
     NOUNS,
     VERBS,
     EpicWorldSpec,
@@ -24,6 +23,7 @@ from avsf.data.demo.epic import (
     write_epic_video,
     write_epic_world,
 )
+from avsf.data.epic import ANNOTATION_COLUMNS, read_epic_annotations, read_epic_classes, read_epic_video_info
 from avsf.data.demo.world import CLASS_BY_NAME, Actor, Scene, render_frames
 from avsf.io.media import probe
 
@@ -56,7 +56,8 @@ def seconds(stamp: str) -> float:
 def test_unseen_participant_is_in_validation_only(plan):
     by_split = {split: {v.participant_id for v in plan if v.split == split} for split in ("train", "validation")}
     assert by_split == {"train": {"P01", "P02", "P03"}, "validation": {"P01", "P02", "P03", "P04"}}
-    assert Counter(v.participant_id for v in plan if v.split == "validation") == {"P01": 1, "P02": 1, "P03": 1, "P04": 2}
+    validation = Counter(v.participant_id for v in plan if v.split == "validation")
+    assert validation == {"P01": 1, "P02": 1, "P03": 1, "P04": 2}
     assert [v.video_id for v in plan if v.participant_id == "P01"] == ["P01_01", "P01_02", "P01_03", "P01_04"]
     assert {v.scene.fps for v in plan} == {50.0, 60000 / 1001}
     # A participant films in one kitchen: one tint; the unseen one's is new.
@@ -74,6 +75,7 @@ def test_tail_classes_are_rare_and_the_common_ones_balanced(plan):
             assert [counts[k] for k in tail] == [tail_count]
             assert max(common) - min(common) <= 1 and min(common) >= 2 * tail_count
     assert [v.key for v in VERBS if v.tail] == ["shake"] and [n.key for n in NOUNS if n.tail] == ["sponge"]
+    assert [v.id for v in VERBS] == list(range(len(VERBS))) and [n.id for n in NOUNS] == list(range(len(NOUNS)))
 
 
 def test_segments_are_inside_their_video_in_order_and_apart(plan):
@@ -142,7 +144,7 @@ def test_annotation_files_have_the_real_headers_and_formats(plan, written):
         assert len({r["video_id"] for r in rows}) == count
         assert [r["narration_id"] for r in rows] == sorted(r["narration_id"] for r in rows)
         for row in rows + real_rows:
-            assert list(row) == list(NARRATION_HEADER)
+            assert list(row) == list(ANNOTATION_COLUMNS)
             assert LONG_TIMESTAMP.match(row["narration_timestamp"])
             assert SHORT_TIMESTAMP.match(row["start_timestamp"]) and SHORT_TIMESTAMP.match(row["stop_timestamp"])
             assert row["narration_id"].startswith(row["video_id"] + "_")
@@ -176,6 +178,19 @@ def test_written_rows_agree_with_the_plan(plan, written):
         assert seconds(row["stop_timestamp"]) == pytest.approx(s.stop, abs=1e-9)
         assert int(row["start_frame"]) == int(s.start * 60000 / 1001) + 1
         assert (int(row["verb_class"]), int(row["noun_class"])) == (s.verb.id, s.noun.id)
+
+
+def test_the_readers_read_the_world_back(plan, written):
+    narrations = read_epic_annotations(written / "EPIC_100_validation.csv")
+    segments = {s.narration_id: (v, s) for v in plan for s in v.segments}
+    assert len(narrations) == sum(len(v.segments) for v in plan if v.split == "validation")
+    for n in narrations:
+        video, s = segments[n.narration_id]
+        assert (n.start_s, n.stop_s, n.start_frame, n.stop_frame) == (s.start, s.stop, s.start_frame, s.stop_frame)
+        assert (n.verb_class, n.noun_class, n.narration_s) == (s.verb.id, s.noun.id, s.narration_time)
+    assert read_epic_classes(written / "EPIC_100_noun_classes.csv") == [n.key for n in NOUNS]
+    info = read_epic_video_info(written / "EPIC_100_video_info.csv")
+    assert info[plan[-1].video_id].duration == plan[-1].scene.num_frames / plan[-1].native_fps
 
 
 def test_plan_is_deterministic_and_seeded(plan):

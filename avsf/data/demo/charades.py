@@ -18,8 +18,6 @@ Output, in Charades v1's own names and formats::
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,13 +25,12 @@ from typing import Sequence
 
 import numpy as np
 
+from avsf.data.charades import CharadesAction, CharadesVideo, write_charades, write_charades_classes
 from avsf.data.demo.world import CLASS_BY_NAME, Actor, DemoClass, Scene, event_times, render_audio, render_frames
-from avsf.io.atomic import atomic_output, write_text
+from avsf.io.atomic import atomic_output
 from avsf.io.media import write_video
 
 SPLITS = ("train", "test")
-HEADER = ("id", "subject", "scene", "quality", "relevance", "verified", "script", "objects", "descriptions",
-          "actions", "length")
 ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 ROOMS = ("Kitchen", "Bedroom", "Living room", "Hallway", "Bathroom", "Garage", "Pantry",
          "Home Office / Study (A room in a house used for work)",
@@ -91,32 +88,27 @@ class CharadesWorldSpec:
 
 
 @dataclass(frozen=True)
-class CharadesAction:
-    cls: CharadesClass
-    start: float  # seconds, on a 0.1 s grid
-    end: float
+class CharadesDemoVideo:
+    """One video: its row of Charades_v1_<split>.csv (the readers' own type) and its scene."""
 
-
-@dataclass(frozen=True)
-class CharadesVideo:
-    """One row of Charades_v1_<split>.csv, and the video behind it."""
-
-    id: str
     split: str
-    subject: str
-    room: str  # the ``scene`` column
-    quality: str
-    relevance: str
-    verified: str
-    actions: tuple[CharadesAction, ...]
+    row: CharadesVideo
     scene: Scene
 
     @property
+    def id(self) -> str:
+        return self.row.id
+
+    @property
+    def actions(self) -> tuple[CharadesAction, ...]:
+        return self.row.actions
+
+    @property
     def length(self) -> float:
-        return self.scene.duration
+        return self.row.length
 
 
-def plan_charades_world(spec: CharadesWorldSpec) -> list[CharadesVideo]:
+def plan_charades_world(spec: CharadesWorldSpec) -> list[CharadesDemoVideo]:
     """Every video of both splits, deterministic in ``spec`` (each video has its own RNG).
     The empty videos are the last of each split."""
     counts = {"train": spec.train_videos, "test": spec.test_videos}
@@ -134,7 +126,7 @@ def plan_charades_world(spec: CharadesWorldSpec) -> list[CharadesVideo]:
 
 
 def _plan_video(spec: CharadesWorldSpec, rng: np.random.Generator, index: int, video_id: str, split: str,
-                subjects: Sequence[str], is_empty: bool) -> CharadesVideo:
+                subjects: Sequence[str], is_empty: bool) -> CharadesDemoVideo:
     length = round(float(rng.uniform(*spec.video_seconds)), 2)
     width, height = (int(v) for v in spec.sizes[rng.integers(len(spec.sizes))])
     actions = () if is_empty else _actions(spec, rng, length)
@@ -144,17 +136,29 @@ def _plan_video(spec: CharadesWorldSpec, rng: np.random.Generator, index: int, v
                   duration=length, actors=actors, seed=spec.seed * 100_003 + 70_000 + index,
                   tint=tuple(float(v) for v in rng.uniform(0.3, 0.7, size=3)),
                   sample_rate=int(spec.audio_rates[rng.integers(len(spec.audio_rates))]), channels=1)
-    score = lambda: "" if rng.uniform() < 0.1 else str(int(rng.integers(4, 8)))  # blank now and then, as real rows
-    return CharadesVideo(
-        id=video_id, split=split, subject=subjects[rng.integers(len(subjects))],
-        room=ROOMS[rng.integers(len(ROOMS))], quality=score(), relevance=score(),
-        verified="Yes" if rng.uniform() < 0.9 else "No", actions=actions, scene=scene)
+    score = lambda: None if rng.uniform() < 0.1 else int(rng.integers(4, 8))  # blank now and then, as real rows
+    script, objects, descriptions = _texts(actions)
+    row = CharadesVideo(
+        id=video_id, subject=subjects[rng.integers(len(subjects))], scene=ROOMS[rng.integers(len(ROOMS))],
+        quality=score(), relevance=score(), verified="Yes" if rng.uniform() < 0.9 else "No", script=script,
+        objects=objects, descriptions=descriptions, actions=actions, length=length)
+    return CharadesDemoVideo(split, row, scene)
+
+
+def _texts(actions: Sequence[CharadesAction]) -> tuple[str, str, str]:
+    """The script, objects and description columns, written from the actions."""
+    ordered = [CLASSES[a.class_index] for a in sorted(actions, key=lambda a: a.start)]
+    if not ordered:
+        return "A person walks into the room, looks around, then leaves.", "floor", "Someone walks in and out."
+    return ("A person " + ", then ".join(c.phrase for c in ordered) + ".",
+            ";".join(sorted({c.obj for c in ordered})),
+            "A person " + " and ".join(c.phrase for c in ordered) + " in the room.")
 
 
 def _actions(spec: CharadesWorldSpec, rng: np.random.Generator, length: float) -> tuple[CharadesAction, ...]:
     """2-4 actions of distinct classes on a 0.1 s grid, at least two of them overlapping."""
     count = int(rng.integers(spec.actions_per_video[0], spec.actions_per_video[1] + 1))
-    classes = [CLASSES[i] for i in rng.choice(len(CLASSES), size=count, replace=False)]
+    classes = [int(i) for i in rng.choice(len(CLASSES), size=count, replace=False)]
     while True:
         spans = []
         for _ in classes:
@@ -174,12 +178,12 @@ def _actor(rng: np.random.Generator, action: CharadesAction, cell: int) -> Actor
     interval, placed so that its shape stays in its quarter even when it jumps."""
     col, row = cell % 2, cell // 2
     side = float(rng.uniform(0.2, 0.26))  # the box's side, in frame widths and heights
-    reach = (0.7 if action.cls.look.shape == "bar" else 0.5) * side  # a bar is 1.4 sides tall
+    reach = (0.7 if CLASSES[action.class_index].look.shape == "bar" else 0.5) * side  # a bar is 1.4 sides tall
     jump = 1 / 12 + 0.01  # render_frames lifts a jumping shape by a twelfth of the height
     cx = 0.5 * col + float(rng.uniform(side / 2 + 0.02, 0.48 - side / 2))
     cy = 0.5 * row + float(rng.uniform(reach + jump, 0.5 - reach))
     return Actor(
-        cls=action.cls.look, box=(cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2),
+        cls=CLASSES[action.class_index].look, box=(cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2),
         start=action.start, end=action.end, events=event_times(rng, action.start, action.end),
         brightness=float(rng.uniform(0.35, 1.0)), phase=float(rng.uniform(0, 1)),
     )
@@ -199,7 +203,7 @@ def _ids(seed: int, count: int, size: int, salt: int) -> list[str]:
 # --------------------------------------------------------------------------- writing
 
 
-def write_charades_video(video: CharadesVideo, videos_dir: str | os.PathLike) -> Path:
+def write_charades_video(video: CharadesDemoVideo, videos_dir: str | os.PathLike) -> Path:
     """Render and encode one video as ``<id>.mp4``."""
     path = Path(videos_dir) / f"{video.id}.mp4"
     with atomic_output(path) as tmp:
@@ -208,7 +212,7 @@ def write_charades_video(video: CharadesVideo, videos_dir: str | os.PathLike) ->
     return path
 
 
-def write_charades_world(spec: CharadesWorldSpec, out_dir: str | os.PathLike) -> list[CharadesVideo]:
+def write_charades_world(spec: CharadesWorldSpec, out_dir: str | os.PathLike) -> list[CharadesDemoVideo]:
     """Plan, render every video and write the annotations in one process (a stage renders
     :func:`write_charades_video` in parallel jobs instead)."""
     plan = plan_charades_world(spec)
@@ -218,30 +222,10 @@ def write_charades_world(spec: CharadesWorldSpec, out_dir: str | os.PathLike) ->
     return plan
 
 
-def write_charades_annotations(out_dir: str | os.PathLike, plan: Sequence[CharadesVideo]) -> None:
-    """Charades_v1_{train,test}.csv (the csv module's quoting and CRLF line ends, as the real
-    files) and Charades_v1_classes.txt (LF)."""
+def write_charades_annotations(out_dir: str | os.PathLike, plan: Sequence[CharadesDemoVideo]) -> None:
+    """Charades_v1_{train,test}.csv and Charades_v1_classes.txt, with the readers' own writers
+    (avsf.data.charades), which lay them out as Charades v1 does."""
     out_dir = Path(out_dir)
     for split in SPLITS:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\r\n")
-        writer.writerow(HEADER)
-        writer.writerows(charades_row(v) for v in plan if v.split == split)
-        write_text(out_dir / f"Charades_v1_{split}.csv", buffer.getvalue())
-    write_text(out_dir / "Charades_v1_classes.txt", "".join(f"{c.code} {c.name}\n" for c in CLASSES))
-
-
-def charades_row(video: CharadesVideo) -> tuple[str, ...]:
-    """The video's 11 fields, the free-text ones written from its actions."""
-    ordered = sorted(video.actions, key=lambda a: a.start)
-    if ordered:
-        script = "A person " + ", then ".join(a.cls.phrase for a in ordered) + "."
-        description = "A person " + " and ".join(a.cls.phrase for a in ordered) + " in the room."
-        objects = ";".join(sorted({a.cls.obj for a in ordered}))
-    else:
-        script = "A person walks into the room, looks around, then leaves."
-        description = "Someone walks in and out."
-        objects = "floor"
-    actions = ";".join(f"{a.cls.code} {a.start:.2f} {a.end:.2f}" for a in video.actions)
-    return (video.id, video.subject, video.room, video.quality, video.relevance, video.verified, script, objects,
-            description, actions, f"{video.length:.2f}")
+        write_charades(out_dir / f"Charades_v1_{split}.csv", [v.row for v in plan if v.split == split])
+    write_charades_classes(out_dir / "Charades_v1_classes.txt", [c.name for c in CLASSES])

@@ -32,8 +32,6 @@ from timestamps of more precision than the two decimals written: here the two ag
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 from dataclasses import dataclass
@@ -42,16 +40,12 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from avsf.data import epic as epic_files
 from avsf.data.demo.world import FLICKER_HZ, Actor, DemoClass, Movement, Scene, event_times, render_audio, render_frames
-from avsf.io.atomic import atomic_output, write_text
+from avsf.io.atomic import atomic_output
 from avsf.io.media import fps_fraction, write_video
 
 SPLITS = ("train", "validation")
-NARRATION_HEADER = ("narration_id", "participant_id", "video_id", "narration_timestamp", "start_timestamp",
-                    "stop_timestamp", "start_frame", "stop_frame", "narration", "verb", "verb_class", "noun",
-                    "noun_class", "all_nouns", "all_noun_classes")
-VIDEO_INFO_HEADER = ("video_id", "duration", "fps", "resolution")
-CLASSES_HEADER = ("id", "key", "instances", "category")
 
 VerbCue = Literal["movement", "motion"]
 NounCue = Literal["appearance", "sound"]
@@ -219,7 +213,8 @@ def _layouts(spec: EpicWorldSpec) -> list[_Layout]:
     for p in range(spec.participants):
         participant = f"P{p + 1:02d}"
         if p < seen:
-            splits = ["train"] * spec.train_videos_per_participant + ["validation"] * spec.validation_videos_per_participant
+            splits = (["train"] * spec.train_videos_per_participant
+                      + ["validation"] * spec.validation_videos_per_participant)
         else:
             splits = ["validation"] * spec.unseen_validation_videos
         for k, split in enumerate(splits):
@@ -332,39 +327,29 @@ def write_epic_world(spec: EpicWorldSpec, out_dir: str | os.PathLike) -> list[Ep
 
 
 def write_epic_annotations(out_dir: str | os.PathLike, plan: Sequence[EpicVideo]) -> None:
-    """Every annotation file of the world, as EPIC-100 writes them (quoting by the csv module,
-    as in the real files: only fields with commas; line ends: LF, the class lists CRLF)."""
+    """Every annotation file of the world, with the readers' own writers (avsf.data.epic),
+    which lay them out as EPIC-100 does, byte for byte."""
     out_dir = Path(out_dir)
     for split in SPLITS:
-        rows = [_narration_row(v, s) for v in plan if v.split == split for s in v.segments]
-        rows.sort(key=lambda r: r[0])  # the real files are sorted by narration_id, as text
-        write_text(out_dir / f"EPIC_100_{split}.csv", _csv([NARRATION_HEADER, *rows]))
-    write_text(out_dir / "EPIC_100_video_info.csv", _csv([VIDEO_INFO_HEADER, *(
-        (v.video_id, repr(v.duration), repr(v.native_fps), f"{v.scene.width}x{v.scene.height}") for v in plan)]))
+        narrations = [epic_narration(v, s) for v in plan if v.split == split for s in v.segments]
+        narrations.sort(key=lambda n: n.narration_id)  # the real files are sorted by narration_id, as text
+        epic_files.write_epic_annotations(out_dir / f"EPIC_100_{split}.csv", narrations)
+    epic_files.write_epic_video_info(out_dir / "EPIC_100_video_info.csv", [
+        epic_files.EpicVideoInfo(v.video_id, v.duration, v.native_fps, f"{v.scene.width}x{v.scene.height}")
+        for v in plan])
     for name, classes in (("verb", VERBS), ("noun", NOUNS)):
-        rows = [CLASSES_HEADER, *((c.id, c.key, repr(list(c.instances)), c.category) for c in classes)]
-        write_text(out_dir / f"EPIC_100_{name}_classes.csv", _csv(rows, "\r\n").removesuffix("\r\n"))
-        write_text(out_dir / f"EPIC_100_tail_{name}s.csv", _csv([(name,), *((c.id,) for c in classes if c.tail)]))
+        epic_files.write_epic_classes(out_dir / f"EPIC_100_{name}_classes.csv", [c.key for c in classes],
+                                      [c.category for c in classes], [c.instances for c in classes])
+        epic_files.write_id_list(out_dir / f"EPIC_100_tail_{name}s.csv", name, [c.id for c in classes if c.tail])
     unseen = sorted({v.participant_id for v in plan if v.split == "validation"}
                     - {v.participant_id for v in plan if v.split == "train"})
-    write_text(out_dir / "EPIC_100_unseen_participant_ids_validation.csv",
-               _csv([("participant_id",), *((p,) for p in unseen)]))
+    epic_files.write_id_list(out_dir / "EPIC_100_unseen_participant_ids_validation.csv", "participant_id", unseen)
 
 
-def _narration_row(video: EpicVideo, s: EpicSegment) -> tuple:
-    return (s.narration_id, video.participant_id, video.video_id, _timestamp(s.narration_time, 3),
-            _timestamp(s.start, 2), _timestamp(s.stop, 2), s.start_frame, s.stop_frame, s.narration,
-            s.verb_word, s.verb.id, s.noun.key, s.noun.id, repr([s.noun.key]), repr([s.noun.id]))
-
-
-def _timestamp(seconds: float, decimals: int) -> str:
-    """HH:MM:SS.ss (or .sss): EPIC's timestamps."""
-    hundredths = round(seconds * 10**decimals)
-    whole, fraction = divmod(hundredths, 10**decimals)
-    return f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}.{fraction:0{decimals}d}"
-
-
-def _csv(rows, lineterminator: str = "\n") -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator=lineterminator).writerows(rows)
-    return buffer.getvalue()
+def epic_narration(video: EpicVideo, s: EpicSegment) -> epic_files.EpicNarration:
+    """The segment as a row of EPIC_100_<split>.csv."""
+    return epic_files.EpicNarration(
+        narration_id=s.narration_id, participant_id=video.participant_id, video_id=video.video_id,
+        start_s=s.start, stop_s=s.stop, start_frame=s.start_frame, stop_frame=s.stop_frame,
+        narration=s.narration, verb=s.verb_word, verb_class=s.verb.id, noun=s.noun.key, noun_class=s.noun.id,
+        all_nouns=(s.noun.key,), all_noun_classes=(s.noun.id,), narration_s=s.narration_time)
