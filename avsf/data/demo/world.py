@@ -14,7 +14,9 @@ What identifies a class differs by class, so that the papers' claims show in min
 - sound: the same grey square, told apart only by the pitch of its beeps;
 - audiovisual: a distinctive look together with a distinctive, synchronised sound.
 
-Flavours (Kinetics here; others later) decide how many actors a video has, where and when.
+Flavours (kinetics.py, epic.py, charades.py) decide how many actors a video has, where and
+when. An actor may also move over its interval (rise, fall, sway: EPIC's verbs); the default,
+still, renders exactly as before movements existed (tests/test_demo_world_frozen.py).
 """
 
 from __future__ import annotations
@@ -27,9 +29,13 @@ import numpy as np
 Cue = Literal["appearance", "motion", "sound", "audiovisual"]
 Shape = Literal["square", "disk", "bar"]
 Sound = Literal["click", "tone", "noise", "chirp"]
+# How an actor moves over its interval (EPIC's verbs): still (the Kinetics default), rise
+# (lifted: "take"), fall (set down: "put"), sway (side to side: "shake").
+Movement = Literal["still", "rise", "fall", "sway"]
 
 EVENT_SECONDS = 0.12  # how long a flash, jump or sound burst lasts
 FLICKER_HZ = 7.5  # aliases to a constant at stride 16 of 30 fps, plain at stride 2
+SWAY_HZ = 1.5  # side-to-side oscillations per second of a swaying actor
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,8 @@ class Actor:
     events: tuple[float, ...]
     brightness: float = 1.0  # a steady light's level (motion classes differ only in time)
     phase: float = 0.0  # the flicker's phase, in periods
+    movement: Movement = "still"
+    travel: float = 0.0  # how far it moves, in frame heights: the whole rise or fall, or the sway's amplitude
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,8 @@ def render_frames(scene: Scene) -> Iterator[np.ndarray]:
         for actor, mask in zip(scene.actors, masks):
             if not actor.start <= t < actor.end:
                 continue
+            if actor.movement != "still":
+                mask = np.roll(mask, _displacement(actor, t, scene.height), axis=(0, 1))
             level = _visual_level(actor, t)
             pulsing = _in_event(actor, t)
             if pulsing and actor.cls.pulse == "jump":
@@ -143,6 +153,17 @@ def render_frames(scene: Scene) -> Iterator[np.ndarray]:
                 color = np.minimum(color + 90.0, 255.0)
             frame[mask] = color.astype(np.uint8)
         yield frame
+
+
+def _displacement(actor: Actor, t: float, height: int) -> tuple[int, int]:
+    """(down, right) pixels the moving actor is shifted by at ``t``: a rise or fall goes
+    evenly over the interval, a sway is a sine of ``SWAY_HZ`` starting at the rest place."""
+    reach = actor.travel * height
+    if actor.movement == "sway":
+        return 0, int(round(reach * np.sin(2 * np.pi * SWAY_HZ * (t - actor.start))))
+    progress = (t - actor.start) / max(actor.end - actor.start, 1e-9)
+    down = reach * progress if actor.movement == "fall" else -reach * progress
+    return int(round(down)), 0
 
 
 def _visual_level(actor: Actor, t: float) -> float:
