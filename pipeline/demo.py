@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from avsf.data.demo import charades as demo_charades
+from avsf.data.demo import epic as demo_epic
 from avsf.data.demo.kinetics import SPLITS, DemoVideo, KineticsWorldSpec, manifest_lines, plan_world, write_raw_video
 from avsf.io.atomic import remove_stale_temporaries, write_json, write_text
-from pipeline.launch import job_progress, run_shards
+from pipeline.launch import StageFailed, job_progress, run_shards
 from pipeline.params import Params
 
 FLAVOUR_DIR = "data/demo/{name}"  # dvc.yaml's demo_<name> outs; <name>.annotations and .source point here
@@ -76,13 +79,45 @@ def run_demo(params: Params) -> None:
 # --------------------------------------------------------------------------- flavours
 
 
+@dataclass(frozen=True)
+class Flavour:
+    """What the stage needs of a demo flavour's module (avsf.data.demo.<name>)."""
+
+    Spec: type
+    plan: Callable[[Any], list]
+    write_video: Callable[[Any, str], Path]
+    write_annotations: Callable[[Path, list], None]
+    video_name: Callable[[Any], str]
+    counts: Callable[[list], dict[str, Any]]
+
+
+def _epic_counts(plan: list) -> dict[str, Any]:
+    return {"segments": dict(Counter(v.split for v in plan for _ in v.segments)),
+            "participants": len({v.participant_id for v in plan}),
+            "video_seconds": round(sum(v.duration for v in plan), 2)}
+
+
+def _charades_counts(plan: list) -> dict[str, Any]:
+    return {"by_split": dict(Counter(v.split for v in plan)), "without_actions": sum(not v.actions for v in plan),
+            "actions": sum(len(v.actions) for v in plan), "video_seconds": round(sum(v.length for v in plan), 2)}
+
+
+FLAVOURS = {
+    "epic": Flavour(demo_epic.EpicWorldSpec, demo_epic.plan_epic_world, demo_epic.write_epic_video,
+                    demo_epic.write_epic_annotations, lambda v: f"{v.video_id}.MP4", _epic_counts),
+    "charades": Flavour(demo_charades.CharadesWorldSpec, demo_charades.plan_charades_world,
+                        demo_charades.write_charades_video, demo_charades.write_charades_annotations,
+                        lambda v: f"{v.id}.mp4", _charades_counts),
+}
+
+
 def render_flavour_shard(job: tuple[str, list[Any], str]) -> int:
     """One job of a flavour: render its share of the videos; complete files are kept (resume)."""
     name, videos, videos_dir = job
     module = FLAVOURS[name]
     written = 0
     for video in job_progress(videos, f"demo {name} videos", unit="video"):
-        if module.video_path(video, videos_dir).exists():
+        if (Path(videos_dir) / module.video_name(video)).exists():
             continue
         module.write_video(video, videos_dir)
         written += 1
@@ -94,7 +129,10 @@ def run_flavour(params: Params, name: str) -> None:
     demo.shards jobs) and its annotation files in the dataset's own formats."""
     module = FLAVOURS[name]
     started = time.monotonic()
-    spec = module.Spec(**getattr(params, name).demo)
+    try:
+        spec = module.Spec(**getattr(params, name).demo)
+    except TypeError as exc:  # (params.py checks the keys; this is the last guard)
+        raise StageFailed(f"{name}.demo: {exc}") from None
     plan = module.plan(spec)
     out_dir = Path(FLAVOUR_DIR.format(name=name))
     videos_dir = out_dir / "videos"

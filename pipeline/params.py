@@ -561,6 +561,7 @@ class Params(Section):
                     allowed = [f for f in section.model_fields if not (key == "model" and f == "arch")]
                     raise ValueError(f"{name}.{key}.{bad[0]}: unknown {key} key (the architecture is the "
                                      f"member's); allowed: {', '.join(allowed)}")
+            _check_demo_keys(name, ft.demo)
             for member in ft.members:
                 try:
                     self.finetune(name, member)
@@ -649,6 +650,19 @@ class Params(Section):
 VARIANT_NAME = re.compile(r"[a-z0-9_]+")
 # A fine-tuning dataset's annotation file of a split, as the dataset distributes it.
 MANIFEST_NAMES = {"epic": "EPIC_100_{split}.csv", "charades": "Charades_v1_{split}.csv"}
+
+
+def _check_demo_keys(name: str, demo: dict[str, Any]) -> None:
+    """A flavour's demo settings are its world spec's fields (avsf.data.demo.<name>)."""
+    import dataclasses
+    import importlib
+
+    module = importlib.import_module(f"avsf.data.demo.{name}")
+    spec = next(v for k, v in vars(module).items() if k.endswith("WorldSpec"))
+    allowed = [f.name for f in dataclasses.fields(spec)]
+    unknown = [k for k in demo if k not in allowed]
+    if unknown:
+        raise ValueError(f"{name}.demo.{unknown[0]}: unknown key; allowed: {', '.join(allowed)}")
 
 
 def _rebase(path: str, top: str, root: str) -> str:

@@ -48,6 +48,18 @@ TINY_OVERRIDES = {
     "evaluate.workers": 0,
     # Two members side by side: an experiment on one leaves the other alone.
     "family": {"slowfast": {"arch": "slowfast"}, "avslowfast": {"arch": "avslowfast", "drop_pathway": 0.8}},
+    # The fine-tuning flavours, small: 3 participants (one unseen), 8 s videos; 4 Charades videos.
+    "epic.demo": {"participants": 3, "train_videos_per_participant": 1, "validation_videos_per_participant": 1,
+                  "unseen_validation_videos": 1, "video_seconds": 8.0, "sizes": [[64, 48]],
+                  "tail_train_segments": 1, "tail_validation_segments": 1},
+    "epic.train.epochs": 1,
+    "epic.train.val_every": 1,
+    "charades.demo": {"train_videos": 3, "test_videos": 3, "empty_train_videos": 1, "empty_test_videos": 1,
+                      "video_seconds": [6.0, 7.0], "sizes": [[64, 48]]},
+    "charades.train.epochs": 1,
+    "charades.train.val_every": 1,
+    "charades.train.precise_bn_batches": 1,
+    "charades.dataset.test_clips": 2,
 }
 
 
