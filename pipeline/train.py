@@ -63,7 +63,7 @@ NOT_IN_FINGERPRINT = {
 
 # Train keys added after runs were made, at the value that computes what those runs did:
 # left out of the fingerprint there, so the earlier runs stay finished.
-ADDED_AT_DEFAULT = {("freeze_bn", False)}
+ADDED_AT_DEFAULT = {"freeze_bn": False}
 
 
 def clip_sampling(d: DatasetParams, m: ModelParams) -> ClipSampling:
@@ -129,7 +129,7 @@ def run_fingerprint(params: Params, store: str, spec: DatasetSpec | None = None)
     parts = {
         "model": params.model.model_dump(), "dataset": params.dataset.model_dump(exclude=NOT_IN_FINGERPRINT["dataset"]),
         "train": {k: v for k, v in t.model_dump(exclude=NOT_IN_FINGERPRINT["train"]).items()
-                  if (k, v) not in ADDED_AT_DEFAULT},
+                  if ADDED_AT_DEFAULT.get(k, ...) != v},
         "ranks": params.launch.world_size(STAGE), "device": resolve_device(params), "init_checkpoint": init,
         "store": store,
     }
