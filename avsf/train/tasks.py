@@ -142,3 +142,24 @@ class MultiLabel:
 
     def summarise(self, counts: Sequence[float]) -> dict[str, float]:
         return {"top1_precision": counts[0] / max(counts[1], 1)}
+
+
+class Rotation:
+    """The rotation pretext (AVSlowFast A.8): which of 0, 90, 180, 270 degrees the clip was
+    turned by (``batch["rotation"]``, 0..3 quarter turns; see :mod:`avsf.data.rotation`),
+    a 4-way softmax cross-entropy on the head's logits [N, 4], and its top-1."""
+
+    metrics = ("rotation_top1",)
+
+    def targets(self, batch: dict[str, Any], device: torch.device) -> torch.Tensor:
+        return batch["rotation"].to(device, dtype=torch.long, non_blocking=True)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        return F.cross_entropy(logits.float(), targets, reduction=reduction)
+
+    def counts(self, logits: torch.Tensor, targets: torch.Tensor) -> list[float]:
+        hits = int((logits.detach().argmax(dim=1) == targets).sum())
+        return [hits, int(targets.numel())]
+
+    def summarise(self, counts: Sequence[float]) -> dict[str, float]:
+        return {"rotation_top1": counts[0] / max(counts[-1], 1)}
