@@ -88,8 +88,8 @@ def summary_markdown(results: dict[str, dict[str, Any]]) -> str:
         return None if group is None else group["noun_top1"]
 
     lines.append(claim_line("AVSlowFast beats SlowFast on the nouns told apart by sound", sound("avslowfast"),
-                            sound("slowfast")))
+                            sound("slowfast"), "%"))
     av, sf = by_arch.get("avslowfast"), by_arch.get("slowfast")
     lines.append(claim_line("AVSlowFast beats SlowFast on nouns overall (the paper: +4.3 top-1 on EPIC-55)",
-                            av and av["noun_top1"], sf and sf["noun_top1"]))
+                            av and av["noun_top1"], sf and sf["noun_top1"], "%"))
     return "\n".join(lines) + "\n"

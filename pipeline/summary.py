@@ -40,8 +40,10 @@ def read_member_metrics(stage: str, members: Sequence[str], path_of: Callable[[s
     return results
 
 
-def claim_line(claim: str, mine: float | None, theirs: float | None) -> str:
-    """'- claim: **holds** (0.812 vs 0.700)', or **not measured** when a figure is missing."""
+def claim_line(claim: str, mine: float | None, theirs: float | None, unit: str = "") -> str:
+    """'- claim: **holds** (0.812 vs 0.700)' ('81.2% vs 70.0%' with ``unit`` '%'), or **not
+    measured** when a figure is missing."""
     if mine is None or theirs is None:
         return f"- {claim}: **not measured**"
-    return f"- {claim}: **{'holds' if mine > theirs else 'does not hold'}** ({mine:.3f} vs {theirs:.3f})"
+    shown = f"{mine:.1f}% vs {theirs:.1f}%" if unit == "%" else f"{mine:.3f} vs {theirs:.3f}"
+    return f"- {claim}: **{'holds' if mine > theirs else 'does not hold'}** ({shown})"

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -62,11 +63,21 @@ def project(tmp_path_factory) -> Path:
     return root
 
 
+def foreach_items(stage: dict, params: dict) -> list:
+    """The items of a foreach stage (``${family}`` or ``${epic.members}``), [None] otherwise."""
+    if "foreach" not in stage:
+        return [None]
+    node = params
+    for part in stage["foreach"].strip("${}").split("."):
+        node = node[part]
+    return list(node)
+
+
 def test_repro_runs_every_stage_and_writes_metrics(project):
-    family = yaml.safe_load((project / "params.yaml").read_text())["family"]
-    stages = {name if "foreach" not in stage else f"{name}@{member}"
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    stages = {name if member is None else f"{name}@{member}"
               for name, stage in yaml.safe_load((project / "dvc.yaml").read_text())["stages"].items()
-              for member in (family if "foreach" in stage else [None])}
+              for member in foreach_items(stage, params)}
     assert ran_stages((project / "first_repro.log").read_text()) == stages
     demo = json.loads((project / "reports/metrics/demo.json").read_text())
     assert demo["rows"] == 8 * 3 + 1  # 3 videos per class, plus one val row whose source is missing
@@ -172,3 +183,82 @@ def test_dvc_yaml_declares_the_paths_each_family_member_writes():
         assert declared("evaluate", name) == {f"{e.out_dir}/{f}" for f in ("predictions.csv", "metrics.json",
                                                                             "confusion.csv")}
         assert stages["train"]["foreach"] == stages["evaluate"]["foreach"] == "${family}"
+
+
+def test_epic_is_fine_tuned_from_the_kinetics_runs_and_scored_on_every_narration(project):
+    import pickle
+
+    import torch
+
+    from avsf.data.epic import read_epic_annotations
+
+    narrations = read_epic_annotations(project / "data/demo/epic/EPIC_100_validation.csv")
+    metrics = json.loads((project / "reports/epic/models/avslowfast/metrics.json").read_text())
+    assert metrics["narrations"] == len(narrations) and metrics["official"]["segments"] == len(narrations)
+    assert {"verb_top1", "noun_top1", "action_top1", "verb_top5", "tail", "unseen", "noun_groups"} <= set(metrics)
+    assert metrics["unseen"]["segments"] == sum(n.participant_id == "P03" for n in narrations) > 0
+    with (project / "reports/epic/models/avslowfast/submission.pkl").open("rb") as f:
+        submission = pickle.load(f)
+    assert list(submission["narration_id"]) == [n.narration_id for n in narrations]
+    assert type(submission["verb_output"]) is np.ndarray and submission["noun_output"].shape[0] == len(narrations)
+    # BN frozen (A.5): every BN statistic of the fine-tuned model is the Kinetics run's
+    kinetics = torch.load(project / "data/train/slowfast/final.pyth", weights_only=False)["model_state"]
+    epic = torch.load(project / "data/epic/train/slowfast/final.pyth", weights_only=False)["model_state"]
+    stats = [k for k in kinetics if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(kinetics[k], epic[k]) for k in stats)
+    assert not torch.equal(kinetics["s1.pathway0_stem.conv.weight"], epic["s1.pathway0_stem.conv.weight"])
+    assert "head.projection_verb.weight" in epic and "head.projection.weight" not in epic
+    summary = (project / "reports/epic/summary.md").read_text()
+    assert "| AVSlowFast (`avslowfast_tiny_2x8`) |" in summary and "nouns told apart by sound" in summary
+
+
+def test_charades_is_scored_with_both_map_figures_and_written_in_the_official_format(project):
+    from avsf.data.charades import read_charades
+    from avsf.evaluate.charades import read_charades_predictions
+
+    videos = read_charades(project / "data/demo/charades/Charades_v1_test.csv")
+    metrics = json.loads((project / "reports/charades/models/slowfast/metrics.json").read_text())
+    assert metrics["videos"] == len(videos) and metrics["videos_without_actions"] == 1
+    assert "map_official" in metrics and 0 <= metrics["map_sklearn"] <= 1
+    predictions = read_charades_predictions(project / "reports/charades/models/slowfast/predictions.txt", 8)
+    assert set(predictions) == {v.id for v in videos}
+    assert (project / "reports/charades/summary.md").read_text().startswith("# Charades")
+
+
+def test_an_experiment_on_epic_heads_retrains_only_the_epic_models_as_separate_verb_and_noun_ones(project):
+    output = dvc("exp", "run", "-S", "epic.heads=separate", cwd=project)
+    assert ran_stages(output) == {"train_epic@slowfast", "train_epic@avslowfast", "evaluate_epic@slowfast",
+                                  "evaluate_epic@avslowfast", "epic_summary"}
+    summary = json.loads((project / "reports/epic/metrics/train_slowfast.json").read_text())
+    assert set(summary) == {"verb", "noun"} and summary["verb"]["model"] == summary["noun"]["model"]
+    assert (project / "data/epic/train/slowfast/verb/final.pyth").is_file()
+    curves = {p.name for p in (project / "reports/epic/train/slowfast/plots/metrics/steps").glob("*.tsv")}
+    assert {"verb_loss.tsv", "noun_loss.tsv"} <= curves
+    assert json.loads((project / "reports/epic/models/slowfast/metrics.json").read_text())["heads"] == "separate"
+
+
+def test_dvc_yaml_declares_the_paths_each_fine_tuned_member_writes():
+    """train_<dataset>@<member> and evaluate_<dataset>@<member> declare where Params.finetune
+    puts the member's outputs, for both fine-tuning datasets."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    params = load_params(REPO / "params.yaml")
+
+    def declared(stage: str, item: str) -> set[str]:
+        do = stages[stage]["do"]
+        paths = [next(iter(o)) if isinstance(o, dict) else o for kind in ("outs", "metrics", "plots")
+                 for o in do.get(kind, [])]
+        return {_resolve(p.replace("${item}", item), raw, item) for p in paths}
+
+    for dataset, files in (("epic", ("predictions.csv", "submission.pkl", "metrics.json", "noun_accuracy.csv")),
+                           ("charades", ("predictions.txt", "metrics.json", "class_ap.csv"))):
+        for name in getattr(params, dataset).members:
+            member = params.finetune(dataset, name)
+            t, e = member.train, member.evaluate
+            assert declared(f"train_{dataset}", name) == {
+                t.out_dir, t.ledger, t.metrics, *(f"{t.live_dir}/plots/metrics/{x}" for x in ("steps", "epochs"))}
+            assert declared(f"evaluate_{dataset}", name) == {f"{e.out_dir}/{f}" for f in files}
+        ingest = params.for_dataset(dataset)
+        assert {_resolve(next(iter(o)) if isinstance(o, dict) else o, raw, "")
+                for o in stages[f"decode_{dataset}"]["outs"]} == {ingest.decode.out_dir, ingest.decode.ledger}
+        assert ingest.decode.out_dir == f"{getattr(params, dataset).root}/store/frames"
