@@ -118,18 +118,32 @@ def _figure(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-class EvaluateJob:
-    """The job's function: load the checkpoint, run every test view, score the videos."""
+class EvaluationJob:
+    """An evaluation job's function: one process tests (more tasks per job would only repeat
+    it), on the device params give it; subclasses do the work in :meth:`run`."""
 
-    def __init__(self, params: Params, labels: dict[str, int], classes: list[str]):
-        self.params, self.labels, self.classes = params, labels, classes
+    def __init__(self, params: Params):
+        self.params = params
 
     def __call__(self) -> dict[str, Any]:
         configure_logging()
         if job_env()[1] != 0:
-            return {}  # one process tests; more tasks per job would only repeat it
+            return {}
+        return self.run(job_device(self.params))
+
+    def run(self, device: torch.device) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class EvaluateJob(EvaluationJob):
+    """Kinetics: load the checkpoint, run every test view, score the videos."""
+
+    def __init__(self, params: Params, labels: dict[str, int], classes: list[str]):
+        super().__init__(params)
+        self.labels, self.classes = labels, classes
+
+    def run(self, device: torch.device) -> dict[str, Any]:
         p, e = self.params, self.params.evaluate
-        device = job_device(p)
         model, cfg, state = load_network(Path(p.train.out_dir) / ckpt.FINAL, device)
         sampling = clip_sampling(p.dataset, p.model)
         logmel = p.spectrogram.out_dir if cfg.audio is not None else None

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from avsf.data.charades import read_charades
 from avsf.data.clip_dataset import ClipDataset
@@ -28,10 +29,9 @@ from avsf.io.atomic import write_json
 from avsf.io.digest import digest, file_digest
 from avsf.models.flops import count_cost
 from avsf.train import checkpoint as ckpt
-from pipeline.cli import configure_logging
 from pipeline.datasets import dataset_spec
-from pipeline.evaluate import METRICS_NAME, job_device, load_network, write_csv
-from pipeline.launch import StageFailed, job_env, run_job
+from pipeline.evaluate import METRICS_NAME, EvaluationJob, load_network, write_csv
+from pipeline.launch import StageFailed, run_job
 from pipeline.params import Params
 from pipeline.train import clip_sampling, resolve_device
 
@@ -97,18 +97,11 @@ def _finite(value: float) -> float | None:
     return None if not np.isfinite(value) else round(float(value), 6)
 
 
-class CharadesEvaluateJob:
+class CharadesEvaluateJob(EvaluationJob):
     """The job's function: the test views of every stored video, max-pooled per video."""
 
-    def __init__(self, params: Params):
-        self.params = params
-
-    def __call__(self) -> dict[str, Any]:
-        configure_logging()
-        if job_env()[1] != 0:
-            return {}
+    def run(self, device: torch.device) -> dict[str, Any]:
         p, e = self.params, self.params.evaluate
-        device = job_device(p)
         model, cfg, _ = load_network(Path(p.train.out_dir) / ckpt.FINAL, device)
         sampling = clip_sampling(p.dataset, p.model)
         logmel = p.spectrogram.out_dir if cfg.audio is not None else None

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from avsf.data.clip_dataset import ClipDataset
 from avsf.data.epic import read_epic_annotations, read_id_list
@@ -31,10 +32,9 @@ from avsf.io.atomic import write_json
 from avsf.io.digest import digest, file_digest
 from avsf.models.flops import count_cost
 from avsf.train import checkpoint as ckpt
-from pipeline.cli import configure_logging
 from pipeline.datasets import EPIC_TAIL_NOUNS, EPIC_TAIL_VERBS, dataset_spec, epic_targets, epic_unseen_name
-from pipeline.evaluate import METRICS_NAME, PREDICTIONS_NAME, job_device, load_network, write_csv
-from pipeline.launch import StageFailed, job_env, run_job
+from pipeline.evaluate import METRICS_NAME, PREDICTIONS_NAME, EvaluationJob, load_network, write_csv
+from pipeline.launch import StageFailed, run_job
 from pipeline.params import Params
 from pipeline.train import clip_sampling, resolve_device
 
@@ -108,18 +108,11 @@ def run_evaluate_epic(params: Params) -> None:
              *(o["unseen"][f"{k}_top1"] for k in KINDS), time.monotonic() - started)
 
 
-class EpicEvaluateJob:
+class EpicEvaluateJob(EvaluationJob):
     """The job's function: each model's test views of every stored narration."""
 
-    def __init__(self, params: Params):
-        self.params = params
-
-    def __call__(self) -> dict[str, Any]:
-        configure_logging()
-        if job_env()[1] != 0:
-            return {}
+    def run(self, device: torch.device) -> dict[str, Any]:
         p, e = self.params, self.params.evaluate
-        device = job_device(p)
         sampling = clip_sampling(p.dataset, p.model)
         spec = dataset_spec(p)
         logits: dict[str, np.ndarray] = {}
