@@ -74,5 +74,5 @@ def test_a_missing_member_result_is_a_stage_error(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     params = load_params(REPO / "params.yaml")
-    with pytest.raises(StageFailed, match="run evaluate@slow first"):
+    with pytest.raises(StageFailed, match="run its evaluation of slow first"):
         run_kinetics_summary(params)

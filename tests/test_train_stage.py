@@ -63,7 +63,7 @@ def test_a_run_writes_checkpoints_curves_metrics_and_an_empty_ledger(reference):
     out = reference / "data/train"
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoint_epoch_00001.pyth", "checkpoint_epoch_00002.pyth", "checkpoint_epoch_00003.pyth",
-        "checkpoint_epoch_00004.pyth", "final.pyth", "last.pyth"]
+        "checkpoint_epoch_00004.pyth", "final.pyth", "last.pyth", "ledger.csv", "summary.json"]
     assert os.path.samefile(out / "last.pyth", out / "checkpoint_epoch_00004.pyth")
     metrics = json.loads((reference / "reports/metrics/train.json").read_text())
     assert metrics["epochs"] == EPOCHS and metrics["ranks"] == 1 and metrics["final"]["videos"] == 4
@@ -71,6 +71,9 @@ def test_a_run_writes_checkpoints_curves_metrics_and_an_empty_ledger(reference):
     assert [s for s, _ in curve(reference, "steps", "loss")] == [str(s) for s in range(1, EPOCHS * 3 + 1)]
     assert [s for s, _ in curve(reference, "epochs", "val_top1")] == [str(e) for e in range(1, EPOCHS + 1)]
     assert (reference / "data/ledger/train.csv").read_text().splitlines() == ["id,stage,reason,detail"]
+    # Their copies beside final.pyth, from which a rerun after DVC removed them rewrites them.
+    assert json.loads((out / "summary.json").read_text()) == metrics
+    assert (out / "ledger.csv").read_text() == (reference / "data/ledger/train.csv").read_text()
     # A rerun with the same settings finds the finished run and trains nothing.
     again = run(reference)
     assert again.returncode == 0 and "already this run's result: nothing to train" in job_logs(reference)
