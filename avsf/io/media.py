@@ -31,6 +31,17 @@ X264_THREADS = 4
 # (bench/trim.py).
 # Other CPUs keep x264's own choice. Cache64 only picks loads that avoid cacheline splits.
 X264_ASM = "SSE2,Cache64" if platform.machine().lower() in ("x86_64", "amd64") else None
+# The video codecs ClipWriter encodes with: H.264 (libx264) by default; MPEG-4 Part 2 (mpeg4,
+# what UCF101's and HMDB51's AVI files hold, as Xvid writes it) for AVI, which stores no
+# presentation times: frames are read back in stored order, which mpeg4 (no B-frames) keeps,
+# where H.264's come back a frame or two late (the decoder's guessed reorder delay), so the
+# sound no longer starts with the first frame.
+VIDEO_CODECS = ("libx264", "mpeg4")
+# mpeg4 encodes at this fixed quantiser (ffmpeg's -q:v; 2 best ... 31): crf and preset are
+# x264's. Its C transforms (the SIMD ones round differently) and one thread (slices follow the
+# thread count) make the same frames the same bytes on every machine, as X264_ASM does for x264.
+MPEG4_QUANTISER = 3
+MPEG4_OPTIONS = {"dct": "int", "idct": "simple"}
 
 
 def fps_fraction(fps: float | Fraction) -> Fraction:
@@ -48,22 +59,39 @@ class AacAudio:
     bitrate: int | None = None
 
 
+@dataclass(frozen=True)
+class PcmAudio:
+    """Audio that :class:`ClipWriter` stores as 16-bit PCM, for AVI: AAC's priming samples
+    start before the first frame, which AVI, with no edit list, cannot say (the muxer then
+    shifts the video by a frame and the sound lags); PCM starts exactly with the first frame."""
+
+    sample_rate: int
+    channels: int
+
+
+AUDIO_CODECS = {"aac": AacAudio, "pcm_s16le": PcmAudio}
+
+
 class ClipWriter:
-    """H.264 video plus, optionally, audio: ``audio`` is an :class:`AacAudio` (samples given to
-    :meth:`add_audio` are encoded) or a source's audio stream (its packets, given to
-    :meth:`copy_audio`, are copied as they are). Video frames come first, then the audio (the
-    muxer interleaves); use as a context manager.
+    """H.264 video plus, optionally, audio: ``audio`` is an :class:`AacAudio` or a
+    :class:`PcmAudio` (samples given to :meth:`add_audio` are encoded) or a source's audio
+    stream (its packets, given to :meth:`copy_audio`, are copied as they are). Video frames
+    come first, then the audio (the muxer interleaves); use as a context manager.
 
     ``pix_fmt="yuv444p"`` takes any frame size, yuv420p needs even ones. ``variable_rate``:
     each frame's time is given to :meth:`add_frame` (default: evenly at ``fps``).
     ``rotation``: display rotation in degrees counter-clockwise, stored as container metadata
     (the pixels are written as given). ``keyint``: frames between keyframes at most (None:
-    x264's default, 250). The container format follows the extension.
+    x264's default, 250). The container format follows the extension; ``codec`` is one of
+    :data:`VIDEO_CODECS` (mpeg4 for AVI: see there).
     """
 
     def __init__(self, path: str | os.PathLike, fps: float | Fraction, audio=None, crf: int = 18,
                  preset: str = "veryfast", pix_fmt: str = "yuv420p", variable_rate: bool = False,
-                 rotation: int = 0, keyint: int | None = None):
+                 rotation: int = 0, keyint: int | None = None, *, codec: str = "libx264"):
+        if codec not in VIDEO_CODECS:
+            raise ValueError(f"video codec {codec!r}: expected one of {', '.join(VIDEO_CODECS)}")
+        self.codec = codec
         self.container = av.open(os.fspath(path), mode="w")
         self.fps, self.crf, self.preset, self.pix_fmt = fps_fraction(fps), crf, preset, pix_fmt
         self.variable_rate, self.rotation, self.audio_spec = variable_rate, rotation, audio
@@ -93,13 +121,17 @@ class ClipWriter:
         self.frames += 1
 
     def add_audio(self, audio: np.ndarray) -> None:
-        """Encode float32 [channels, samples] in [-1, 1] as AAC (after the last frame)."""
+        """Encode float32 [channels, samples] in [-1, 1] as AAC or PCM (after the last frame)."""
         self._finish_video()
         rate, layout = self.audio.codec_context.sample_rate, self.audio.layout.name
+        pcm = isinstance(self.audio_spec, PcmAudio)
         audio = audio.astype(np.float32)
         for start in range(0, audio.shape[1], AUDIO_FRAME_SAMPLES):
-            chunk = np.ascontiguousarray(audio[:, start : start + AUDIO_FRAME_SAMPLES])
-            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+            chunk = audio[:, start : start + AUDIO_FRAME_SAMPLES]
+            if pcm:  # packed: the channels' samples interleaved, in one plane
+                chunk = np.round(np.clip(chunk, -1.0, 1.0).T.reshape(1, -1) * 32767).astype(np.int16)
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="s16" if pcm else "fltp",
+                                               layout=layout)
             frame.sample_rate = rate
             frame.pts = start
             frame.time_base = Fraction(1, rate)
@@ -119,21 +151,27 @@ class ClipWriter:
 
     def _open_streams(self, height: int, width: int) -> None:
         """Every stream is added before the first packet is written (the header)."""
-        video = self.video = self.container.add_stream("libx264", rate=self.fps)
+        video = self.video = self.container.add_stream(self.codec, rate=self.fps)
         video.width, video.height, video.pix_fmt = width, height, self.pix_fmt
-        video.options = {"crf": str(self.crf), "preset": self.preset,
-                         **({"x264-params": f"asm={X264_ASM}"} if X264_ASM else {})}
+        if self.codec == "mpeg4":
+            video.options = dict(MPEG4_OPTIONS)
+            video.codec_context.qmin = video.codec_context.qmax = MPEG4_QUANTISER
+            video.codec_context.thread_count = 1
+        else:
+            video.options = {"crf": str(self.crf), "preset": self.preset,
+                             **({"x264-params": f"asm={X264_ASM}"} if X264_ASM else {})}
+            video.codec_context.thread_count = X264_THREADS
         if self.keyint:
             video.codec_context.gop_size = self.keyint
-        video.codec_context.thread_count = X264_THREADS
         if self.variable_rate:
             video.time_base = video.codec_context.time_base = VFR_TIME_BASE
         if self.rotation:
             video.set_display_rotation(self.rotation)
-        if isinstance(self.audio_spec, AacAudio):
+        if isinstance(self.audio_spec, (AacAudio, PcmAudio)):
             layout = {1: "mono", 2: "stereo"}[self.audio_spec.channels]
-            self.audio = self.container.add_stream("aac", rate=self.audio_spec.sample_rate, layout=layout)
-            if self.audio_spec.bitrate:
+            codec = "pcm_s16le" if isinstance(self.audio_spec, PcmAudio) else "aac"
+            self.audio = self.container.add_stream(codec, rate=self.audio_spec.sample_rate, layout=layout)
+            if getattr(self.audio_spec, "bitrate", None):
                 self.audio.bit_rate = self.audio_spec.bitrate
         elif self.audio_spec is not None:
             self.audio = self.container.add_stream_from_template(self.audio_spec)
@@ -156,12 +194,16 @@ def write_video(
     timestamps: Sequence[float] | None = None,
     rotation: int = 0,
     keyint: int | None = None,
+    codec: str = "libx264",
+    audio_codec: str = "aac",
 ) -> None:
-    """Encode H.264 video and, when ``audio`` (float32 [channels, samples]) is given, AAC
-    audio into ``path`` (see :class:`ClipWriter` for the arguments; ``timestamps``: each
-    frame's time in seconds, for variable frame rate)."""
-    spec = AacAudio(sample_rate, audio.shape[0]) if audio is not None else None
-    with ClipWriter(path, fps, spec, crf, preset, pix_fmt, timestamps is not None, rotation, keyint) as writer:
+    """Encode video (H.264 unless ``codec`` says otherwise) and, when ``audio`` (float32
+    [channels, samples]) is given, audio (``audio_codec``: aac or pcm_s16le) into ``path``
+    (see :class:`ClipWriter` for the arguments; ``timestamps``: each frame's time in seconds,
+    for variable frame rate)."""
+    spec = AUDIO_CODECS[audio_codec](sample_rate, audio.shape[0]) if audio is not None else None
+    with ClipWriter(path, fps, spec, crf, preset, pix_fmt, timestamps is not None, rotation, keyint,
+                    codec=codec) as writer:
         for i, image in enumerate(frames):
             writer.add_frame(image, timestamps[i] if timestamps is not None else None)
         if audio is not None:
