@@ -41,7 +41,8 @@ from typing import Literal, Sequence
 import numpy as np
 
 from avsf.data import epic as epic_files
-from avsf.data.demo.world import FLICKER_HZ, Actor, DemoClass, Movement, Scene, event_times, render_audio, render_frames
+from avsf.data.demo.world import (FLICKER_HZ, Actor, DemoClass, Movement, Scene, placed_actor, render_audio,
+                                  render_frames)
 from avsf.io.atomic import atomic_output
 from avsf.io.media import fps_fraction, write_video
 
@@ -286,22 +287,9 @@ def _actor(spec: EpicWorldSpec, rng: np.random.Generator, verb: EpicVerb, noun: 
         flicker_hz=FLICKER_HZ if verb.flicker else 0.0,
     )
     size = float(rng.uniform(0.28, 0.38))  # the shape's side, in frame heights
-    reach_up = 0.7 * size if noun.shape == "bar" else 0.5 * size  # a bar is 1.4 sides tall
     travel = {"rise": float(rng.uniform(*spec.lift_travel)), "fall": float(rng.uniform(*spec.lift_travel)),
               "sway": spec.sway_travel}.get(verb.movement, 0.0)
-    margin = 0.03
-    low = reach_up + margin + (travel if verb.movement == "rise" else 0.0)
-    high = 1.0 - reach_up - margin - (travel if verb.movement == "fall" else 0.0)
-    cy = float(rng.uniform(low, high))
-    half_x = (0.5 * size + (travel if verb.movement == "sway" else 0.0)) * height / width
-    cx = float(rng.uniform(half_x + margin, 1.0 - half_x - margin))
-    box_half_x, box_half_y = 0.5 * size * height / width, 0.5 * size
-    return Actor(
-        cls=cls, box=(cx - box_half_x, cy - box_half_y, cx + box_half_x, cy + box_half_y),
-        start=start, end=stop, events=event_times(rng, start, stop),
-        brightness=float(rng.uniform(0.35, 1.0)), phase=float(rng.uniform(0, 1)),
-        movement=verb.movement, travel=travel,
-    )
+    return placed_actor(rng, cls, start, stop, width, height, size, verb.movement, travel)
 
 
 # --------------------------------------------------------------------------- writing

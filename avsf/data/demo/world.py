@@ -14,9 +14,10 @@ What identifies a class differs by class, so that the papers' claims show in min
 - sound: the same grey square, told apart only by the pitch of its beeps;
 - audiovisual: a distinctive look together with a distinctive, synchronised sound.
 
-Flavours (kinetics.py, epic.py, charades.py) decide how many actors a video has, where and
-when. An actor may also move over its interval (rise, fall, sway: EPIC's verbs); the default,
-still, renders exactly as before movements existed (tests/test_demo_world_frozen.py).
+Flavours (kinetics.py, epic.py, charades.py, ucf_hmdb.py) decide how many actors a video
+has, where and when. An actor may also move over its interval (rise, fall, sway: EPIC's
+verbs); the default, still, renders exactly as before movements existed
+(tests/test_demo_world_frozen.py).
 """
 
 from __future__ import annotations
@@ -128,6 +129,28 @@ def random_actor(rng: np.random.Generator, cls: DemoClass, start: float, end: fl
     )
 
 
+def placed_actor(rng: np.random.Generator, cls: DemoClass, start: float, end: float, width: int, height: int,
+                 size: float, movement: Movement = "still", travel: float = 0.0) -> Actor:
+    """An actor of ``cls`` whose shape is ``size`` frame heights across, placed at random where
+    the whole of its movement (and of its jumps) stays in the frame, with random events over
+    [start, end], brightness and phase."""
+    reach_up = 0.7 * size if cls.shape == "bar" else 0.5 * size  # a bar is 1.4 sides tall
+    jump = jump_pixels(height) / height if cls.pulse == "jump" else 0.0
+    margin = 0.03
+    low = reach_up + margin + jump + (travel if movement == "rise" else 0.0)
+    high = 1.0 - reach_up - margin - (travel if movement == "fall" else 0.0)
+    cy = float(rng.uniform(low, high))
+    half_x = (0.5 * size + (travel if movement == "sway" else 0.0)) * height / width
+    cx = float(rng.uniform(half_x + margin, 1.0 - half_x - margin))
+    box_half_x, box_half_y = 0.5 * size * height / width, 0.5 * size
+    return Actor(
+        cls=cls, box=(cx - box_half_x, cy - box_half_y, cx + box_half_x, cy + box_half_y),
+        start=start, end=end, events=event_times(rng, start, end),
+        brightness=float(rng.uniform(0.35, 1.0)), phase=float(rng.uniform(0, 1)),
+        movement=movement, travel=travel,
+    )
+
+
 # --------------------------------------------------------------------------- pictures
 
 
@@ -135,7 +158,7 @@ def render_frames(scene: Scene) -> Iterator[np.ndarray]:
     """The scene's frames, uint8 [H, W, 3], at ``scene.fps``."""
     background = _background(scene)
     masks = [_shape_mask(a, scene.width, scene.height) for a in scene.actors]
-    jump = max(2, scene.height // 12)
+    jump = jump_pixels(scene.height)
     for index in range(scene.num_frames):
         t = index / scene.fps
         frame = background.copy()
@@ -153,6 +176,11 @@ def render_frames(scene: Scene) -> Iterator[np.ndarray]:
                 color = np.minimum(color + 90.0, 255.0)
             frame[mask] = color.astype(np.uint8)
         yield frame
+
+
+def jump_pixels(height: int) -> int:
+    """How far a jumping actor is lifted, in pixels of a frame ``height`` tall."""
+    return max(2, height // 12)
 
 
 def _displacement(actor: Actor, t: float, height: int) -> tuple[int, int]:
