@@ -23,6 +23,10 @@ SET_HELP = "override one param for this run, e.g. --set download.workers=4 (repe
 DATASET_HELP = ("a fine-tuning dataset of params.yaml (epic, charades): its download, decode, spectrogram, "
                 "train and evaluate settings and outputs (Params.for_dataset; with --variant, the member "
                 "fine-tuned from its Kinetics run: Params.finetune)")
+PRETEXT_HELP = ("a self-supervised pretraining setting of params.yaml's ssl.settings (e.g. avs_rotation): "
+                "its member's model trained on the Kinetics store without labels, on its pretexts "
+                "(Params.pretrain; dvc.yaml's pretrain@<setting>)")
+BACKBONE_HELP = "the backbone probed: a setting of ssl.settings, random or supervised (dvc.yaml's probe@<backbone>)"
 VARIANT_HELP = ("a member of params.yaml's family (e.g. slowfast): its model changes applied, its "
                 "outputs in its own place (dvc.yaml's <stage>@<member>); default: the model section as it is")
 
@@ -41,16 +45,23 @@ def _interrupt(signum, frame) -> None:  # noqa: ARG001 - a signal handler's sign
     raise KeyboardInterrupt
 
 
-def stage_command(run: Callable[[Params], None], variants: bool = False, datasets: bool = False) -> click.Command:
+def stage_command(run: Callable[..., None], variants: bool = False, datasets: bool = False,
+                  pretexts: bool = False, backbones: bool = False) -> click.Command:
     """Wrap ``run(params)`` as a click command; its docstring is the command's --help.
     With ``variants`` it takes ``--variant NAME``, a member of the params' family; with
-    ``datasets`` ``--dataset NAME``, a fine-tuning dataset."""
+    ``datasets`` ``--dataset NAME``, a fine-tuning dataset; with ``pretexts`` ``--pretext
+    NAME``, a self-supervised setting; with ``backbones`` a required ``--backbone NAME``,
+    passed on as ``run(params, backbone)``."""
 
     def command(params_path: str, overrides: tuple[str, ...], variant: str | None = None,
-                dataset: str | None = None) -> None:
+                dataset: str | None = None, pretext: str | None = None, backbone: str | None = None) -> None:
         try:
             params = load_params(params_path, overrides)
-            if dataset is not None and variant is not None:
+            if pretext is not None:
+                if dataset is not None or variant is not None:
+                    raise ParamsError("--pretext names the whole run: it takes no --dataset or --variant")
+                params = params.pretrain(pretext)
+            elif dataset is not None and variant is not None:
                 params = params.finetune(dataset, variant)
             elif dataset is not None:
                 params = params.for_dataset(dataset)
@@ -62,7 +73,7 @@ def stage_command(run: Callable[[Params], None], variants: bool = False, dataset
         configure_logging()
         signal.signal(signal.SIGTERM, _interrupt)  # DVC stops a stage with SIGTERM: cancel its jobs too
         try:
-            run(params)
+            run(params) if backbone is None else run(params, backbone)
         except StageFailed as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
@@ -70,6 +81,10 @@ def stage_command(run: Callable[[Params], None], variants: bool = False, dataset
             click.echo("interrupted: the stage's jobs were cancelled", err=True)
             sys.exit(130)
 
+    if backbones:
+        command = click.option("--backbone", required=True, metavar="NAME", help=BACKBONE_HELP)(command)
+    if pretexts:
+        command = click.option("--pretext", default=None, metavar="NAME", help=PRETEXT_HELP)(command)
     if datasets:
         command = click.option("--dataset", default=None, metavar="NAME", help=DATASET_HELP)(command)
     if variants:

@@ -8,6 +8,12 @@ a split, the training task, the head, the class names, and a digest of the files
                                          (or one of them: heads separate)
     head                     K classes   verb + noun projections     K sigmoid classes
 
+UCF101 and HMDB51 (the self-supervised backbones' probes, pipeline.probe): a whole video
+per sample from the store's one split ``videos``, split k's train and test lists as
+``train<k>`` and ``test<k>`` (SplitLabels), softmax CE. Kinetics with ``train.objective``
+rotation or sync ignores the labels: the rotation pretext's 4-way head, or no task beside
+AV-sync.
+
 The annotation files sit where ``Params.for_dataset`` put ``download.manifests``: the
 dataset's own files, as it distributes them (``EPIC_100_<split>.csv`` and the class lists
 beside them; ``Charades_v1_<split>.csv`` and ``Charades_v1_classes.txt``).
@@ -23,7 +29,7 @@ from avsf.data.clip_dataset import LabelSource
 from avsf.io.digest import file_digest
 from avsf.models import HeadConfig
 from avsf.train.tasks import Classification, Task
-from pipeline.params import MANIFEST_NAMES, ModelParams, Params
+from pipeline.params import MANIFEST_NAMES, TRANSFER_DATASETS, TRANSFER_STORE_SPLIT, ModelParams, Params
 
 EPIC_VERBS, EPIC_NOUNS = "EPIC_100_verb_classes.csv", "EPIC_100_noun_classes.csv"
 EPIC_TAIL_VERBS, EPIC_TAIL_NOUNS = "EPIC_100_tail_verbs.csv", "EPIC_100_tail_nouns.csv"
@@ -42,9 +48,10 @@ class DatasetSpec:
     """One dataset's annotations as the stages use them. ``target``: for EPIC's separate
     models, the one this model learns (verb or noun); None: both (joint) or not EPIC."""
 
-    kind: str  # kinetics | epic | charades
+    kind: str  # kinetics | epic | charades | ucf101 | hmdb51
     annotations: str | None  # the directory of the annotation files
     target: str | None = None
+    objective: str = "labels"  # train.objective: labels, or a self-supervised rotation | sync (Kinetics)
 
     # ------------------------------------------------------------------ files
 
@@ -56,6 +63,8 @@ class DatasetSpec:
         if self.kind == "kinetics":
             return []
         root = Path(self.annotations)
+        if self.kind in TRANSFER_DATASETS:
+            return sorted(root.glob("*.txt"))
         names = [EPIC_VERBS, EPIC_NOUNS] if self.kind == "epic" else [CHARADES_CLASSES]
         return sorted([*root.glob(MANIFEST_NAMES[self.kind].format(split="*")), *(root / n for n in names)])
 
@@ -76,7 +85,20 @@ class DatasetSpec:
             from avsf.data.charades import read_charades_classes
 
             return read_charades_classes(root / CHARADES_CLASSES)
+        if self.kind in TRANSFER_DATASETS:
+            return self.transfer_splits().classes
         return None
+
+    def transfer_splits(self):
+        """UCF101's or HMDB51's classes and three splits (avsf.data.ucf_hmdb)."""
+        from avsf.data.ucf_hmdb import read_transfer_splits
+
+        return read_transfer_splits(self.kind, self.annotations)
+
+    def store_split(self, split: str) -> str:
+        """The store split a train or val split's samples come from: a transfer dataset
+        stores every video once (its ``train<k>`` and ``test<k>`` pick from them)."""
+        return TRANSFER_STORE_SPLIT if self.kind in TRANSFER_DATASETS else split
 
     def head(self, model: ModelParams) -> HeadConfig:
         """The head this dataset trains (its class counts from the annotation files)."""
@@ -90,6 +112,14 @@ class DatasetSpec:
         if self.kind == "charades":
             return HeadConfig(kind="classification", num_classes=len(classes), dropout=model.dropout,
                               activation="sigmoid", test_pool=model.test_pool)
+        if self.kind in TRANSFER_DATASETS:
+            return HeadConfig(kind="classification", num_classes=len(classes), dropout=model.dropout,
+                              activation="softmax", test_pool=model.test_pool)
+        if self.objective == "rotation":
+            from avsf.data.rotation import ROTATIONS
+
+            return HeadConfig(kind="classification", num_classes=ROTATIONS, dropout=model.dropout,
+                              activation="softmax", test_pool=model.test_pool)
         return HeadConfig(kind=model.head, num_classes=model.num_classes, dropout=model.dropout,
                           activation="softmax", test_pool=model.test_pool)
 
@@ -105,9 +135,20 @@ class DatasetSpec:
             from avsf.data.charades import CharadesLabels, read_charades
 
             return CharadesLabels(read_charades(self.annotation_file(split)), len(self.class_names()))
+        if self.kind in TRANSFER_DATASETS:  # "train2": split 2's train list; "test2": its test list
+            from avsf.data.ucf_hmdb import SplitLabels
+
+            side, k = split.rstrip("0123456789"), split[len(split.rstrip("0123456789")):]
+            if side not in ("train", "test") or not k:
+                raise ValueError(f"a {self.kind} split is train<k> or test<k>, not {split!r}")
+            return SplitLabels.of(self.transfer_splits().splits[int(k)][side == "test"])
         return None
 
     def task(self) -> Task:
+        if self.objective != "labels":
+            from avsf.train.tasks import Rotation, SyncOnly
+
+            return Rotation() if self.objective == "rotation" else SyncOnly()
         if self.kind == "epic" and self.target is None:
             from avsf.train.tasks import VerbNoun
 
@@ -122,14 +163,15 @@ class DatasetSpec:
 
     def record(self) -> dict[str, Any]:
         """What a checkpoint keeps of it (``data``): the kind, the target and the class names."""
-        return {"dataset": self.kind, "target": self.target, "class_names": self.class_names()}
+        return {"dataset": self.kind, "target": self.target, "class_names": self.class_names(),
+                "objective": self.objective}
 
 
 def dataset_spec(params: Params, target: str | None = None) -> DatasetSpec:
     """The dataset ``params`` train on (``download.format``), its annotations beside the manifests."""
     kind = params.download.format
     if kind == "kinetics":
-        return DatasetSpec("kinetics", None)
+        return DatasetSpec("kinetics", None, objective=params.train.objective)
     return DatasetSpec(kind, str(Path(params.download.manifests[0]).parent), target)
 
 

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from avsf.data.demo import charades as demo_charades
 from avsf.data.demo import epic as demo_epic
+from avsf.data.demo import ucf_hmdb as demo_ucf_hmdb
 from avsf.data.demo.kinetics import SPLITS, DemoVideo, KineticsWorldSpec, manifest_lines, plan_world, write_raw_video
 from avsf.io.atomic import remove_stale_temporaries, write_json, write_text
 from pipeline.launch import StageFailed, job_progress, run_shards
@@ -102,12 +103,23 @@ def _charades_counts(plan: list) -> dict[str, Any]:
             "actions": sum(len(v.actions) for v in plan), "video_seconds": round(sum(v.length for v in plan), 2)}
 
 
+def _probe_counts(plan: list) -> dict[str, Any]:
+    """Videos per class, and split 1's train / test / unused counts."""
+    return {"classes": len({v.label for v in plan}),
+            "split1": dict(Counter({1: "train", 2: "test", 0: "unused"}[v.tags[0]] for v in plan)),
+            "video_seconds": round(sum(v.scene.duration for v in plan), 2)}
+
+
 FLAVOURS = {
     "epic": Flavour(demo_epic.EpicWorldSpec, demo_epic.plan_epic_world, demo_epic.write_epic_video,
                     demo_epic.write_epic_annotations, lambda v: f"{v.video_id}.MP4", _epic_counts),
     "charades": Flavour(demo_charades.CharadesWorldSpec, demo_charades.plan_charades_world,
                         demo_charades.write_charades_video, demo_charades.write_charades_annotations,
                         lambda v: f"{v.id}.mp4", _charades_counts),
+    "ucf101": Flavour(demo_ucf_hmdb.UcfWorldSpec, demo_ucf_hmdb.plan_ucf_world, demo_ucf_hmdb.write_probe_video,
+                      demo_ucf_hmdb.write_ucf_annotations, lambda v: v.path, _probe_counts),
+    "hmdb51": Flavour(demo_ucf_hmdb.HmdbWorldSpec, demo_ucf_hmdb.plan_hmdb_world, demo_ucf_hmdb.write_probe_video,
+                      demo_ucf_hmdb.write_hmdb_annotations, lambda v: v.path, _probe_counts),
 }
 
 
@@ -161,3 +173,18 @@ def run_demo_charades(params: Params) -> None:
     dataset's own files (Charades_v1_{train,test}.csv, Charades_v1_classes.txt). Settings:
     charades.demo."""
     run_flavour(params, "charades")
+
+
+def run_demo_ucf101(params: Params) -> None:
+    """Write the UCF101-style demo world to data/demo/ucf101: short clips of 8 classes the
+    Kinetics demo does not have (videos/<Class>/v_<Class>_gGG_cCC.avi, 25 fps, MPEG-4 and PCM
+    as UCF101 holds them) and its split files (splits/classInd.txt, trainlist0{1,2,3}.txt,
+    testlist0{1,2,3}.txt; CRLF). Settings: ucf101.demo."""
+    run_flavour(params, "ucf101")
+
+
+def run_demo_hmdb51(params: Params) -> None:
+    """Write the HMDB51-style demo world to data/demo/hmdb51: short clips of 6 classes of its
+    own (videos/<class>/<video>.avi, 30 fps) and its split files
+    (splits/<class>_test_split{1,2,3}.txt, each line <video>.avi 1|2|0). Settings: hmdb51.demo."""
+    run_flavour(params, "hmdb51")

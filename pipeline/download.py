@@ -41,7 +41,7 @@ from avsf.data.ledger import Failure, count_by_reason, write_ledger
 from avsf.io.atomic import remove_stale_temporaries, write_json
 from pipeline.launch import StageFailed, job_progress, run_shards
 from pipeline.notes import count_notes
-from pipeline.params import MANIFEST_NAMES, DownloadParams, Params
+from pipeline.params import MANIFEST_NAMES, TRANSFER_DATASETS, TRANSFER_STORE_SPLIT, DownloadParams, Params
 
 log = logging.getLogger("avsf.download")
 
@@ -183,8 +183,19 @@ def read_manifests(paths: list[str]) -> tuple[list[Segment], list[Failure], int,
 def read_video_manifests(kind: str, paths: list[str]) -> list[Segment]:
     """EPIC-Kitchens or Charades annotation files -> one unlabelled segment per video, the
     whole video (from 0 to its duration rounded up to a whole second; the trim cuts it at the
-    video's real end), in the split the file is for (``EPIC_100_train.csv`` -> train). The
-    labels stay in the annotation files, which the label sources read at training time."""
+    video's real end), in the split the file is for (``EPIC_100_train.csv`` -> train).
+    UCF101's or HMDB51's split files (which give no durations) -> every video they name, to
+    its end, in store split ``videos``. The labels stay in the annotation files, which the
+    label sources read at training time."""
+    if kind in TRANSFER_DATASETS:
+        from avsf.data.ucf_hmdb import read_transfer_splits
+
+        root = Path(paths[0]).parent if kind == "ucf101" else Path(paths[0])
+        try:
+            videos = read_transfer_splits(kind, root).videos()
+        except (OSError, ManifestError) as exc:
+            raise StageFailed(f"download.manifests: {exc}") from None
+        return [Segment(v.video_id, 0.0, math.inf, TRANSFER_STORE_SPLIT) for v in videos]
     segments: dict[str, Segment] = {}
     for path in paths:
         split = _split_of(Path(path), kind)

@@ -55,6 +55,9 @@ STAGE_NAMES = ("demo", "download", "decode", "spectrogram", "model_report", "tra
 # The datasets fine-tuned from the Kinetics family: each has its own section and stages
 # (demo_<name>, download_<name>, ..., train_<name>@<member>, evaluate_<name>@<member>, <name>_summary).
 FINETUNE_DATASETS = ("epic", "charades")
+TRANSFER_DATASETS = ("ucf101", "hmdb51")  # probed by the self-supervised backbones (section ssl)
+DATASET_SECTIONS = (*FINETUNE_DATASETS, *TRANSFER_DATASETS, "ssl")  # a dataset's own params drop the others'
+PROBE_REFERENCES = ("random", "supervised")  # probe@ backbones beside ssl.settings
 
 
 class SlurmParams(Section):
@@ -183,7 +186,7 @@ class DownloadParams(Section):
     # A directory or file:// URL holding <youtube_id>.<ext>, an http(s) URL prefix (or a URL
     # template with {youtube_id}), or "youtube" (needs the extra: pip install avsf[youtube]).
     source: str = Field("data/demo/remote/videos", min_length=1)
-    format: Literal["kinetics", "epic", "charades"] = "kinetics"  # what the manifests are
+    format: Literal["kinetics", "epic", "charades", "ucf101", "hmdb51"] = "kinetics"  # what the manifests are
     out_dir: str = "data/clips"
     ledger: str = "data/ledger/download.csv"
     metrics: str = "reports/metrics/download.json"
@@ -408,6 +411,10 @@ class TrainParams(Section):
     max_requeues: int = Field(3, ge=0)  # time-outs after which the job is not requeued again
     init_checkpoint: str | None = None  # start from these weights (e.g. an official .pyth)
     freeze_bn: bool = False  # BN statistics and affine fixed (a per-channel affine): fine-tuning on EPIC
+    # What the loss learns besides AV-sync (model.sync, sync_weight > 0): the dataset's labels;
+    # the rotation pretext instead (self-supervised: a 4-way head, labels ignored); or nothing
+    # (self-supervised AV-sync alone).
+    objective: Literal["labels", "rotation", "sync"] = "labels"
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> "TrainParams":
@@ -480,6 +487,70 @@ class CharadesParams(FinetuneParams):
     test scores max-pooled over a video's clips."""
 
 
+class TransferParams(Section):
+    """A small labelled dataset the self-supervised backbones are probed on (UCF101,
+    HMDB51; stage names in TRANSFER_DATASETS): its three official splits, its videos stored
+    whole once by the same download, decode and spectrogram code under ``root``."""
+
+    annotations: str  # the split files as distributed: UCF101's ucfTrainTestlist/, HMDB51's split directory
+    source: str  # where the videos are (download.source's forms; <class>/<video>.avi looked up too)
+    root: str  # clips, store, ledgers
+    demo: dict[str, Any] = {}  # the demo flavour (stage demo_<name>): avsf.data.demo.ucf_hmdb's spec
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        return check_source(value)
+
+
+class PretextParams(Section):
+    """One self-supervised pretraining setting (AVSlowFast A.8, Table A.1): a family
+    member's model trained on the Kinetics store without its labels, on ``pretexts``:
+    ``avs`` (hierarchical AV-synchronisation, with the easy-then-hard curriculum of train's
+    hard_negatives_*), ``rotation`` (which of 4 quarter turns the clip was given)."""
+
+    member: str  # the family member whose model is pretrained
+    pretexts: list[Literal["avs", "rotation"]] = Field(min_length=1)
+
+
+class ProbeParams(Section):
+    """Stage ``probe@<backbone>``: a backbone's transfer to each of ``datasets``, top-1 on
+    each official split's test list and the mean over ``splits`` (AVSlowFast Table A.1).
+
+    ``linear``: the backbone frozen (BN included, eval mode), only a new last fc trained, by
+    SGD with a half-period cosine (A.8), on the pooled features of ``train_views`` random
+    train clips per video (crop, scale, flip as in training) computed once; test: the
+    softmax over dataset.test_clips x test_crops views. ``all``: every layer fine-tuned
+    from the backbone by the training engine (stage train's recipe with ``train``'s changes),
+    one run per split, scored on the split's test list by its validation (one centre view)."""
+
+    mode: Literal["linear", "all"] = "linear"
+    datasets: list[Literal["ucf101", "hmdb51"]] = Field(default=["ucf101", "hmdb51"], min_length=1)
+    splits: list[Literal[1, 2, 3]] = Field(default=[1, 2, 3], min_length=1)
+    train_views: int = Field(4, gt=0)  # linear: random train clips per video whose features the fc learns from
+    epochs: int = Field(100, gt=0)  # linear: passes over those features
+    batch_size: int = Field(32, gt=0)
+    base_lr: float = Field(0.1, gt=0)  # linear: the fc's starting lr (half-period cosine to 0)
+    weight_decay: float = Field(1e-4, ge=0)
+    train: dict[str, Any] = {}  # all: changes to the train section of the fine-tuning runs
+
+
+class SslParams(Section):
+    """Self-supervised audiovisual pretraining (AVSlowFast Sec. 6, A.8): stages
+    ``pretrain@<setting>`` (stage train's engine on the Kinetics store, labels ignored;
+    ``train``'s changes: the A.8 recipe), ``probe@<backbone>`` for every setting and the two
+    references (``random``: ``random_member``'s model untrained; ``supervised``:
+    ``supervised_member``'s Kinetics final.pyth), and ``ssl_summary``."""
+
+    out_dir: str = "data/ssl"  # <setting>/final.pyth ... ; probe/<backbone>/ (stage all's runs)
+    reports: str = "reports/ssl"  # pretrain/<setting>{.json,/} curves and summaries, probe/<backbone>.json, summary.md
+    settings: dict[str, PretextParams] = Field(min_length=1)
+    train: dict[str, Any] = {}  # changes to the train section for pretraining
+    random_member: str = "avslowfast"
+    supervised_member: str = "avslowfast"
+    probe: ProbeParams = ProbeParams()
+
+
 class Params(Section):
     launch: LaunchParams = LaunchParams()
     demo: DemoParams = DemoParams()
@@ -496,6 +567,9 @@ class Params(Section):
     family: dict[str, dict[str, Any]] = {}
     epic: EpicParams | None = None
     charades: CharadesParams | None = None
+    ucf101: TransferParams | None = None
+    hmdb51: TransferParams | None = None
+    ssl: SslParams | None = None
 
     @model_validator(mode="after")
     def _family_members_valid(self) -> "Params":
@@ -530,7 +604,7 @@ class Params(Section):
         raw = self.model_dump()
         raw["family"] = {}
         if self.download.format == "kinetics":  # they name members: one member's params have none
-            raw.update({n: None for n in FINETUNE_DATASETS})
+            raw.update({n: None for n in DATASET_SECTIONS})
         raw["model"].update(self.family[name])
         t = raw["train"]
         t["out_dir"], t["live_dir"] = f"{t['out_dir']}/{name}", f"{t['live_dir']}/{name}"
@@ -570,42 +644,104 @@ class Params(Section):
         return self
 
     def for_dataset(self, name: str) -> "Params":
-        """These params for fine-tuning dataset ``name`` (its section, e.g. ``epic``): download
-        reads its annotations and videos (``download.format`` = name); every output of
-        download, decode, spectrogram, train and evaluate moves under its ``root`` and
-        ``reports`` (``data/a/b`` -> ``<root>/a/b``, ``reports/a/b`` -> ``<reports>/a/b``;
-        evaluate's to ``<reports>``; launch logs to ``<log_dir>/<name>``), as dvc.yaml's
-        ``*_<name>`` stages declare them; its train, dataset and model changes are applied."""
-        ft = getattr(self, name, None) if name in FINETUNE_DATASETS else None
+        """These params for dataset ``name`` (its section, e.g. ``epic``; a fine-tuning or a
+        transfer dataset): download reads its annotations and videos (``download.format`` =
+        name); every output of download, decode, spectrogram, train and evaluate moves under
+        its ``root`` and ``reports`` (``data/a/b`` -> ``<root>/a/b``, ``reports/a/b`` ->
+        ``<reports>/a/b``; evaluate's to ``<reports>``; launch logs to ``<log_dir>/<name>``),
+        as dvc.yaml's ``*_<name>`` stages declare them; a fine-tuning dataset's train, dataset
+        and model changes are applied. A transfer dataset (UCF101, HMDB51) stores every video
+        its split files name once, in store split ``videos``; its reports go under ssl.reports."""
+        ft = getattr(self, name, None) if name in (*FINETUNE_DATASETS, *TRANSFER_DATASETS) else None
         if ft is None:
-            raise ParamsError(f"{name}: no such section in params; fine-tuning datasets: {', '.join(FINETUNE_DATASETS)}")
+            raise ParamsError(f"{name}: no such section in params; datasets: "
+                              f"{', '.join((*FINETUNE_DATASETS, *TRANSFER_DATASETS))}")
+        transfer = name in TRANSFER_DATASETS
         raw = self.model_dump()
-        raw.update({n: None for n in FINETUNE_DATASETS if n != name})  # the dataset's own params
+        raw.update({n: None for n in DATASET_SECTIONS if n != name})  # the dataset's own params
+        reports_root = f"{self.ssl.reports if self.ssl else 'reports/ssl'}/{name}" if transfer else ft.reports
 
         def data(path: str) -> str:
             return _rebase(path, "data", ft.root)
 
         def reports(path: str) -> str:
-            return _rebase(path, "reports", ft.reports)
+            return _rebase(path, "reports", reports_root)
 
         d, dec, spec, t = raw["download"], raw["decode"], raw["spectrogram"], raw["train"]
-        d.update(format=name, source=ft.source,
-                 manifests=[f"{ft.annotations}/{MANIFEST_NAMES[name].format(split=s)}"
-                            for s in dict.fromkeys((ft.train_split, ft.test_split))])
+        d.update(format=name, source=ft.source, manifests=dataset_manifests(name, ft))
         for section in (d, dec, spec):
             for key in ("out_dir", "ledger", "raw_cache"):
                 if key in section:
                     section[key] = data(section[key])
             section["metrics"] = reports(section["metrics"])
-        spec["stats_split"] = ft.train_split
-        t.update(ft.train)
+        spec["stats_split"] = TRANSFER_STORE_SPLIT if transfer else ft.train_split
+        if not transfer:
+            t.update(ft.train)
+            t.update(train_split=ft.train_split, val_split=ft.test_split)
+            raw["dataset"].update(ft.dataset)
+            raw["model"].update(ft.model)
+            raw["evaluate"].update(out_dir=ft.reports, split=ft.test_split)
         t.update(out_dir=data(t["out_dir"]), ledger=data(t["ledger"]), metrics=reports(t["metrics"]),
-                 live_dir=reports(t["live_dir"]), train_split=ft.train_split, val_split=ft.test_split)
-        raw["dataset"].update(ft.dataset)
-        raw["model"].update(ft.model)
-        raw["evaluate"].update(out_dir=ft.reports, split=ft.test_split)
+                 live_dir=reports(t["live_dir"]))
         raw["launch"]["log_dir"] = f"{raw['launch']['log_dir']}/{name}"
         return Params.model_validate(raw)
+
+    def pretrain(self, setting: str) -> "Params":
+        """The params of self-supervised pretraining setting ``setting`` (ssl.settings): its
+        member's model (:meth:`variant`), ssl.train's changes, the objective its pretexts
+        make (rotation: the 4-way rotation head; avs alone: AV-sync alone; without avs:
+        sync weight 0), outputs in ``<ssl.out_dir>/<setting>`` and ``<ssl.reports>/pretrain``."""
+        ssl = self.ssl
+        if ssl is None or setting not in ssl.settings:
+            known = ", ".join(ssl.settings) if ssl is not None else "(no ssl section)"
+            raise ParamsError(f"ssl.settings: no setting {setting!r}; settings: {known}")
+        s = ssl.settings[setting]
+        raw = self.variant(s.member).model_dump()
+        t = raw["train"]
+        t.update(ssl.train)
+        t.update(objective="rotation" if "rotation" in s.pretexts else "sync", out_dir=f"{ssl.out_dir}/{setting}",
+                 live_dir=f"{ssl.reports}/pretrain/{setting}", metrics=f"{ssl.reports}/pretrain/{setting}.json",
+                 ledger=f"{ssl.out_dir}/ledger/{setting}.csv")
+        if "avs" not in s.pretexts:
+            t["sync_weight"] = 0.0
+        raw["launch"]["log_dir"] = f"{self.launch.log_dir}/ssl/{setting}"
+        return Params.model_validate(raw)
+
+    @model_validator(mode="after")
+    def _ssl_section_valid(self) -> "Params":
+        ssl = self.ssl
+        if ssl is None or self.download.format != "kinetics":
+            return self
+        for key in ("random_member", "supervised_member"):
+            if getattr(ssl, key) not in self.family:
+                raise ValueError(f"ssl.{key}: {getattr(ssl, key)!r} is not a family member; members: "
+                                 f"{', '.join(self.family) or '(none)'}")
+        for name in ssl.probe.datasets:
+            if getattr(self, name) is None:
+                raise ValueError(f"ssl.probe.datasets: {name} has no section {name} in params")
+        bad = [k for k in (*ssl.train, *ssl.probe.train) if k not in TrainParams.model_fields or k == "objective"]
+        if bad:
+            raise ValueError(f"ssl.train: unknown train key {bad[0]!r} (objective is the pretexts'); "
+                             f"allowed: {', '.join(f for f in TrainParams.model_fields if f != 'objective')}")
+        for name, s in ssl.settings.items():
+            if not VARIANT_NAME.fullmatch(name) or name in PROBE_REFERENCES:
+                raise ValueError(f"ssl.settings.{name}: a setting's name is lower-case letters, digits and _, "
+                                 f"not {' or '.join(PROBE_REFERENCES)}")
+            if s.member not in self.family:
+                raise ValueError(f"ssl.settings.{name}.member: {s.member!r} is not a family member; members: "
+                                 f"{', '.join(self.family) or '(none)'}")
+            try:
+                pretrain = self.pretrain(name)
+            except ValidationError as exc:
+                raise ValueError(f"ssl.settings.{name}: {describe_error(exc)}") from None
+            m = pretrain.model
+            if "avs" in s.pretexts and not (m.arch == "avslowfast" and m.sync):
+                raise ValueError(f"ssl.settings.{name}.pretexts: avs needs an AVSlowFast member with model.sync "
+                                 f"true; {s.member} is {m.arch}{'' if m.sync else ' without sync'}")
+        for name in TRANSFER_DATASETS:
+            if getattr(self, name) is not None:
+                _check_demo_keys(name, getattr(self, name).demo)
+        return self
 
     def finetune(self, name: str, member: str) -> "Params":
         """The params of fine-tuning family ``member`` on dataset ``name``: :meth:`for_dataset`,
@@ -642,6 +778,12 @@ class Params(Section):
                                  f"input is model.frames x alpha_a = {m.frames} x {alpha_a} = {m.frames * alpha_a}")
             if self.spectrogram.n_mels != m.mel_bins:
                 raise ValueError(f"model.mel_bins: {m.mel_bins}, but spectrogram.n_mels is {self.spectrogram.n_mels}")
+        if t.objective != "labels" and self.download.format != "kinetics":
+            raise ValueError(f"train.objective: {t.objective!r} pretrains without labels on the Kinetics store; "
+                             f"a {self.download.format} run learns its labels (objective: labels)")
+        if t.objective == "sync" and not (m.arch == "avslowfast" and m.sync and t.sync_weight > 0):
+            raise ValueError("train.objective: 'sync' learns AV-synchronisation alone: it needs model.arch "
+                             "avslowfast with model.sync true and train.sync_weight > 0")
         return self
 
 
@@ -650,15 +792,33 @@ class Params(Section):
 VARIANT_NAME = re.compile(r"[a-z0-9_]+")
 # A fine-tuning dataset's annotation file of a split, as the dataset distributes it.
 MANIFEST_NAMES = {"epic": "EPIC_100_{split}.csv", "charades": "Charades_v1_{split}.csv"}
+TRANSFER_STORE_SPLIT = "videos"  # a transfer dataset's store: every video once; its splits pick from it
+UCF_SPLIT_FILES = ("classInd.txt", *(f"{side}list0{k}.txt" for k in (1, 2, 3) for side in ("train", "test")))
+
+
+def dataset_manifests(name: str, section: "FinetuneParams | TransferParams") -> list[str]:
+    """download.manifests of a dataset: a fine-tuning dataset's train and test annotation
+    files; UCF101's class index and six split lists; HMDB51's split directory."""
+    root = section.annotations
+    if name == "ucf101":
+        return [f"{root}/{n}" for n in UCF_SPLIT_FILES]
+    if name == "hmdb51":
+        return [root]
+    return [f"{root}/{MANIFEST_NAMES[name].format(split=s)}" for s in dict.fromkeys((section.train_split, section.test_split))]
+
+
+DEMO_WORLD_SPECS = {"ucf101": ("ucf_hmdb", "UcfWorldSpec"), "hmdb51": ("ucf_hmdb", "HmdbWorldSpec")}
 
 
 def _check_demo_keys(name: str, demo: dict[str, Any]) -> None:
-    """A flavour's demo settings are its world spec's fields (avsf.data.demo.<name>)."""
+    """A flavour's demo settings are its world spec's fields (avsf.data.demo.<name>, or the
+    module and spec DEMO_WORLD_SPECS names)."""
     import dataclasses
     import importlib
 
-    module = importlib.import_module(f"avsf.data.demo.{name}")
-    spec = next(v for k, v in vars(module).items() if k.endswith("WorldSpec"))
+    module_name, spec_name = DEMO_WORLD_SPECS.get(name, (name, None))
+    module = importlib.import_module(f"avsf.data.demo.{module_name}")
+    spec = next(v for k, v in vars(module).items() if k == spec_name or (spec_name is None and k.endswith("WorldSpec")))
     allowed = [f.name for f in dataclasses.fields(spec)]
     unknown = [k for k in demo if k not in allowed]
     if unknown:

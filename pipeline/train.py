@@ -63,7 +63,7 @@ NOT_IN_FINGERPRINT = {
 
 # Train keys added after runs were made, at the value that computes what those runs did:
 # left out of the fingerprint there, so the earlier runs stay finished.
-ADDED_AT_DEFAULT = {"freeze_bn": False}
+ADDED_AT_DEFAULT = {"freeze_bn": False, "objective": "labels"}
 
 
 def clip_sampling(d: DatasetParams, m: ModelParams) -> ClipSampling:
@@ -283,11 +283,13 @@ class TrainJob(submitit.helpers.Checkpointable):
         sampling = clip_sampling(p.dataset, p.model)
         logmel = p.spectrogram.out_dir if cfg.audio is not None else None
         shards = p.dataset.max_open_shards
-        train_set = ClipDataset(p.decode.out_dir, logmel, t.train_split, "train", sampling,
+        train_set = ClipDataset(p.decode.out_dir, logmel, spec.store_split(t.train_split), "train", sampling,
                                 sync_negatives=cfg.has_sync and t.sync_weight > 0,
-                                labels=spec.label_source(t.train_split), max_open_shards=shards)
-        val_set = ClipDataset(p.decode.out_dir, logmel, t.val_split, "test", replace(sampling, test_clips=1, test_crops=1),
-                              labels=spec.label_source(t.val_split), max_open_shards=shards)
+                                labels=spec.label_source(t.train_split), max_open_shards=shards,
+                                rotation=spec.objective == "rotation")
+        val_set = ClipDataset(p.decode.out_dir, logmel, spec.store_split(t.val_split), "test", replace(sampling, test_clips=1, test_crops=1),
+                              labels=spec.label_source(t.val_split), max_open_shards=shards,
+                              rotation=spec.objective == "rotation")
         global_batch = t.batch_size
         schedule = LRSchedule(base_lr=t.base_lr, reference_batch=t.reference_batch, global_batch=global_batch,
                               epochs=t.epochs, policy=t.lr_policy, warmup_epochs=t.warmup_epochs,

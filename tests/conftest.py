@@ -60,6 +60,17 @@ TINY_OVERRIDES = {
     "charades.train.val_every": 1,
     "charades.train.precise_bn_batches": 1,
     "charades.dataset.test_clips": 2,
+    # Self-supervised: one epoch of each pretext setting; the transfer flavours with 2-3 videos a
+    # class, probed for a few passes.
+    "ssl.train": {"epochs": 1, "lr_policy": "steps", "lr_steps": [0.5], "warmup_epochs": 0.0, "val_every": 1},
+    "ssl.probe.train_views": 2,
+    "ssl.probe.epochs": 5,
+    "ssl.probe.train": {"epochs": 1, "warmup_epochs": 0.0, "sync_weight": 0.0, "val_every": 1,
+                        "precise_bn_batches": 1},
+    "ucf101.demo": {"groups": 3, "clips_per_group": 1, "test_groups": 1, "video_seconds": [2.0, 2.5],
+                    "sizes": [[64, 48]], "sample_rate": 16000},
+    "hmdb51.demo": {"videos_per_class": 3, "train_videos": 2, "test_videos": 1, "video_seconds": [2.0, 2.5],
+                    "sizes": [[64, 48]], "sample_rate": 16000},
 }
 
 

@@ -246,3 +246,23 @@ def test_nvjpeg_decoding_on_cuda_matches_the_worker_path(store):
         expected = worker[k]["fast"].float()
         # nvJPEG's IDCT and chroma upsampling differ from libjpeg-turbo's by a few levels.
         assert (batch["fast"][k].cpu().float() - expected).abs().mean() < 2.0
+
+
+def test_the_rotation_pretext_turns_both_pathways_and_nothing_else(store):
+    from avsf.data.clip_dataset import SampleKey
+
+    plain, turned = dataset(store), dataset(store, rotation=True)
+    seen = set()
+    for seed in range(12):
+        key = SampleKey(video_index(plain, "flash"), seed)
+        a, b = plain[key], turned[key]
+        assert b["rotation"] in range(4)
+        seen.add(b["rotation"])
+        for pathway in ("slow", "fast"):
+            assert torch.equal(b[pathway], torch.rot90(a[pathway], b["rotation"], dims=(-2, -1)))
+        assert torch.equal(a["audio"], b["audio"]) and a["start_s"] == b["start_s"]
+    assert seen == {0, 1, 2, 3}  # every turn is drawn
+    test = dataset(store, "test", rotation=True)
+    assert [test[i]["rotation"] for i in range(3)] == [test[i]["rotation"] for i in range(3)]  # fixed in test
+    with pytest.raises(ValueError, match="rotation turns the decoded frames"):
+        dataset(store, rotation=True, decode_on="device")

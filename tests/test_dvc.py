@@ -49,7 +49,9 @@ def project(tmp_path_factory) -> Path:
             shutil.copytree(source, root / name, ignore=ignore)
         elif source.exists():
             shutil.copy2(source, root / name)
-    write_params(root / "params.yaml")
+    # Jobs in-process (submitit's debug executor): the stages' own work as it runs anywhere,
+    # without a second interpreter per stage (test_launch and test_slurm cover the executors).
+    write_params(root / "params.yaml", {"launch.cluster": "debug"})
     (root / ".gitignore").write_text((REPO / ".gitignore").read_text())
     sh("git", "init", "-q", cwd=root)
     dvc("init", "-q", cwd=root)

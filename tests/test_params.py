@@ -56,7 +56,7 @@ def test_bad_values_name_the_key_and_what_is_allowed(override, message):
 
 def test_a_family_member_is_the_model_with_its_changes_and_its_own_outputs():
     params = load_params(REPO / "params.yaml", ["family={fast2: {arch: slowfast, beta_f: 0.25}}", "epic=null",
-                                                "charades=null"])
+                                                "charades=null", "ssl=null"])
     member = params.variant("fast2")
     assert (member.model.arch, member.model.beta_f, member.model.frames) == ("slowfast", 0.25, params.model.frames)
     assert member.train.out_dir == f"{params.train.out_dir}/fast2"
@@ -115,18 +115,42 @@ def test_stage_exits_2_with_one_line_and_writes_nothing(tmp_path, args, names):
     assert _files_under(tmp_path) == before
 
 
+def stage_main(stage: str):
+    """The click command of ``stages/<stage>.py``, imported in this process (its --help and
+    its params errors need no interpreter of their own; one stage runs as a script below)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"stage_{stage}", REPO / "stages" / f"{stage}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+STAGE_ARGS = {"probe": ["--backbone", "random"]}  # a stage's required options
+UNKNOWN_KEY_ERROR = ("error: params.yaml: launch.clustr: unknown key; allowed: cluster, log_dir, resources, slurm, "
+                     "stage_resources, stage_slurm")
+
+
 @pytest.mark.parametrize("stage", STAGES)
-def test_every_stage_documents_itself_and_rejects_unknown_keys(tmp_path, stage):
+def test_every_stage_documents_itself_and_rejects_unknown_keys(tmp_path, monkeypatch, stage):
+    from click.testing import CliRunner
+
     write_params(tmp_path / "params.yaml")
-    help_text = run_stage(stage, "--help", cwd=tmp_path)
-    assert help_text.returncode == 0
-    assert "--params" in help_text.stdout and "--set" in help_text.stdout
-    bad = run_stage(stage, "--set", "launch.clustr=local", cwd=tmp_path)
-    assert bad.returncode == 2
-    assert bad.stderr.strip() == (
-        "error: params.yaml: launch.clustr: unknown key; allowed: cluster, log_dir, resources, slurm, stage_resources, "
-        "stage_slurm"
-    )
+    monkeypatch.chdir(tmp_path)
+    main = stage_main(stage)
+    help_text = CliRunner().invoke(main, ["--help"])
+    assert help_text.exit_code == 0
+    assert "--params" in help_text.output and "--set" in help_text.output
+    bad = CliRunner().invoke(main, [*STAGE_ARGS.get(stage, []), "--set", "launch.clustr=local"])
+    assert bad.exit_code == 2
+    assert bad.output.strip() == UNKNOWN_KEY_ERROR
+    assert _files_under(tmp_path) == {"params.yaml"}
+
+
+def test_a_stage_script_exits_2_on_an_unknown_key_and_writes_nothing(tmp_path):
+    write_params(tmp_path / "params.yaml")
+    bad = run_stage("train", "--set", "launch.clustr=local", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip() == UNKNOWN_KEY_ERROR
     assert _files_under(tmp_path) == {"params.yaml"}
 
 

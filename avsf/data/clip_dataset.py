@@ -23,6 +23,10 @@ audio window, from another clip (easy) or from the same clip shifted by at least
 ``hard_negative_min_shift_s`` (hard, with probability ``hard_negative_fraction``; set it
 between epochs for a curriculum, workers pick it up when they restart each epoch).
 
+Rotation pretext (self-supervised pretraining, :mod:`avsf.data.rotation`): with
+``rotation`` every item's Slow and Fast frames are turned by ``rotation`` (0-3) quarter
+turns, drawn from the item's seed in training and fixed per item in test; audio is not.
+
 Samples, labels and seeds: a *label source* (:class:`VideoLabels` for Kinetics) says which
 frame range of which stored video is a sample and what its target is, so datasets whose
 samples are segments of long videos (EPIC-Kitchens), several labels over time (Charades) or
@@ -65,6 +69,7 @@ from torch.utils.data import Dataset, default_collate
 
 from avsf.data.jpeg import decode_jpeg, jpeg_size
 from avsf.data.logmel import SILENT_LOG_POWER
+from avsf.data.rotation import rotate_clip, rotation_of
 from avsf.data.store import LOGMEL, StoreEntry, StoreReader
 
 VIDEO_MEAN = (0.45, 0.45, 0.45)  # PySlowFast's Kinetics values, on [0, 1] pixels
@@ -253,11 +258,15 @@ class ClipDataset(Dataset):
         labels: LabelSource | None = None,
         max_load_attempts: int = 10,
         max_open_shards: int = 64,
+        rotation: bool = False,
     ):
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', not {mode!r}")
         if decode_on not in ("worker", "device"):
             raise ValueError(f"decode_on must be 'worker' or 'device', not {decode_on!r}")
+        if rotation and decode_on == "device":
+            raise ValueError("rotation turns the decoded frames: it needs decode_on='worker'")
+        self.rotation = rotation
         self.decode_on = decode_on
         self.reader = StoreReader(frames_dir, logmel_dir, max_open_shards=max_open_shards)
         self.classes = self.reader.classes()
@@ -331,6 +340,9 @@ class ClipDataset(Dataset):
             "start_s": start / entry.fps,
             "loaded": True,
         }
+        if self.rotation:  # the pretext: the clip turned by 0-3 quarter turns, drawn from the item's key
+            turns = rotation_of(self._rotation_seed(rng), index)
+            item.update(slow=rotate_clip(item["slow"], turns), fast=rotate_clip(item["fast"], turns), rotation=turns)
         if self.audio:
             t0, length = start / entry.fps, s.span / entry.fps
             item["audio"], item["audible"] = self._audio_window(entry, t0, length, with_audible=True)
@@ -338,6 +350,11 @@ class ClipDataset(Dataset):
             if self.sync_negatives:
                 item.update(self._negative(video, entry, t0, length, rng, hard))
         return item
+
+    @staticmethod
+    def _rotation_seed(rng: torch.Generator | None) -> int:
+        """Training: the item's own seed (every epoch a new turn); test: 0 (the same every time)."""
+        return rng.initial_seed() if rng is not None else 0
 
     def _failure(self, index: int, exc: Exception) -> dict[str, str]:
         per_video = 1 if self.mode == "train" else self.sampling.test_clips * self.sampling.test_crops
@@ -354,6 +371,8 @@ class ClipDataset(Dataset):
                                 **self.labels.blank(), "index": index // per_video,
                                 "clip": (index % per_video) // s.test_crops, "crop": index % s.test_crops,
                                 "start_s": 0.0, "loaded": False}
+        if self.rotation:
+            item["rotation"] = rotation_of(0, index)
         if self.decode_on == "device":
             raise LoadFailed("a test sample failed to load with decode_on='device'")
         if self.audio:

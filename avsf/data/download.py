@@ -22,7 +22,9 @@ that the stage writes to its ledger and counts in its metrics.
 from __future__ import annotations
 
 import fcntl
+import glob
 import hashlib
+import math
 import http.client
 import logging
 import os
@@ -133,7 +135,8 @@ def open_source(spec: str, settings: FetchSettings = FetchSettings()) -> Source:
 
 
 class LocalSource:
-    """A directory of ``<youtube_id>.<ext>`` files, as a crawler leaves them."""
+    """A directory of ``<youtube_id>.<ext>`` files, as a crawler leaves them, or of
+    ``<class>/<video_id>.<ext>`` (UCF101's and HMDB51's extracted archives)."""
 
     downloads = False
 
@@ -143,8 +146,11 @@ class LocalSource:
         self.root = root
 
     def fetch(self, youtube_id: str, cache_dir: Path) -> Path:
-        candidates = [p for p in self.root.glob(f"{youtube_id}.*")
+        candidates = [p for p in self.root.glob(f"{glob.escape(youtube_id)}.*")
                       if p.is_file() and p.suffix != PART_SUFFIX]
+        if not candidates:
+            candidates = [p for p in self.root.glob(f"*/{glob.escape(youtube_id)}.*")
+                          if p.is_file() and p.suffix != PART_SUFFIX]
         if not candidates:
             raise FetchError("missing_source", f"no {youtube_id}.<ext> in {self.root}")
         return min(candidates, key=_ext_preference)
@@ -348,6 +354,8 @@ def trim_clip(raw: str | os.PathLike, dest: str | os.PathLike, start: float, end
     from ``start`` itself where damage hides that frame), the audio from that same instant, its packets copied as they are or re-encoded to AAC (see
     :class:`TrimSettings`).
 
+    An infinite ``end`` means the video's end.
+
     Decoding goes on past packets that do not decode (counted in the notes, with the output
     frames that had to repeat a neighbour across the hole). A segment that runs past the end of
     the video, or past where the file breaks off, is cut short (noted). Raises
@@ -358,11 +366,13 @@ def trim_clip(raw: str | os.PathLike, dest: str | os.PathLike, start: float, end
     """
     source = raw_info or probe(raw)
     fps = fps_fraction(source.fps) if source.fps > 0 else Fraction(30)
-    wanted = end - start
     notes: dict[str, Any] = {}
     try:
         with open_video(raw) as container:
             video_end = _video_end(container, source.duration)
+            if math.isinf(end):  # a whole video of unknown length (UCF101, HMDB51): to its end
+                end = video_end
+            wanted = end - start
             clip_end = min(end, video_end)
             n_frames = int(round((clip_end - start) * fps))
             if n_frames < 1 or (clip_end - start) < settings.min_fraction * wanted:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ def clip_id(youtube_id: str, time_start: float, time_end: float) -> str:
 
 
 def _id_seconds(value: float) -> str:
+    if math.isinf(value):  # a whole video to its end (a dataset whose lists give no durations)
+        return "end"
     whole = int(value)
     fraction = f"{value - whole:.6f}"[1:].rstrip("0").rstrip(".")  # ".5", or "" for whole seconds
     if fraction.startswith("."):

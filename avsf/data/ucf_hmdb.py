@@ -255,3 +255,35 @@ class SplitLabels:
 
     def blank(self) -> dict[str, Any]:
         return {"label": -1}
+
+
+# --------------------------------------------------------------------------- both
+
+
+@dataclass(frozen=True)
+class TransferSplits:
+    """A transfer dataset's classes and its official splits: split k -> (train, test)."""
+
+    classes: list[str]
+    splits: dict[int, tuple[list[UcfVideo | HmdbVideo], list[UcfVideo | HmdbVideo]]]
+
+    def videos(self) -> list[UcfVideo | HmdbVideo]:
+        """Every video some split names, once each, in the order first named."""
+        seen: dict[str, UcfVideo | HmdbVideo] = {}
+        for train, test in self.splits.values():
+            for v in (*train, *test):
+                seen.setdefault(v.video_id, v)
+        return list(seen.values())
+
+
+def read_transfer_splits(kind: str, annotations: str | os.PathLike, splits: Sequence[int] = (1, 2, 3)) -> TransferSplits:
+    """``kind`` "ucf101": ``classInd.txt``, ``trainlist0k.txt`` and ``testlist0k.txt`` in
+    ``annotations``; "hmdb51": the ``<class>_test_split<k>.txt`` directory ``annotations``."""
+    root = Path(annotations)
+    if kind == "ucf101":
+        classes = read_ucf_classes(root / "classInd.txt")
+        return TransferSplits(classes, {k: (read_ucf_split(root / f"trainlist0{k}.txt", classes),
+                                            read_ucf_split(root / f"testlist0{k}.txt", classes)) for k in splits})
+    if kind == "hmdb51":
+        return TransferSplits(hmdb_classes(root), {k: read_hmdb_splits(root, k) for k in splits})
+    raise ValueError(f"transfer datasets are ucf101 and hmdb51, not {kind!r}")

@@ -163,3 +163,23 @@ class Rotation:
 
     def summarise(self, counts: Sequence[float]) -> dict[str, float]:
         return {"rotation_top1": counts[0] / max(counts[-1], 1)}
+
+
+class SyncOnly:
+    """No labels and no pretext head: AV-synchronisation alone (AVSlowFast's self-supervised
+    "AVS" setting, A.8). The loop adds the sync loss; this task adds zero, still attached
+    to the head's logits so that every parameter takes part in the step (DDP's reduction)."""
+
+    metrics: tuple[str, ...] = ()
+
+    def targets(self, batch: dict[str, Any], device: torch.device) -> None:  # noqa: ARG002
+        return None
+
+    def loss(self, logits: torch.Tensor, targets: None, reduction: str = "mean") -> torch.Tensor:  # noqa: ARG002
+        return logits.float().sum() * 0
+
+    def counts(self, logits: torch.Tensor, targets: None) -> list[float]:  # noqa: ARG002
+        return [int(logits.shape[0])]
+
+    def summarise(self, counts: Sequence[float]) -> dict[str, float]:  # noqa: ARG002
+        return {}

@@ -1,0 +1,9 @@
+"""DVC stage `probe@<backbone>`: python stages/probe.py --backbone avs_rotation [--params params.yaml] [--set ssl.probe.mode=all]"""
+
+from pipeline.cli import stage_command
+from pipeline.probe import run_probe
+
+main = stage_command(run_probe, backbones=True)
+
+if __name__ == "__main__":
+    main()
