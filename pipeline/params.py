@@ -520,7 +520,7 @@ class ProbeParams(Section):
     ``linear``: the backbone frozen (BN included, eval mode), only a new last fc trained, by
     SGD with a half-period cosine (A.8), on the pooled features of ``train_views`` random
     train clips per video (crop, scale, flip as in training) computed once; test: the
-    softmax over dataset.test_clips x test_crops views. ``all``: every layer fine-tuned
+    softmax over ``test_clips`` x ``test_crops`` views. ``all``: every layer fine-tuned
     from the backbone by the training engine (stage train's recipe with ``train``'s changes),
     one run per split, scored on the split's test list by its validation (one centre view)."""
 
@@ -528,6 +528,8 @@ class ProbeParams(Section):
     datasets: list[Literal["ucf101", "hmdb51"]] = Field(default=["ucf101", "hmdb51"], min_length=1)
     splits: list[Literal[1, 2, 3]] = Field(default=[1, 2, 3], min_length=1)
     train_views: int = Field(4, gt=0)  # linear: random train clips per video whose features the fc learns from
+    test_clips: int = Field(10, gt=0)  # linear: uniform test clips per video x test_crops, softmax averaged
+    test_crops: Literal[1, 3] = 3
     epochs: int = Field(100, gt=0)  # linear: passes over those features
     batch_size: int = Field(32, gt=0)
     base_lr: float = Field(0.1, gt=0)  # linear: the fc's starting lr (half-period cosine to 0)

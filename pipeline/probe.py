@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +136,8 @@ class LinearProbeJob(EvaluationJob):
             model = build_model(cfg).to(device)
         for param in model.parameters():  # frozen: nothing of the backbone is ever optimised
             param.requires_grad_(False)
-        sampling = clip_sampling(self.member.dataset, self.member.model)
+        sampling = replace(clip_sampling(self.member.dataset, self.member.model), test_clips=probe.test_clips,
+                           test_crops=probe.test_crops)
         logmel = self.data.spectrogram.out_dir if cfg.audio is not None else None
         labels = SplitLabels.of(self.splits.videos())
         common = dict(labels=labels, max_open_shards=p.dataset.max_open_shards)
