@@ -732,14 +732,14 @@ class Params(Section):
             if s.member not in self.family:
                 raise ValueError(f"ssl.settings.{name}.member: {s.member!r} is not a family member; members: "
                                  f"{', '.join(self.family) or '(none)'}")
-            try:
-                pretrain = self.pretrain(name)
-            except ValidationError as exc:
-                raise ValueError(f"ssl.settings.{name}: {describe_error(exc)}") from None
-            m = pretrain.model
+            m = self.variant(s.member).model
             if "avs" in s.pretexts and not (m.arch == "avslowfast" and m.sync):
                 raise ValueError(f"ssl.settings.{name}.pretexts: avs needs an AVSlowFast member with model.sync "
                                  f"true; {s.member} is {m.arch}{'' if m.sync else ' without sync'}")
+            try:
+                self.pretrain(name)
+            except ValidationError as exc:
+                raise ValueError(f"ssl.settings.{name}: {describe_error(exc)}") from None
         for name in TRANSFER_DATASETS:
             if getattr(self, name) is not None:
                 _check_demo_keys(name, getattr(self, name).demo)
@@ -782,7 +782,7 @@ class Params(Section):
                 raise ValueError(f"model.mel_bins: {m.mel_bins}, but spectrogram.n_mels is {self.spectrogram.n_mels}")
         if t.objective != "labels" and self.download.format != "kinetics":
             raise ValueError(f"train.objective: {t.objective!r} pretrains without labels on the Kinetics store; "
-                             f"a {self.download.format} run learns its labels (objective: labels)")
+                             f"a run on {self.download.format} learns its labels (objective: labels)")
         if t.objective == "sync" and not (m.arch == "avslowfast" and m.sync and t.sync_weight > 0):
             raise ValueError("train.objective: 'sync' learns AV-synchronisation alone: it needs model.arch "
                              "avslowfast with model.sync true and train.sync_weight > 0")

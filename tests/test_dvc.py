@@ -15,8 +15,11 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, write_params
+from conftest import REPO, run_stage, write_params
 from pipeline.params import load_params
+
+# The module's project fixture runs the whole tiny pipeline once: more than a single test's time.
+pytestmark = pytest.mark.timeout(1800)
 
 PROJECT_FILES = ("dvc.yaml", "stages", "pipeline", "avsf", "reports")
 
@@ -69,6 +72,8 @@ def foreach_items(stage: dict, params: dict) -> list:
     """The items of a foreach stage (``${family}`` or ``${epic.members}``), [None] otherwise."""
     if "foreach" not in stage:
         return [None]
+    if isinstance(stage["foreach"], list):
+        return list(stage["foreach"])
     node = params
     for part in stage["foreach"].strip("${}").split("."):
         node = node[part]
@@ -144,7 +149,10 @@ def test_an_experiment_on_one_members_drop_pathway_retrains_only_it_and_metrics_
     # ... and what is fine-tuned from it, with the summaries: nothing of slowfast
     assert ran_stages(output) == {"train@avslowfast", "evaluate@avslowfast", "kinetics_summary",
                                   *(f"{stage}_{d}@avslowfast" for stage in ("train", "evaluate")
-                                    for d in ("epic", "charades")), "epic_summary", "charades_summary"}
+                                    for d in ("epic", "charades")), "epic_summary", "charades_summary",
+                                  # the AVS backbones and the references (AVSlowFast's model) and their probes
+                                  "pretrain@avs", "pretrain@avs_rotation", "probe@avs", "probe@avs_rotation",
+                                  "probe_reference@random", "probe_reference@supervised", "ssl_summary"}
     after = json.loads((project / "reports/metrics/train_avslowfast.json").read_text())
     assert after["fingerprint"] != before["fingerprint"] and after["resumed_from"] is None  # trained afresh
     diff = dvc("metrics", "diff", cwd=project)
@@ -267,3 +275,68 @@ def test_dvc_yaml_declares_the_paths_each_fine_tuned_member_writes():
         assert {_resolve(next(iter(o)) if isinstance(o, dict) else o, raw, "")
                 for o in stages[f"decode_{dataset}"]["outs"]} == {ingest.decode.out_dir, ingest.decode.ledger}
         assert ingest.decode.out_dir == f"{getattr(params, dataset).root}/store/frames"
+
+
+def test_ssl_pretrains_without_labels_probes_every_backbone_on_three_splits_and_summarises(project):
+    import torch
+
+    from avsf.data.ucf_hmdb import read_transfer_splits
+
+    rotation = torch.load(project / "data/ssl/rotation/final.pyth", weights_only=False)
+    assert rotation["model_state"]["head.projection.weight"].shape[0] == 4  # the rotation pretext's 4-way head
+    avs = json.loads((project / "reports/ssl/pretrain/avs.json").read_text())
+    assert set(avs["final"]) == {"loss", "load_failures", "videos"}  # AV-sync alone: no label metric
+    assert avs["last_epoch"]["sync_loss"] > 0
+    both = json.loads((project / "reports/ssl/pretrain/avs_rotation.json").read_text())
+    assert both["last_epoch"]["sync_loss"] > 0 and "rotation_top1" in both["final"]
+    assert json.loads((project / "reports/ssl/pretrain/rotation.json").read_text())["last_epoch"]["sync_loss"] == 0
+    for backbone in ("random", "supervised", "rotation", "avs", "avs_rotation"):
+        report = json.loads((project / f"reports/ssl/probe/{backbone}.json").read_text())
+        assert report == json.loads((project / f"data/ssl/probe/{backbone}/probe.json").read_text())
+        for name, result in report["datasets"].items():
+            splits = read_transfer_splits(name, project / f"data/demo/{name}/splits")
+            assert list(result["splits"]) == ["1", "2", "3"]
+            for k, side in result["splits"].items():
+                assert side["test_videos"] == len(splits.splits[int(k)][1]) and side["missing"] == 0
+                assert side["train_clips"] == 2 * side["train_videos"]  # ssl.probe.train_views
+            assert result["mean_top1"] == pytest.approx(np.mean([s["top1"] for s in result["splits"].values()]))
+    summary = (project / "reports/ssl/summary.md").read_text()
+    assert "| AVS + ROT (`avs_rotation`) | AVSlowFast |" in summary and "| ROT (`rotation`) | SlowFast |" in summary
+    assert "beats random weights" in summary and "AVS + rotation (`avs_rotation`) beats AVS alone" in summary
+
+
+def test_the_probe_that_trains_all_layers_fine_tunes_every_layer_per_split(project, tmp_path):
+    """ssl.probe.mode=all: one engine run per split, its top-1 the run's validation on the test list."""
+    import torch
+
+    out, reports = tmp_path / "ssl", tmp_path / "reports"
+    done = run_stage("probe", "--backbone", "random", "--set", "ssl.probe.mode=all", "--set", "ssl.probe.splits=[2]",
+                     "--set", "ssl.probe.datasets=[hmdb51]", "--set", f"ssl.out_dir={out}",
+                     "--set", f"ssl.reports={reports}", cwd=project)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((reports / "probe/random.json").read_text())
+    split = report["datasets"]["hmdb51"]["splits"]["2"]
+    run_metrics = json.loads((out / "probe/random/hmdb51/split2/metrics.json").read_text())
+    assert split["top1"] == pytest.approx(run_metrics["final"]["top1"]) and split["missing"] == 0
+    state = torch.load(out / "probe/random/hmdb51/split2/final.pyth", weights_only=False)
+    assert state["model_state"]["head.projection.weight"].shape[0] == 6  # the HMDB flavour's classes
+    assert run_metrics["steps"] > 0 and report["mode"] == "all"
+
+
+def test_dvc_yaml_declares_the_paths_pretraining_and_probing_write():
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    params = load_params(REPO / "params.yaml")
+
+    def declared(stage: str, key: str) -> set[str]:
+        do = stages[stage]["do"]
+        paths = [next(iter(o)) if isinstance(o, dict) else o for kind in ("outs", "metrics", "plots")
+                 for o in do.get(kind, [])]
+        return {_resolve(p.replace("${item}", key), raw, key) for p in paths}
+
+    for setting in params.ssl.settings:
+        t = params.pretrain(setting).train
+        assert declared("pretrain", setting) == {t.out_dir, t.ledger, t.metrics, f"{t.live_dir}/metrics.json",
+                                                 *(f"{t.live_dir}/plots/metrics/{x}" for x in ("steps", "epochs"))}
+        assert declared("probe", setting) == {f"data/ssl/probe/{setting}", f"reports/ssl/probe/{setting}.json"}
+    assert stages["probe_reference"]["foreach"] == ["random", "supervised"]

@@ -1,0 +1,109 @@
+"""Self-supervised pretraining's params (Params.pretrain and the ssl section's checks), the
+transfer datasets' params and download (UCF101's nested folders, whole videos), and the
+summary's claims. The stages themselves run in tests/test_dvc.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, write_params
+from pipeline.params import ParamsError, load_params
+
+
+def test_a_pretext_setting_is_its_member_trained_without_labels_in_its_own_place():
+    params = load_params(REPO / "params.yaml")
+    both, rotation, avs = (params.pretrain(s) for s in ("avs_rotation", "rotation", "avs"))
+    assert (both.model.arch, both.train.objective, both.train.sync_weight) == ("avslowfast", "rotation", 1.0)
+    assert (rotation.model.arch, rotation.train.objective, rotation.train.sync_weight) == ("slowfast", "rotation", 0.0)
+    assert (avs.train.objective, avs.train.sync_weight) == ("sync", 1.0)
+    t = both.train
+    assert (t.out_dir, t.metrics, t.live_dir, t.ledger) == (
+        "data/ssl/avs_rotation", "reports/ssl/pretrain/avs_rotation.json", "reports/ssl/pretrain/avs_rotation",
+        "data/ssl/ledger/avs_rotation.csv")
+    # the A.8 recipe from ssl.train: three x0.1 steps, a warm-up from 0.001, the sync curriculum
+    assert t.lr_policy == "steps" and len(t.lr_steps) == 3 and t.warmup_start_lr == 0.001
+    assert (t.hard_negatives_from, t.hard_negative_fraction) == (0.5, 0.25)
+    assert both.download == params.download and both.decode.out_dir == params.decode.out_dir  # the Kinetics store
+    with pytest.raises(ParamsError, match="ssl.settings: no setting 'jigsaw'; settings: rotation, avs, avs_rotation"):
+        params.pretrain("jigsaw")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["ssl.settings.bad={member: slowfast, pretexts: [avs]}"],
+     "ssl.settings.bad.pretexts: avs needs an AVSlowFast member with model.sync true; slowfast is slowfast"),
+    (["ssl.settings.bad={member: slow2, pretexts: [rotation]}"], "ssl.settings.bad.member: 'slow2' is not a family member"),
+    (["ssl.settings.random={member: slowfast, pretexts: [rotation]}"], "ssl.settings.random: a setting's name is"),
+    (["ssl.settings.bad={member: slowfast, pretexts: []}"], "ssl.settings.bad.pretexts: List should have at least 1 item"),
+    (["ssl.settings.bad={member: slowfast, pretexts: [jigsaw]}"], "ssl.settings.bad.pretexts.0: Input should be 'avs' or 'rotation'"),
+    (["ssl.train.objective=labels"], "ssl.train: unknown train key 'objective' (objective is the pretexts')"),
+    (["ssl.probe.mode=frozen"], "ssl.probe.mode: Input should be 'linear' or 'all'"),
+    (["hmdb51=null"], "ssl.probe.datasets: hmdb51 has no section hmdb51 in params"),
+    (["ssl.random_member=slow2"], "ssl.random_member: 'slow2' is not a family member"),
+    (["ucf101.demo.groups2=3"], "ucf101.demo.groups2: unknown key; allowed: seed, groups, clips_per_group"),
+    (["train.objective=sync", "model.arch=slowfast"], "train.objective: 'sync' learns AV-synchronisation alone"),
+])
+def test_impossible_self_supervised_settings_are_refused_on_load(overrides, message):
+    with pytest.raises(ParamsError) as err:
+        load_params(REPO / "params.yaml", overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_fine_tuning_run_cannot_take_a_pretext_objective():
+    with pytest.raises(ParamsError, match="train.objective: 'rotation' pretrains without labels on the Kinetics "
+                                          "store; a run on epic learns its labels"):
+        load_params(REPO / "params.yaml", ["epic.train.objective=rotation"])
+
+
+def test_a_transfer_dataset_stores_every_video_once_under_its_root():
+    params = load_params(REPO / "params.yaml")
+    ucf, hmdb = params.for_dataset("ucf101"), params.for_dataset("hmdb51")
+    assert ucf.download.format == "ucf101" and ucf.download.source == "data/demo/ucf101/videos"
+    assert [Path(m).name for m in ucf.download.manifests] == [
+        "classInd.txt", "trainlist01.txt", "testlist01.txt", "trainlist02.txt", "testlist02.txt",
+        "trainlist03.txt", "testlist03.txt"]
+    assert hmdb.download.manifests == ["data/demo/hmdb51/splits"]
+    assert (ucf.download.out_dir, ucf.decode.out_dir, ucf.spectrogram.out_dir) == (
+        "data/ucf101/clips", "data/ucf101/store/frames", "data/ucf101/store/logmel")
+    assert ucf.decode.metrics == "reports/ssl/ucf101/metrics/decode.json" and ucf.spectrogram.stats_split == "videos"
+    assert ucf.ssl is None and ucf.epic is None and ucf.hmdb51 is None  # a dataset's own params
+
+
+def test_ucf_videos_are_found_in_their_class_folders_and_downloaded_whole(tmp_path, monkeypatch):
+    from avsf.data.demo.ucf_hmdb import UcfWorldSpec, write_ucf_world
+    from pipeline.download import run_download
+
+    spec = UcfWorldSpec(groups=3, clips_per_group=1, test_groups=1, video_seconds=(1.0, 1.5), sizes=((32, 24),),
+                        sample_rate=8000)
+    plan = write_ucf_world(spec, tmp_path / "data/demo/ucf101")
+    write_params(tmp_path / "params.yaml", {"launch.cluster": "debug"})
+    monkeypatch.chdir(tmp_path)
+    run_download(load_params("params.yaml").for_dataset("ucf101"))
+    metrics = json.loads((tmp_path / "reports/ssl/ucf101/metrics/download.json").read_text())
+    assert metrics["downloaded"] == len(plan) == 24 and metrics["failed"] == 0 and metrics["cut_short"] == 0
+    records = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "data/ucf101/clips").glob("v_*.json")}
+    by_id = {v.video_id: v for v in plan}
+    assert set(records) == {f"{i}_000000_end" for i in by_id}  # the whole video: from 0 to its end
+    for name, record in records.items():
+        video = by_id[name.removesuffix("_000000_end")]
+        assert record["duration"] == pytest.approx(video.scene.num_frames / video.scene.fps, abs=0.05)
+
+
+def test_the_summary_states_both_claims_from_the_probes():
+    from pipeline.ssl_summary import claims
+
+    params = load_params(REPO / "params.yaml")
+
+    def result(ucf: float, hmdb: float) -> dict:
+        return {"datasets": {"ucf101": {"mean_top1": ucf}, "hmdb51": {"mean_top1": hmdb}}}
+
+    results = {"random": result(0.2, 0.2), "supervised": result(0.8, 0.6), "rotation": result(0.3, 0.1),
+               "avs": result(0.5, 0.3), "avs_rotation": result(0.6, 0.4)}
+    lines = claims(params, results)
+    assert lines[0] == ("- the self-supervised `rotation` backbone beats random weights (mean top-1 over the "
+                        "datasets): **does not hold** (20.0% vs 20.0%)")
+    assert lines[2].endswith("**holds** (50.0% vs 20.0%)")
+    assert [line.split("**")[1] for line in lines[3:]] == ["holds", "holds"]  # vs ROT alone, vs AVS alone
+    assert "beats AVS alone (`avs`" in lines[4]
