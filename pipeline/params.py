@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -590,10 +590,7 @@ class Params(Section):
             if unknown:
                 raise ValueError(f"family.{name}.{unknown[0]}: unknown model key; allowed: "
                                  f"{', '.join(ModelParams.model_fields)}")
-            try:
-                self.variant(name)
-            except ValidationError as exc:
-                raise ValueError(f"family.{name}: {describe_error(exc)}") from None
+            _derived_valid(f"family.{name}", lambda: self.variant(name))
         return self
 
     def variant(self, name: str) -> "Params":
@@ -639,10 +636,7 @@ class Params(Section):
                                      f"member's); allowed: {', '.join(allowed)}")
             _check_demo_keys(name, ft.demo)
             for member in ft.members:
-                try:
-                    self.finetune(name, member)
-                except ValidationError as exc:
-                    raise ValueError(f"{name} (member {member}): {describe_error(exc)}") from None
+                _derived_valid(f"{name} (member {member})", lambda: self.finetune(name, member))
         return self
 
     def for_dataset(self, name: str) -> "Params":
@@ -736,10 +730,7 @@ class Params(Section):
             if "avs" in s.pretexts and not (m.arch == "avslowfast" and m.sync):
                 raise ValueError(f"ssl.settings.{name}.pretexts: avs needs an AVSlowFast member with model.sync "
                                  f"true; {s.member} is {m.arch}{'' if m.sync else ' without sync'}")
-            try:
-                self.pretrain(name)
-            except ValidationError as exc:
-                raise ValueError(f"ssl.settings.{name}: {describe_error(exc)}") from None
+            _derived_valid(f"ssl.settings.{name}", lambda: self.pretrain(name))
         for name in TRANSFER_DATASETS:
             if getattr(self, name) is not None:
                 _check_demo_keys(name, getattr(self, name).demo)
@@ -825,6 +816,14 @@ def _check_demo_keys(name: str, demo: dict[str, Any]) -> None:
     unknown = [k for k in demo if k not in allowed]
     if unknown:
         raise ValueError(f"{name}.demo.{unknown[0]}: unknown key; allowed: {', '.join(allowed)}")
+
+
+def _derived_valid(where: str, derive: Callable[[], "Params"]) -> None:
+    """Validate params derived from these (a member's, a setting's), their error named ``where``."""
+    try:
+        derive()
+    except ValidationError as exc:
+        raise ValueError(f"{where}: {describe_error(exc)}") from None
 
 
 def _rebase(path: str, top: str, root: str) -> str:

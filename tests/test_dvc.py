@@ -175,6 +175,14 @@ def _resolve(text: str, params: dict, key: str) -> str:
     return re.sub(r"\$\{([^}]+)\}", value, text)
 
 
+def declared_paths(stages: dict, raw: dict, stage: str, key: str) -> set[str]:
+    """The outs, metrics and plots dvc.yaml's foreach stage ``stage`` declares for ``key``."""
+    do = stages[stage]["do"]
+    paths = [next(iter(o)) if isinstance(o, dict) else o for kind in ("outs", "metrics", "plots")
+             for o in do.get(kind, [])]
+    return {_resolve(p.replace("${item}", key), raw, key) for p in paths}
+
+
 def test_dvc_yaml_declares_the_paths_each_family_member_writes():
     """train@<member> and evaluate@<member> declare exactly where Params.variant puts the
     member's outputs (dvc.yaml cannot derive train_<member>.json from train.metrics)."""
@@ -182,11 +190,8 @@ def test_dvc_yaml_declares_the_paths_each_family_member_writes():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     params = load_params(REPO / "params.yaml")
 
-    def declared(stage: str, name: str) -> set[str]:
-        do = stages[stage]["do"]
-        paths = [next(iter(o)) if isinstance(o, dict) else o for kind in ("outs", "metrics", "plots")
-                 for o in do.get(kind, [])]
-        return {_resolve(p, raw, name) for p in paths}
+    def declared(stage: str, key: str) -> set[str]:
+        return declared_paths(stages, raw, stage, key)
 
     for name in params.family:
         member = params.variant(name)
@@ -257,11 +262,8 @@ def test_dvc_yaml_declares_the_paths_each_fine_tuned_member_writes():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     params = load_params(REPO / "params.yaml")
 
-    def declared(stage: str, item: str) -> set[str]:
-        do = stages[stage]["do"]
-        paths = [next(iter(o)) if isinstance(o, dict) else o for kind in ("outs", "metrics", "plots")
-                 for o in do.get(kind, [])]
-        return {_resolve(p.replace("${item}", item), raw, item) for p in paths}
+    def declared(stage: str, key: str) -> set[str]:
+        return declared_paths(stages, raw, stage, key)
 
     for dataset, files in (("epic", ("predictions.csv", "submission.pkl", "metrics.json", "noun_accuracy.csv")),
                            ("charades", ("predictions.txt", "metrics.json", "class_ap.csv"))):
@@ -329,10 +331,7 @@ def test_dvc_yaml_declares_the_paths_pretraining_and_probing_write():
     params = load_params(REPO / "params.yaml")
 
     def declared(stage: str, key: str) -> set[str]:
-        do = stages[stage]["do"]
-        paths = [next(iter(o)) if isinstance(o, dict) else o for kind in ("outs", "metrics", "plots")
-                 for o in do.get(kind, [])]
-        return {_resolve(p.replace("${item}", key), raw, key) for p in paths}
+        return declared_paths(stages, raw, stage, key)
 
     for setting in params.ssl.settings:
         t = params.pretrain(setting).train
