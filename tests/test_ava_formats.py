@@ -18,8 +18,10 @@ from avsf.data.ava import (
     read_ava_detections,
     read_ava_ground_truth,
     read_excluded_timestamps,
+    write_action_list,
     write_ava_detections,
     write_ava_ground_truth,
+    write_excluded_timestamps,
 )
 
 REFERENCE = Path("/work/shared/reference-annotations/ava")
@@ -165,3 +167,25 @@ def test_the_keyframe_at_second_s_is_store_frame_s_minus_900_times_30_for_any_na
         assert frame_time(frame) == s
     naive = round((1798 - 900) * native_fps)  # native frames since 900 s, used as a store index
     assert (naive == keyframe_frame(1798)) == (native_fps == 30.0)
+
+
+@needs_reference
+def test_the_official_class_list_is_written_back_byte_for_byte(tmp_path):
+    path = tmp_path / "ava_action_list_v2.1_for_activitynet_2018.pbtxt"
+    write_action_list(path, read_action_list(REAL_ACTIONS))
+    assert path.read_bytes() == REAL_ACTIONS.read_bytes()
+
+
+def test_a_label_map_round_trips_with_its_label_types(tmp_path):
+    path = tmp_path / "ava_action_list_v2.2.pbtxt"
+    classes = {12: "stand", 79: "talk to (e.g., self, a person, a group)", 2: "crawl"}
+    write_action_list(path, classes, {12: "PERSON_MOVEMENT", 79: "PERSON_INTERACTION", 2: "PERSON_MOVEMENT"})
+    assert read_action_list(path) == classes and list(read_action_list(path)) == [12, 79, 2]
+    assert path.read_text().startswith('label {\n  name: "stand"\n  label_id: 12\n  label_type: PERSON_MOVEMENT\n}\n')
+
+
+def test_excluded_timestamps_round_trip_sorted_with_four_digits(tmp_path):
+    path = tmp_path / "ava_val_excluded_timestamps_v2.2.csv"
+    write_excluded_timestamps(path, [("b", 1798), ("-a", 902), ("b", 1798), ("b", 950)])
+    assert path.read_text() == "-a,0902\nb,0950\nb,1798\n"
+    assert read_excluded_timestamps(path) == {("-a", 902), ("b", 950), ("b", 1798)}

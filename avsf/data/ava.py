@@ -24,7 +24,8 @@ as 1.0, as the official script reads it.
 
 Class lists: the evaluated classes (``ava_action_list_v2.x_for_activitynet_*.pbtxt``:
 ``item { name: "..." id: N }``) and label maps (``label { name: "..." label_id: N
-label_type: ... }``). Excluded timestamps: ``video_id,timestamp`` rows.
+label_type: ... }``). Excluded timestamps: ``video_id,timestamp`` rows. Each format has a
+writer beside its reader (the demo world writes its AVA flavour with them).
 
 Keyframe timing: the store holds each movie decoded at 30 fps from second 900 to 1800,
 whatever the movie's native rate (:func:`keyframe_frame`).
@@ -38,7 +39,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from avsf.io.atomic import atomic_output
 
@@ -250,6 +251,31 @@ def write_ava_ground_truth(path: str | os.PathLike, boxes: Iterable[AvaBox],
             writer.writerow(row if b.person_id is None else [*row, b.person_id])
         for video_id, timestamp in empty:
             writer.writerow([video_id, f"{timestamp:04d}"])
+
+
+def write_excluded_timestamps(path: str | os.PathLike, keyframes: Iterable[Keyframe]) -> None:
+    """Write an excluded-timestamps file atomically: ``video_id,timestamp`` rows, sorted,
+    timestamps with 4 digits (as AVA's ``ava_{train,val}_excluded_timestamps_v2.x.csv``)."""
+    with atomic_output(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        for video_id, timestamp in sorted(set(keyframes)):
+            writer.writerow([video_id, f"{timestamp:04d}"])
+
+
+def write_action_list(path: str | os.PathLike, classes: Mapping[int, str],
+                      label_types: Mapping[int, str] | None = None) -> None:
+    """Write a class list atomically, in the order of ``classes`` (id -> name): ``item { name
+    id }`` blocks, as the ActivityNet list of v2.1, or, given ``label_types`` (id -> e.g.
+    PERSON_MOVEMENT), ``label { name label_id label_type }`` blocks, as the v2.2 lists."""
+    blocks = []
+    for class_id, name in classes.items():
+        if label_types is None:
+            blocks.append(f'item {{\n  name: "{name}"\n  id: {class_id}\n}}\n')
+        else:
+            blocks.append(f'label {{\n  name: "{name}"\n  label_id: {class_id}\n'
+                          f'  label_type: {label_types[class_id]}\n}}\n')
+    with atomic_output(path) as tmp:
+        tmp.write_text("".join(blocks), encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- timing

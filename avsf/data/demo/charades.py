@@ -26,9 +26,8 @@ from typing import Sequence
 import numpy as np
 
 from avsf.data.charades import CharadesAction, CharadesVideo, write_charades, write_charades_classes
-from avsf.data.demo.world import CLASS_BY_NAME, Actor, DemoClass, Scene, event_times, render_audio, render_frames
+from avsf.data.demo.world import CLASS_BY_NAME, Actor, DemoClass, Scene, encode_scene, event_times
 from avsf.io.atomic import atomic_output
-from avsf.io.media import write_video
 
 SPLITS = ("train", "test")
 ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -207,8 +206,7 @@ def write_charades_video(video: CharadesDemoVideo, videos_dir: str | os.PathLike
     """Render and encode one video as ``<id>.mp4``."""
     path = Path(videos_dir) / f"{video.id}.mp4"
     with atomic_output(path) as tmp:
-        scene = video.scene
-        write_video(tmp, render_frames(scene), scene.fps, render_audio(scene), sample_rate=scene.sample_rate, crf=20)
+        encode_scene(video.scene, tmp)
     return path
 
 

@@ -41,10 +41,9 @@ from typing import Literal, Sequence
 import numpy as np
 
 from avsf.data import epic as epic_files
-from avsf.data.demo.world import (FLICKER_HZ, Actor, DemoClass, Movement, Scene, placed_actor, render_audio,
-                                  render_frames)
+from avsf.data.demo.world import FLICKER_HZ, Actor, DemoClass, Movement, Scene, encode_scene, placed_actor
 from avsf.io.atomic import atomic_output
-from avsf.io.media import fps_fraction, write_video
+from avsf.io.media import fps_fraction
 
 SPLITS = ("train", "validation")
 
@@ -299,8 +298,7 @@ def write_epic_video(video: EpicVideo, videos_dir: str | os.PathLike) -> Path:
     """Render and encode one video as ``<video_id>.MP4`` (EPIC's own spelling)."""
     path = Path(videos_dir) / f"{video.video_id}.MP4"
     with atomic_output(path) as tmp:
-        scene = video.scene
-        write_video(tmp, render_frames(scene), scene.fps, render_audio(scene), sample_rate=scene.sample_rate, crf=20)
+        encode_scene(video.scene, tmp)
     return path
 
 

@@ -20,9 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-from avsf.data.demo.world import CLASSES, Scene, random_actor, render_audio, render_frames
+from avsf.data.demo.world import CLASSES, Scene, encode_scene, random_actor
 from avsf.io.atomic import atomic_output
-from avsf.io.media import write_video
 
 SPLITS = ("train", "val")
 YOUTUBE_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -62,7 +61,7 @@ class DemoVideo:
 def plan_world(spec: KineticsWorldSpec) -> list[DemoVideo]:
     """Every row of both manifests, deterministic in ``spec`` (each video has its own RNG)."""
     per_split = {"train": spec.train_videos_per_class, "val": spec.val_videos_per_class}
-    ids = _youtube_ids(spec.seed, sum(per_split.values()) * len(CLASSES) + spec.missing_sources)
+    ids = youtube_ids(spec.seed, sum(per_split.values()) * len(CLASSES) + spec.missing_sources)
     videos: list[DemoVideo] = []
     for split in SPLITS:
         for cls_index, cls in enumerate(CLASSES):
@@ -103,9 +102,10 @@ def _plan_video(spec: KineticsWorldSpec, rng: np.random.Generator, youtube_id: s
     return DemoVideo(youtube_id, cls.name, split, start, start + spec.clip_seconds, scene)
 
 
-def _youtube_ids(seed: int, count: int) -> list[str]:
-    """Unique 11-character ids from YouTube's alphabet (some start with '-', as real ones do)."""
-    rng = np.random.default_rng([seed, 0xD0])
+def youtube_ids(seed: int, count: int, salt: int = 0xD0) -> list[str]:
+    """Unique 11-character ids from YouTube's alphabet (some start with '-', as real ones do);
+    a flavour of its own (AVA's movies) passes a ``salt`` of its own."""
+    rng = np.random.default_rng([seed, salt])
     ids: list[str] = []
     seen: set[str] = set()
     while len(ids) < count:
@@ -126,9 +126,7 @@ def write_raw_video(video: DemoVideo, videos_dir: str | os.PathLike) -> Path | N
         return None
     path = Path(videos_dir) / f"{video.youtube_id}.mp4"
     with atomic_output(path) as tmp:
-        scene = video.scene
-        write_video(tmp, render_frames(scene), scene.fps, render_audio(scene),
-                    sample_rate=scene.sample_rate or 48000, crf=20)
+        encode_scene(video.scene, tmp)
         if video.corrupt:
             data = tmp.read_bytes()
             tmp.write_bytes(data[: int(len(data) * 0.4)])

@@ -39,7 +39,7 @@ from typing import Sequence
 
 import numpy as np
 
-from avsf.data.demo.world import FLICKER_HZ, DemoClass, Movement, Scene, placed_actor, render_audio, render_frames
+from avsf.data.demo.world import FLICKER_HZ, DemoClass, Movement, Scene, encode_scene, placed_actor
 from avsf.data.ucf_hmdb import (
     HMDB_SPLITS,
     HmdbVideo,
@@ -50,7 +50,6 @@ from avsf.data.ucf_hmdb import (
     write_ucf_split,
 )
 from avsf.io.atomic import atomic_output
-from avsf.io.media import write_video
 
 SPLITS = HMDB_SPLITS  # (1, 2, 3): both datasets have three
 SPLIT_DIR = "splits"  # under out_dir, the split files of either flavour
@@ -275,9 +274,7 @@ def write_probe_video(video: ProbeVideo, videos_dir: str | os.PathLike) -> Path:
     MPEG-4 Part 2 video and PCM audio (see avsf.io.media: both start exactly at 0 in AVI)."""
     path = Path(videos_dir) / video.path
     with atomic_output(path) as tmp:
-        scene = video.scene
-        write_video(tmp, render_frames(scene), scene.fps, render_audio(scene), sample_rate=scene.sample_rate,
-                    codec="mpeg4", audio_codec="pcm_s16le")
+        encode_scene(video.scene, tmp, codec="mpeg4", audio_codec="pcm_s16le")
     return path
 
 
