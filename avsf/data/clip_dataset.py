@@ -16,7 +16,15 @@ Training (the papers' recipe): a random clip, short side drawn from ``train_scal
 random ``train_crop`` square, random horizontal flip. Test: ``test_clips`` uniform clips x
 ``test_crops`` crops (left/centre/right along the longer side) at ``test_scale``; item i is
 video i // (clips * crops). Scale and crop are done as one crop in the stored frame plus
-one resize of the crop.
+one resize of the crop (a :class:`View`). With ``test_full_frame`` a test view is the
+whole frame, its short side resized to ``test_scale`` (AVA's fully convolutional test).
+
+Boxes (AVA): a target with ``boxes`` (float [n, 4], x1 y1 x2 y2 normalised to the stored
+frame) has them moved with the frames' own scale, crop and flip into output pixels,
+clipped to the clip; a box left with no area is dropped together with its row of every
+``box_*`` entry (``box_labels``, ``box_scores``), and ``box_normalised`` keeps the kept
+boxes as the label source gave them (for writing results). :func:`collate_clips` batches
+them as the detection head takes them: ``boxes`` [K, 5], the item's batch index first.
 
 Audio-visual synchronisation: with ``sync_negatives`` each item also carries a negative
 audio window, from another clip (easy) or from the same clip shifted by at least
@@ -30,10 +38,12 @@ turns, drawn from the item's seed in training and fixed per item in test; audio 
 Samples, labels and seeds: a *label source* (:class:`VideoLabels` for Kinetics) says which
 frame range of which stored video is a sample and what its target is, so datasets whose
 samples are segments of long videos (EPIC-Kitchens), several labels over time (Charades) or
-keyframes (AVA) add a label source, not a dataset. An item is asked for by position or by
-a :class:`SampleKey` (index, seed, curriculum), whose seed drives every random choice of
-that item: what an item holds then depends only on its key, not on the DataLoader worker
-that loads it (exact resume, identical results with any number of workers).
+keyframes (AVA) add a label source, not a dataset; a sample with a ``centre_frame`` (a
+keyframe) has one clip, centred there (shifted to stay inside the sample at its ends). An
+item is asked for by position or by a :class:`SampleKey` (index, seed, curriculum), whose
+seed drives every random choice of that item: what an item holds then depends only on its
+key, not on the DataLoader worker that loads it (exact resume, identical results with any
+number of workers).
 
 A sample that fails to load (an unreadable shard, a broken JPEG) is never fatal: in
 training another sample, drawn from the same seed, takes its place; in test mode a blank
@@ -91,6 +101,7 @@ class ClipSampling:
     test_crop: int = 256
     test_clips: int = 10
     test_crops: int = 3
+    test_full_frame: bool = False  # test views: the whole frame at test_scale, no crop (needs test_crops 1)
     spec_frames: int = 128
     hard_negative_min_shift_s: float = 0.5
     audible_min_log_power: float = SILENT_LOG_POWER  # mean raw log-mel power of an audible window
@@ -101,6 +112,8 @@ class ClipSampling:
             raise ValueError(f"stride (tau = {self.stride}) must be a multiple of alpha ({self.alpha})")
         if self.test_crops not in (1, 3):
             raise ValueError("test_crops must be 1 or 3")
+        if self.test_full_frame and self.test_crops != 1:
+            raise ValueError("test_full_frame takes the whole frame: test_crops must be 1")
 
     @property
     def span(self) -> int:
@@ -124,12 +137,15 @@ class SampleKey:
 
 @dataclass(frozen=True)
 class Sample:
-    """Frames ``[start_frame, stop_frame)`` of one stored video, and their target."""
+    """Frames ``[start_frame, stop_frame)`` of one stored video, and their target. With
+    ``centre_frame`` (AVA's keyframe) the sample's clip is the one centred on that frame,
+    in training and test alike, shifted to stay inside ``[start_frame, stop_frame)``."""
 
     entry: StoreEntry
     start_frame: int
     stop_frame: int
     target: dict[str, Any] = field(default_factory=dict)
+    centre_frame: int | None = None
 
 
 class LabelSource(Protocol):
@@ -176,34 +192,102 @@ def normalize_video(frames: torch.Tensor) -> torch.Tensor:
     return (frames.float() / 255 - mean) / std
 
 
-def crop_resize_flip(frames: torch.Tensor, box: tuple[int, int, int], size: int, flip: bool) -> torch.Tensor:
-    """uint8 [T, 3, H, W] -> uint8 [3, T, size, size]: the square ``box`` (top, left, side),
-    resized to ``size`` (bilinear; antialiased when shrinking), mirrored when ``flip``."""
-    top, left, side = box
-    frames = frames[:, :, top : top + side, left : left + side]
-    if side != size:
+def crop_resize_flip(frames: torch.Tensor, box: tuple[int, ...], size: int | tuple[int, int], flip: bool
+                     ) -> torch.Tensor:
+    """uint8 [T, 3, H, W] -> uint8 [3, T, h, w]: the square ``box`` (top, left, side) or the
+    rectangle (top, left, height, width), resized to ``size`` (side, or (h, w); bilinear,
+    antialiased when shrinking), mirrored when ``flip``."""
+    top, left, height, width = box if len(box) == 4 else (*box, box[2])
+    out = (size, size) if isinstance(size, int) else tuple(size)
+    frames = frames[:, :, top : top + height, left : left + width]
+    if (height, width) != out:
+        shrink = height > out[0] or width > out[1]
         if frames.is_cuda:  # CUDA's bilinear resize takes floating point only
-            frames = F.interpolate(frames.float(), size=(size, size), mode="bilinear", align_corners=False,
-                                   antialias=side > size).round_().clamp_(0, 255).to(torch.uint8)
+            frames = F.interpolate(frames.float(), size=out, mode="bilinear", align_corners=False,
+                                   antialias=shrink).round_().clamp_(0, 255).to(torch.uint8)
         else:
-            frames = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False,
-                                   antialias=side > size)
+            frames = F.interpolate(frames, size=out, mode="bilinear", align_corners=False, antialias=shrink)
     if flip:
         frames = frames.flip(-1)
     return frames.permute(1, 0, 2, 3).contiguous()
 
 
+@dataclass(frozen=True)
+class View:
+    """Where a clip's pixels come from: ``region`` (top, left, height, width) of the stored
+    frame (``frame``: height, width), resized to ``size`` (height, width), then mirrored
+    when ``flip``. Boxes take the same way (:meth:`place`)."""
+
+    frame: tuple[int, int]
+    region: tuple[int, int, int, int]
+    size: tuple[int, int]
+    flip: bool = False
+
+    def place(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised (x1, y1, x2, y2) boxes [n, 4] of the stored frame -> float32 [n, 4] in
+        output pixels (clipped to the output), and which keep an area there (bool [n])."""
+        (frame_h, frame_w), (top, left, height, width), (out_h, out_w) = self.frame, self.region, self.size
+        b = torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4)
+        x = ((b[:, 0::2] * frame_w - left) * (out_w / width)).clamp(0, out_w)  # x1, x2
+        y = ((b[:, 1::2] * frame_h - top) * (out_h / height)).clamp(0, out_h)  # y1, y2
+        if self.flip:  # pixel column c goes to out_w - 1 - c: x to out_w - x, so x1 and x2 swap
+            x = out_w - x.flip(1)
+        keep = (x[:, 1] > x[:, 0]) & (y[:, 1] > y[:, 0])
+        return torch.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], dim=1).float(), keep
+
+
+def place_boxes(target: dict[str, Any], view: View) -> dict[str, Any]:
+    """``target`` with its ``boxes`` in ``view``'s output pixels; boxes left without an area
+    dropped with their rows of every ``box_*`` entry; ``box_normalised``: the kept boxes as
+    given (see the module docstring)."""
+    given = torch.as_tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4)
+    placed, keep = view.place(given)
+    out = {k: v[keep] if k.startswith("box_") else v for k, v in target.items()}
+    out.update(boxes=placed[keep], box_normalised=given[keep])
+    return out
+
+
 def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     """``default_collate``, except that each item's ``fast_jpegs`` (decode_on="device") stay
     a list of 1-D uint8 tensors (they differ in length) and the items' ``load_failures``
-    are joined into one list of dicts."""
+    are joined into one list of dicts. Items with ``boxes``: ``boxes`` [K, 5] (the item's
+    position in the batch, then x1, y1, x2, y2) and every ``box_*`` entry concatenated
+    over the items, and frames of different sizes (whole-frame test views) padded with
+    zeros at the bottom and right to the largest (boxes keep their pixels)."""
     jpegs = [item.pop("fast_jpegs") for item in items] if "fast_jpegs" in items[0] else None
     failures = [f for item in items for f in item.pop("load_failures", ())]
+    boxes = _collate_boxes(items) if "boxes" in items[0] else {}
+    if boxes:
+        _pad_frames(items)
     batch = default_collate(items)
     if jpegs is not None:
         batch["fast_jpegs"] = jpegs
+    batch.update(boxes)
     batch["load_failures"] = failures
     return batch
+
+
+def _collate_boxes(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Pops ``boxes`` and the ``box_*`` entries off the items; returns them concatenated."""
+    keys = [k for k in items[0] if k == "boxes" or k.startswith("box_")]
+    parts = {k: [item.pop(k) for item in items] for k in keys}
+    batch = {k: torch.cat(v) for k, v in parts.items()}
+    index = torch.cat([torch.full((len(b), 1), float(i)) for i, b in enumerate(parts["boxes"])])
+    batch["boxes"] = torch.cat([index, batch["boxes"]], dim=1)
+    return batch
+
+
+def _pad_frames(items: list[dict[str, Any]]) -> None:
+    """Pads every item's ``slow`` and ``fast`` [3, T, h, w] to the batch's largest h and w."""
+    for key in ("slow", "fast"):
+        if key not in items[0]:
+            continue
+        height = max(item[key].shape[-2] for item in items)
+        width = max(item[key].shape[-1] for item in items)
+        for item in items:
+            x = item[key]
+            if x.shape[-2:] != (height, width):
+                item[key] = F.pad(x, (0, width - x.shape[-1], 0, height - x.shape[-2]))
 
 
 class DeviceFrameDecoder:
@@ -266,6 +350,8 @@ class ClipDataset(Dataset):
             raise ValueError(f"decode_on must be 'worker' or 'device', not {decode_on!r}")
         if rotation and decode_on == "device":
             raise ValueError("rotation turns the decoded frames: it needs decode_on='worker'")
+        if mode == "test" and sampling.test_full_frame and decode_on == "device":
+            raise ValueError("test_full_frame views differ in size: they need decode_on='worker'")
         self.rotation = rotation
         self.decode_on = decode_on
         self.reader = StoreReader(frames_dir, logmel_dir, max_open_shards=max_open_shards)
@@ -331,9 +417,13 @@ class ClipDataset(Dataset):
         sample = self.samples[video]
         entry = sample.entry
         start = self._start_frame(sample, clip, rng)
+        frames, view = self._frames(entry, start, crop, rng)
+        target = self.labels.target(sample, start, start + s.span)
+        if "boxes" in target:  # a detection target: its boxes go where the frames' pixels went
+            target = place_boxes(target, view)
         item: dict[str, Any] = {
-            **self._frames(entry, start, crop, rng),
-            **self.labels.target(sample, start, start + s.span),
+            **frames,
+            **target,
             "index": video,
             "clip": clip,
             "crop": crop,
@@ -365,10 +455,13 @@ class ClipDataset(Dataset):
         """What a test item that could not be loaded looks like: zeros, label -1."""
         s = self.sampling
         per_video = s.test_clips * s.test_crops
-        size = s.test_crop
+        size = s.test_scale if s.test_full_frame else s.test_crop
         fast = torch.zeros(3, s.alpha * s.num_frames, size, size, dtype=torch.uint8)
+        target = self.labels.blank()
+        if "boxes" in target:
+            target = place_boxes(target, View((size, size), (0, 0, size, size), (size, size)))
         item: dict[str, Any] = {"slow": fast[:, :: s.alpha].clone(), "fast": fast,
-                                **self.labels.blank(), "index": index // per_video,
+                                **target, "index": index // per_video,
                                 "clip": (index % per_video) // s.test_crops, "crop": index % s.test_crops,
                                 "start_s": 0.0, "loaded": False}
         if self.rotation:
@@ -385,6 +478,9 @@ class ClipDataset(Dataset):
     # ------------------------------------------------------------------ time
 
     def _start_frame(self, sample: Sample, clip: int, rng: torch.Generator | None) -> int:
+        if sample.centre_frame is not None:  # centred on the keyframe, inside the sample
+            latest = max(sample.stop_frame - self.sampling.span, sample.start_frame)
+            return min(max(sample.centre_frame - self.sampling.span // 2, sample.start_frame), latest)
         room = max(sample.stop_frame - sample.start_frame - self.sampling.span, 0)
         if clip < 0:
             return sample.start_frame + int(torch.randint(0, room + 1, (), generator=rng))
@@ -393,24 +489,40 @@ class ClipDataset(Dataset):
 
     # ------------------------------------------------------------------ frames
 
-    def _frames(self, entry: StoreEntry, start: int, crop: int, rng: torch.Generator | None) -> dict[str, Any]:
+    def _frames(self, entry: StoreEntry, start: int, crop: int, rng: torch.Generator | None
+                ) -> tuple[dict[str, Any], View]:
         """Slow and Fast uint8 [3, frames, size, size] from one contiguous read of the span
         (every fast_stride-th frame kept); with decode_on="device", the Fast frames' JPEGs
-        and the crop instead, for :class:`DeviceFrameDecoder`."""
+        and the crop instead, for :class:`DeviceFrameDecoder`. And the view they were cut by."""
         s = self.sampling
         jpegs = self.reader.frames(entry, start, start + s.span)
         last = len(jpegs) - 1  # a clip shorter than the span repeats its last frame
         picks = [min(j * s.fast_stride, last) for j in range(s.alpha * s.num_frames)]
-        height, width = jpeg_size(jpegs[0])
-        box, size = self._train_box(height, width, rng) if crop < 0 else self._test_box(height, width, crop)
-        flip = crop < 0 and s.flip and bool(torch.rand((), generator=rng) < 0.5)
+        view = self._view(*jpeg_size(jpegs[0]), crop, rng)
         if self.decode_on == "device":
-            return {"fast_jpegs": [torch.from_numpy(jpegs[p]) for p in picks], "box": torch.tensor(box), "flip": flip}
+            return {"fast_jpegs": [torch.from_numpy(jpegs[p]) for p in picks], "box": torch.tensor(view.region[:3]),
+                    "flip": view.flip}, view
         decoded = {p: decode_jpeg(jpegs[p]) for p in dict.fromkeys(picks)}
-        top, left, side = box
-        batch = np.stack([decoded[p][top : top + side, left : left + side] for p in picks])
-        fast = crop_resize_flip(torch.from_numpy(batch).permute(0, 3, 1, 2), (0, 0, side), size, flip)
-        return {"slow": fast[:, :: s.alpha].contiguous(), "fast": fast}
+        top, left, height, width = view.region
+        batch = np.stack([decoded[p][top : top + height, left : left + width] for p in picks])
+        fast = crop_resize_flip(torch.from_numpy(batch).permute(0, 3, 1, 2), (0, 0, height, width), view.size,
+                                view.flip)
+        return {"slow": fast[:, :: s.alpha].contiguous(), "fast": fast}, view
+
+    def _view(self, height: int, width: int, crop: int, rng: torch.Generator | None) -> View:
+        """How a stored frame of ``height`` x ``width`` becomes crop ``crop`` of a test clip,
+        or (crop -1) a training clip: random scale, crop and flip."""
+        s = self.sampling
+        if crop < 0:
+            (top, left, side), size = self._train_box(height, width, rng)
+            flip = s.flip and bool(torch.rand((), generator=rng) < 0.5)
+            return View((height, width), (top, left, side, side), (size, size), flip)
+        if s.test_full_frame:  # the short side to test_scale, the long one in proportion
+            short = min(height, width)
+            size = (round(height * s.test_scale / short), round(width * s.test_scale / short))
+            return View((height, width), (0, 0, height, width), size)
+        (top, left, side), size = self._test_box(height, width, crop)
+        return View((height, width), (top, left, side, side), (size, size))
 
     def _train_box(self, height: int, width: int, rng: torch.Generator | None = None
                    ) -> tuple[tuple[int, int, int], int]:

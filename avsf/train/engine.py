@@ -4,7 +4,7 @@ self-supervised pretraining as additions.
 One epoch, on every rank at once (torch.distributed, one rank per device)::
 
     EpochSampler (this rank's keys) ──DataLoader workers──> batch ──to device, normalise──>
-        model(inputs, drop_audio, negative_audio)  (through DDP: every gradient all-reduced)
+        model(inputs, drop_audio, negative_audio[, boxes])  (through DDP: every gradient all-reduced)
         ──> task loss (+ sync weight x AV-sync loss) ──> backward ──> loss and gradients
         finite on every rank? ──> SGD step
     every val_every epochs: one centre clip per val video ──> top-1 / top-5 / loss
@@ -491,19 +491,27 @@ class Trainer:
         cfg = self.cfg
         inputs = model_inputs(cfg, batch, self.device, self.channels_last)
         targets = self.task.targets(batch, self.device)
+        head = self._head_inputs(batch)
         with self._autocast():
             if self.uses_sync:
                 negative = batch["audio_negative"].to(self.device, non_blocking=True)
-                logits, levels = self.network(inputs, drop_audio=drop, negative_audio=negative)
+                logits, levels = self.network(inputs, drop_audio=drop, negative_audio=negative, **head)
                 valid = sync_valid(inputs[cfg.audio_index], negative, batch["audible"].to(self.device),
                                    batch["negative_audible"].to(self.device))
                 sync = sync_loss(levels, valid, margin=cfg.sync.margin).float()
             else:
-                logits = self.network(inputs, drop_audio=drop) if cfg.arch == "avslowfast" else self.network(inputs)
+                logits = (self.network(inputs, drop_audio=drop, **head) if cfg.arch == "avslowfast"
+                          else self.network(inputs, **head))
                 sync = None
             task = self.task.loss(logits, targets)
         loss = task if sync is None else task + self.s.sync_weight * sync
         return loss, sync, logits, targets
+
+    def _head_inputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """What the head takes besides the features: ``boxes`` [K, 5] for a task with boxes
+        (AVA's detection head); nothing for the others."""
+        boxes = getattr(self.task, "boxes", None)
+        return {} if boxes is None else {"boxes": boxes(batch, self.device)}
 
     # ------------------------------------------------------------------ evaluation
 
@@ -522,7 +530,7 @@ class Trainer:
             inputs = model_inputs(self.cfg, batch, self.device, self.channels_last)
             targets = self.task.targets(batch, self.device)
             with self._autocast():
-                logits = self.model(inputs)
+                logits = self.model(inputs, **self._head_inputs(batch))
             sums += [float(self.task.loss(logits, targets, reduction="sum")), len(batch["load_failures"]),
                      *self.task.counts(logits, targets)]
         self.failures += _gather(failures)
@@ -544,11 +552,12 @@ class Trainer:
         def forward(batch):
             failures.extend({**f, "phase": "precise_bn"} for f in batch["load_failures"])
             inputs = model_inputs(self.cfg, batch, self.device, self.channels_last)
+            head = self._head_inputs(batch)
             with self._autocast():
                 if self.cfg.arch == "avslowfast":
-                    self.model(inputs, drop_audio=False)  # as at test time: audio fused
+                    self.model(inputs, drop_audio=False, **head)  # as at test time: audio fused
                 else:
-                    self.model(inputs)
+                    self.model(inputs, **head)
 
         def batches():  # as many passes over the train set as the batches need, each reshuffled
             for extra in range(10**6):

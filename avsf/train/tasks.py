@@ -2,7 +2,10 @@
 the counts its metrics are made of (summed over batches and ranks, then divided once).
 
 The loop (avsf.train.engine) is the same for every dataset; EPIC-Kitchens (verb and noun),
-Charades (multi-label) and AVA (boxes) each add a task beside :class:`Classification`.
+Charades (multi-label) and AVA (boxes) each add a task beside :class:`Classification`. A
+task whose head needs more than the features has a method for it: ``boxes(batch, device)``
+(:class:`Detection`) gives the detection head its boxes, in training, validation and
+precise BN alike.
 """
 
 from __future__ import annotations
@@ -139,6 +142,39 @@ class MultiLabel:
         top = logits.detach().float()[keep].argmax(dim=1)
         hits = targets["labels"][keep].gather(1, top[:, None]).squeeze(1) > 0
         return [int(hits.sum()), int(keep.sum())]
+
+    def summarise(self, counts: Sequence[float]) -> dict[str, float]:
+        return {"top1_precision": counts[0] / max(counts[1], 1)}
+
+
+class Detection:
+    """AVA: one multi-hot target per person box (SlowFast Sec. 5). A batch of
+    :func:`~avsf.data.clip_dataset.collate_clips` holds ``boxes`` [K, 5] (batch index, x1,
+    y1, x2, y2 in input pixels: :meth:`boxes` hands them to the detection head) and
+    ``box_labels`` [K, C]. Loss: per-class sigmoid cross-entropy, the mean over classes and
+    boxes ("sum": the per-box means summed); a batch without boxes gives zero, still
+    attached to the graph. Metric: ``top1_precision``, the share of boxes whose top-scoring
+    class is a positive (a box without positives, such as an unmatched test detection, is a
+    miss; the frame-mAP is computed at evaluation, avsf.evaluate.ava); the counts cover boxes."""
+
+    metrics = ("top1_precision",)
+
+    def boxes(self, batch: dict[str, Any], device: torch.device) -> torch.Tensor:
+        return batch["boxes"].to(device, non_blocking=True)
+
+    def targets(self, batch: dict[str, Any], device: torch.device) -> torch.Tensor:
+        return batch["box_labels"].to(device, non_blocking=True).float()
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        if not len(targets):
+            return logits.float().sum() * 0
+        per_box = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none").mean(dim=1)
+        return per_box.mean() if reduction == "mean" else per_box.sum()
+
+    def counts(self, logits: torch.Tensor, targets: torch.Tensor) -> list[float]:
+        top = logits.detach().float().argmax(dim=1)
+        hits = targets.gather(1, top[:, None]) > 0
+        return [int(hits.sum()), len(targets)]
 
     def summarise(self, counts: Sequence[float]) -> dict[str, float]:
         return {"top1_precision": counts[0] / max(counts[1], 1)}
