@@ -20,7 +20,7 @@ from pipeline.params import Params, ParamsError, load_params
 
 PARAMS_HELP = "params file; every section is validated before any work starts"
 SET_HELP = "override one param for this run, e.g. --set download.workers=4 (repeatable)"
-DATASET_HELP = ("a fine-tuning dataset of params.yaml (epic, charades): its download, decode, spectrogram, "
+DATASET_HELP = ("a dataset section of params.yaml (epic, charades, ava, ucf101, hmdb51): its download, decode, spectrogram, "
                 "train and evaluate settings and outputs (Params.for_dataset; with --variant, the member "
                 "fine-tuned from its Kinetics run: Params.finetune)")
 PRETEXT_HELP = ("a self-supervised pretraining setting of params.yaml's ssl.settings (e.g. avs_rotation): "

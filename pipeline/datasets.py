@@ -21,10 +21,11 @@ beside them; ``Charades_v1_<split>.csv`` and ``Charades_v1_classes.txt``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from avsf.data.ava import AVA_FIRST_SECOND
 from avsf.data.clip_dataset import LabelSource
 from avsf.io.digest import file_digest
 from avsf.models import HeadConfig
@@ -36,6 +37,10 @@ EPIC_TAIL_VERBS, EPIC_TAIL_NOUNS = "EPIC_100_tail_verbs.csv", "EPIC_100_tail_nou
 EPIC_VIDEO_INFO = "EPIC_100_video_info.csv"
 CHARADES_CLASSES = "Charades_v1_classes.txt"
 EPIC_TARGETS = ("verb", "noun")
+# AVA's files beside its ground truth (ava_<split>_v2.2.csv), as the dataset distributes them
+AVA_ACTIONS, AVA_EVALUATED = "ava_action_list_v2.2.pbtxt", "ava_action_list_v2.2_for_activitynet_2019.pbtxt"
+AVA_DETECTIONS, AVA_EXCLUDED = "ava_{split}_predicted_boxes.csv", "ava_{split}_excluded_timestamps_v2.2.csv"
+AVA_CLIP_MARGIN_S = 2.0  # the store keeps this much film past a movie's last keyframe (1800 for AVA's 1798)
 
 
 def epic_unseen_name(split: str) -> str:
@@ -48,10 +53,14 @@ class DatasetSpec:
     """One dataset's annotations as the stages use them. ``target``: for EPIC's separate
     models, the one this model learns (verb or noun); None: both (joint) or not EPIC."""
 
-    kind: str  # kinetics | epic | charades | ucf101 | hmdb51
+    kind: str  # kinetics | epic | charades | ava | ucf101 | hmdb51
     annotations: str | None  # the directory of the annotation files
     target: str | None = None
     objective: str = "labels"  # train.objective: labels, or a self-supervised rotation | sync (Kinetics)
+    train_split: str = "train"  # AVA: the split whose boxes are ground truth + matched detections
+    detection_score: float = 0.8  # AVA: person boxes scoring at least this
+    train_iou: float = 0.9  # AVA: detections added to training at this IoU with a true box
+    store_start_s: float = 900.0  # AVA: the movie second the store's frame 0 shows
 
     # ------------------------------------------------------------------ files
 
@@ -65,6 +74,8 @@ class DatasetSpec:
         root = Path(self.annotations)
         if self.kind in TRANSFER_DATASETS:
             return sorted(root.glob("*.txt"))
+        if self.kind == "ava":
+            return sorted(p for p in root.iterdir() if p.suffix in (".csv", ".pbtxt", ".txt"))
         names = [EPIC_VERBS, EPIC_NOUNS] if self.kind == "epic" else [CHARADES_CLASSES]
         return sorted([*root.glob(MANIFEST_NAMES[self.kind].format(split="*")), *(root / n for n in names)])
 
@@ -87,7 +98,42 @@ class DatasetSpec:
             return read_charades_classes(root / CHARADES_CLASSES)
         if self.kind in TRANSFER_DATASETS:
             return self.transfer_splits().classes
+        if self.kind == "ava":
+            return list(self.action_names().values())
         return None
+
+    # ------------------------------------------------------------------ AVA
+
+    def action_names(self) -> dict[int, str]:
+        """AVA: action id -> name of every class trained on (the action list)."""
+        from avsf.data.ava import read_action_list
+
+        return read_action_list(Path(self.annotations) / AVA_ACTIONS)
+
+    def train_classes(self) -> list[int]:
+        """AVA: the action ids of the head's outputs, in order."""
+        return list(self.action_names())
+
+    def evaluated_classes(self) -> list[int]:
+        """AVA: the action ids the frame-mAP is over (the evaluation list: AVA's 60)."""
+        from avsf.data.ava import read_action_list
+
+        return list(read_action_list(Path(self.annotations) / AVA_EVALUATED))
+
+    def excluded_file(self, split: str) -> Path:
+        return Path(self.annotations) / AVA_EXCLUDED.format(split=split)
+
+    def action_groups(self) -> dict[str, str]:
+        """AVA: action name -> its kind (pose, movement, motion, sound) for the demo's actions."""
+        from avsf.data.demo.ava import ava_cue_groups
+
+        return ava_cue_groups()
+
+    def val_sampling(self, sampling):
+        """The validation / test views: one centre clip; AVA's is the whole frame (fully
+        convolutional at test_scale), its boxes where the detector put them."""
+        single = replace(sampling, test_clips=1, test_crops=1)
+        return replace(single, test_full_frame=True) if self.kind == "ava" else single
 
     def transfer_splits(self):
         """UCF101's or HMDB51's classes and three splits (avsf.data.ucf_hmdb)."""
@@ -115,6 +161,8 @@ class DatasetSpec:
         if self.kind in TRANSFER_DATASETS:
             return HeadConfig(kind="classification", num_classes=len(classes), dropout=model.dropout,
                               activation="softmax", test_pool=model.test_pool)
+        if self.kind == "ava":
+            return HeadConfig(kind="ava", num_classes=len(classes), dropout=model.dropout, activation="sigmoid")
         if self.objective == "rotation":
             from avsf.data.rotation import ROTATIONS
 
@@ -135,6 +183,17 @@ class DatasetSpec:
             from avsf.data.charades import CharadesLabels, read_charades
 
             return CharadesLabels(read_charades(self.annotation_file(split)), len(self.class_names()))
+        if self.kind == "ava":
+            from avsf.data.ava import read_ava_detections, read_ava_ground_truth
+            from avsf.data.ava_clips import AvaKeyframes
+
+            truth, _ = read_ava_ground_truth(self.annotation_file(split))
+            detections_path = Path(self.annotations) / AVA_DETECTIONS.format(split=split)
+            detections = read_ava_detections(detections_path) if detections_path.is_file() else []
+            return AvaKeyframes(self.train_classes(), truth, detections,
+                                mode="train" if split == self.train_split else "test",
+                                score_threshold=self.detection_score, train_iou=self.train_iou,
+                                movie_start_s=self.store_start_s)
         if self.kind in TRANSFER_DATASETS:  # "train2": split 2's train list; "test2": its test list
             from avsf.data.ucf_hmdb import SplitLabels
 
@@ -159,6 +218,10 @@ class DatasetSpec:
             from avsf.train.tasks import MultiLabel
 
             return MultiLabel()
+        if self.kind == "ava":
+            from avsf.train.tasks import Detection
+
+            return Detection()
         return Classification()
 
     def record(self) -> dict[str, Any]:
@@ -172,6 +235,11 @@ def dataset_spec(params: Params, target: str | None = None) -> DatasetSpec:
     kind = params.download.format
     if kind == "kinetics":
         return DatasetSpec("kinetics", None, objective=params.train.objective)
+    if kind == "ava":
+        a = params.ava
+        return DatasetSpec(kind, str(Path(params.download.manifests[0]).parent), train_split=a.train_split,
+                           detection_score=a.detection_score, train_iou=a.train_iou,
+                           store_start_s=max(float(AVA_FIRST_SECOND), a.movie_start_s))
     return DatasetSpec(kind, str(Path(params.download.manifests[0]).parent), target)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from avsf.data.demo import ava as demo_ava
 from avsf.data.demo import charades as demo_charades
 from avsf.data.demo import epic as demo_epic
 from avsf.data.demo import ucf_hmdb as demo_ucf_hmdb
@@ -103,6 +104,11 @@ def _charades_counts(plan: list) -> dict[str, Any]:
             "actions": sum(len(v.actions) for v in plan), "video_seconds": round(sum(v.length for v in plan), 2)}
 
 
+def _ava_counts(plan: list) -> dict[str, Any]:
+    return {"movies": dict(Counter(m.split for m in plan)),
+            "person_keyframes": sum(len(k.people) for m in plan for k in m.keyframes)}
+
+
 def _probe_counts(plan: list) -> dict[str, Any]:
     """Videos per class, and split 1's train / test / unused counts."""
     return {"classes": len({v.label for v in plan}),
@@ -116,6 +122,8 @@ FLAVOURS = {
     "charades": Flavour(demo_charades.CharadesWorldSpec, demo_charades.plan_charades_world,
                         demo_charades.write_charades_video, demo_charades.write_charades_annotations,
                         lambda v: f"{v.id}.mp4", _charades_counts),
+    "ava": Flavour(demo_ava.AvaWorldSpec, demo_ava.plan_ava_world, demo_ava.write_ava_movie,
+                   demo_ava.write_ava_annotations, lambda m: m.file_name, _ava_counts),
     "ucf101": Flavour(demo_ucf_hmdb.UcfWorldSpec, demo_ucf_hmdb.plan_ucf_world, demo_ucf_hmdb.write_probe_video,
                       demo_ucf_hmdb.write_ucf_annotations, lambda v: v.path, _probe_counts),
     "hmdb51": Flavour(demo_ucf_hmdb.HmdbWorldSpec, demo_ucf_hmdb.plan_hmdb_world, demo_ucf_hmdb.write_probe_video,
@@ -188,3 +196,12 @@ def run_demo_hmdb51(params: Params) -> None:
     own (videos/<class>/<video>.avi, 30 fps) and its split files
     (splits/<class>_test_split{1,2,3}.txt, each line <video>.avi 1|2|0). Settings: hmdb51.demo."""
     run_flavour(params, "hmdb51")
+
+
+def run_demo_ava(params: Params) -> None:
+    """Write the AVA-style demo world to data/demo/ava: film segments at 23.976, 25 and 30 fps
+    (videos/<id>.mp4|.mkv; a file's t = 0 is movie second ava.demo.movie_start_s, 898 by
+    default) with 2-4 people whose boxes move, labelled at 1 fps keyframes from 0902 with pose,
+    motion and sound actions, and AVA v2.2's files: ava_{train,val}_v2.2.csv, the action
+    lists, excluded timestamps and a person detector's predicted boxes. Settings: ava.demo."""
+    run_flavour(params, "ava")

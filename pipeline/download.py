@@ -122,7 +122,8 @@ def run_download(params: Params) -> None:
     if p.format == "kinetics":
         segments, failures, total_rows, classes = read_manifests(p.manifests)
     else:
-        segments, failures, total_rows, classes = read_video_manifests(p.format, p.manifests), [], 0, []
+        offset = params.ava.movie_start_s if p.format == "ava" and params.ava is not None else 0.0
+        segments, failures, total_rows, classes = read_video_manifests(p.format, p.manifests, offset), [], 0, []
         total_rows = len(segments)
     out_dir.mkdir(parents=True, exist_ok=True)
     stale = remove_stale_temporaries(out_dir) + remove_stale_temporaries(raw_cache)
@@ -180,13 +181,14 @@ def read_manifests(paths: list[str]) -> tuple[list[Segment], list[Failure], int,
     return segments, failures, total, class_names([*segments, *invalid])
 
 
-def read_video_manifests(kind: str, paths: list[str]) -> list[Segment]:
+def read_video_manifests(kind: str, paths: list[str], movie_start_s: float = 0.0) -> list[Segment]:
     """EPIC-Kitchens or Charades annotation files -> one unlabelled segment per video, the
     whole video (from 0 to its duration rounded up to a whole second; the trim cuts it at the
     video's real end), in the split the file is for (``EPIC_100_train.csv`` -> train).
     UCF101's or HMDB51's split files (which give no durations) -> every video they name, to
-    its end, in store split ``videos``. The labels stay in the annotation files, which the
-    label sources read at training time."""
+    its end, in store split ``videos``. AVA's ground-truth files -> each movie from second 900
+    (:func:`_ava_segments`). The labels stay in the annotation files, which the label sources
+    read at training time."""
     if kind in TRANSFER_DATASETS:
         from avsf.data.ucf_hmdb import read_transfer_splits
 
@@ -196,6 +198,8 @@ def read_video_manifests(kind: str, paths: list[str]) -> list[Segment]:
         except (OSError, ManifestError) as exc:
             raise StageFailed(f"download.manifests: {exc}") from None
         return [Segment(v.video_id, 0.0, math.inf, TRANSFER_STORE_SPLIT) for v in videos]
+    if kind == "ava":
+        return _ava_segments(paths, movie_start_s)
     segments: dict[str, Segment] = {}
     for path in paths:
         split = _split_of(Path(path), kind)
@@ -208,11 +212,34 @@ def read_video_manifests(kind: str, paths: list[str]) -> list[Segment]:
     return list(segments.values())
 
 
+def _ava_segments(paths: list[str], movie_start_s: float) -> list[Segment]:
+    """One segment per movie of AVA's ground-truth files: from movie second 900 (or the file's
+    start, if later) to 2 s past its last keyframe (1800 for AVA's 1798), in the times of a
+    source file whose t = 0 is movie second ``movie_start_s``. The store's frame 0 is then
+    movie second max(900, movie_start_s), and keyframe s its frame (s - that) x 30."""
+    from avsf.data.ava import AVA_FIRST_SECOND, AVA_LAST_SECOND, AvaFormatError, read_ava_ground_truth
+    from pipeline.datasets import AVA_CLIP_MARGIN_S
+
+    last: dict[str, tuple[int, str]] = {}
+    for path in paths:
+        split = _split_of(Path(path), "ava")
+        try:
+            _, keyframes = read_ava_ground_truth(path)
+        except (OSError, AvaFormatError) as exc:
+            raise StageFailed(f"download.manifests: {exc}") from None
+        for video_id, timestamp in sorted(keyframes):
+            last[video_id] = (max(timestamp, last.get(video_id, (0, split))[0]), split)
+    start = max(float(AVA_FIRST_SECOND), movie_start_s) - movie_start_s
+    return [Segment(video_id, start, min(float(AVA_LAST_SECOND), ts + AVA_CLIP_MARGIN_S) - movie_start_s, split)
+            for video_id, (ts, split) in last.items()]
+
+
 def _split_of(path: Path, kind: str) -> str:
-    prefix = MANIFEST_NAMES[kind].split("{split}")[0]
-    if not path.name.startswith(prefix):
+    """The split an annotation file is for, from its name (``ava_val_v2.2.csv`` -> val)."""
+    prefix, _, suffix = MANIFEST_NAMES[kind].partition("{split}")
+    if not (path.name.startswith(prefix) and path.name.endswith(suffix)) or len(path.name) <= len(prefix + suffix):
         raise StageFailed(f"download.manifests: {path.name} is not named {MANIFEST_NAMES[kind]}")
-    return path.stem.removeprefix(prefix)
+    return path.name[len(prefix) : len(path.name) - len(suffix)]
 
 
 def _video_durations(kind: str, path: Path) -> dict[str, float]:

@@ -78,7 +78,7 @@ def run_evaluate_ava(params: Params) -> None:
     for row in table:
         by_group.setdefault(groups.get(row.name, "other"), []).append(row.ap)
     metrics = {
-        "model": out["model"], "split": split, "map": result.map,
+        "model": out["model"], "split": split, "map": result.mean_ap,
         "class_ap": {names.get(c, str(c)): ap for c, ap in result.class_ap.items()},
         "class_count": {names.get(c, str(c)): n for c, n in result.class_count.items()},
         "group_map": {g: float(np.mean(aps)) for g, aps in sorted(by_group.items())},
@@ -89,7 +89,7 @@ def run_evaluate_ava(params: Params) -> None:
     write_json(out_dir / METRICS_NAME, metrics)
     log.info("evaluate: %s on %d keyframes (%d excluded), %d detected boxes: frame-mAP %s over %d classes; %.1f s",
              out["model"], metrics["keyframes"], len(excluded), out["boxes"],
-             "-" if result.map is None else f"{result.map:.3f}", len(evaluated), time.monotonic() - started)
+             "-" if result.mean_ap is None else f"{result.mean_ap:.3f}", len(evaluated), time.monotonic() - started)
 
 
 class AvaEvaluateJob(EvaluationJob):

@@ -54,7 +54,7 @@ class ResourceOverride(Section):
 STAGE_NAMES = ("demo", "download", "decode", "spectrogram", "model_report", "train", "evaluate")
 # The datasets fine-tuned from the Kinetics family: each has its own section and stages
 # (demo_<name>, download_<name>, ..., train_<name>@<member>, evaluate_<name>@<member>, <name>_summary).
-FINETUNE_DATASETS = ("epic", "charades")
+FINETUNE_DATASETS = ("epic", "charades", "ava")
 TRANSFER_DATASETS = ("ucf101", "hmdb51")  # probed by the self-supervised backbones (section ssl)
 DATASET_SECTIONS = (*FINETUNE_DATASETS, *TRANSFER_DATASETS, "ssl")  # a dataset's own params drop the others'
 PROBE_REFERENCES = ("random", "supervised")  # probe@ backbones beside ssl.settings
@@ -186,7 +186,7 @@ class DownloadParams(Section):
     # A directory or file:// URL holding <youtube_id>.<ext>, an http(s) URL prefix (or a URL
     # template with {youtube_id}), or "youtube" (needs the extra: pip install avsf[youtube]).
     source: str = Field("data/demo/remote/videos", min_length=1)
-    format: Literal["kinetics", "epic", "charades", "ucf101", "hmdb51"] = "kinetics"  # what the manifests are
+    format: Literal["kinetics", "epic", "charades", "ava", "ucf101", "hmdb51"] = "kinetics"  # what the manifests are
     out_dir: str = "data/clips"
     ledger: str = "data/ledger/download.csv"
     metrics: str = "reports/metrics/download.json"
@@ -487,6 +487,18 @@ class CharadesParams(FinetuneParams):
     test scores max-pooled over a video's clips."""
 
 
+class AvaParams(FinetuneParams):
+    """AVA action detection (AVSlowFast A.7, SlowFast Sec. 5): the detection head (res5 at
+    spatial stride 1, dilation 2; RoIAlign; per-class sigmoid) trained on every class of the
+    action list, scored on the evaluated list. Each movie is stored from second 900 to 1800 at
+    30 fps (decode.fps is set so); ``movie_start_s`` says which movie second a source file's
+    t = 0 is: 0 for a whole film, 900 for a segment trimmed at 900 (PySlowFast's files)."""
+
+    movie_start_s: float = Field(0.0, ge=0, le=1800)
+    detection_score: float = Field(0.8, ge=0, le=1)  # person boxes used: the detector's score at least this
+    train_iou: float = Field(0.9, gt=0, le=1)  # training adds detections overlapping a true box at least this
+
+
 class TransferParams(Section):
     """A small labelled dataset the self-supervised backbones are probed on (UCF101,
     HMDB51; stage names in TRANSFER_DATASETS): its three official splits, its videos stored
@@ -569,6 +581,7 @@ class Params(Section):
     family: dict[str, dict[str, Any]] = {}
     epic: EpicParams | None = None
     charades: CharadesParams | None = None
+    ava: AvaParams | None = None
     ucf101: TransferParams | None = None
     hmdb51: TransferParams | None = None
     ssl: SslParams | None = None
@@ -671,6 +684,10 @@ class Params(Section):
                     section[key] = data(section[key])
             section["metrics"] = reports(section["metrics"])
         spec["stats_split"] = TRANSFER_STORE_SPLIT if transfer else ft.train_split
+        if name == "ava":  # AVA's store: 30 fps, so that keyframe s is frame (s - 900) x 30
+            from avsf.data.ava import AVA_STORE_FPS
+
+            dec["fps"] = AVA_STORE_FPS
         if not transfer:
             t.update(ft.train)
             t.update(train_split=ft.train_split, val_split=ft.test_split)
@@ -753,9 +770,9 @@ class Params(Section):
     def _train_fits_model_and_store(self) -> "Params":
         """Combinations that cannot train, refused before any job starts."""
         m, d, t = self.model, self.dataset, self.train
-        if m.head != "classification":
-            raise ValueError(f"model.head: stage train trains the classification head (Kinetics); "
-                             f"{m.head!r} needs its own dataset and task")
+        if m.head != "classification" and (m.head, self.download.format) != ("ava", "ava"):
+            raise ValueError(f"model.head: stage train trains the classification head here; "
+                             f"{m.head!r} needs its own dataset and task (ava: section ava)")
         ranks = self.launch.world_size("train")
         if t.batch_size % ranks:
             raise ValueError(f"train.batch_size: {t.batch_size} does not split evenly over {ranks} ranks "
@@ -784,7 +801,7 @@ class Params(Section):
 
 VARIANT_NAME = re.compile(r"[a-z0-9_]+")
 # A fine-tuning dataset's annotation file of a split, as the dataset distributes it.
-MANIFEST_NAMES = {"epic": "EPIC_100_{split}.csv", "charades": "Charades_v1_{split}.csv"}
+MANIFEST_NAMES = {"epic": "EPIC_100_{split}.csv", "charades": "Charades_v1_{split}.csv", "ava": "ava_{split}_v2.2.csv"}
 TRANSFER_STORE_SPLIT = "videos"  # a transfer dataset's store: every video once; its splits pick from it
 UCF_SPLIT_FILES = ("classInd.txt", *(f"{side}list0{k}.txt" for k in (1, 2, 3) for side in ("train", "test")))
 

@@ -20,7 +20,7 @@ import logging
 import os
 import signal
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -287,7 +287,7 @@ class TrainJob(submitit.helpers.Checkpointable):
                                 sync_negatives=cfg.has_sync and t.sync_weight > 0,
                                 labels=spec.label_source(t.train_split), max_open_shards=shards,
                                 rotation=spec.objective == "rotation")
-        val_set = ClipDataset(p.decode.out_dir, logmel, spec.store_split(t.val_split), "test", replace(sampling, test_clips=1, test_crops=1),
+        val_set = ClipDataset(p.decode.out_dir, logmel, spec.store_split(t.val_split), "test", spec.val_sampling(sampling),
                               labels=spec.label_source(t.val_split), max_open_shards=shards,
                               rotation=spec.objective == "rotation")
         global_batch = t.batch_size
