@@ -105,16 +105,6 @@ def test_second_repro_does_nothing(project):
     assert "up to date" in output
 
 
-def test_experiment_on_a_download_param_reruns_only_download(project):
-    output = dvc("exp", "run", "-S", "download.retries=5", cwd=project)
-    assert "download" in ran_stages(output)
-    assert "demo" not in ran_stages(output)
-    # The experiment's result is in the workspace: its params and the lock file that records them.
-    assert yaml.safe_load((project / "params.yaml").read_text())["download"]["retries"] == 5
-    lock = yaml.safe_load((project / "dvc.lock").read_text())
-    assert lock["stages"]["download"]["params"]["params.yaml"]["download"]["retries"] == 5
-
-
 def test_training_curves_are_dvc_plots(project):
     result = sh(sys.executable, "-m", "dvc", "plots", "show", "--json", cwd=project)
     data = json.loads(result.stdout)["data"]
@@ -144,12 +134,21 @@ def test_evaluate_scores_every_manifest_video_and_the_summary_shows_the_family(p
 
 
 def test_an_experiment_on_one_members_drop_pathway_retrains_only_it_and_metrics_diff_shows_it(project):
+    """And one on a download param reruns download alone of the stages before training."""
     before = json.loads((project / "reports/metrics/train_avslowfast.json").read_text())
-    output = dvc("exp", "run", "-S", "family.avslowfast.drop_pathway=0.0", cwd=project)
+    # (one experiment for two checks, each dvc exp run costs a pass over every stage: a download
+    # param reruns download but not demo, and its unchanged clips rerun nothing after it)
+    output = dvc("exp", "run", "-S", "family.avslowfast.drop_pathway=0.0", "-S", "download.retries=5", cwd=project)
+    assert "download" in ran_stages(output) and "demo" not in ran_stages(output)
+    assert yaml.safe_load((project / "params.yaml").read_text())["download"]["retries"] == 5
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert lock["stages"]["download"]["params"]["params.yaml"]["download"]["retries"] == 5
     # ... and what is fine-tuned from it, with the summaries: nothing of slowfast
-    assert ran_stages(output) == {"train@avslowfast", "evaluate@avslowfast", "kinetics_summary",
+    downloads = {"download", *(f"download_{d}" for d in ("epic", "charades", "ava", "ucf101", "hmdb51"))}
+    assert ran_stages(output) - downloads == {"train@avslowfast", "evaluate@avslowfast", "kinetics_summary",
                                   *(f"{stage}_{d}@avslowfast" for stage in ("train", "evaluate")
-                                    for d in ("epic", "charades")), "epic_summary", "charades_summary",
+                                    for d in ("epic", "charades", "ava")), "epic_summary", "charades_summary",
+                                  "ava_summary",
                                   # the AVS backbones and the references (AVSlowFast's model) and their probes
                                   "pretrain@avs", "pretrain@avs_rotation", "probe@avs", "probe@avs_rotation",
                                   "probe_reference@random", "probe_reference@supervised", "ssl_summary"}
@@ -266,7 +265,8 @@ def test_dvc_yaml_declares_the_paths_each_fine_tuned_member_writes():
         return declared_paths(stages, raw, stage, key)
 
     for dataset, files in (("epic", ("predictions.csv", "submission.pkl", "metrics.json", "noun_accuracy.csv")),
-                           ("charades", ("predictions.txt", "metrics.json", "class_ap.csv"))):
+                           ("charades", ("predictions.txt", "metrics.json", "class_ap.csv")),
+                           ("ava", ("detections.csv", "metrics.json", "class_ap.csv"))):
         for name in getattr(params, dataset).members:
             member = params.finetune(dataset, name)
             t, e = member.train, member.evaluate
@@ -339,3 +339,39 @@ def test_dvc_yaml_declares_the_paths_pretraining_and_probing_write():
                                                  *(f"{t.live_dir}/plots/metrics/{x}" for x in ("steps", "epochs"))}
         assert declared("probe", setting) == {f"data/ssl/probe/{setting}", f"reports/ssl/probe/{setting}.json"}
     assert stages["probe_reference"]["foreach"] == ["random", "supervised"]
+
+
+def test_ava_is_stored_at_30_fps_from_second_900_and_scored_with_the_official_frame_map(project):
+    from avsf.data.ava import (read_action_list, read_ava_detections, read_ava_ground_truth,
+                               read_excluded_timestamps)
+    from avsf.data.demo.ava import plan_ava_world
+    from avsf.data.store import read_index
+    from avsf.evaluate.ava import frame_map
+
+    ava = project / "data/demo/ava"
+    entries = {e.youtube_id: e for e in read_index(project / "data/ava/store/frames/index.csv")}
+    params = load_params(project / "params.yaml")
+    from avsf.data.demo.ava import AvaWorldSpec
+
+    plan = plan_ava_world(AvaWorldSpec(**params.ava.demo))
+    assert {float(m.native_fps) for m in plan} > {30.0}  # movies at 23.976 and 25 fps too
+    for movie in plan:  # frame 0 is movie second 900, whatever the native rate: keyframe s is frame (s - 900) x 30
+        entry = entries[movie.video_id]
+        assert entry.fps == 30.0
+        last = max(k.timestamp for k in movie.keyframes if not k.excluded)
+        end = min(last + 2.0, movie.movie_start_s + movie.scene.duration)
+        assert entry.num_frames == pytest.approx((end - 900) * 30, abs=2)
+    metrics = json.loads((project / "reports/ava/models/avslowfast/metrics.json").read_text())
+    truth, keyframes = read_ava_ground_truth(ava / "ava_val_v2.2.csv")
+    excluded = read_excluded_timestamps(ava / "ava_val_excluded_timestamps_v2.2.csv")
+    evaluated = read_action_list(ava / "ava_action_list_v2.2_for_activitynet_2019.pbtxt")
+    detections = read_ava_detections(project / "reports/ava/models/avslowfast/detections.csv")
+    assert {d.action_id for d in detections} == set(read_action_list(ava / "ava_action_list_v2.2.pbtxt"))
+    again = frame_map(truth, keyframes, detections, evaluated, excluded)  # the official results file, re-scored
+    assert metrics["map"] == pytest.approx(again.mean_ap) and metrics["evaluated_classes"] == len(evaluated)
+    assert metrics["excluded"] == len(excluded) > 0
+    with (project / "reports/ava/models/avslowfast/class_ap.csv").open() as f:
+        counts = [int(r["count"]) for r in csv.DictReader(f)]
+    assert counts == sorted(counts, reverse=True)  # most frequent first (SlowFast Fig. 3)
+    summary = (project / "reports/ava/summary.md").read_text()
+    assert "| AVSlowFast (`avslowfast_tiny_2x8`) |" in summary and "actions defined by their sound" in summary

@@ -1,0 +1,60 @@
+"""AVA's params and download: the store from movie second 900 at 30 fps, whatever the source
+file's offset within the movie, the detection head only for AVA. The stages run in
+tests/test_dvc.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from avsf.data.ava import AvaBox, write_ava_ground_truth
+from conftest import REPO
+from pipeline.datasets import dataset_spec
+from pipeline.download import read_video_manifests
+from pipeline.params import ParamsError, load_params
+
+
+def test_ava_fine_tunes_the_detection_head_on_a_30_fps_store_under_its_root(tmp_path):
+    from avsf.data.demo.ava import AvaWorldSpec, plan_ava_world, write_ava_annotations
+
+    write_ava_annotations(tmp_path, plan_ava_world(AvaWorldSpec(train_movies=1, val_movies=1)))
+    params = load_params(REPO / "params.yaml", [f"ava.annotations={tmp_path}"])
+    ava = params.finetune("ava", "avslowfast")
+    assert (ava.model.head, ava.model.arch, ava.decode.fps) == ("ava", "avslowfast", 30.0)
+    assert ava.download.manifests == [f"{tmp_path}/ava_train_v2.2.csv", f"{tmp_path}/ava_val_v2.2.csv"]
+    assert (ava.train.out_dir, ava.evaluate.out_dir, ava.train.init_checkpoint) == (
+        "data/ava/train/avslowfast", "reports/ava/models/avslowfast", "data/train/avslowfast/final.pyth")
+    assert (ava.train.lr_policy, ava.train.weight_decay) == ("steps", 1e-7)  # A.7
+    spec = dataset_spec(ava)
+    assert (spec.kind, spec.detection_score, spec.train_iou, spec.store_start_s) == ("ava", 0.8, 0.9, 900.0)
+    head = spec.head(ava.model)
+    assert head.kind == "ava" and head.num_classes == len(spec.train_classes()) == 8
+    assert set(spec.evaluated_classes()) < set(spec.train_classes())
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.head=ava"], "model.head: stage train trains the classification head here; 'ava' needs its own"),
+    (["ava.detection_score=1.5"], "ava.detection_score: Input should be less than or equal to 1"),
+    (["ava.members=[slow2]"], "ava.members: 'slow2' is not a family member"),
+    (["ava.demo.movies=3"], "ava.demo.movies: unknown key; allowed: seed, train_movies"),
+])
+def test_impossible_ava_settings_are_refused_on_load(overrides, message):
+    with pytest.raises(ParamsError) as err:
+        load_params(REPO / "params.yaml", overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("offset, start, end", [
+    (898.0, 2.0, 907.0 + 2 - 898),  # the demo's segments: the file starts at movie second 898
+    (900.0, 0.0, 9.0),  # a segment trimmed at 900 (PySlowFast's files)
+    (0.0, 900.0, 909.0),  # a whole film
+])
+def test_each_movie_is_one_segment_from_second_900_in_the_file_s_own_times(tmp_path, offset, start, end):
+    write_ava_ground_truth(tmp_path / "ava_train_v2.2.csv", [AvaBox("m1", 902, (0.1, 0.1, 0.5, 0.9), 12, "0"),
+                                                             AvaBox("m1", 907, (0.1, 0.1, 0.5, 0.9), 12, "0")])
+    write_ava_ground_truth(tmp_path / "ava_val_v2.2.csv", [AvaBox("m2", 1798, (0.2, 0.1, 0.5, 0.9), 14, "1_")])
+    segments = read_video_manifests("ava", [str(tmp_path / "ava_train_v2.2.csv"), str(tmp_path / "ava_val_v2.2.csv")],
+                                    offset)
+    by_id = {s.youtube_id: s for s in segments}
+    assert (by_id["m1"].time_start, by_id["m1"].time_end, by_id["m1"].split) == (start, end, "train")
+    # AVA's last keyframe, 1798: the store ends at 1800
+    assert (by_id["m2"].time_start, by_id["m2"].time_end, by_id["m2"].split) == (start, 1800.0 - offset, "val")
