@@ -154,7 +154,7 @@ def test_params_yaml_model_options_flow_into_the_config():
     assert (default.drop_pathway_mode, default.sync.margin, default.sync.scale) == ("fusion", 0.99, 0.5)
     assert default.head.test_pool is None and default.audio_fusion.channels == 64
     cfg = config_from_params(load_params(path, [
-        "model.arch=slowfast", "family={slowfast: {arch: slowfast}}", "epic.members=[slowfast]", "charades.members=[slowfast]", "ssl=null", "model.tiny=false", "model.depth=101", "model.frames=16", "model.stride=8", "model.nonlocal_blocks=true",
+        "model.arch=slowfast", "family={slowfast: {arch: slowfast}}", "epic.members=[slowfast]", "charades.members=[slowfast]", "ava.members=[slowfast]", "ssl=null", "model.tiny=false", "model.depth=101", "model.frames=16", "model.stride=8", "model.nonlocal_blocks=true",
         "model.nonlocal_layout=paper", "model.test_pool=7"]).model)
     assert cfg.pathways[0].nonlocal_blocks[2] == (6, 13, 20) and cfg.pathways[0].nonlocal_pool == (2, 2, 2)
     assert cfg.head.test_pool == 7 and cfg.lateral.kernel == 5

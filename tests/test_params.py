@@ -56,7 +56,7 @@ def test_bad_values_name_the_key_and_what_is_allowed(override, message):
 
 def test_a_family_member_is_the_model_with_its_changes_and_its_own_outputs():
     params = load_params(REPO / "params.yaml", ["family={fast2: {arch: slowfast, beta_f: 0.25}}", "epic=null",
-                                                "charades=null", "ssl=null"])
+                                                "charades=null", "ava=null", "ssl=null"])
     member = params.variant("fast2")
     assert (member.model.arch, member.model.beta_f, member.model.frames) == ("slowfast", 0.25, params.model.frames)
     assert member.train.out_dir == f"{params.train.out_dir}/fast2"
