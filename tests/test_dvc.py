@@ -133,34 +133,6 @@ def test_evaluate_scores_every_manifest_video_and_the_summary_shows_the_family(p
     assert "reports/kinetics/models/slowfast/confusion.csv" in plots
 
 
-def test_an_experiment_on_one_members_drop_pathway_retrains_only_it_and_metrics_diff_shows_it(project):
-    """And one on a download param reruns download alone of the stages before training."""
-    before = json.loads((project / "reports/metrics/train_avslowfast.json").read_text())
-    # (one experiment for two checks, each dvc exp run costs a pass over every stage: a download
-    # param reruns download but not demo, and its unchanged clips rerun nothing after it)
-    output = dvc("exp", "run", "-S", "family.avslowfast.drop_pathway=0.0", "-S", "download.retries=5", cwd=project)
-    assert "download" in ran_stages(output) and "demo" not in ran_stages(output)
-    assert yaml.safe_load((project / "params.yaml").read_text())["download"]["retries"] == 5
-    lock = yaml.safe_load((project / "dvc.lock").read_text())
-    assert lock["stages"]["download"]["params"]["params.yaml"]["download"]["retries"] == 5
-    # ... and what is fine-tuned from it, with the summaries: nothing of slowfast
-    downloads = {"download", *(f"download_{d}" for d in ("epic", "charades", "ava", "ucf101", "hmdb51"))}
-    assert ran_stages(output) - downloads == {"train@avslowfast", "evaluate@avslowfast", "kinetics_summary",
-                                  *(f"{stage}_{d}@avslowfast" for stage in ("train", "evaluate")
-                                    for d in ("epic", "charades", "ava")), "epic_summary", "charades_summary",
-                                  "ava_summary",
-                                  # the AVS backbones and the references (AVSlowFast's model) and their probes
-                                  "pretrain@avs", "pretrain@avs_rotation", "probe@avs", "probe@avs_rotation",
-                                  "probe_reference@random", "probe_reference@supervised", "ssl_summary"}
-    after = json.loads((project / "reports/metrics/train_avslowfast.json").read_text())
-    assert after["fingerprint"] != before["fingerprint"] and after["resumed_from"] is None  # trained afresh
-    diff = dvc("metrics", "diff", cwd=project)
-    assert "reports/metrics/train_avslowfast.json" in diff
-    table = sh(sys.executable, "-m", "dvc", "exp", "show", "--csv", cwd=project).stdout
-    header = table.splitlines()[0]
-    assert "family.avslowfast.drop_pathway" in header and "final.top1" in header and "top1" in header
-
-
 def _resolve(text: str, params: dict, key: str) -> str:
     """dvc.yaml's ${...} interpolation of one string, for a foreach ``key``."""
     def value(match):
@@ -240,18 +212,6 @@ def test_charades_is_scored_with_both_map_figures_and_written_in_the_official_fo
     predictions = read_charades_predictions(project / "reports/charades/models/slowfast/predictions.txt", 8)
     assert set(predictions) == {v.id for v in videos}
     assert (project / "reports/charades/summary.md").read_text().startswith("# Charades")
-
-
-def test_an_experiment_on_epic_heads_retrains_only_the_epic_models_as_separate_verb_and_noun_ones(project):
-    output = dvc("exp", "run", "-S", "epic.heads=separate", cwd=project)
-    assert ran_stages(output) == {"train_epic@slowfast", "train_epic@avslowfast", "evaluate_epic@slowfast",
-                                  "evaluate_epic@avslowfast", "epic_summary"}
-    summary = json.loads((project / "reports/epic/metrics/train_slowfast.json").read_text())
-    assert set(summary) == {"verb", "noun"} and summary["verb"]["model"] == summary["noun"]["model"]
-    assert (project / "data/epic/train/slowfast/verb/final.pyth").is_file()
-    curves = {p.name for p in (project / "reports/epic/train/slowfast/plots/metrics/steps").glob("*.tsv")}
-    assert {"verb_loss.tsv", "noun_loss.tsv"} <= curves
-    assert json.loads((project / "reports/epic/models/slowfast/metrics.json").read_text())["heads"] == "separate"
 
 
 def test_dvc_yaml_declares_the_paths_each_fine_tuned_member_writes():
@@ -375,3 +335,42 @@ def test_ava_is_stored_at_30_fps_from_second_900_and_scored_with_the_official_fr
     assert counts == sorted(counts, reverse=True)  # most frequent first (SlowFast Fig. 3)
     summary = (project / "reports/ava/summary.md").read_text()
     assert "| AVSlowFast (`avslowfast_tiny_2x8`) |" in summary and "actions defined by their sound" in summary
+
+
+# Last in this module: it changes the project for the tests after it. One `dvc exp run` for
+# several checks, since each costs a pass over every stage.
+def test_an_experiment_reruns_exactly_the_stages_its_params_reach_and_metrics_diff_shows_it(project):
+    """download.retries reruns the downloads and nothing after them (their clips are the
+    same); AVSlowFast's DropPathway retrains it, what is fine-tuned or probed from it and the
+    summaries, nothing of SlowFast; epic.heads=separate refits both EPIC members as a verb and
+    a noun model."""
+    before = json.loads((project / "reports/metrics/train_avslowfast.json").read_text())
+    output = dvc("exp", "run", "-S", "family.avslowfast.drop_pathway=0.0", "-S", "download.retries=5",
+                 "-S", "epic.heads=separate", cwd=project)
+    downloads = {"download", *(f"download_{d}" for d in ("epic", "charades", "ava", "ucf101", "hmdb51"))}
+    assert "download" in ran_stages(output) and "demo" not in ran_stages(output)
+    assert ran_stages(output) - downloads == {
+        "train@avslowfast", "evaluate@avslowfast", "kinetics_summary",
+        *(f"{stage}_{d}@avslowfast" for stage in ("train", "evaluate") for d in ("epic", "charades", "ava")),
+        "train_epic@slowfast", "evaluate_epic@slowfast", "epic_summary", "charades_summary", "ava_summary",
+        # the AVS backbones and the references (AVSlowFast's model) and their probes
+        "pretrain@avs", "pretrain@avs_rotation", "probe@avs", "probe@avs_rotation", "probe_reference@random",
+        "probe_reference@supervised", "ssl_summary"}
+    # The experiment's result is in the workspace: its params and the lock file that records them.
+    assert yaml.safe_load((project / "params.yaml").read_text())["download"]["retries"] == 5
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert lock["stages"]["download"]["params"]["params.yaml"]["download"]["retries"] == 5
+    after = json.loads((project / "reports/metrics/train_avslowfast.json").read_text())
+    assert after["fingerprint"] != before["fingerprint"] and after["resumed_from"] is None  # trained afresh
+    diff = dvc("metrics", "diff", cwd=project)
+    assert "reports/metrics/train_avslowfast.json" in diff
+    table = sh(sys.executable, "-m", "dvc", "exp", "show", "--csv", cwd=project).stdout
+    header = table.splitlines()[0]
+    assert "family.avslowfast.drop_pathway" in header and "final.top1" in header and "top1" in header
+    # EPIC's separate verb and noun models
+    summary = json.loads((project / "reports/epic/metrics/train_slowfast.json").read_text())
+    assert set(summary) == {"verb", "noun"} and summary["verb"]["model"] == summary["noun"]["model"]
+    assert (project / "data/epic/train/slowfast/verb/final.pyth").is_file()
+    curves = {p.name for p in (project / "reports/epic/train/slowfast/plots/metrics/steps").glob("*.tsv")}
+    assert {"verb_loss.tsv", "noun_loss.tsv"} <= curves
+    assert json.loads((project / "reports/epic/models/slowfast/metrics.json").read_text())["heads"] == "separate"
