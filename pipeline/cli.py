@@ -26,7 +26,7 @@ DATASET_HELP = ("a dataset section of params.yaml (epic, charades, ava, ucf101, 
 PRETEXT_HELP = ("a self-supervised pretraining setting of params.yaml's ssl.settings (e.g. avs_rotation): "
                 "its member's model trained on the Kinetics store without labels, on its pretexts "
                 "(Params.pretrain; dvc.yaml's pretrain@<setting>)")
-BACKBONE_HELP = "the backbone probed: a setting of ssl.settings, random or supervised (dvc.yaml's probe@<backbone>)"
+BACKBONE_HELP = "the backbone probed: a setting of ssl.settings, random or supervised (dvc.yaml: probe@<setting>, probe_reference@random|supervised)"
 VARIANT_HELP = ("a member of params.yaml's family (e.g. slowfast): its model changes applied, its "
                 "outputs in its own place (dvc.yaml's <stage>@<member>); default: the model section as it is")
 

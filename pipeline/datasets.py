@@ -189,6 +189,9 @@ class DatasetSpec:
 
             truth, _ = read_ava_ground_truth(self.annotation_file(split))
             detections_path = Path(self.annotations) / AVA_DETECTIONS.format(split=split)
+            if not detections_path.is_file() and split != self.train_split:
+                raise ValueError(f"AVA's test boxes are a person detector's: {detections_path} is missing "
+                                 "(put your detector's boxes there, in the ground truth's CSV layout with a score)")
             detections = read_ava_detections(detections_path) if detections_path.is_file() else []
             return AvaKeyframes(self.train_classes(), truth, detections,
                                 mode="train" if split == self.train_split else "test",
@@ -226,8 +229,12 @@ class DatasetSpec:
 
     def record(self) -> dict[str, Any]:
         """What a checkpoint keeps of it (``data``): the kind, the target and the class names."""
-        return {"dataset": self.kind, "target": self.target, "class_names": self.class_names(),
-                "objective": self.objective}
+        record = {"dataset": self.kind, "target": self.target, "class_names": self.class_names(),
+                  "objective": self.objective}
+        if self.kind == "ava":
+            record.update(detection_score=self.detection_score, train_iou=self.train_iou,
+                          store_start_s=self.store_start_s)
+        return record
 
 
 def dataset_spec(params: Params, target: str | None = None) -> DatasetSpec:
@@ -235,6 +242,8 @@ def dataset_spec(params: Params, target: str | None = None) -> DatasetSpec:
     kind = params.download.format
     if kind == "kinetics":
         return DatasetSpec("kinetics", None, objective=params.train.objective)
+    if kind in TRANSFER_DATASETS:  # (its manifests are split files, or HMDB51's split directory)
+        return DatasetSpec(kind, getattr(params, kind).annotations)
     if kind == "ava":
         a = params.ava
         return DatasetSpec(kind, str(Path(params.download.manifests[0]).parent), train_split=a.train_split,

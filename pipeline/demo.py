@@ -145,12 +145,14 @@ def render_flavour_shard(job: tuple[str, list[Any], str]) -> int:
 
 
 def run_flavour(params: Params, name: str) -> None:
-    """Write demo flavour ``name`` (epic, charades) to data/demo/<name>: its videos (rendered in
+    """Write demo flavour ``name`` (epic, charades, ava, ucf101, hmdb51) to data/demo/<name>: its videos (rendered in
     demo.shards jobs) and its annotation files in the dataset's own formats."""
     module = FLAVOURS[name]
     started = time.monotonic()
     try:
-        spec = module.Spec(**getattr(params, name).demo)
+        # (AVA's file offset is one fact: ava.movie_start_s, which the pipeline reads too)
+        offset = {"movie_start_s": params.ava.movie_start_s} if name == "ava" else {}
+        spec = module.Spec(**{**getattr(params, name).demo, **offset})
     except TypeError as exc:  # (params.py checks the keys; this is the last guard)
         raise StageFailed(f"{name}.demo: {exc}") from None
     plan = module.plan(spec)
@@ -200,8 +202,8 @@ def run_demo_hmdb51(params: Params) -> None:
 
 def run_demo_ava(params: Params) -> None:
     """Write the AVA-style demo world to data/demo/ava: film segments at 23.976, 25 and 30 fps
-    (videos/<id>.mp4|.mkv; a file's t = 0 is movie second ava.demo.movie_start_s, 898 by
-    default) with 2-4 people whose boxes move, labelled at 1 fps keyframes from 0902 with pose,
+    (videos/<id>.mp4|.mkv; a file's t = 0 is movie second ava.movie_start_s, 898 in the
+    demo) with 2-4 people whose boxes move, labelled at 1 fps keyframes from 0902 with pose,
     motion and sound actions, and AVA v2.2's files: ava_{train,val}_v2.2.csv, the action
     lists, excluded timestamps and a person detector's predicted boxes. Settings: ava.demo."""
     run_flavour(params, "ava")

@@ -122,6 +122,8 @@ class EvaluationJob:
     """An evaluation job's function: one process tests (more tasks per job would only repeat
     it), on the device params give it; subclasses do the work in :meth:`run`."""
 
+    stage = STAGE  # whose launch resources (and so device) the job runs with
+
     def __init__(self, params: Params):
         self.params = params
 
@@ -129,7 +131,7 @@ class EvaluationJob:
         configure_logging()
         if job_env()[1] != 0:
             return {}
-        return self.run(job_device(self.params))
+        return self.run(job_device(self.params, self.stage))
 
     def run(self, device: torch.device) -> dict[str, Any]:
         raise NotImplementedError

@@ -51,7 +51,7 @@ class ResourceOverride(Section):
 
 # Every DVC stage, for the per-stage sections of ``launch``: a misspelt stage would silently
 # run with the launch-wide settings.
-STAGE_NAMES = ("demo", "download", "decode", "spectrogram", "model_report", "train", "evaluate")
+STAGE_NAMES = ("demo", "download", "decode", "spectrogram", "model_report", "train", "evaluate", "probe")
 # The datasets fine-tuned from the Kinetics family: each has its own section and stages
 # (demo_<name>, download_<name>, ..., train_<name>@<member>, evaluate_<name>@<member>, <name>_summary).
 FINETUNE_DATASETS = ("epic", "charades", "ava")
@@ -526,8 +526,8 @@ class PretextParams(Section):
 
 
 class ProbeParams(Section):
-    """Stage ``probe@<backbone>``: a backbone's transfer to each of ``datasets``, top-1 on
-    each official split's test list and the mean over ``splits`` (AVSlowFast Table A.1).
+    """Stages ``probe@<setting>`` and ``probe_reference@<random|supervised>``: a backbone's
+    transfer to each of ``datasets``, top-1 on each official split's test list and the mean over ``splits`` (AVSlowFast Table A.1).
 
     ``linear``: the backbone frozen (BN included, eval mode), only a new last fc trained, by
     SGD with a half-period cosine (A.8), on the pooled features of ``train_views`` random
@@ -552,8 +552,8 @@ class ProbeParams(Section):
 class SslParams(Section):
     """Self-supervised audiovisual pretraining (AVSlowFast Sec. 6, A.8): stages
     ``pretrain@<setting>`` (stage train's engine on the Kinetics store, labels ignored;
-    ``train``'s changes: the A.8 recipe), ``probe@<backbone>`` for every setting and the two
-    references (``random``: ``random_member``'s model untrained; ``supervised``:
+    ``train``'s changes: the A.8 recipe), ``probe@<setting>`` for every setting and
+    ``probe_reference@`` for the two references (``random``: ``random_member``'s model untrained; ``supervised``:
     ``supervised_member``'s Kinetics final.pyth), and ``ssl_summary``."""
 
     out_dir: str = "data/ssl"  # <setting>/final.pyth ... ; probe/<backbone>/ (stage all's runs)
@@ -648,6 +648,9 @@ class Params(Section):
                     raise ValueError(f"{name}.{key}.{bad[0]}: unknown {key} key (the architecture is the "
                                      f"member's); allowed: {', '.join(allowed)}")
             _check_demo_keys(name, ft.demo)
+            if name == "ava" and "movie_start_s" in ft.demo:
+                raise ValueError("ava.demo.movie_start_s: the demo's file offset is ava.movie_start_s (one value "
+                                 "for the demo and the pipeline)")
             for member in ft.members:
                 _derived_valid(f"{name} (member {member})", lambda: self.finetune(name, member))
         return self
@@ -732,14 +735,20 @@ class Params(Section):
         for name in ssl.probe.datasets:
             if getattr(self, name) is None:
                 raise ValueError(f"ssl.probe.datasets: {name} has no section {name} in params")
-        bad = [k for k in (*ssl.train, *ssl.probe.train) if k not in TrainParams.model_fields or k == "objective"]
-        if bad:
-            raise ValueError(f"ssl.train: unknown train key {bad[0]!r} (objective is the pretexts'); "
-                             f"allowed: {', '.join(f for f in TrainParams.model_fields if f != 'objective')}")
+        for key, changes in (("ssl.train", ssl.train), ("ssl.probe.train", ssl.probe.train)):
+            bad = [k for k in changes if k not in TrainParams.model_fields or k == "objective"]
+            if bad:
+                raise ValueError(f"{key}: unknown train key {bad[0]!r} (the objective is the pretexts' or the "
+                                 f"labels'); allowed: {', '.join(f for f in TrainParams.model_fields if f != 'objective')}")
+        try:
+            TrainParams.model_validate({**self.train.model_dump(), **ssl.probe.train})
+        except ValidationError as exc:
+            raise ValueError(f"ssl.probe.train: {describe_error(exc)}") from None
         for name, s in ssl.settings.items():
-            if not VARIANT_NAME.fullmatch(name) or name in PROBE_REFERENCES:
+            if not VARIANT_NAME.fullmatch(name) or name in (*PROBE_REFERENCES, "probe", "ledger"):
                 raise ValueError(f"ssl.settings.{name}: a setting's name is lower-case letters, digits and _, "
-                                 f"not {' or '.join(PROBE_REFERENCES)}")
+                                 f"not {', '.join((*PROBE_REFERENCES, 'probe', 'ledger'))} (their outputs share "
+                                 f"ssl.out_dir)")
             if s.member not in self.family:
                 raise ValueError(f"ssl.settings.{name}.member: {s.member!r} is not a family member; members: "
                                  f"{', '.join(self.family) or '(none)'}")
@@ -748,6 +757,8 @@ class Params(Section):
                 raise ValueError(f"ssl.settings.{name}.pretexts: avs needs an AVSlowFast member with model.sync "
                                  f"true; {s.member} is {m.arch}{'' if m.sync else ' without sync'}")
             _derived_valid(f"ssl.settings.{name}", lambda: self.pretrain(name))
+            if "avs" in s.pretexts and self.pretrain(name).train.sync_weight <= 0:
+                raise ValueError(f"ssl.settings.{name}.pretexts: avs needs train.sync_weight > 0 (ssl.train sets 0)")
         for name in TRANSFER_DATASETS:
             if getattr(self, name) is not None:
                 _check_demo_keys(name, getattr(self, name).demo)

@@ -1,5 +1,6 @@
-"""Stage ``probe@<backbone>``: how well a pretrained backbone transfers to UCF101 and
-HMDB51, top-1 on each official split and the mean over the splits (AVSlowFast Table A.1).
+"""Stages ``probe@<setting>`` and ``probe_reference@<random|supervised>``: how well a
+pretrained backbone transfers to UCF101 and HMDB51, top-1 on each official split and the
+mean over the splits (AVSlowFast Table A.1).
 
     backbone: a pretext setting's final.pyth (stage pretrain@<setting>), the supervised
               Kinetics final.pyth (ssl.supervised_member), or random weights (ssl.random_member)
@@ -38,6 +39,7 @@ from avsf.io.digest import digest, file_digest
 from avsf.models import build_model
 from avsf.train import checkpoint as ckpt
 from avsf.train.engine import model_inputs
+from avsf.train.sampler import item_seed
 from pipeline.evaluate import EvaluationJob, load_network
 from pipeline.launch import StageFailed, run_job
 from pipeline.models import config_from_params
@@ -94,7 +96,7 @@ def run_probe(params: Params, backbone: str) -> None:
         except (OSError, ManifestError) as exc:
             raise StageFailed(f"probe: {name}: {exc}") from None
         if ssl.probe.mode == "linear":
-            result = _linear(params, data, member, checkpoint, name, splits)
+            result = _linear(params, data, member, checkpoint, backbone, name, splits)
         else:
             result = _fine_tuned(params, data, member, checkpoint, backbone, name, splits)
         report["datasets"][name] = result
@@ -105,22 +107,25 @@ def run_probe(params: Params, backbone: str) -> None:
     write_json(probe_report_path(params, backbone), report)
 
 
-def _linear(params: Params, data: Params, member: Params, checkpoint: Path | None, name: str,
+def _linear(params: Params, data: Params, member: Params, checkpoint: Path | None, backbone: str, name: str,
             splits: TransferSplits) -> dict[str, Any]:
     p = params.ssl.probe
     frames_dir, logmel_dir = Path(data.decode.out_dir), Path(data.spectrogram.out_dir)
     if not (frames_dir / INDEX_NAME).is_file():
         raise StageFailed(f"probe: no {name} store at {frames_dir}; run stage decode_{name} first")
-    fingerprint = digest("probe-linear", file_digest(checkpoint) if checkpoint else member.train.seed,
+    fingerprint = digest("probe-linear", file_digest(checkpoint) if checkpoint else None, member.train.seed,
                          member.model.model_dump(), member.dataset.model_dump(), p.model_dump(),
                          store_identity(frames_dir, logmel_dir), splits.classes,
                          {k: [[v.video_id for v in side] for side in pair] for k, pair in splits.splits.items()})
     job = LinearProbeJob(params, data, member, checkpoint, splits)
-    return run_job(STAGE, job, params.launch, Path(params.launch.log_dir) / STAGE / name / "running.json", fingerprint)
+    attach = Path(params.launch.log_dir) / STAGE / backbone / name / "running.json"
+    return run_job(STAGE, job, params.launch, attach, fingerprint)
 
 
 class LinearProbeJob(EvaluationJob):
     """Features of the frozen backbone once, then one fc per split."""
+
+    stage = STAGE
 
     def __init__(self, params: Params, data: Params, member: Params, checkpoint: Path | None, splits: TransferSplits):
         super().__init__(params)
@@ -146,14 +151,21 @@ class LinearProbeJob(EvaluationJob):
         if not train_set.samples:
             raise RuntimeError(f"probe: the store {self.data.decode.out_dir} holds none of the split files' videos")
         seed = self.member.train.seed
-        keys = [SampleKey(i, seed=_view_seed(seed, view, i)) for view in range(probe.train_views)
-                for i in range(len(train_set))]
+        keys = [SampleKey(i, seed=item_seed(seed, view, i)) for view in range(probe.train_views)
+                for i in range(len(train_set))]  # (view v draws as the sampler's epoch v would)
+
+        failed: list[dict] = []  # every clip that failed to load (a train one is replaced, a test one blank)
+
+        def counted(loader: DataLoader, what: str):
+            for batch in tqdm(loader, desc=f"{what} features", unit="batch"):
+                failed.extend(batch["load_failures"])
+                yield batch
 
         def features(dataset: ClipDataset, sampler: Any, what: str) -> Features:
             loader = DataLoader(dataset, batch_size=p.evaluate.batch_size, sampler=sampler,
                                 num_workers=p.evaluate.workers, collate_fn=collate_clips)
-            batches = tqdm(loader, desc=f"{what} features", unit="batch")
-            return extract_features(model, batches, lambda b: model_inputs(cfg, b, device, channels_last=False), device)
+            return extract_features(model, counted(loader, what),
+                                    lambda b: model_inputs(cfg, b, device, channels_last=False), device)
 
         train = features(train_set, keys, "train")
         test = features(test_set, range(len(test_set)), "test")
@@ -171,15 +183,9 @@ class LinearProbeJob(EvaluationJob):
                                   "test_videos": len(test_videos),
                                   "missing": len(train_videos) + len(test_videos) - len(set(label_of)),
                                   "train_clips": int(train_rows.values.shape[0])}
-        failed = int((~train.loaded).sum() + (~test.loaded).sum())
         return {"splits": splits_out, "mean_top1": float(np.mean([s["top1"] for s in splits_out.values()])),
                 "classes": len(self.splits.classes), "feature_dim": int(train.values.shape[1]),
-                "failed_clips": failed}
-
-
-def _view_seed(seed: int, view: int, index: int) -> int:
-    """The seed of train view ``view`` of video ``index``: the same every run."""
-    return (seed * 1_000_003 + view) * 10_000_019 + index
+                "failed_clips": len(failed)}
 
 
 def _fine_tuned(params: Params, data: Params, member: Params, checkpoint: Path | None, backbone: str, name: str,

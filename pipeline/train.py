@@ -163,8 +163,9 @@ def run_train(params: Params) -> None:
     if kinetics and params.model.head == "classification" and params.model.num_classes != len(classes):
         raise StageFailed(f"train: model.num_classes is {params.model.num_classes} but the store has "
                           f"{len(classes)} classes ({frames_dir / CLASSES_NAME}); set model.num_classes={len(classes)}")
-    if not any(e.split == t.train_split for e in entries):
-        raise StageFailed(f"train: the store has no clip in split {t.train_split!r}")
+    store_split = dataset_spec(params).store_split(t.train_split)
+    if not any(e.split == store_split for e in entries):
+        raise StageFailed(f"train: the store has no clip in split {store_split!r}")
     if t.init_checkpoint and not Path(t.init_checkpoint).is_file():
         hint = "" if kinetics else " (the Kinetics run of this member: its train stage writes it)"
         raise StageFailed(f"train.init_checkpoint: no such file: {t.init_checkpoint}{hint}")

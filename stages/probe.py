@@ -1,4 +1,4 @@
-"""DVC stage `probe@<backbone>`: python stages/probe.py --backbone avs_rotation [--params params.yaml] [--set ssl.probe.mode=all]"""
+"""DVC stages `probe@<setting>`, `probe_reference@<random|supervised>`: python stages/probe.py --backbone avs_rotation [--params params.yaml] [--set ssl.probe.mode=all]"""
 
 from pipeline.cli import stage_command
 from pipeline.probe import run_probe

@@ -72,7 +72,7 @@ def test_movies_are_segments_of_films_at_their_native_rates(plan):
         assert {m.native_fps for m in plan if m.split == split} == {Fraction(24000, 1001), 25, 30}
     assert {m.extension for m in plan} == {".mp4", ".mkv"}
     for m in plan:
-        assert m.movie_start_s == 898.0 and m.scene.duration == 10.5
+        assert m.movie_start_s == 898.0 and m.scene.duration == 907 + 2.5 - 898  # 2.5 s past the last keyframe
         assert [kf.timestamp for kf in m.keyframes] == list(range(902, 908))
         assert m.file_time(902) == 4.0 and m.file_time(907) + 1.0 < m.scene.duration
         assert 2 <= len(m.tracks) <= 4

@@ -142,7 +142,7 @@ class AvaWorldSpec:
     val_movies: int = 3
     movie_start_s: float = 898.0  # the movie second at the file's t = 0 (the pipeline's offset)
     keyframes_per_movie: int = 6  # 0902 ... at 1 fps
-    tail_s: float = 1.5  # film after the last keyframe (a clip around it needs about a second)
+    tail_s: float = 2.5  # film after the last keyframe (the store keeps 2 s past it)
     people: tuple[int, int] = (2, 4)  # per movie, inclusive
     sizes: Sequence[tuple[int, int]] = ((160, 120), (192, 108))
     fps_choices: Sequence[float] = (24000 / 1001, 25.0, 30.0)  # in turn over the movies
