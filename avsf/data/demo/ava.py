@@ -23,10 +23,10 @@ that instant and every action of the interval. What tells each action (``cue``):
   too, slower): no single frame shows it;
 - motion: ``hand wave`` flickers the person at 7.5 Hz (the world's blinking light: Fast
   sees it, Slow at stride 16 of 30 fps does not);
-- sound: every person flashes at random events, and makes its sound at the same instant:
-  a click (nothing), a voice (``talk to``), a clap (``hand clap``) or a ting (``clink
-  glass``, rare). The look alone does not tell the sound actions; the audio, in sync with
-  the person's flashes, does.
+- sound: a person with a sound action flashes at random events and makes its sound at the
+  same instant: a voice (``talk to``), a clap (``hand clap``) or a ting (``clink glass``,
+  rare); one without is silent and does not flash. The picture tells who makes a sound,
+  only the audio, in sync with the person's flashes, which one.
 
 Eight actions are trained on and six evaluated (the evaluated list leaves out the rare
 ``crawl`` and ``clink glass``), as AVA trains on 80 and evaluates 60; names and ids are AVA's.
@@ -343,8 +343,11 @@ def _segment(rng: np.random.Generator, person_id: str, acts: Sequence[AvaAction]
                     color=look["color"], sound=sound.sound if sound else "click",
                     pitch_hz=sound.pitch_hz if sound else 0.0, flicker_hz=flicker)
     w, h = size
+    # Only a person making a sound flashes (at its sounds): the picture shows who makes one,
+    # only the audio which one (talk, clap, clink); the draw is made either way (same stream).
+    events = event_times(rng, start, end)
     return Actor(cls=cls, box=(centre - w / 2, foot - h, centre + w / 2, foot), start=start, end=end,
-                 events=event_times(rng, start, end), brightness=look["brightness"],
+                 events=events if sound else (), brightness=look["brightness"],
                  phase=(look["phase"] + start * flicker) % 1.0,  # the flicker goes on across legs
                  movement="drift" if velocity else "still", velocity=(velocity, 0.0))
 
