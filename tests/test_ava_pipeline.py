@@ -4,6 +4,8 @@ tests/test_dvc.py."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import pytest
 
 from avsf.data.ava import AvaBox, write_ava_ground_truth
@@ -58,3 +60,39 @@ def test_each_movie_is_one_segment_from_second_900_in_the_file_s_own_times(tmp_p
     assert (by_id["m1"].time_start, by_id["m1"].time_end, by_id["m1"].split) == (start, end, "train")
     # AVA's last keyframe, 1798: the store ends at 1800
     assert (by_id["m2"].time_start, by_id["m2"].time_end, by_id["m2"].split) == (start, 1800.0 - offset, "val")
+
+
+@pytest.mark.parametrize("native_fps", [Fraction(24000, 1001), Fraction(25)])
+def test_the_store_frame_of_a_keyframe_shows_that_second_of_a_movie_at_any_native_rate(tmp_path, monkeypatch,
+                                                                                       native_fps):
+    """A film segment whose t = 0 is movie second 898, at a rate that is not 30, its frames
+    numbered in stripes: downloaded and decoded by the stages' own code, store frame
+    keyframe_frame(s) must show the movie at second s."""
+    from avsf.data.ava import keyframe_frame
+    from avsf.data.jpeg import decode_jpeg
+    from avsf.data.store import StoreReader
+    from avsf.io.media import write_video
+    from clip_factory import frame_image, frame_index
+    from conftest import write_params
+    from pipeline.decode import run_decode
+    from pipeline.download import run_download
+
+    videos, annotations = tmp_path / "videos", tmp_path / "annotations"
+    videos.mkdir()
+    count = int(10 * native_fps)  # 898 .. 908 s: fewer than the stripes' 256
+    write_video(videos / "movie1.mkv", (frame_image(k, 96, 64) for k in range(count)), native_fps)
+    write_ava_ground_truth(annotations / "ava_train_v2.2.csv",
+                           [AvaBox("movie1", s, (0.1, 0.1, 0.5, 0.9), 12, "0") for s in range(902, 907)])
+    write_params(tmp_path / "params.yaml", {"launch.cluster": "debug", "decode.short_side": 64})
+    monkeypatch.chdir(tmp_path)
+    params = load_params("params.yaml", [f"ava.annotations={annotations}", f"ava.source={videos}",
+                                         "ava.movie_start_s=898", "ava.test_split=train"]).for_dataset("ava")
+    run_download(params)
+    run_decode(params)
+    reader = StoreReader(params.decode.out_dir, None)
+    (entry,) = reader.entries
+    assert entry.fps == 30.0
+    for second in range(902, 907):
+        frame = keyframe_frame(second)
+        shown = frame_index(decode_jpeg(reader.frames(entry, frame, frame + 1)[0]))
+        assert abs(898 + shown / native_fps - second) <= 1 / native_fps  # the source frame nearest to it
