@@ -11,10 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from avsf.io.atomic import write_json, write_text
-from pipeline.evaluate import METRICS_NAME
-from pipeline.launch import StageFailed
 from pipeline.params import Params
-from pipeline.summary import LABELS, claim_line, markdown_table, percent, read_member_metrics
+from pipeline.summary import LABELS, claim_line, markdown_table, percent, read_finetuned_metrics
 
 log = logging.getLogger("avsf.summary")
 
@@ -26,11 +24,7 @@ def run_ava_summary(params: Params) -> None:
     (the official semantics), its mean AP per kind of action and per class, GFLOPs, and
     whether AVSlowFast beats SlowFast on the actions defined by their sound (Table 7:
     SlowFast 27.3 -> AVSlowFast 28.6 mAP)."""
-    if params.ava is None:
-        raise StageFailed("ava_summary: params.yaml has no ava section")
-    results = read_member_metrics("ava_summary", params.ava.members,
-                                  lambda m: Path(params.finetune("ava", m).evaluate.out_dir) / METRICS_NAME,
-                                  lambda m: params.variant(m).model.arch)
+    results = read_finetuned_metrics(params, "ava")
     out_dir = Path(params.ava.reports)
     write_text(out_dir / SUMMARY_MD, summary_markdown(results))
     write_json(out_dir / SUMMARY_JSON, {name: {"map": m["map"], **{f"map_{g}": v for g, v in m["group_map"].items()}}

@@ -12,10 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from avsf.io.atomic import write_json, write_text
-from pipeline.evaluate import METRICS_NAME
-from pipeline.launch import StageFailed
 from pipeline.params import Params
-from pipeline.summary import LABELS, claim_line, markdown_table, percent, read_member_metrics
+from pipeline.summary import LABELS, claim_line, markdown_table, percent, read_finetuned_metrics
 
 log = logging.getLogger("avsf.summary")
 
@@ -26,11 +24,7 @@ def run_charades_summary(params: Params) -> None:
     """Write <charades.reports>/summary.md (and summary.json): every fine-tuned member's mAP
     (official semantics, and the sklearn-style figure), parameters and GFLOPs x views, and
     whether AVSlowFast beats SlowFast (Table 4: 42.5 -> 43.7 mAP)."""
-    if params.charades is None:
-        raise StageFailed("charades_summary: params.yaml has no charades section")
-    results = read_member_metrics("charades_summary", params.charades.members,
-                                  lambda m: Path(params.finetune("charades", m).evaluate.out_dir) / METRICS_NAME,
-                                  lambda m: params.variant(m).model.arch)
+    results = read_finetuned_metrics(params, "charades")
     out_dir = Path(params.charades.reports)
     write_text(out_dir / SUMMARY_MD, summary_markdown(results))
     write_json(out_dir / SUMMARY_JSON, {name: {"map": m["map_official"], "map_sklearn": m["map_sklearn"]}

@@ -13,10 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from avsf.io.atomic import write_json, write_text
-from pipeline.evaluate import METRICS_NAME
-from pipeline.launch import StageFailed
 from pipeline.params import Params
-from pipeline.summary import LABELS, claim_line, markdown_table, read_member_metrics
+from pipeline.summary import LABELS, claim_line, markdown_table, read_finetuned_metrics
 
 log = logging.getLogger("avsf.summary")
 
@@ -25,11 +23,7 @@ KINDS = ("verb", "noun", "action")
 
 
 def epic_results(params: Params, root: Path = Path()) -> dict[str, dict[str, Any]]:
-    if params.epic is None:
-        raise StageFailed("epic_summary: params.yaml has no epic section")
-    return read_member_metrics("epic_summary", params.epic.members,
-                               lambda m: root / params.finetune("epic", m).evaluate.out_dir / METRICS_NAME,
-                               lambda m: params.variant(m).model.arch)
+    return read_finetuned_metrics(params, "epic", root)
 
 
 def run_epic_summary(params: Params) -> None:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from pipeline.evaluate import METRICS_NAME
 from pipeline.launch import StageFailed
 
 LABELS = {"slow": "Slow-only", "fast": "Fast-only", "slowfast": "SlowFast", "audio": "Audio-only",
@@ -38,6 +39,17 @@ def read_member_metrics(stage: str, members: Sequence[str], path_of: Callable[[s
             raise StageFailed(f"{stage}: {path} is missing; run its evaluation of {name} first")
         results[name] = {**json.loads(path.read_text()), "arch": arch_of(name)}
     return results
+
+
+def read_finetuned_metrics(params, dataset: str, root: Path = Path()) -> dict[str, dict[str, Any]]:
+    """Each member of fine-tuning dataset ``dataset`` (its section's ``members``): the metrics
+    its evaluate_<dataset>@<member> stage wrote, with its ``arch``."""
+    section = getattr(params, dataset, None)
+    if section is None:
+        raise StageFailed(f"{dataset}_summary: params.yaml has no {dataset} section")
+    return read_member_metrics(f"{dataset}_summary", section.members,
+                               lambda m: root / params.finetune(dataset, m).evaluate.out_dir / METRICS_NAME,
+                               lambda m: params.variant(m).model.arch)
 
 
 def claim_line(claim: str, mine: float | None, theirs: float | None, unit: str = "") -> str:
