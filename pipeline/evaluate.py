@@ -194,6 +194,13 @@ def load_network(path: Path, device: torch.device) -> tuple[torch.nn.Module, Any
     return model.to(device), cfg, state
 
 
+def trained_checkpoint(path: Path, dataset: str) -> Path:
+    """``path`` (a fine-tuned final.pyth), or the stage's error naming the stage to run first."""
+    if not path.is_file():
+        raise StageFailed(f"evaluate: no fine-tuned model at {path}; run train_{dataset} first")
+    return path
+
+
 def write_csv(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
     """A CSV of ``rows`` (dicts) with ``columns``, written atomically."""
     with atomic_output(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:

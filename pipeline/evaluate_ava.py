@@ -31,7 +31,7 @@ from avsf.train import checkpoint as ckpt
 from avsf.train.engine import model_inputs
 from avsf.train.tasks import Detection
 from pipeline.datasets import dataset_spec
-from pipeline.evaluate import METRICS_NAME, EvaluationJob, load_network
+from pipeline.evaluate import METRICS_NAME, EvaluationJob, load_network, trained_checkpoint
 from pipeline.launch import StageFailed, run_job
 from pipeline.params import Params
 from pipeline.train import clip_sampling, resolve_device
@@ -50,9 +50,7 @@ def run_evaluate_ava(params: Params) -> None:
     the evaluated classes, with excluded keyframes; AP per class and per cue; GFLOPs) and
     class_ap.csv (a DVC plot, classes by frequency) to evaluate.out_dir."""
     spec = dataset_spec(params)
-    checkpoint = Path(params.train.out_dir) / ckpt.FINAL
-    if not checkpoint.is_file():
-        raise StageFailed(f"evaluate: no fine-tuned model at {checkpoint}; run train_ava first")
+    checkpoint = trained_checkpoint(Path(params.train.out_dir) / ckpt.FINAL, "ava")
     split = params.evaluate.split
     try:
         truth, keyframes = read_ava_ground_truth(spec.annotation_file(split))

@@ -30,7 +30,7 @@ from avsf.io.digest import digest, file_digest
 from avsf.models.flops import count_cost
 from avsf.train import checkpoint as ckpt
 from pipeline.datasets import dataset_spec
-from pipeline.evaluate import METRICS_NAME, EvaluationJob, load_network, write_csv
+from pipeline.evaluate import METRICS_NAME, EvaluationJob, load_network, trained_checkpoint, write_csv
 from pipeline.launch import StageFailed, run_job
 from pipeline.params import Params
 from pipeline.train import clip_sampling, resolve_device
@@ -48,9 +48,7 @@ def run_evaluate_charades(params: Params) -> None:
     figure. Writes metrics.json, predictions.txt (the official format) and class_ap.csv
     to evaluate.out_dir."""
     spec = dataset_spec(params)
-    checkpoint = Path(params.train.out_dir) / ckpt.FINAL
-    if not checkpoint.is_file():
-        raise StageFailed(f"evaluate: no fine-tuned model at {checkpoint}; run train_charades first")
+    checkpoint = trained_checkpoint(Path(params.train.out_dir) / ckpt.FINAL, "charades")
     split = params.evaluate.split
     try:
         videos = read_charades(spec.annotation_file(split))

@@ -33,7 +33,7 @@ from avsf.io.digest import digest, file_digest
 from avsf.models.flops import count_cost
 from avsf.train import checkpoint as ckpt
 from pipeline.datasets import EPIC_TAIL_NOUNS, EPIC_TAIL_VERBS, dataset_spec, epic_targets, epic_unseen_name
-from pipeline.evaluate import METRICS_NAME, PREDICTIONS_NAME, EvaluationJob, load_network, write_csv
+from pipeline.evaluate import METRICS_NAME, PREDICTIONS_NAME, EvaluationJob, load_network, trained_checkpoint, write_csv
 from pipeline.launch import StageFailed, run_job
 from pipeline.params import Params
 from pipeline.train import clip_sampling, resolve_device
@@ -70,10 +70,7 @@ def run_evaluate_epic(params: Params) -> None:
     logits as numpy arrays, a row for every narration), predictions.csv and noun_accuracy.csv.
     """
     spec = dataset_spec(params)
-    files = checkpoints(params)
-    for path in files.values():
-        if not path.is_file():
-            raise StageFailed(f"evaluate: no fine-tuned model at {path}; run train_epic first")
+    files = {target: trained_checkpoint(path, "epic") for target, path in checkpoints(params).items()}
     split = params.evaluate.split
     try:
         narrations = read_epic_annotations(spec.annotation_file(split))
