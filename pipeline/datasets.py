@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from avsf.data.ava import AVA_FIRST_SECOND
+from avsf.data.ava import store_start_second
 from avsf.data.clip_dataset import LabelSource
 from avsf.io.digest import file_digest
 from avsf.models import HeadConfig
@@ -248,7 +248,7 @@ def dataset_spec(params: Params, target: str | None = None) -> DatasetSpec:
         a = params.ava
         return DatasetSpec(kind, str(Path(params.download.manifests[0]).parent), train_split=a.train_split,
                            detection_score=a.detection_score, train_iou=a.train_iou,
-                           store_start_s=max(float(AVA_FIRST_SECOND), a.movie_start_s))
+                           store_start_s=store_start_second(a.movie_start_s))
     return DatasetSpec(kind, str(Path(params.download.manifests[0]).parent), target)
 
 

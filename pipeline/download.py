@@ -217,7 +217,7 @@ def _ava_segments(paths: list[str], movie_start_s: float) -> list[Segment]:
     start, if later) to 2 s past its last keyframe (1800 for AVA's 1798), in the times of a
     source file whose t = 0 is movie second ``movie_start_s``. The store's frame 0 is then
     movie second max(900, movie_start_s), and keyframe s its frame (s - that) x 30."""
-    from avsf.data.ava import AVA_FIRST_SECOND, AVA_LAST_SECOND, AvaFormatError, read_ava_ground_truth
+    from avsf.data.ava import AVA_LAST_SECOND, AvaFormatError, read_ava_ground_truth, store_start_second
     from pipeline.datasets import AVA_CLIP_MARGIN_S
 
     last: dict[str, tuple[int, str]] = {}
@@ -229,7 +229,7 @@ def _ava_segments(paths: list[str], movie_start_s: float) -> list[Segment]:
             raise StageFailed(f"download.manifests: {exc}") from None
         for video_id, timestamp in sorted(keyframes):
             last[video_id] = (max(timestamp, last.get(video_id, (0, split))[0]), split)
-    start = max(float(AVA_FIRST_SECOND), movie_start_s) - movie_start_s
+    start = store_start_second(movie_start_s) - movie_start_s
     return [Segment(video_id, start, min(float(AVA_LAST_SECOND), ts + AVA_CLIP_MARGIN_S) - movie_start_s, split)
             for video_id, (ts, split) in last.items()]
 

@@ -15,7 +15,7 @@ from typing import Any
 from avsf.io.atomic import write_json, write_text
 from pipeline.launch import StageFailed
 from pipeline.params import PROBE_REFERENCES, Params
-from pipeline.probe import probe_report_path
+from pipeline.probe import backbone_params, probe_report_path
 from pipeline.summary import LABELS, claim_line, markdown_table, percent
 
 log = logging.getLogger("avsf.summary")
@@ -54,10 +54,8 @@ def pretext_label(params: Params, backbone: str) -> str:
 
 
 def model_label(params: Params, backbone: str) -> str:
-    ssl = params.ssl
-    member = {"random": ssl.random_member, "supervised": ssl.supervised_member}.get(backbone)
-    member = member or ssl.settings[backbone].member
-    return LABELS.get(params.variant(member).model.arch, member)
+    arch = backbone_params(params, backbone)[0].model.arch
+    return LABELS.get(arch, arch)
 
 
 def summary_markdown(params: Params, results: dict[str, dict[str, Any]]) -> str:

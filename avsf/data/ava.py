@@ -281,6 +281,12 @@ def write_action_list(path: str | os.PathLike, classes: Mapping[int, str],
 # --------------------------------------------------------------------------- timing
 
 
+def store_start_second(movie_start_s: float) -> float:
+    """The movie second the store's frame 0 shows, for a source file whose t = 0 is movie
+    second ``movie_start_s``: 900, or the file's start when that is later."""
+    return max(float(AVA_FIRST_SECOND), float(movie_start_s))
+
+
 def keyframe_frame(timestamp: int, fps: float = AVA_STORE_FPS, start_s: float = AVA_FIRST_SECOND) -> int:
     """The store frame of the keyframe at second ``timestamp``: round((timestamp - start_s) x fps).
 
