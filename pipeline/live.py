@@ -17,9 +17,30 @@ import logging
 import os
 from pathlib import Path
 
+from avsf.io.atomic import write_json
+
 log = logging.getLogger("avsf.train")
 
 STEP, EPOCH = "steps", "epochs"  # ("step" is DVCLive's own key in metrics.json)
+
+
+def rebuild_summary(live_dir: str | os.PathLike) -> bool:
+    """Write ``<live_dir>/metrics.json`` as DVCLive's make_summary does (the last point of
+    every curve by kind, and the last epoch as ``step``) from the curves alone: DVC removes
+    it before it reruns a stage whose finished run then trains nothing. False without curves."""
+    summary: dict = {}
+    for kind in (STEP, EPOCH):
+        for path in sorted((Path(live_dir) / "plots" / "metrics" / kind).glob("*.tsv")):
+            with path.open(newline="") as f:
+                rows = list(csv.DictReader(f, delimiter="\t"))
+            if rows:
+                summary.setdefault(kind, {})[path.stem] = float(rows[-1][path.stem])
+                if kind == EPOCH:
+                    summary["step"] = max(summary.get("step", 0), int(rows[-1]["step"]))
+    if not summary:
+        return False
+    write_json(Path(live_dir) / "metrics.json", summary)
+    return True
 
 
 def prune_curves(live_dir: str | os.PathLike, steps_done: int, epochs_done: int, prefix: str = "") -> int:

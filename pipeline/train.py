@@ -44,7 +44,7 @@ from avsf.train.recipe import LRSchedule, steps_to_epochs
 from pipeline.cli import configure_logging
 from pipeline.datasets import DatasetSpec, dataset_spec, epic_targets
 from pipeline.launch import Requeue, StageFailed, job_env, run_job, set_job_threads
-from pipeline.live import LiveLogger
+from pipeline.live import LiveLogger, rebuild_summary
 from pipeline.models import config_from_params
 from pipeline.params import DatasetParams, ModelParams, Params
 
@@ -349,11 +349,13 @@ class TrainJob(submitit.helpers.Checkpointable):
         return summary
 
     def _finished(self, out_dir: Path) -> dict[str, Any]:
-        """A finished run's summary and ledger, rewritten from their copies beside final.pyth."""
+        """A finished run's summary and ledger, rewritten from their copies beside final.pyth,
+        and DVCLive's summary from its curves."""
         t = self.params.train
         summary = json.loads((out_dir / SUMMARY_NAME).read_text())
         write_json(t.metrics, summary)
         write_ledger(t.ledger, read_ledger_rows(out_dir / LEDGER_NAME))
+        rebuild_summary(t.live_dir)
         return summary
 
 

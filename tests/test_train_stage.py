@@ -74,9 +74,17 @@ def test_a_run_writes_checkpoints_curves_metrics_and_an_empty_ledger(reference):
     # Their copies beside final.pyth, from which a rerun after DVC removed them rewrites them.
     assert json.loads((out / "summary.json").read_text()) == metrics
     assert (out / "ledger.csv").read_text() == (reference / "data/ledger/train.csv").read_text()
-    # A rerun with the same settings finds the finished run and trains nothing.
+    # A rerun with the same settings finds the finished run and trains nothing; what DVC
+    # removes before it reruns a stage comes back from the copies beside final.pyth.
+    removed = [reference / "reports/metrics/train.json", reference / "data/ledger/train.csv",
+               reference / "reports/train/metrics.json"]
+    before = [p.read_text() for p in removed]
+    for p in removed:
+        p.unlink()
     again = run(reference)
     assert again.returncode == 0 and "already this run's result: nothing to train" in job_logs(reference)
+    assert [json.loads(p.read_text()) if p.suffix == ".json" else p.read_text() for p in removed] == [
+        json.loads(t) if p.suffix == ".json" else t for p, t in zip(removed, before)]
 
 
 def test_kill_9_of_the_stage_and_its_job_then_a_rerun_resumes_exactly(store, reference, tmp_path):
