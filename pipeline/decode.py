@@ -1,8 +1,8 @@
 """Stage ``decode``: downloaded clips in, the HDF5 frame store, a ledger and metrics out.
 
-    <download.out_dir>/clips.csv ──split into shards of decode.clips_per_shard──>
+    data/<dataset>/clips/clips.csv ──split into shards of decode.clips_per_shard──>
         run_shards(decode_shard): per clip decode_clip (JPEG frames at fps, 16 kHz audio)
-        ──> <decode.out_dir>/shard-NNNNN.h5 (written to a temporary name, renamed when whole)
+        ──> data/<dataset>/store/frames/shard-NNNNN.h5 (a temporary name, renamed when whole)
     ──merge shard metas──> index.csv, classes.json, ledger (download's rows + ours), metrics
 
 Resumable: each shard records a fingerprint of what it was built from (settings, clip
@@ -43,9 +43,11 @@ from avsf.data.store import (
 )
 from avsf.io.atomic import write_json
 from avsf.io.media import MediaError
-from pipeline.launch import StageFailed, job_progress, run_shards
-from pipeline.params import Params
+from pipeline.launch import StageFailed, job_progress, run_shards, stage_launch
+from pipeline.datasets import stage_dataset
+from pipeline.layout import Layout
 from pipeline.notes import count_notes
+from pipeline.params import Params
 from pipeline.shards import carry_ledger, chunks, prepare_out_dir
 
 log = logging.getLogger("avsf.decode")
@@ -92,35 +94,39 @@ def decode_shard(shard: DecodeShard) -> dict[str, Any]:
     return meta
 
 
-def run_decode(params: Params) -> None:
-    """Decode the downloaded clips into the HDF5 frame store.
+def run_decode(params: Params, dataset: str | None = None) -> None:
+    """Decode a dataset's downloaded clips into its HDF5 frame store.
 
-    Reads <download.out_dir>/clips.csv and its clips; resamples frames to decode.fps, resizes
-    them to decode.short_side and stores them as JPEGs (decode.jpeg_quality), with the audio
-    resampled to decode.sample_rate mono, in shards of decode.clips_per_shard clips (one job
-    each) under decode.out_dir, plus index.csv and classes.json (the download stage's class
-    list, from the manifests: class i is the same whatever failed). Writes the failure ledger
-    (download's rows, then decode's) to decode.ledger and counts to decode.metrics. Shards
-    already built from the same inputs are kept, so a killed run resumes. Exits 1 only when
-    no clip at all could be decoded.
+    Reads data/<dataset>/clips/clips.csv and its clips; resamples frames to decode.fps (AVA:
+    30), resizes them to decode.short_side and stores them as JPEGs (decode.jpeg_quality),
+    with the audio resampled to decode.sample_rate mono, in shards of decode.clips_per_shard
+    clips (one job each) under data/<dataset>/store/frames, plus index.csv and classes.json
+    (the download stage's class list, from the manifests: class i is the same whatever
+    failed). Writes the failure ledger (download's rows, then decode's) to
+    data/<dataset>/ledger/decode.csv and counts to reports/<dataset>/metrics/decode.json.
+    Shards already built from the same inputs are kept, so a killed run resumes. Exits 1
+    only when no clip at all could be decoded.
     """
-    p = params.decode
+    ds = stage_dataset(params, dataset)
+    layout = Layout.of(params.layout)
+    p = ds.decode_settings(params.decode)
+    ledger, metrics_path = layout.ledger(ds.name, STAGE), layout.metrics(ds.name, STAGE)
     started = time.monotonic()
-    clips_dir = Path(params.download.out_dir)
+    clips_dir = layout.clips(ds.name)
     try:
         records = read_clip_index(clips_dir / CLIP_INDEX_NAME)
     except (OSError, ManifestError) as exc:
         raise StageFailed(f"decode: cannot read the clip index: {exc}") from None
     settings = DecodeSettings(fps=p.fps, short_side=p.short_side, jpeg_quality=p.jpeg_quality,
                               sample_rate=p.sample_rate)
-    out_dir = Path(p.out_dir)
+    out_dir = layout.frames(ds.name)
     shards = [
         DecodeShard(i, str(out_dir / shard_name(i)), tuple(chunk), str(clips_dir), settings,
                     fingerprint(STAGE, DECODER_VERSION, asdict(settings), [_clip_identity(clips_dir, r) for r in chunk]))
         for i, chunk in enumerate(chunks(records, p.clips_per_shard))
     ]
     todo = prepare_out_dir(STAGE, out_dir, shards)
-    run_shards(STAGE, decode_shard, todo, params.launch)
+    run_shards(STAGE, decode_shard, todo, stage_launch(params.launch, ds.name))
     metas = [read_meta(s.path) for s in shards]
 
     by_id = {r.clip_id: r for r in records}
@@ -133,7 +139,7 @@ def run_decode(params: Params) -> None:
     write_index(out_dir / INDEX_NAME, entries)
     write_json(out_dir / CLASSES_NAME, class_list(clips_dir, records))
     failures = [Failure(f["id"], STAGE, f["reason"], f["detail"]) for meta in metas for f in meta["failures"]]
-    upstream = carry_ledger(params.download.ledger, failures, p.ledger)
+    upstream = carry_ledger(layout.ledger(ds.name, "download"), failures, ledger)
 
     metas_clips = [c for meta in metas for c in meta["clips"]]
     seconds = time.monotonic() - started
@@ -156,15 +162,15 @@ def run_decode(params: Params) -> None:
         "clips_per_s": len(metas_clips) / job_seconds if job_seconds else 0.0,
         "wall_s": seconds,
     }
-    write_json(p.metrics, metrics)
+    write_json(metrics_path, metrics)
     failed_text = ", ".join(f"{r} {n}" for r, n in metrics["failed_by_reason"].items()) or "none"
     log.info("decode: %d clips: %d stored (%d without audio), %d failed (%s); %d frames, %.3f h; "
              "%d shards (%d reused) in %.1f s, %.1f source-s/s per job; ledger %s",
              len(records), len(entries), metrics["without_audio"], len(failures), failed_text,
              metrics["frames"], hours, len(shards), metrics["shards_reused"], seconds,
-             metrics["source_seconds_per_s"], p.ledger)
+             metrics["source_seconds_per_s"], ledger)
     if records and not entries:
-        raise StageFailed(f"decode: none of {len(records)} clips could be decoded; see {p.ledger}")
+        raise StageFailed(f"decode: none of {len(records)} clips could be decoded; see {ledger}")
 
 
 def class_list(clips_dir: Path, records: list[ClipRecord]) -> list[str]:

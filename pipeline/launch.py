@@ -48,6 +48,12 @@ class Requeue:
     max_requeues: int = 3
 
 
+def stage_launch(launch: LaunchParams, *where: str) -> LaunchParams:
+    """``launch`` with its logs under ``<log_dir>/<where...>`` (each dataset's and run's own,
+    so that their jobs' records never meet)."""
+    return launch.model_copy(update={"log_dir": str(Path(launch.log_dir, *where))})
+
+
 def make_executor(stage: str, launch: LaunchParams, requeue: Requeue | None = None) -> submitit.Executor:
     """An executor for ``stage`` with the resources params give it."""
     folder = Path(launch.log_dir) / stage / "%j"

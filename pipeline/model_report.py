@@ -1,6 +1,6 @@
 """The model report: parameters and multiply-adds per view of every preset, against the papers.
 
-Writes ``<out_dir>/flops.json`` (DVC metrics) and ``<out_dir>/flops.md`` (the table for
+Writes ``reports/model/flops.json`` (DVC metrics) and ``reports/model/flops.md`` (the table for
 people). Counting runs on the meta device, so the whole report takes seconds.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from tqdm import tqdm
 
@@ -18,6 +17,7 @@ from avsf.models import ModelConfig, build_model, preset
 from avsf.models.config import PAPER_PRESETS
 from avsf.models.flops import ModelCost, count_cost
 from pipeline.launch import StageFailed
+from pipeline.layout import Layout
 from pipeline.models import config_from_params
 from pipeline.params import Params
 
@@ -233,7 +233,7 @@ def _audio_only(tolerance: float) -> list[dict]:
 
 def run_model_report(params: Params) -> None:
     """Write parameters and multiply-adds per view of every model preset (at each of
-    model_report.sizes) and of params.yaml's own model to model_report.out_dir, checked
+    model_report.sizes) and of params.yaml's own model to reports/model, checked
     against the papers' figures at 256x256."""
     cfg = params.model_report
     started = time.monotonic()
@@ -249,7 +249,7 @@ def run_model_report(params: Params) -> None:
     unexplained = [c["label"] for c in must if not c["within_tolerance"] and "note" not in c]
     summary = {"must_match": len(must), "within_tolerance": len(must) - len(failed),
                "explained_mismatches": failed, "tolerance": cfg.tolerance}
-    out = Path(cfg.out_dir)
+    out = Layout.of(params.layout).model_report()
     write_json(out / "flops.json", {"presets": presets, "paper_checks": checks, "summary": summary})
     write_text(out / "flops.md", render_markdown(presets, checks, cfg.sizes))
     log.info("model report: %d presets, %d paper checks (%d/%d required within %.0f%%) in %.1f s -> %s",

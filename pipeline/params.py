@@ -1,8 +1,14 @@
-"""params.yaml, validated into one typed, frozen config per section.
+"""params.yaml's schema: every key, its type, its default (written here once) and the checks
+that need only its own section.
 
 Every stage loads the whole file through :func:`load_params`, so a wrong key anywhere is
-caught before any stage writes anything. Errors are :class:`ParamsError` with a one-line
-message naming the key and what is allowed; the stage CLI turns them into exit code 2.
+caught before any stage writes anything: the schema first, each dataset section by its own
+module's schema (``pipeline.datasets``), then once the checks across sections
+(:func:`pipeline.runs.check_params`). What a stage computes with, for a family member, a
+fine-tuning dataset or a pretext setting, is derived from these by plain functions in
+:mod:`pipeline.runs`; where it writes, by :mod:`pipeline.layout`. Errors are
+:class:`ParamsError` with a one-line message naming the key and what is allowed; the stage
+CLI turns them into exit code 2.
 """
 
 from __future__ import annotations
@@ -10,10 +16,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from avsf.models.config import DROP_PATHWAY
+
 
 class ParamsError(ValueError):
     """A params file or override that does not validate; the message is one line."""
@@ -21,6 +30,9 @@ class ParamsError(ValueError):
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+VARIANT_NAME = re.compile(r"[a-z0-9_]+")  # a family member's, a pretext setting's or a dataset's name
 
 
 # --------------------------------------------------------------------------- launch
@@ -51,13 +63,8 @@ class ResourceOverride(Section):
 
 # Every DVC stage, for the per-stage sections of ``launch``: a misspelt stage would silently
 # run with the launch-wide settings.
+# (train, finetune and pretrain all run stage train's jobs; summary writes no job)
 STAGE_NAMES = ("demo", "download", "decode", "spectrogram", "model_report", "train", "evaluate", "probe")
-# The datasets fine-tuned from the Kinetics family: each has its own section and stages
-# (demo_<name>, download_<name>, ..., train_<name>@<member>, evaluate_<name>@<member>, <name>_summary).
-FINETUNE_DATASETS = ("epic", "charades", "ava")
-TRANSFER_DATASETS = ("ucf101", "hmdb51")  # probed by the self-supervised backbones (section ssl)
-DATASET_SECTIONS = (*FINETUNE_DATASETS, *TRANSFER_DATASETS, "ssl")  # a dataset's own params drop the others'
-PROBE_REFERENCES = ("random", "supervised")  # probe@ backbones beside ssl.settings
 
 
 class SlurmParams(Section):
@@ -126,71 +133,32 @@ class LaunchParams(Section):
         return res.nodes * res.tasks_per_node
 
 
-# --------------------------------------------------------------------------- demo
+# --------------------------------------------------------------------------- layout, demo
+
+
+class LayoutParams(Section):
+    """Where the stages write (pipeline/layout.py says what goes where below these): each
+    dataset's data under ``<data>/<dataset>``, its reports under ``<reports>/<dataset>``."""
+
+    data: str = "data"
+    reports: str = "reports"
 
 
 class DemoParams(Section):
-    """The procedural demo world (see avsf.data.demo)."""
+    """What every demo flavour shares (stage demo@<dataset>; each flavour's own settings are
+    its dataset section's ``demo``)."""
 
-    seed: int = 0
-    out_dir: str = "data/demo/remote"
-    train_videos_per_class: int = Field(8, gt=0)
-    val_videos_per_class: int = Field(3, gt=0)
-    raw_seconds: tuple[float, float] = (4.0, 6.0)
-    clip_seconds: int = Field(3, gt=0)  # Kinetics segments are whole seconds
-    sizes: list[tuple[int, int]] = Field(
-        default=[(160, 120), (128, 96), (176, 144), (96, 128), (192, 108)], min_length=1
-    )
-    fps_choices: list[float] = Field(default=[25.0, 29.97, 30.0], min_length=1)
-    audio_rates: list[int] = Field(default=[44100, 48000], min_length=1)
-    no_audio_fraction: float = Field(0.1, ge=0, le=1)
-    corrupt_videos: int = Field(1, ge=0)
-    missing_sources: int = Field(1, ge=0)
-    shards: int = Field(2, gt=0)
-
-    @field_validator("raw_seconds")
-    @classmethod
-    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if not 0 < value[0] <= value[1]:
-            raise ValueError("must be [low, high] with 0 < low <= high")
-        return value
-
-    @field_validator("sizes")
-    @classmethod
-    def _encodable(cls, value: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        if any(w < 16 or h < 16 or w % 2 or h % 2 for w, h in value):
-            raise ValueError("must be even [width, height] pairs of at least 16 (H.264 needs even sizes)")
-        return value
-
-    @field_validator("clip_seconds")
-    @classmethod
-    def _fits(cls, value: int, info: ValidationInfo) -> int:
-        raw = info.data.get("raw_seconds")
-        if raw is not None and value > raw[0]:
-            raise ValueError(f"must not exceed the shortest raw video (raw_seconds[0] = {raw[0]})")
-        return value
+    shards: int = Field(2, gt=0)  # jobs a flavour's videos are rendered in
 
 
 # --------------------------------------------------------------------------- download
 
 
 class DownloadParams(Section):
-    """Fetch raw videos named by the manifests and trim them into clips: Kinetics' segments,
-    or (``format`` epic / charades) every annotated video whole, once, whatever its number of
-    segments (the clip dataset reads any time range of it)."""
+    """How stage ``download@<dataset>`` fetches the raw videos its dataset's annotations name
+    and trims them into clips: Kinetics' segments, or every annotated video whole, once,
+    whatever its number of segments (the clip dataset reads any time range of it)."""
 
-    manifests: list[str] = Field(
-        default=["data/demo/remote/kinetics_demo_train.csv", "data/demo/remote/kinetics_demo_val.csv"],
-        min_length=1,
-    )
-    # A directory or file:// URL holding <youtube_id>.<ext>, an http(s) URL prefix (or a URL
-    # template with {youtube_id}), or "youtube" (needs the extra: pip install avsf[youtube]).
-    source: str = Field("data/demo/remote/videos", min_length=1)
-    format: Literal["kinetics", "epic", "charades", "ava", "ucf101", "hmdb51"] = "kinetics"  # what the manifests are
-    out_dir: str = "data/clips"
-    ledger: str = "data/ledger/download.csv"
-    metrics: str = "reports/metrics/download.json"
-    raw_cache: str = "data/download_cache"
     keep_raw: bool = False
     workers: int = Field(2, gt=0)
     shards: int = Field(2, gt=0)
@@ -207,31 +175,14 @@ class DownloadParams(Section):
     audio: Literal["copy", "aac"] = "copy"
     audio_bitrate_k: int = Field(192, ge=32, le=512)  # kb/s of AAC where audio is re-encoded
 
-    @field_validator("source")
-    @classmethod
-    def _known_source(cls, value: str) -> str:
-        return check_source(value)
-
-
-def check_source(value: str) -> str:
-    """download.source's forms: a directory, a file:// or http(s):// URL (or URL template), youtube."""
-    scheme, sep, _ = value.partition("://")
-    if sep and scheme not in ("http", "https", "file"):
-        raise ValueError("must be a directory, a file:// or http(s):// URL, or 'youtube'")
-    if set("{}") & set(value.replace("{youtube_id}", "")):
-        raise ValueError("a URL template may only use the field {youtube_id}")
-    return value
-
 
 # --------------------------------------------------------------------------- decode
 
 
 class DecodeParams(Section):
-    """Decode the downloaded clips (``download.out_dir``/clips.csv) into the HDF5 frame store."""
+    """Decode the downloaded clips (clips.csv) into the HDF5 frame store (shard-NNNNN.h5,
+    index.csv, classes.json)."""
 
-    out_dir: str = "data/store/frames"  # shard-NNNNN.h5, index.csv, classes.json
-    ledger: str = "data/ledger/decode.csv"  # download's failures, then decode's own
-    metrics: str = "reports/metrics/decode.json"
     fps: float = Field(30.0, gt=0, le=240)  # frames are resampled to this rate
     short_side: int = Field(128, ge=8, le=4096)  # frames are resized so the shorter side is this
     jpeg_quality: int = Field(90, ge=1, le=100)
@@ -243,11 +194,9 @@ class DecodeParams(Section):
 
 
 class SpectrogramParams(Section):
-    """Log-mel spectrograms of the decoded audio into the HDF5 log-mel store."""
+    """Log-mel spectrograms of the decoded audio into the HDF5 log-mel store (shard-NNNNN.h5
+    named as the frame store's; stats.json: the mean and std over the dataset's train split)."""
 
-    out_dir: str = "data/store/logmel"  # shard-NNNNN.h5 named as the frame store's, stats.json
-    ledger: str = "data/ledger/spectrogram.csv"  # decode's failures, then the spectrogram's own
-    metrics: str = "reports/metrics/spectrogram.json"
     n_fft: int = Field(512, ge=16)
     win_length: int = Field(512, ge=16)
     hop_length: int = Field(256, gt=0)
@@ -255,7 +204,6 @@ class SpectrogramParams(Section):
     f_min: float = Field(0.0, ge=0)
     f_max: float | None = Field(None, gt=0)  # None: half the sample rate
     log_offset: float = Field(1e-8, gt=0)  # log(S + log_offset)
-    stats_split: str = "train"  # normalisation mean/std are measured on this split
 
     @field_validator("win_length")
     @classmethod
@@ -270,7 +218,7 @@ class SpectrogramParams(Section):
 
 
 class DatasetParams(Section):
-    """How the clip dataset samples the stores (``decode.out_dir``, ``spectrogram.out_dir``).
+    """How the clip dataset samples the stores.
     Clip length in frames (T, tau, alpha) comes from the model."""
 
     train_scale: tuple[int, int] = (128, 160)  # short side drawn from [low, high] in training
@@ -335,7 +283,7 @@ class ModelParams(Section):
     num_classes: int = Field(400, gt=0)
     dropout: float = Field(0.5, ge=0, lt=1)
     test_pool: int | None = Field(None, gt=0)  # PySlowFast's test-time k x k pooling; null: global
-    drop_pathway: float = Field(0.8, ge=0, lt=1)  # P_d, AVSlowFast only
+    drop_pathway: float = Field(DROP_PATHWAY, ge=0, lt=1)  # P_d, AVSlowFast only
     drop_pathway_mode: Literal["fusion", "pathway"] = "fusion"  # authors' code | the paper's wording
     sync: bool = True  # AV-sync heads at res3, res4, pool5 (AVSlowFast only)
     sync_margin: float = Field(0.99, gt=0)  # contrastive margin on out-of-sync distances
@@ -365,19 +313,14 @@ class ModelParams(Section):
         return sorted(value)
 
 
-# --------------------------------------------------------------------------- train
+# --------------------------------------------------------------------------- train, evaluate
 
 
 class TrainParams(Section):
-    """Stage ``train``: the papers' recipe (AVSlowFast A.4, SlowFast Sec. 4) by default.
-    Learning rates are for ``reference_batch`` clips and scale linearly with ``batch_size``."""
+    """Stages ``train@<member>``, ``finetune@<dataset>-<member>`` and ``pretrain@<setting>``:
+    the papers' Kinetics recipe (AVSlowFast A.4, SlowFast Sec. 4) by default. Learning rates
+    are for ``reference_batch`` clips and scale linearly with ``batch_size``."""
 
-    out_dir: str = "data/train"  # checkpoint_epoch_NNNNN.pyth, last.pyth, final.pyth
-    metrics: str = "reports/metrics/train.json"
-    live_dir: str = "reports/train"  # DVCLive: per-step and per-epoch curves (dvc plots)
-    ledger: str = "data/ledger/train.csv"  # training samples that failed to load
-    train_split: str = "train"
-    val_split: str = "val"
     seed: int = 0
     epochs: int = Field(196, gt=0)
     batch_size: int = Field(1024, gt=0)  # global: split evenly over nodes x tasks_per_node ranks
@@ -424,12 +367,9 @@ class TrainParams(Section):
 
 
 class EvaluateParams(Section):
-    """Stage ``evaluate``: the papers' multi-view test (dataset.test_clips x test_crops views at
-    dataset.test_scale, softmax averaged per video) of the final checkpoint, scored over every
-    manifest row of ``split`` (a video with no prediction is a miss: the official figure)."""
+    """Stage ``evaluate@<dataset>-<member>`` (and the probes' feature passes): the final
+    checkpoint's test views, ``dataset.test_clips`` x ``test_crops`` per video."""
 
-    out_dir: str = "reports/kinetics"  # models/<name>/{metrics.json, predictions.csv, confusion.csv}, summary.md
-    split: str = "val"
     batch_size: int = Field(8, gt=0)  # views per forward pass
     workers: int = Field(2, ge=0)  # DataLoader workers
 
@@ -437,82 +377,67 @@ class EvaluateParams(Section):
 class ModelReportParams(Section):
     """Parameters and multiply-adds of every preset, checked against the papers."""
 
-    out_dir: str = "reports/model"
     sizes: list[int] = Field(default=[224, 256], min_length=1)  # square crops to count at
     tolerance: float = Field(0.02, gt=0, lt=1)  # relative error allowed against a paper figure
 
 
 class FinetuneParams(Section):
-    """A dataset fine-tuned from the Kinetics family (stage names in FINETUNE_DATASETS).
+    """Stages ``finetune@<dataset>-<member>`` and ``evaluate@<dataset>-<member>``: every family
+    member of ``members`` fine-tuned on every dataset of ``datasets`` from its Kinetics run
+    (``train@<member>``'s final.pyth, or the dataset section's ``init_checkpoints``), with the
+    dataset section's changes to the train, dataset and model sections."""
 
-    Its videos go through the same download, decode and spectrogram code into their own
-    store, and each member of ``members`` is fine-tuned from its Kinetics ``final.pyth`` (or
-    ``init_checkpoints[member]``, e.g. an official PySlowFast checkpoint; the head is always
-    replaced) with the train, dataset and model sections changed by ``train``, ``dataset``
-    and ``model``. Every path of those sections moves under ``root`` (data) and ``reports``
-    (metrics, curves, evaluation), as :meth:`Params.for_dataset` says."""
+    members: list[str] = Field(default=[], min_length=0)
+    datasets: list[str] = []
 
-    annotations: str  # the dataset's own annotation files, as distributed
-    source: str  # where the videos are: download.source's forms
-    root: str  # clips, store, ledgers, checkpoints
-    reports: str  # metrics, curves, evaluation and summary.md
+
+# --------------------------------------------------------------------------- datasets
+
+
+def check_source(value: str) -> str:
+    """A video source's forms: a directory, a file:// or http(s):// URL (or URL template), youtube."""
+    scheme, sep, _ = value.partition("://")
+    if sep and scheme not in ("http", "https", "file"):
+        raise ValueError("must be a directory, a file:// or http(s):// URL, or 'youtube'")
+    if set("{}") & set(value.replace("{youtube_id}", "")):
+        raise ValueError("a URL template may only use the field {youtube_id}")
+    return value
+
+
+class DatasetSection(Section):
+    """What every section of ``datasets`` holds; each dataset's module (pipeline.datasets)
+    gives its own schema, a subclass of this one."""
+
+    annotations: str  # the directory of the dataset's annotation files, as it distributes them
+    # Where its videos are: a directory or file:// URL holding <id>.<ext>; an http(s):// prefix
+    # or URL template with {youtube_id}; or "youtube" (yt-dlp: pip install avsf[youtube]).
+    source: str = Field(min_length=1)
+    demo: dict[str, Any] = {}  # its demo flavour's settings (stage demo@<dataset>): avsf.data.demo's spec
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        return check_source(value)
+
+
+class SplitDatasetSection(DatasetSection):
+    """A dataset trained on one split and tested on another."""
+
     train_split: str
     test_split: str
-    members: list[str] = Field(min_length=1)  # family members fine-tuned
+
+
+class FinetuneDatasetSection(SplitDatasetSection):
+    """A dataset the family is fine-tuned on (``finetune.datasets``): its changes to the
+    train, dataset and model sections (not the architecture: that is the member's)."""
+
     init_checkpoints: dict[str, str] = {}  # member -> weights to start from instead of its Kinetics run
-    train: dict[str, Any] = {}  # changes to the train section
-    dataset: dict[str, Any] = {}  # changes to the dataset section
-    model: dict[str, Any] = {}  # changes to the model section (not arch: that is the member's)
-    demo: dict[str, Any] = {}  # the demo flavour (stage demo_<name>): avsf.data.demo's spec
-
-    @field_validator("source")
-    @classmethod
-    def _known_source(cls, value: str) -> str:
-        return check_source(value)
+    train: dict[str, Any] = {}
+    dataset: dict[str, Any] = {}
+    model: dict[str, Any] = {}
 
 
-class EpicParams(FinetuneParams):
-    """EPIC-Kitchens-100 (AVSlowFast A.5): verb and noun from one model with two heads, loss
-    0.5 (CE_verb + CE_noun) (``heads: joint``), or a verb model and a noun model with their
-    own learning rates (``separate``, the paper's form)."""
-
-    heads: Literal["joint", "separate"] = "joint"
-    verb_base_lr: float | None = Field(None, gt=0)  # separate: the verb model's base_lr (null: train's)
-    noun_base_lr: float | None = Field(None, gt=0)  # separate: the noun model's
-    action_top_k: int = Field(100, gt=0)  # the official action scoring: top k verbs x top k nouns
-
-
-class CharadesParams(FinetuneParams):
-    """Charades (AVSlowFast A.6): per-class sigmoid and BCE on the actions active in the clip;
-    test scores max-pooled over a video's clips."""
-
-
-class AvaParams(FinetuneParams):
-    """AVA action detection (AVSlowFast A.7, SlowFast Sec. 5): the detection head (res5 at
-    spatial stride 1, dilation 2; RoIAlign; per-class sigmoid) trained on every class of the
-    action list, scored on the evaluated list. Each movie is stored from second 900 to 1800 at
-    30 fps (decode.fps is set so); ``movie_start_s`` says which movie second a source file's
-    t = 0 is: 0 for a whole film, 900 for a segment trimmed at 900 (PySlowFast's files)."""
-
-    movie_start_s: float = Field(0.0, ge=0, le=1800)
-    detection_score: float = Field(0.8, ge=0, le=1)  # person boxes used: the detector's score at least this
-    train_iou: float = Field(0.9, gt=0, le=1)  # training adds detections overlapping a true box at least this
-
-
-class TransferParams(Section):
-    """A small labelled dataset the self-supervised backbones are probed on (UCF101,
-    HMDB51; stage names in TRANSFER_DATASETS): its three official splits, its videos stored
-    whole once by the same download, decode and spectrogram code under ``root``."""
-
-    annotations: str  # the split files as distributed: UCF101's ucfTrainTestlist/, HMDB51's split directory
-    source: str  # where the videos are (download.source's forms; <class>/<video>.avi looked up too)
-    root: str  # clips, store, ledgers
-    demo: dict[str, Any] = {}  # the demo flavour (stage demo_<name>): avsf.data.demo.ucf_hmdb's spec
-
-    @field_validator("source")
-    @classmethod
-    def _known_source(cls, value: str) -> str:
-        return check_source(value)
+# --------------------------------------------------------------------------- self-supervised
 
 
 class PretextParams(Section):
@@ -537,7 +462,7 @@ class ProbeParams(Section):
     one run per split, scored on the split's test list by its validation (one centre view)."""
 
     mode: Literal["linear", "all"] = "linear"
-    datasets: list[Literal["ucf101", "hmdb51"]] = Field(default=["ucf101", "hmdb51"], min_length=1)
+    datasets: list[str] = Field(default=["ucf101", "hmdb51"], min_length=1)
     splits: list[Literal[1, 2, 3]] = Field(default=[1, 2, 3], min_length=1)
     train_views: int = Field(4, gt=0)  # linear: random train clips per video whose features the fc learns from
     test_clips: int = Field(10, gt=0)  # linear: uniform test clips per video x test_crops, softmax averaged
@@ -553,11 +478,10 @@ class SslParams(Section):
     """Self-supervised audiovisual pretraining (AVSlowFast Sec. 6, A.8): stages
     ``pretrain@<setting>`` (stage train's engine on the Kinetics store, labels ignored;
     ``train``'s changes: the A.8 recipe), ``probe@<setting>`` for every setting and
-    ``probe_reference@`` for the two references (``random``: ``random_member``'s model untrained; ``supervised``:
-    ``supervised_member``'s Kinetics final.pyth), and ``ssl_summary``."""
+    ``probe_reference@`` for the two references (``random``: ``random_member``'s model
+    untrained; ``supervised``: ``supervised_member``'s Kinetics final.pyth), and
+    ``summary@ssl``."""
 
-    out_dir: str = "data/ssl"  # <setting>/final.pyth ... ; probe/<backbone>/ (stage all's runs)
-    reports: str = "reports/ssl"  # pretrain/<setting>{.json,/} curves and summaries, probe/<backbone>.json, summary.md
     settings: dict[str, PretextParams] = Field(min_length=1)
     train: dict[str, Any] = {}  # changes to the train section for pretraining
     random_member: str = "avslowfast"
@@ -565,8 +489,12 @@ class SslParams(Section):
     probe: ProbeParams = ProbeParams()
 
 
+# --------------------------------------------------------------------------- the file
+
+
 class Params(Section):
     launch: LaunchParams = LaunchParams()
+    layout: LayoutParams = LayoutParams()
     demo: DemoParams = DemoParams()
     download: DownloadParams = DownloadParams()
     decode: DecodeParams = DecodeParams()
@@ -576,298 +504,38 @@ class Params(Section):
     model_report: ModelReportParams = ModelReportParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
-    # The models ``dvc repro`` trains and evaluates side by side (stages train@<name> and
-    # evaluate@<name>): each name maps to changes to the ``model`` section.
+    # The models ``dvc repro`` trains on Kinetics and evaluates side by side (train@<member>,
+    # evaluate@kinetics-<member>): each name maps to changes to the ``model`` section.
     family: dict[str, dict[str, Any]] = {}
-    epic: EpicParams | None = None
-    charades: CharadesParams | None = None
-    ava: AvaParams | None = None
-    ucf101: TransferParams | None = None
-    hmdb51: TransferParams | None = None
+    finetune: FinetuneParams = FinetuneParams()
+    # Every dataset the pipeline stores (demo@, download@, decode@, spectrogram@<name>): each
+    # entry validated by its module's schema (pipeline.datasets), after this one.
+    datasets: dict[str, Any] = {}
     ssl: SslParams | None = None
 
-    @model_validator(mode="after")
-    def _family_members_valid(self) -> "Params":
-        if self.family and self.download.format == "kinetics":  # dvc.yaml's train@ stages spell these out
-            for key in ("metrics", "ledger"):
-                default = TrainParams.model_fields[key].default
-                if getattr(self.train, key) != default:
-                    raise ValueError(f"train.{key}: with a family, dvc.yaml's train@<member> stages declare "
-                                     f"{_with_suffix(default, '<member>')}; keep {default} or change dvc.yaml too")
-        for name, changes in self.family.items():
-            if not VARIANT_NAME.fullmatch(name):
-                raise ValueError(f"family.{name}: a member's name is lower-case letters, digits and _")
-            if not isinstance(changes, dict):
-                raise ValueError(f"family.{name}: a mapping of model keys to values, e.g. {{arch: slowfast}}")
-            unknown = [k for k in changes if k not in ModelParams.model_fields]
-            if unknown:
-                raise ValueError(f"family.{name}.{unknown[0]}: unknown model key; allowed: "
-                                 f"{', '.join(ModelParams.model_fields)}")
-            _derived_valid(f"family.{name}", lambda: self.variant(name))
-        return self
+    @field_validator("datasets")
+    @classmethod
+    def _known_datasets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from pipeline.datasets import DATASETS
 
-    def variant(self, name: str) -> "Params":
-        """These params for family member ``name``: its changes applied to ``model``, and the
-        train, evaluate and launch outputs moved to its own place (``<dir>/<name>`` for a
-        directory, ``<stem>_<name><suffix>`` for a file; evaluate's in
-        ``<out_dir>/models/<name>``), as dvc.yaml's train@ and evaluate@ stages declare them."""
-        if name not in self.family:
-            raise ParamsError(f"family: no member {name!r}; members: {', '.join(self.family) or '(none)'}")
-        raw = self.model_dump()
-        raw["family"] = {}
-        if self.download.format == "kinetics":  # they name members: one member's params have none
-            raw.update({n: None for n in DATASET_SECTIONS})
-        raw["model"].update(self.family[name])
-        t = raw["train"]
-        t["out_dir"], t["live_dir"] = f"{t['out_dir']}/{name}", f"{t['live_dir']}/{name}"
-        t["metrics"], t["ledger"] = (_with_suffix(t[k], name) for k in ("metrics", "ledger"))
-        raw["evaluate"]["out_dir"] = f"{raw['evaluate']['out_dir']}/models/{name}"
-        raw["launch"]["log_dir"] = f"{raw['launch']['log_dir']}/{name}"
-        return Params.model_validate(raw)
+        unknown = [name for name in value if name not in DATASETS]
+        if unknown:
+            raise ValueError(f"unknown dataset {unknown[0]!r}; datasets: {', '.join(DATASETS)}")
+        return value
 
-    @model_validator(mode="after")
-    def _finetune_sections_valid(self) -> "Params":
-        if self.download.format != "kinetics":  # a dataset's own params (for_dataset): checked on the whole file
-            return self
-        for name in FINETUNE_DATASETS:
-            ft = getattr(self, name)
-            if ft is None:
-                continue
-            for member in ft.members:
-                if member not in self.family:
-                    raise ValueError(f"{name}.members: {member!r} is not a family member; members: "
-                                     f"{', '.join(self.family) or '(none)'}")
-            unknown = [m for m in ft.init_checkpoints if m not in ft.members]
-            if unknown:
-                raise ValueError(f"{name}.init_checkpoints.{unknown[0]}: not one of {name}.members")
-            for key, section in (("train", TrainParams), ("dataset", DatasetParams), ("model", ModelParams)):
-                changes = getattr(ft, key)
-                bad = [k for k in changes if k not in section.model_fields or (key == "model" and k == "arch")]
-                if bad:
-                    allowed = [f for f in section.model_fields if not (key == "model" and f == "arch")]
-                    raise ValueError(f"{name}.{key}.{bad[0]}: unknown {key} key (the architecture is the "
-                                     f"member's); allowed: {', '.join(allowed)}")
-            _check_demo_keys(name, ft.demo)
-            if name == "ava" and "movie_start_s" in ft.demo:
-                raise ValueError("ava.demo.movie_start_s: the demo's file offset is ava.movie_start_s (one value "
-                                 "for the demo and the pipeline)")
-            for member in ft.members:
-                _derived_valid(f"{name} (member {member})", lambda: self.finetune(name, member))
-        return self
-
-    def for_dataset(self, name: str) -> "Params":
-        """These params for dataset ``name`` (its section, e.g. ``epic``; a fine-tuning or a
-        transfer dataset): download reads its annotations and videos (``download.format`` =
-        name); every output of download, decode, spectrogram, train and evaluate moves under
-        its ``root`` and ``reports`` (``data/a/b`` -> ``<root>/a/b``, ``reports/a/b`` ->
-        ``<reports>/a/b``; evaluate's to ``<reports>``; launch logs to ``<log_dir>/<name>``),
-        as dvc.yaml's ``*_<name>`` stages declare them; a fine-tuning dataset's train, dataset
-        and model changes are applied. A transfer dataset (UCF101, HMDB51) stores every video
-        its split files name once, in store split ``videos``; its reports go under ssl.reports."""
-        ft = getattr(self, name, None) if name in (*FINETUNE_DATASETS, *TRANSFER_DATASETS) else None
-        if ft is None:
-            raise ParamsError(f"{name}: no such section in params; datasets: "
-                              f"{', '.join((*FINETUNE_DATASETS, *TRANSFER_DATASETS))}")
-        transfer = name in TRANSFER_DATASETS
-        raw = self.model_dump()
-        raw.update({n: None for n in DATASET_SECTIONS if n != name})  # the dataset's own params
-        reports_root = f"{self.ssl.reports if self.ssl else 'reports/ssl'}/{name}" if transfer else ft.reports
-
-        def data(path: str) -> str:
-            return _rebase(path, "data", ft.root)
-
-        def reports(path: str) -> str:
-            return _rebase(path, "reports", reports_root)
-
-        d, dec, spec, t = raw["download"], raw["decode"], raw["spectrogram"], raw["train"]
-        d.update(format=name, source=ft.source, manifests=dataset_manifests(name, ft))
-        for section in (d, dec, spec):
-            for key in ("out_dir", "ledger", "raw_cache"):
-                if key in section:
-                    section[key] = data(section[key])
-            section["metrics"] = reports(section["metrics"])
-        spec["stats_split"] = TRANSFER_STORE_SPLIT if transfer else ft.train_split
-        if name == "ava":  # AVA's store: 30 fps, so that keyframe s is frame (s - 900) x 30
-            from avsf.data.ava import AVA_STORE_FPS
-
-            dec["fps"] = AVA_STORE_FPS
-        if not transfer:
-            t.update(ft.train)
-            t.update(train_split=ft.train_split, val_split=ft.test_split)
-            raw["dataset"].update(ft.dataset)
-            raw["model"].update(ft.model)
-            raw["evaluate"].update(out_dir=ft.reports, split=ft.test_split)
-        t.update(out_dir=data(t["out_dir"]), ledger=data(t["ledger"]), metrics=reports(t["metrics"]),
-                 live_dir=reports(t["live_dir"]))
-        raw["launch"]["log_dir"] = f"{raw['launch']['log_dir']}/{name}"
-        return Params.model_validate(raw)
-
-    def pretrain(self, setting: str) -> "Params":
-        """The params of self-supervised pretraining setting ``setting`` (ssl.settings): its
-        member's model (:meth:`variant`), ssl.train's changes, the objective its pretexts
-        make (rotation: the 4-way rotation head; avs alone: AV-sync alone; without avs:
-        sync weight 0), outputs in ``<ssl.out_dir>/<setting>`` and ``<ssl.reports>/pretrain``."""
-        ssl = self.ssl
-        if ssl is None or setting not in ssl.settings:
-            known = ", ".join(ssl.settings) if ssl is not None else "(no ssl section)"
-            raise ParamsError(f"ssl.settings: no setting {setting!r}; settings: {known}")
-        s = ssl.settings[setting]
-        raw = self.variant(s.member).model_dump()
-        t = raw["train"]
-        t.update(ssl.train)
-        t.update(objective="rotation" if "rotation" in s.pretexts else "sync", out_dir=f"{ssl.out_dir}/{setting}",
-                 live_dir=f"{ssl.reports}/pretrain/{setting}", metrics=f"{ssl.reports}/pretrain/{setting}.json",
-                 ledger=f"{ssl.out_dir}/ledger/{setting}.csv")
-        if "avs" not in s.pretexts:
-            t["sync_weight"] = 0.0
-        raw["launch"]["log_dir"] = f"{self.launch.log_dir}/ssl/{setting}"
-        return Params.model_validate(raw)
-
-    @model_validator(mode="after")
-    def _ssl_section_valid(self) -> "Params":
-        ssl = self.ssl
-        if ssl is None or self.download.format != "kinetics":
-            return self
-        for key in ("random_member", "supervised_member"):
-            if getattr(ssl, key) not in self.family:
-                raise ValueError(f"ssl.{key}: {getattr(ssl, key)!r} is not a family member; members: "
-                                 f"{', '.join(self.family) or '(none)'}")
-        for name in ssl.probe.datasets:
-            if getattr(self, name) is None:
-                raise ValueError(f"ssl.probe.datasets: {name} has no section {name} in params")
-        for key, changes in (("ssl.train", ssl.train), ("ssl.probe.train", ssl.probe.train)):
-            bad = [k for k in changes if k not in TrainParams.model_fields or k == "objective"]
-            if bad:
-                raise ValueError(f"{key}: unknown train key {bad[0]!r} (the objective is the pretexts' or the "
-                                 f"labels'); allowed: {', '.join(f for f in TrainParams.model_fields if f != 'objective')}")
-        try:
-            TrainParams.model_validate({**self.train.model_dump(), **ssl.probe.train})
-        except ValidationError as exc:
-            raise ValueError(f"ssl.probe.train: {describe_error(exc)}") from None
-        for name, s in ssl.settings.items():
-            if not VARIANT_NAME.fullmatch(name) or name in (*PROBE_REFERENCES, "probe", "ledger"):
-                raise ValueError(f"ssl.settings.{name}: a setting's name is lower-case letters, digits and _, "
-                                 f"not {', '.join((*PROBE_REFERENCES, 'probe', 'ledger'))} (their outputs share "
-                                 f"ssl.out_dir)")
-            if s.member not in self.family:
-                raise ValueError(f"ssl.settings.{name}.member: {s.member!r} is not a family member; members: "
-                                 f"{', '.join(self.family) or '(none)'}")
-            m = self.variant(s.member).model
-            if "avs" in s.pretexts and not (m.arch == "avslowfast" and m.sync):
-                raise ValueError(f"ssl.settings.{name}.pretexts: avs needs an AVSlowFast member with model.sync "
-                                 f"true; {s.member} is {m.arch}{'' if m.sync else ' without sync'}")
-            _derived_valid(f"ssl.settings.{name}", lambda: self.pretrain(name))
-            if "avs" in s.pretexts and self.pretrain(name).train.sync_weight <= 0:
-                raise ValueError(f"ssl.settings.{name}.pretexts: avs needs train.sync_weight > 0 (ssl.train sets 0)")
-        for name in TRANSFER_DATASETS:
-            if getattr(self, name) is not None:
-                _check_demo_keys(name, getattr(self, name).demo)
-        return self
-
-    def finetune(self, name: str, member: str) -> "Params":
-        """The params of fine-tuning family ``member`` on dataset ``name``: :meth:`for_dataset`,
-        then :meth:`variant`, starting from the member's Kinetics ``final.pyth`` (or the
-        section's ``init_checkpoints[member]``)."""
-        ft = getattr(self, name, None) if name in FINETUNE_DATASETS else None
-        if ft is None or member not in ft.members:
-            known = ", ".join(ft.members) if ft is not None else "(no such section)"
-            raise ParamsError(f"{name}.members: no member {member!r}; members: {known}")
-        start = ft.init_checkpoints.get(member) or f"{self.variant(member).train.out_dir}/final.pyth"
-        raw = self.for_dataset(name).variant(member).model_dump()
-        raw["train"]["init_checkpoint"] = start
-        return Params.model_validate(raw)
-
-    @model_validator(mode="after")
-    def _train_fits_model_and_store(self) -> "Params":
-        """Combinations that cannot train, refused before any job starts."""
-        m, d, t = self.model, self.dataset, self.train
-        if m.head != "classification" and (m.head, self.download.format) != ("ava", "ava"):
-            raise ValueError(f"model.head: stage train trains the classification head here; "
-                             f"{m.head!r} needs its own dataset and task (ava: section ava)")
-        ranks = self.launch.world_size("train")
-        if t.batch_size % ranks:
-            raise ValueError(f"train.batch_size: {t.batch_size} does not split evenly over {ranks} ranks "
-                             "(launch nodes x tasks_per_node for train)")
-        from avsf.models.config import WITH_AUDIO, WITH_FAST
-
-        alpha_f, alpha_a = m.ratios()
-        if m.arch in WITH_FAST and m.stride % alpha_f:
-            raise ValueError(f"model.stride: {m.stride} is not a multiple of the Fast pathway's alpha ({alpha_f})")
-        if m.arch in WITH_AUDIO:
-            if m.frames * alpha_a != d.spec_frames:
-                raise ValueError(f"dataset.spec_frames: {d.spec_frames} log-mel frames, but the model's audio "
-                                 f"input is model.frames x alpha_a = {m.frames} x {alpha_a} = {m.frames * alpha_a}")
-            if self.spectrogram.n_mels != m.mel_bins:
-                raise ValueError(f"model.mel_bins: {m.mel_bins}, but spectrogram.n_mels is {self.spectrogram.n_mels}")
-        if t.objective != "labels" and self.download.format != "kinetics":
-            raise ValueError(f"train.objective: {t.objective!r} pretrains without labels on the Kinetics store; "
-                             f"a run on {self.download.format} learns its labels (objective: labels)")
-        if t.objective == "sync" and not (m.arch == "avslowfast" and m.sync and t.sync_weight > 0):
-            raise ValueError("train.objective: 'sync' learns AV-synchronisation alone: it needs model.arch "
-                             "avslowfast with model.sync true and train.sync_weight > 0")
-        return self
+    def section(self, dataset: str) -> DatasetSection:
+        """Dataset ``dataset``'s validated section, or the error naming the datasets there are."""
+        if dataset not in self.datasets:
+            raise ParamsError(f"datasets: no dataset {dataset!r}; datasets: {', '.join(self.datasets) or '(none)'}")
+        return self.datasets[dataset]
 
 
 # --------------------------------------------------------------------------- loading
 
-VARIANT_NAME = re.compile(r"[a-z0-9_]+")
-# A fine-tuning dataset's annotation file of a split, as the dataset distributes it.
-MANIFEST_NAMES = {"epic": "EPIC_100_{split}.csv", "charades": "Charades_v1_{split}.csv", "ava": "ava_{split}_v2.2.csv"}
-TRANSFER_STORE_SPLIT = "videos"  # a transfer dataset's store: every video once; its splits pick from it
-UCF_SPLIT_FILES = ("classInd.txt", *(f"{side}list0{k}.txt" for k in (1, 2, 3) for side in ("train", "test")))
-
-
-def dataset_manifests(name: str, section: "FinetuneParams | TransferParams") -> list[str]:
-    """download.manifests of a dataset: a fine-tuning dataset's train and test annotation
-    files; UCF101's class index and six split lists; HMDB51's split directory."""
-    root = section.annotations
-    if name == "ucf101":
-        return [f"{root}/{n}" for n in UCF_SPLIT_FILES]
-    if name == "hmdb51":
-        return [root]
-    return [f"{root}/{MANIFEST_NAMES[name].format(split=s)}" for s in dict.fromkeys((section.train_split, section.test_split))]
-
-
-DEMO_WORLD_SPECS = {"ucf101": ("ucf_hmdb", "UcfWorldSpec"), "hmdb51": ("ucf_hmdb", "HmdbWorldSpec")}
-
-
-def _check_demo_keys(name: str, demo: dict[str, Any]) -> None:
-    """A flavour's demo settings are its world spec's fields (avsf.data.demo.<name>, or the
-    module and spec DEMO_WORLD_SPECS names)."""
-    import dataclasses
-    import importlib
-
-    module_name, spec_name = DEMO_WORLD_SPECS.get(name, (name, None))
-    module = importlib.import_module(f"avsf.data.demo.{module_name}")
-    spec = next(v for k, v in vars(module).items() if k == spec_name or (spec_name is None and k.endswith("WorldSpec")))
-    allowed = [f.name for f in dataclasses.fields(spec)]
-    unknown = [k for k in demo if k not in allowed]
-    if unknown:
-        raise ValueError(f"{name}.demo.{unknown[0]}: unknown key; allowed: {', '.join(allowed)}")
-
-
-def _derived_valid(where: str, derive: Callable[[], "Params"]) -> None:
-    """Validate params derived from these (a member's, a setting's), their error named ``where``."""
-    try:
-        derive()
-    except ValidationError as exc:
-        raise ValueError(f"{where}: {describe_error(exc)}") from None
-
-
-def _rebase(path: str, top: str, root: str) -> str:
-    """``top/a/b`` -> ``root/a/b``; any other relative path -> ``root/path``."""
-    parts = Path(path).parts
-    return str(Path(root, *(parts[1:] if parts and parts[0] == top else parts)))
-
-
-def _with_suffix(path: str, name: str) -> str:
-    p = Path(path)
-    return str(p.with_name(f"{p.stem}_{name}{p.suffix}"))
-
-
 
 def load_params(path: str | os.PathLike = "params.yaml", overrides: Sequence[str] = ()) -> Params:
-    """Read ``path``, apply ``key.sub=value`` overrides, and validate everything."""
+    """Read ``path``, apply ``key.sub=value`` overrides, and validate everything: the schema,
+    each dataset section by its module's schema, then the checks across sections."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
@@ -882,9 +550,35 @@ def load_params(path: str | os.PathLike = "params.yaml", overrides: Sequence[str
     for item in overrides:
         apply_override(raw, item)
     try:
-        return Params.model_validate(raw)
+        return validate_params(raw)
+    except ParamsError as exc:
+        raise ParamsError(f"{path}: {exc}") from None
+
+
+def validate_params(raw: dict[str, Any]) -> Params:
+    """The whole validation of a params mapping (:func:`load_params` without the file)."""
+    from pipeline.datasets import dataset_class
+    from pipeline.runs import check_params
+
+    try:
+        params = Params.model_validate(raw)
     except ValidationError as exc:
-        raise ParamsError(f"{path}: {describe_error(exc)}") from None
+        raise ParamsError(describe_error(exc)) from None
+    sections = {}
+    for name, value in params.datasets.items():
+        schema = dataset_class(name).Section
+        if not isinstance(value, dict):
+            raise ParamsError(f"datasets.{name}: a mapping of its keys; allowed: {', '.join(schema.model_fields)}")
+        try:
+            sections[name] = schema.model_validate(value)
+        except ValidationError as exc:
+            raise ParamsError(describe_error(exc, ("datasets", name), schema)) from None
+    params = params.model_copy(update={"datasets": sections})
+    try:
+        check_params(params)
+    except ValueError as exc:
+        raise ParamsError(str(exc)) from None
+    return params
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -905,15 +599,16 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         raise ParamsError(f"--set {key}: value {value!r} is not valid YAML") from None
 
 
-def describe_error(exc: ValidationError) -> str:
-    """The first validation error as 'key: what is allowed (got value)'."""
+def describe_error(exc: ValidationError, prefix: tuple = (), model: type[BaseModel] | None = None) -> str:
+    """The first validation error as 'key: what is allowed (got value)'; ``prefix``: where the
+    validated mapping sits in params.yaml (e.g. ("datasets", "epic")), ``model`` its schema."""
     err = exc.errors()[0]
     loc = tuple(err["loc"])
-    if not loc:  # a check across sections: its message starts with the key
+    if not loc and not prefix:  # a check across a section's keys: its message starts with the key
         return err["msg"].removeprefix("Value error, ")
-    key = ".".join(str(p) for p in loc)
+    key = ".".join(str(p) for p in (*prefix, *loc))
     if err["type"] == "extra_forbidden":
-        return f"{key}: unknown key; allowed: {_allowed(Params, loc[:-1])}"
+        return f"{key}: unknown key; allowed: {_allowed(model or Params, loc[:-1])}"
     msg = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
     if isinstance(got, (dict, list)) or got is None and err["type"] == "missing":

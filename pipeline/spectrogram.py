@@ -1,8 +1,8 @@
 """Stage ``spectrogram``: the frame store's audio in, the HDF5 log-mel store and its statistics out.
 
-    <decode.out_dir>/index.csv ──one job per frame shard──> run_shards(spectrogram_shard):
+    data/<dataset>/store/frames/index.csv ──one job per frame shard──> run_shards(spectrogram_shard):
         per clip: int16 audio ──log_mel──> float16 [time, n_mels]
-        ──> <spectrogram.out_dir>/shard-NNNNN.h5 (same name as the frame shard)
+        ──> data/<dataset>/store/logmel/shard-NNNNN.h5 (same name as the frame shard)
         + sums over the stats split's values
     ──merge──> stats.json (mean, std), ledger (decode's rows + ours), metrics
 
@@ -21,7 +21,6 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import h5py
@@ -31,7 +30,9 @@ from avsf.data.ledger import Failure, count_by_reason
 from avsf.data.logmel import LOGMEL_VERSION, LogMelSettings, clip_log_mel
 from avsf.data.store import AUDIO, INDEX_NAME, STATS_NAME, fingerprint, open_shard, read_index, read_meta
 from avsf.io.atomic import write_json
-from pipeline.launch import StageFailed, job_progress, run_shards, set_job_threads
+from pipeline.launch import StageFailed, job_progress, run_shards, set_job_threads, stage_launch
+from pipeline.datasets import stage_dataset
+from pipeline.layout import Layout
 from pipeline.params import Params
 from pipeline.shards import carry_ledger, prepare_out_dir
 
@@ -83,32 +84,37 @@ def spectrogram_shard(shard: SpectrogramShard) -> dict[str, Any]:
     return meta
 
 
-def run_spectrogram(params: Params) -> None:
-    """Compute log-mel spectrograms of the decoded audio into the HDF5 log-mel store.
+def run_spectrogram(params: Params, dataset: str | None = None) -> None:
+    """Compute log-mel spectrograms of a dataset's decoded audio into its HDF5 log-mel store.
 
-    Reads the frame store (decode.out_dir); writes one log-mel shard per frame shard under
-    spectrogram.out_dir: float16 [time, spectrogram.n_mels], log(mel power + log_offset) of
-    an STFT with n_fft, win_length and hop_length at decode.sample_rate (the AVSlowFast
-    paper's 16 kHz, 32 ms window, 16 ms hop, 80 HTK mel bins by default). Measures the mean
-    and std of the values on spectrogram.stats_split and writes them to stats.json beside
-    the shards (the dataset normalises at load time); clips of digital silence (a muted
-    track) are marked silent and left out of them. Ledger: decode's rows, then ours.
+    Reads the frame store (data/<dataset>/store/frames); writes one log-mel shard per frame
+    shard under data/<dataset>/store/logmel: float16 [time, spectrogram.n_mels], log(mel
+    power + log_offset) of an STFT with n_fft, win_length and hop_length at
+    decode.sample_rate (the AVSlowFast paper's 16 kHz, 32 ms window, 16 ms hop, 80 HTK mel
+    bins by default). Measures the mean and std of the values on the dataset's train split
+    and writes them to stats.json beside the shards (the dataset normalises at load time);
+    clips of digital silence (a muted track) are marked silent and left out of them.
+    Ledger: decode's rows, then ours.
     """
+    ds = stage_dataset(params, dataset)
+    layout = Layout.of(params.layout)
     p = params.spectrogram
+    stats_split = ds.stats_split
+    ledger, metrics_path = layout.ledger(ds.name, STAGE), layout.metrics(ds.name, STAGE)
     started = time.monotonic()
-    frames_dir = Path(params.decode.out_dir)
+    frames_dir = layout.frames(ds.name)
     try:
         entries = read_index(frames_dir / INDEX_NAME)
     except (OSError, ValueError) as exc:
         raise StageFailed(f"spectrogram: cannot read the frame store's index: {exc}") from None
-    settings = LogMelSettings(sample_rate=params.decode.sample_rate, n_fft=p.n_fft, win_length=p.win_length,
+    settings = LogMelSettings(sample_rate=ds.decode_settings(params.decode).sample_rate, n_fft=p.n_fft, win_length=p.win_length,
                               hop_length=p.hop_length, n_mels=p.n_mels, f_min=p.f_min, f_max=p.f_max,
                               log_offset=p.log_offset)
     by_shard: dict[str, list[str]] = defaultdict(list)
     for e in entries:
         by_shard[e.shard].append(e.clip_id)
-    stats_ids = {e.clip_id for e in entries if e.split == p.stats_split}
-    out_dir = Path(p.out_dir)
+    stats_ids = {e.clip_id for e in entries if e.split == stats_split}
+    out_dir = layout.logmel(ds.name)
     shards = []
     for i, (name, clip_ids) in enumerate(sorted(by_shard.items())):
         frames_path = frames_dir / name
@@ -119,7 +125,7 @@ def run_spectrogram(params: Params) -> None:
             fingerprint(STAGE, LOGMEL_VERSION, asdict(settings), source, clip_ids, sorted(stats_clips)),
         ))
     todo = prepare_out_dir(STAGE, out_dir, shards)
-    run_shards(STAGE, spectrogram_shard, todo, params.launch)
+    run_shards(STAGE, spectrogram_shard, todo, stage_launch(params.launch, ds.name))
     metas = [read_meta(s.path) for s in shards]
 
     total = sum(m["stats"]["sum"] for m in metas)
@@ -129,15 +135,15 @@ def run_spectrogram(params: Params) -> None:
         mean = total / count
         std = math.sqrt(max(total_sq / count - mean * mean, 0.0))
     else:
-        log.warning("spectrogram: no clip with sound in split %r; stats are mean 0, std 1", p.stats_split)
+        log.warning("spectrogram: no clip with sound in split %r; stats are mean 0, std 1", stats_split)
         mean, std = 0.0, 1.0
     stats_clip_count = sum(1 for m in metas for c in m["clips"]
                            if c["has_audio"] and not c["silent"] and c["clip_id"] in stats_ids)
-    write_json(out_dir / STATS_NAME, {"mean": mean, "std": std, "split": p.stats_split, "clips": stats_clip_count,
+    write_json(out_dir / STATS_NAME, {"mean": mean, "std": std, "split": stats_split, "clips": stats_clip_count,
                                       "values": count, "log_offset": p.log_offset})
 
     failures = [Failure(f["id"], STAGE, f["reason"], f["detail"]) for m in metas for f in m["failures"]]
-    upstream = carry_ledger(params.decode.ledger, failures, p.ledger)
+    upstream = carry_ledger(layout.ledger(ds.name, "decode"), failures, ledger)
     clips = [c for m in metas for c in m["clips"]]
     job_seconds = sum(m["seconds"] for m in metas)
     audio_seconds = sum(c["audio_seconds"] for c in clips)
@@ -159,10 +165,10 @@ def run_spectrogram(params: Params) -> None:
         "audio_seconds_per_s": audio_seconds / job_seconds if job_seconds else 0.0,
         "wall_s": seconds,
     }
-    write_json(p.metrics, metrics)
+    write_json(metrics_path, metrics)
     log.info("spectrogram: %d clips (%d with audio, %d of them digital silence), %d failed; mean %.3f std %.3f "
              "over %d %s clips; %d shards (%d reused) in %.1f s; ledger %s", len(clips), metrics["with_audio"],
-             metrics["silent"], len(failures), mean, std, stats_clip_count, p.stats_split, len(shards),
-             metrics["shards_reused"], seconds, p.ledger)
+             metrics["silent"], len(failures), mean, std, stats_clip_count, stats_split, len(shards),
+             metrics["shards_reused"], seconds, ledger)
     if entries and not clips:
-        raise StageFailed(f"spectrogram: none of {len(entries)} clips could be processed; see {p.ledger}")
+        raise StageFailed(f"spectrogram: none of {len(entries)} clips could be processed; see {ledger}")

@@ -1,48 +1,41 @@
-"""Stage ``ssl_summary``: the self-supervised backbones' transfer in the shape of AVSlowFast
-Table A.1: pretext, model, top-1 per transfer dataset (the mean over its splits, each split
-beside it), with the random and supervised references, and the paper's two claims.
+"""The self-supervised backbones' transfer in the shape of AVSlowFast Table A.1 (stage
+summary@ssl): pretext, model, top-1 per transfer dataset (the mean over its splits, each
+split beside it), with the random and supervised references, and the paper's two claims.
 
-    <ssl.reports>/probe/<backbone>.json ──> <ssl.reports>/summary.md, summary.json
+    reports/ssl/models/<backbone>/metrics.json ──> reports/ssl/summary.md, summary.json
 """
 
 from __future__ import annotations
 
 import json
-import logging
-from pathlib import Path
 from typing import Any
 
-from avsf.io.atomic import write_json, write_text
 from pipeline.launch import StageFailed
-from pipeline.params import PROBE_REFERENCES, Params
-from pipeline.probe import backbone_params, probe_report_path
-from pipeline.summary import LABELS, claim_line, markdown_table, percent
-
-log = logging.getLogger("avsf.summary")
-
-SUMMARY_MD, SUMMARY_JSON = "summary.md", "summary.json"
+from pipeline.layout import METRICS_NAME, SSL, Layout
+from pipeline.params import Params
+from pipeline.probe import backbone_run
+from pipeline.runs import PROBE_REFERENCES
+from pipeline.tables import LABELS, claim_line, markdown_table, percent
 DATASET_LABELS = {"ucf101": "UCF101", "hmdb51": "HMDB51"}
 PRETEXT_LABELS = {"avs": "AVS", "rotation": "ROT"}
 
 
-def run_ssl_summary(params: Params) -> None:
-    """Write <ssl.reports>/summary.md (and summary.json): every backbone's probe top-1 on each
-    transfer dataset (mean over the splits, and per split), and whether the self-supervised
-    backbones beat random weights and AVS + rotation beats either pretext alone."""
+def ssl_summary(params: Params) -> tuple[str, dict[str, Any]]:
+    """summary.md and summary.json: every backbone's probe top-1 on each transfer dataset
+    (mean over the splits, and per split), and whether the self-supervised backbones beat
+    random weights and AVS + rotation beats either pretext alone."""
     ssl = params.ssl
     if ssl is None:
-        raise StageFailed("ssl_summary: params.yaml has no ssl section")
+        raise StageFailed("summary: params.yaml has no ssl section")
     results: dict[str, dict[str, Any]] = {}
     for backbone in (*PROBE_REFERENCES, *ssl.settings):
-        path = probe_report_path(params, backbone)
+        path = Layout.of(params.layout).model(SSL, backbone) / METRICS_NAME
         if not path.is_file():
             stage = f"probe_reference@{backbone}" if backbone in PROBE_REFERENCES else f"probe@{backbone}"
-            raise StageFailed(f"ssl_summary: {path} is missing; run stage {stage} first")
+            raise StageFailed(f"summary: {path} is missing; run stage {stage} first")
         results[backbone] = json.loads(path.read_text())
-    write_text(Path(ssl.reports) / SUMMARY_MD, summary_markdown(params, results))
-    write_json(Path(ssl.reports) / SUMMARY_JSON, {b: {d: r["mean_top1"] for d, r in m["datasets"].items()}
-                                                  for b, m in results.items()})
-    log.info("ssl_summary: %d backbones -> %s", len(results), Path(ssl.reports) / SUMMARY_MD)
+    return summary_markdown(params, results), {b: {d: r["mean_top1"] for d, r in m["datasets"].items()}
+                                               for b, m in results.items()}
 
 
 def pretext_label(params: Params, backbone: str) -> str:
@@ -54,7 +47,7 @@ def pretext_label(params: Params, backbone: str) -> str:
 
 
 def model_label(params: Params, backbone: str) -> str:
-    arch = backbone_params(params, backbone)[0].model.arch
+    arch = backbone_run(params, backbone)[0].params.model.arch
     return LABELS.get(arch, arch)
 
 

@@ -1,61 +1,65 @@
-"""What the summaries of every dataset share: model labels as the papers name them, figures
-with their standard errors, markdown tables and the family members' metrics."""
+"""Stage ``summary@<report>``: a dataset's results in the shape of its paper table (each
+dataset's module writes its own), or the self-supervised backbones' (``ssl``).
+
+    reports/<d>/models/<member>/metrics.json (every member evaluated on d)
+    reports/<d>/experiments.json              (optional: seeds and ablations, scripts/)
+    ──Dataset.summary──> reports/<d>/summary.md (the table, the papers' claims checked)
+                         reports/<d>/summary.json (the same figures for `dvc metrics`)
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from pipeline.evaluate import METRICS_NAME
+from avsf.io.atomic import write_json, write_text
+from pipeline.datasets import DATASETS, dataset
 from pipeline.launch import StageFailed
+from pipeline.layout import METRICS_NAME, SSL, Layout
+from pipeline.params import Params
+from pipeline.runs import member_params
 
-LABELS = {"slow": "Slow-only", "fast": "Fast-only", "slowfast": "SlowFast", "audio": "Audio-only",
-          "avslowfast": "AVSlowFast"}
-
-
-def percent(p: float | None, n: int | None = None) -> str:
-    """0.523 -> '52.3'; with ``n`` samples, '52.3 ± 4.1' (one binomial standard error)."""
-    if p is None:
-        return "-"
-    if not n:
-        return f"{100 * p:.1f}"
-    return f"{100 * p:.1f} ± {100 * (p * (1 - p) / n) ** 0.5:.1f}"
+log = logging.getLogger("avsf.summary")
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |",
-            *("| " + " | ".join(row) + " |" for row in rows)]
-
-
-def read_member_metrics(stage: str, members: Sequence[str], path_of: Callable[[str], Path],
-                        arch_of: Callable[[str], str]) -> dict[str, dict[str, Any]]:
-    """Each member's metrics.json (at ``path_of(member)``) with its ``arch``; a missing one
-    stops the stage naming the stage to run first."""
+def member_results(params: Params, name: str, root: Path = Path()) -> dict[str, dict[str, Any]]:
+    """Each member evaluated on dataset ``name``: its metrics.json (under ``root``) with its ``arch``."""
+    layout = Layout.of(params.layout)
     results = {}
-    for name in members:
-        path = path_of(name)
+    for member in dataset(params, name).members(params):
+        path = root / layout.model(name, member) / METRICS_NAME
         if not path.is_file():
-            raise StageFailed(f"{stage}: {path} is missing; run its evaluation of {name} first")
-        results[name] = {**json.loads(path.read_text()), "arch": arch_of(name)}
+            raise StageFailed(f"summary: {path} is missing; run the evaluation of {member} on {name} first")
+        results[member] = {**json.loads(path.read_text()), "arch": member_params(params, member).model.arch}
     return results
 
 
-def read_finetuned_metrics(params, dataset: str, root: Path = Path()) -> dict[str, dict[str, Any]]:
-    """Each member of fine-tuning dataset ``dataset`` (its section's ``members``): the metrics
-    its evaluate_<dataset>@<member> stage wrote, with its ``arch``."""
-    section = getattr(params, dataset, None)
-    if section is None:
-        raise StageFailed(f"{dataset}_summary: params.yaml has no {dataset} section")
-    return read_member_metrics(f"{dataset}_summary", section.members,
-                               lambda m: root / params.finetune(dataset, m).evaluate.out_dir / METRICS_NAME,
-                               lambda m: params.variant(m).model.arch)
+def read_experiments(path: Path) -> dict[str, Any] | None:
+    """A seeds-and-ablations record with runs, or None."""
+    experiments = json.loads(path.read_text()) if path.is_file() else None
+    return experiments if experiments and experiments.get("runs") else None
 
 
-def claim_line(claim: str, mine: float | None, theirs: float | None, unit: str = "") -> str:
-    """'- claim: **holds** (0.812 vs 0.700)' ('81.2% vs 70.0%' with ``unit`` '%'), or **not
-    measured** when a figure is missing."""
-    if mine is None or theirs is None:
-        return f"- {claim}: **not measured**"
-    shown = f"{mine:.1f}% vs {theirs:.1f}%" if unit == "%" else f"{mine:.3f} vs {theirs:.3f}"
-    return f"- {claim}: **{'holds' if mine > theirs else 'does not hold'}** ({shown})"
+def run_summary(params: Params, report: str) -> None:
+    """Write reports/<report>/summary.md and summary.json: a dataset's evaluated members in
+    the shape of its paper's table with the papers' claims checked on this run (and over
+    seeds, with reports/<report>/experiments.json), or, for ``ssl``, every self-supervised
+    backbone's transfer (Table A.1)."""
+    layout = Layout.of(params.layout)
+    if report == SSL:
+        from pipeline.ssl_summary import ssl_summary
+
+        markdown, metrics = ssl_summary(params)
+    elif report in DATASETS:
+        ds = dataset(params, report)
+        results = member_results(params, report)
+        if not results:
+            raise StageFailed(f"summary: no member is evaluated on {report}")
+        markdown, metrics = ds.summary(results, read_experiments(layout.experiments(report)), params)
+    else:
+        raise StageFailed(f"summary: no report {report!r}; reports: {', '.join((*DATASETS, SSL))}")
+    write_text(layout.summary(report), markdown)
+    write_json(layout.summary_metrics(report), metrics)
+    log.info("summary@%s: %d models -> %s", report, len(metrics), layout.summary(report))

@@ -6,6 +6,11 @@
             rank 0: DVCLive curves (train.live_dir), train.metrics, train.ledger
         preempted or timed out: checkpoint at the step, requeue, resume (TrainJob.checkpoint)
 
+Which run (pipeline.runs.training_run): ``--member m`` on Kinetics (train@m), ``--dataset d
+--member m`` fine-tuned (finetune@d-m), ``--pretext s`` (pretrain@s); where it writes:
+pipeline.layout (checkpoints, summary.json and ledger.csv in ``data/<d>/train/<m>``; curves
+and the summary DVC reads in ``reports/<d>/train/<m>``).
+
 A run depends on its settings and its store; their fingerprint is in every checkpoint.
 A rerun resumes from ``last.pyth`` when the fingerprint matches (a killed stage, a requeued
 job), and starts afresh when it does not (``dvc exp run -S train.epochs=...``); a finished
@@ -42,28 +47,22 @@ from avsf.train import checkpoint as ckpt
 from avsf.train.engine import Trainer, TrainResult, TrainSettings
 from avsf.train.recipe import LRSchedule, steps_to_epochs
 from pipeline.cli import configure_logging
-from pipeline.datasets import DatasetSpec, dataset_spec, epic_targets
 from pipeline.launch import Requeue, StageFailed, job_env, run_job, set_job_threads
+from pipeline.layout import RUN_SUMMARY, Layout
 from pipeline.live import LiveLogger, rebuild_summary
 from pipeline.models import config_from_params
 from pipeline.params import DatasetParams, ModelParams, Params
+from pipeline.runs import TrainRun, target_runs, training_run
 
 log = logging.getLogger("avsf.train")
 
 STAGE = "train"
-SUMMARY_NAME, LEDGER_NAME = "summary.json", "ledger.csv"  # beside final.pyth: what train.metrics and train.ledger held
 # Params that change how a run is watched, stored or tested later, not what it computes.
 NOT_IN_FINGERPRINT = {
-    "train": {"out_dir", "metrics", "live_dir", "ledger", "workers", "persistent_workers", "log_every",
-              "checkpoint_every", "keep_checkpoints", "signal_delay_s", "max_requeues", "device", "precision",
-              "init_checkpoint"},  # (the last three enter resolved, and as the file's digest)
+    "train": {"workers", "persistent_workers", "log_every", "checkpoint_every", "keep_checkpoints", "signal_delay_s",
+              "max_requeues", "device", "precision", "init_checkpoint"},  # (the last three enter resolved, and as the file's digest)
     "dataset": {"max_open_shards", "test_clips", "test_crops"},  # validation takes one centre view
 }
-
-
-# Train keys added after runs were made, at the value that computes what those runs did:
-# left out of the fingerprint there, so the earlier runs stay finished.
-ADDED_AT_DEFAULT = {"freeze_bn": False, "objective": "labels"}
 
 
 def clip_sampling(d: DatasetParams, m: ModelParams) -> ClipSampling:
@@ -77,11 +76,12 @@ def clip_sampling(d: DatasetParams, m: ModelParams) -> ClipSampling:
                         hard_negative_min_shift_s=d.hard_negative_min_shift_s)
 
 
-def data_record(params: Params, classes: list[str] | dict[str, list[str]], with_audio: bool) -> dict[str, Any]:
+def data_record(run: TrainRun, classes: list[str] | dict[str, list[str]], with_audio: bool) -> dict[str, Any]:
     """How the run's inputs were made, saved in every checkpoint (``data``): what it takes to
     decode, sample and normalise a new video exactly as the store and the test views did
     (``avsf.predict``), and the class names the outputs mean."""
-    d, s = params.decode, params.spectrogram
+    params = run.params
+    d, s = run.dataset.decode_settings(params.decode), params.spectrogram
     record: dict[str, Any] = {
         "classes": list(classes),
         "decode": {"fps": d.fps, "short_side": d.short_side, "jpeg_quality": d.jpeg_quality,
@@ -89,7 +89,7 @@ def data_record(params: Params, classes: list[str] | dict[str, list[str]], with_
         "sampling": asdict(clip_sampling(params.dataset, params.model)),
     }
     if with_audio:
-        stats = json.loads((Path(s.out_dir) / STATS_NAME).read_text())
+        stats = json.loads((store_dirs(run)[1] / STATS_NAME).read_text())
         record["spectrogram"] = {k: getattr(s, k) for k in
                                  ("n_fft", "win_length", "hop_length", "n_mels", "f_min", "f_max", "log_offset")}
         record["audio_stats"] = {"mean": float(stats["mean"]), "std": float(stats["std"])}
@@ -109,6 +109,12 @@ def store_identity(frames_dir: Path, logmel_dir: Path | None) -> str:
     return digest.hexdigest()[:16]
 
 
+def store_dirs(run: TrainRun) -> tuple[Path, Path]:
+    """(frame store, log-mel store) of the run's dataset."""
+    layout = Layout.of(run.params.layout)
+    return layout.frames(run.dataset.name), layout.logmel(run.dataset.name)
+
+
 def resolve_device(params: Params, stage: str = STAGE) -> tuple[str, str]:
     """(device type, precision) of ``stage``'s job, from params alone (the submitting machine
     may have no GPU): CUDA when train.device says so, or when it is auto and the stage's
@@ -120,99 +126,88 @@ def resolve_device(params: Params, stage: str = STAGE) -> tuple[str, str]:
     return ("cuda" if cuda else "cpu"), precision
 
 
-def run_fingerprint(params: Params, store: str, spec: DatasetSpec | None = None) -> str:
-    """What the run's result depends on: the model, the sampling, the recipe, the ranks,
-    the device and precision, the initial weights, the store, and a fine-tuning dataset's
+def run_fingerprint(run: TrainRun, store: str) -> str:
+    """What the run's result depends on: the model, the sampling, the recipe, the splits,
+    the ranks, the device and precision, the initial weights, the store, and the dataset's
     annotations (and which of EPIC's targets the model learns)."""
-    t = params.train
+    p, t = run.params, run.params.train
     init = file_digest(t.init_checkpoint) if t.init_checkpoint else None
     parts = {
-        "model": params.model.model_dump(), "dataset": params.dataset.model_dump(exclude=NOT_IN_FINGERPRINT["dataset"]),
-        "train": {k: v for k, v in t.model_dump(exclude=NOT_IN_FINGERPRINT["train"]).items()
-                  if ADDED_AT_DEFAULT.get(k, ...) != v},
-        "ranks": params.launch.world_size(STAGE), "device": resolve_device(params), "init_checkpoint": init,
-        "store": store,
+        "model": p.model.model_dump(), "dataset": p.dataset.model_dump(exclude=NOT_IN_FINGERPRINT["dataset"]),
+        "train": t.model_dump(exclude=NOT_IN_FINGERPRINT["train"]), "splits": [run.train_split, run.val_split],
+        "ranks": p.launch.world_size(STAGE), "device": resolve_device(p), "init_checkpoint": init, "store": store,
+        "annotations": {"dataset": run.dataset.name, "target": run.target, "files": run.dataset.digest()},
     }
-    if spec is not None and spec.kind != "kinetics":
-        parts["annotations"] = {"kind": spec.kind, "target": spec.target, "files": spec.digest()}
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def run_train(params: Params) -> None:
-    """Train params.yaml's model on the store's train split (the papers' recipe; see the
-    train section of params.yaml), validating on the val split every train.val_every
-    epochs (one centre clip per video).
+def run_train(params: Params, dataset: str | None = None, member: str | None = None,
+              pretext: str | None = None) -> None:
+    """Train a model (the papers' recipe; see the train section of params.yaml) on a dataset's
+    store: ``--member m`` on Kinetics, ``--dataset d --member m`` fine-tuned from m's Kinetics
+    run with datasets.d's changes, ``--pretext s`` self-supervised on Kinetics without labels.
+    Validates on the dataset's test split every train.val_every epochs (one centre clip).
 
     Runs as one job of launch nodes x tasks_per_node tasks (one torch.distributed rank each,
     gloo on CPU, NCCL on GPU; per-stage settings under launch.stage_resources.train and
     launch.stage_slurm.train). Writes PySlowFast-format checkpoints (checkpoint_epoch_NNNNN.pyth,
-    last.pyth, and final.pyth after precise BN) to train.out_dir, DVCLive curves to
-    train.live_dir, a summary to train.metrics and samples that failed to load to
-    train.ledger. A killed or preempted run resumes exactly from its last checkpoint; a rerun
-    while its job still runs re-attaches to it; Ctrl-C cancels the job.
+    last.pyth, and final.pyth after precise BN), summary.json and ledger.csv (samples that
+    failed to load) to data/<dataset>/train/<name>, and DVCLive curves and the summary to
+    reports/<dataset>/train/<name>. A killed or preempted run resumes exactly from its last
+    checkpoint; a rerun while its job still runs re-attaches to it; Ctrl-C cancels the job.
     """
-    t = params.train
-    frames_dir = Path(params.decode.out_dir)
+    run = training_run(params, dataset, member, pretext)
+    ds, t = run.dataset, run.params.train
+    frames_dir = store_dirs(run)[0]
     try:
         classes = json.loads((frames_dir / CLASSES_NAME).read_text())
         entries = read_index(frames_dir / INDEX_NAME)
     except (OSError, ValueError) as exc:
         raise StageFailed(f"train: cannot read the frame store {frames_dir}: {exc}") from None
-    kinetics = params.download.format == "kinetics"
-    if kinetics and params.model.head == "classification" and params.model.num_classes != len(classes):
-        raise StageFailed(f"train: model.num_classes is {params.model.num_classes} but the store has "
+    m = run.params.model
+    if ds.class_names() is None and t.objective == "labels" and m.head == "classification" \
+            and m.num_classes != len(classes):
+        raise StageFailed(f"train: {run.key('model.num_classes')} is {m.num_classes} but the store has "
                           f"{len(classes)} classes ({frames_dir / CLASSES_NAME}); set model.num_classes={len(classes)}")
-    store_split = dataset_spec(params).store_split(t.train_split)
+    store_split = ds.store_split(run.train_split)
     if not any(e.split == store_split for e in entries):
         raise StageFailed(f"train: the store has no clip in split {store_split!r}")
     if t.init_checkpoint and not Path(t.init_checkpoint).is_file():
-        hint = "" if kinetics else " (the Kinetics run of this member: its train stage writes it)"
-        raise StageFailed(f"train.init_checkpoint: no such file: {t.init_checkpoint}{hint}")
-    targets = epic_targets(params)
-    if targets == [None]:
-        _train_one(params, dataset_spec(params))
+        hint = f" (stage train@{member}, the member's Kinetics run, writes it)" if run.replace_head else ""
+        raise StageFailed(f"train: {run.key('train.init_checkpoint')}: no such file: {t.init_checkpoint}{hint}")
+    runs = target_runs(run)
+    if runs == [run]:
+        _train_one(run)
         return
     # EPIC's separate verb and noun models, one after the other, each in <out_dir>/<target>
     summaries, ledgers = {}, []
-    for target in targets:
-        summaries[target] = _train_one(target_params(params, target), dataset_spec(params, target), f"{target}_")
-        ledgers += read_ledger_rows(Path(t.out_dir) / target / LEDGER_NAME)
-    write_json(t.metrics, summaries)
-    write_ledger(t.ledger, ledgers)
-
-
-def target_params(params: Params, target: str) -> Params:
-    """EPIC's separate model for ``target`` (verb or noun): its checkpoints, summary and
-    ledger in ``<train.out_dir>/<target>``, its own learning rate (``epic.<target>_base_lr``)."""
-    raw = params.model_dump()
-    t = raw["train"]
-    t["base_lr"] = getattr(params.epic, f"{target}_base_lr") or t["base_lr"]
-    t["out_dir"] = f"{t['out_dir']}/{target}"
-    t["metrics"], t["ledger"] = f"{t['out_dir']}/{SUMMARY_NAME}", f"{t['out_dir']}/{LEDGER_NAME}"
-    raw["launch"]["log_dir"] = f"{raw['launch']['log_dir']}/{target}"
-    return Params.model_validate(raw)
+    for target_run in runs:
+        summaries[target_run.target] = _train_one(target_run)
+        ledgers += read_ledger_rows(target_run.paths.ledger)
+    write_json(run.paths.summary, summaries)
+    write_ledger(run.paths.ledger, ledgers)
 
 
 def read_ledger_rows(path: Path) -> list[Failure]:
     return read_ledger(path) if path.is_file() else []
 
 
-def _train_one(params: Params, spec: DatasetSpec, live_prefix: str = "") -> dict[str, Any]:
-    t = params.train
-    frames_dir, logmel_dir = Path(params.decode.out_dir), Path(params.spectrogram.out_dir)
-    uses_audio = config_from_params(params.model).audio is not None
-    fingerprint = run_fingerprint(params, store_identity(frames_dir, logmel_dir if uses_audio else None), spec)
+def _train_one(run: TrainRun) -> dict[str, Any]:
+    frames_dir, logmel_dir = store_dirs(run)
+    uses_audio = config_from_params(run.params.model).audio is not None
+    fingerprint = run_fingerprint(run, store_identity(frames_dir, logmel_dir if uses_audio else None))
     started = time.monotonic()
-    summary = run_job(STAGE, TrainJob(params, fingerprint, spec, live_prefix), params.launch,
-                      Path(params.launch.log_dir) / STAGE / "running.json", fingerprint,
+    t = run.params.train
+    summary = run_job(STAGE, TrainJob(run, fingerprint), run.params.launch,
+                      Path(run.params.launch.log_dir) / STAGE / "running.json", fingerprint,
                       Requeue(t.signal_delay_s, t.max_requeues))
     final = summary.get("final", {})
     shown = ", ".join(f"{k} {v:.3f}" for k, v in final.items() if k.endswith(("top1", "top5", "precision"))) or "-"
     log.info("train: %s%s, %d epochs (%d steps) on %d rank(s): val %s; %d samples failed to load; "
-             "%.1f s in this stage; checkpoints in %s", summary["model"], f" ({spec.target})" if spec.target else "",
+             "%.1f s in this stage; checkpoints in %s", summary["model"], f" ({run.target})" if run.target else "",
              summary["epochs"], summary["steps"], summary["ranks"], shown, summary["load_failures"],
-             time.monotonic() - started, t.out_dir)
+             time.monotonic() - started, run.paths.out_dir)
     return summary
 
 
@@ -221,10 +216,8 @@ class TrainJob(submitit.helpers.Checkpointable):
     preemption signal the ranks stop together at the next step, rank 0 saves that exact
     position, and submitit requeues the job, which resumes from it."""
 
-    def __init__(self, params: Params, fingerprint: str, spec: DatasetSpec | None = None, live_prefix: str = ""):
-        self.params, self.fingerprint = params, fingerprint
-        self.spec = spec or dataset_spec(params)
-        self.live_prefix = live_prefix  # EPIC's separate models share one DVCLive directory
+    def __init__(self, run: TrainRun, fingerprint: str):
+        self.run, self.fingerprint = run, fingerprint
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         # Called by submitit's signal handler, once the loop has written the checkpoint.
@@ -232,32 +225,32 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict[str, Any]:
         configure_logging()  # the job is a fresh process: its log lines go to the job's log
-        p, t = self.params, self.params.train
+        run, p = self.run, self.run.params
         rank, world_size, local_rank = _init_distributed(p.launch.world_size(STAGE), resolve_device(p)[0])
         cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", "0")) or max(1, (os.cpu_count() or 1) // world_size)
-        set_job_threads(cpus, reserved=t.workers)  # the loader's workers need cores too
+        set_job_threads(cpus, reserved=p.train.workers)  # the loader's workers need cores too
         stop = _StopOnSignal()
         try:
-            out_dir = Path(t.out_dir)
+            out_dir = run.paths.out_dir
             final = out_dir / ckpt.FINAL
-            if _fingerprint_of(final) == self.fingerprint and (out_dir / SUMMARY_NAME).is_file():
-                # (DVC removes train.metrics and train.ledger before it reruns the stage: they
-                # are written again from their copies beside final.pyth)
+            if _fingerprint_of(final) == self.fingerprint and (out_dir / RUN_SUMMARY).is_file():
+                # (DVC removes the run's summary and DVCLive's before it reruns the stage: they
+                # are written again from the copy beside final.pyth and from the curves)
                 log.info("train: %s is already this run's result: nothing to train", final)
-                return self._finished(out_dir) if rank == 0 else {}
+                return self._finished() if rank == 0 else {}
             trainer = self._trainer(rank, world_size, local_rank, stop)
             resumed = trainer.resume(out_dir / ckpt.LAST)
             if not resumed and rank == 0:
                 _clear_checkpoints(out_dir)
             logger = None
             if rank == 0:
-                logger = LiveLogger(t.live_dir, (trainer.global_step, trainer.start_epoch) if resumed else None,
-                                    prefix=self.live_prefix)
+                logger = LiveLogger(run.paths.live_dir, (trainer.global_step, trainer.start_epoch) if resumed else None,
+                                    prefix=run.live_prefix)
             try:
                 result = trainer.run(logger)
             except Exception:
                 if rank == 0:  # what failed to load so far, for the error's "see the train ledger"
-                    write_ledger(t.ledger, ledger_rows(trainer.failures))
+                    write_ledger(run.paths.ledger, ledger_rows(trainer.failures))
                 raise
             if result.preempted:
                 stop.requeue()  # rank 0 hands over to submitit, which requeues the job and exits
@@ -271,7 +264,8 @@ class TrainJob(submitit.helpers.Checkpointable):
                 dist.destroy_process_group()
 
     def _trainer(self, rank: int, world_size: int, local_rank: int, stop: "_StopOnSignal") -> Trainer:
-        p, t = self.params, self.params.train
+        run, p, t = self.run, self.run.params, self.run.params.train
+        ds = run.dataset
         device_type, precision = resolve_device(p)
         cuda = device_type == "cuda"
         if cuda and not torch.cuda.is_available():
@@ -279,18 +273,17 @@ class TrainJob(submitit.helpers.Checkpointable):
         device = f"cuda:{local_rank}" if cuda else "cpu"
         if cuda:
             torch.cuda.set_device(local_rank)
-        spec = self.spec
-        cfg = config_from_params(p.model, head=spec.head(p.model))
+        cfg = config_from_params(p.model, head=ds.head(p.model, run.target, t.objective))
         sampling = clip_sampling(p.dataset, p.model)
-        logmel = p.spectrogram.out_dir if cfg.audio is not None else None
+        frames, logmel_dir = store_dirs(run)
+        logmel = logmel_dir if cfg.audio is not None else None
         shards = p.dataset.max_open_shards
-        train_set = ClipDataset(p.decode.out_dir, logmel, spec.store_split(t.train_split), "train", sampling,
+        rotation = t.objective == "rotation"
+        train_set = ClipDataset(frames, logmel, ds.store_split(run.train_split), "train", sampling,
                                 sync_negatives=cfg.has_sync and t.sync_weight > 0,
-                                labels=spec.label_source(t.train_split), max_open_shards=shards,
-                                rotation=spec.objective == "rotation")
-        val_set = ClipDataset(p.decode.out_dir, logmel, spec.store_split(t.val_split), "test", spec.val_sampling(sampling),
-                              labels=spec.label_source(t.val_split), max_open_shards=shards,
-                              rotation=spec.objective == "rotation")
+                                labels=ds.label_source(run.train_split), max_open_shards=shards, rotation=rotation)
+        val_set = ClipDataset(frames, logmel, ds.store_split(run.val_split), "test", ds.validation_sampling(sampling),
+                              labels=ds.label_source(run.val_split), max_open_shards=shards, rotation=rotation)
         global_batch = t.batch_size
         schedule = LRSchedule(base_lr=t.base_lr, reference_batch=t.reference_batch, global_batch=global_batch,
                               epochs=t.epochs, policy=t.lr_policy, warmup_epochs=t.warmup_epochs,
@@ -308,20 +301,19 @@ class TrainJob(submitit.helpers.Checkpointable):
             compile=t.compile, freeze_bn=t.freeze_bn, fingerprint=self.fingerprint,
             cfg_text=yaml.safe_dump({"model": p.model.model_dump(), "dataset": p.dataset.model_dump(),
                                      "train": t.model_dump()}, sort_keys=False),
-            data_record={**data_record(p, spec.class_names() or train_set.classes, logmel is not None),
-                         **spec.record()},
+            data_record={**data_record(run, ds.class_names() or train_set.classes, logmel is not None),
+                         **ds.record(), "target": run.target, "objective": t.objective},
         )
         init_state = None
         if t.init_checkpoint:
             # A fine-tuning dataset's head is always new: its classes are not Kinetics'
-            init_state = _initial_weights(cfg, t.init_checkpoint, t.seed, replace_head=spec.kind != "kinetics")
-        return Trainer(cfg, settings, train_set, val_set if len(val_set) else None, t.out_dir,
-                       should_stop=stop.requested, init_state=init_state, task=spec.task())
+            init_state = _initial_weights(cfg, t.init_checkpoint, t.seed, replace_head=run.replace_head)
+        return Trainer(cfg, settings, train_set, val_set if len(val_set) else None, str(run.paths.out_dir),
+                       should_stop=stop.requested, init_state=init_state, task=ds.task(run.target, t.objective))
 
     def _write_outputs(self, trainer: Trainer, result: TrainResult) -> dict[str, Any]:
-        p, t = self.params, self.params.train
+        run, t = self.run, self.run.params.train
         failures = ledger_rows(result.load_failures)
-        write_ledger(t.ledger, failures)
         last = result.history[-1] if result.history else {}
         vals = [row["val_top1"] for row in result.history if "val_top1" in row]
         summary = {
@@ -342,20 +334,20 @@ class TrainJob(submitit.helpers.Checkpointable):
             "resumed_from": result.resumed_from,
             "fingerprint": self.fingerprint,
         }
-        write_json(t.metrics, summary)
-        out_dir = Path(t.out_dir)
-        write_json(out_dir / SUMMARY_NAME, summary)
-        write_ledger(out_dir / LEDGER_NAME, failures)
+        write_ledger(run.paths.ledger, failures)
+        write_json(run.paths.out_dir / RUN_SUMMARY, summary)
+        if run.target is None:  # (EPIC's separate models: run_train writes both models' summary)
+            write_json(run.paths.summary, summary)
         return summary
 
-    def _finished(self, out_dir: Path) -> dict[str, Any]:
-        """A finished run's summary and ledger, rewritten from their copies beside final.pyth,
-        and DVCLive's summary from its curves."""
-        t = self.params.train
-        summary = json.loads((out_dir / SUMMARY_NAME).read_text())
-        write_json(t.metrics, summary)
-        write_ledger(t.ledger, read_ledger_rows(out_dir / LEDGER_NAME))
-        rebuild_summary(t.live_dir)
+    def _finished(self) -> dict[str, Any]:
+        """A finished run's summary, rewritten from its copy beside final.pyth, and DVCLive's
+        summary from its curves."""
+        run = self.run
+        summary = json.loads((run.paths.out_dir / RUN_SUMMARY).read_text())
+        if run.target is None:
+            write_json(run.paths.summary, summary)
+        rebuild_summary(run.paths.live_dir)
         return summary
 
 

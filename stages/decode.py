@@ -1,9 +1,9 @@
-"""DVC stage `decode` (and `decode_<dataset>`): python stages/decode.py [--dataset epic] [--params params.yaml] [--set decode.short_side=256]"""
+"""DVC stage `decode@<dataset>`: python stages/decode.py --dataset kinetics [--params params.yaml] [--set decode.short_side=256]"""
 
 from pipeline.cli import stage_command
 from pipeline.decode import run_decode
 
-main = stage_command(run_decode, datasets=True)
+main = stage_command(run_decode, "dataset")
 
 if __name__ == "__main__":
     main()

@@ -1,9 +1,9 @@
-"""DVC stage `evaluate`: python stages/evaluate.py [--variant slowfast] [--params params.yaml] [--set KEY=VALUE]"""
+"""DVC stage `evaluate@kinetics-<member>`, `evaluate_finetuned@<dataset>-<member>`: python stages/evaluate.py --dataset epic --member slowfast [--params params.yaml] [--set evaluate.batch_size=16]"""
 
 from pipeline.cli import stage_command
 from pipeline.evaluate import run_evaluate
 
-main = stage_command(run_evaluate, variants=True)
+main = stage_command(run_evaluate, "dataset", "member")
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""DVC stage `model_report`: python stages/model_report.py [--params params.yaml] [--set model_report.sizes=[256]]"""
+"""DVC stage `model_report`: python stages/model_report.py [--params params.yaml] [--set model.depth=101]"""
 
 from pipeline.cli import stage_command
 from pipeline.model_report import run_model_report

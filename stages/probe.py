@@ -1,9 +1,9 @@
-"""DVC stages `probe@<setting>`, `probe_reference@<random|supervised>`: python stages/probe.py --backbone avs_rotation [--params params.yaml] [--set ssl.probe.mode=all]"""
+"""DVC stage `probe@<setting>`, `probe_reference@<random|supervised>`: python stages/probe.py --backbone avs_rotation [--params params.yaml] [--set ssl.probe.mode=all]"""
 
 from pipeline.cli import stage_command
 from pipeline.probe import run_probe
 
-main = stage_command(run_probe, backbones=True)
+main = stage_command(run_probe, "backbone")
 
 if __name__ == "__main__":
     main()

@@ -18,6 +18,7 @@ import pytest
 
 from avsf.data.kinetics import ClipRecord, write_clip_index
 from avsf.io.media import write_video
+from pipeline.layout import Layout
 from pipeline.params import Params, load_params
 
 from conftest import write_params
@@ -137,8 +138,9 @@ def write_audio_gap(path: Path, template: Path, at: float, gap: float) -> Path:
 
 
 def write_clips_dir(root: Path, specs: Sequence[ClipSpec]) -> list[ClipRecord]:
-    """Write the clips and a download-stage ``clips.csv`` under ``root / data/clips``."""
-    clips_dir = root / "data" / "clips"
+    """Write the clips and a download-stage ``clips.csv`` where download@kinetics writes them
+    under ``root`` (data/kinetics/clips)."""
+    clips_dir = root / KINETICS.clips("kinetics")
     clips_dir.mkdir(parents=True, exist_ok=True)
     records = []
     for spec in specs:
@@ -150,6 +152,7 @@ def write_clips_dir(root: Path, specs: Sequence[ClipSpec]) -> list[ClipRecord]:
     return records
 
 
+KINETICS = Layout(Path("data"), Path("reports"))  # where the stages write under a test's root (params' layout)
 STORE_OVERRIDES = {
     "launch.cluster": "debug",
     "decode.short_side": 32,
@@ -175,4 +178,4 @@ def build_store(root: Path, specs: Sequence[ClipSpec], overrides: dict | None = 
 
         run_decode(params)
         run_spectrogram(params)
-    return root / params.decode.out_dir, root / params.spectrogram.out_dir
+    return root / KINETICS.frames("kinetics"), root / KINETICS.logmel("kinetics")

@@ -21,11 +21,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 # A demo world small enough for stage and DVC tests: 2 train + 1 val video per class.
 TINY_OVERRIDES = {
-    "demo.train_videos_per_class": 2,
-    "demo.val_videos_per_class": 1,
-    "demo.raw_seconds": [3.0, 3.5],
-    "demo.clip_seconds": 2,
-    "demo.sizes": [[96, 72], [64, 96]],
+    "datasets.kinetics.demo.train_videos_per_class": 2,
+    "datasets.kinetics.demo.val_videos_per_class": 1,
+    "datasets.kinetics.demo.raw_seconds": [3.0, 3.5],
+    "datasets.kinetics.demo.clip_seconds": 2,
+    "datasets.kinetics.demo.sizes": [[96, 72], [64, 96]],
     "launch.cluster": "local",
     "launch.resources.timeout_min": 10,
     "model_report.sizes": [256],  # the size the papers' figures are given at
@@ -42,24 +42,24 @@ TINY_OVERRIDES = {
     "train.persistent_workers": False,
     "train.precise_bn_batches": 1,
     "train.log_every": 1,
-    "demo.missing_sources": 1,  # in val: a ground-truth video without a prediction
+    "datasets.kinetics.demo.missing_sources": 1,  # in val: a ground-truth video without a prediction
     "dataset.test_clips": 2,
     "dataset.test_crops": 1,
     "evaluate.workers": 0,
     # Two members side by side: an experiment on one leaves the other alone.
     "family": {"slowfast": {"arch": "slowfast"}, "avslowfast": {"arch": "avslowfast", "drop_pathway": 0.8}},
     # The fine-tuning flavours, small: 3 participants (one unseen), 8 s videos; 4 Charades videos.
-    "epic.demo": {"participants": 3, "train_videos_per_participant": 1, "validation_videos_per_participant": 1,
+    "datasets.epic.demo": {"participants": 3, "train_videos_per_participant": 1, "validation_videos_per_participant": 1,
                   "unseen_validation_videos": 1, "video_seconds": 8.0, "sizes": [[64, 48]],
                   "tail_train_segments": 1, "tail_validation_segments": 1},
-    "epic.train.epochs": 1,
-    "epic.train.val_every": 1,
-    "charades.demo": {"train_videos": 3, "test_videos": 3, "empty_train_videos": 1, "empty_test_videos": 1,
+    "datasets.epic.train.epochs": 1,
+    "datasets.epic.train.val_every": 1,
+    "datasets.charades.demo": {"train_videos": 3, "test_videos": 3, "empty_train_videos": 1, "empty_test_videos": 1,
                       "video_seconds": [6.0, 7.0], "sizes": [[64, 48]]},
-    "charades.train.epochs": 1,
-    "charades.train.val_every": 1,
-    "charades.train.precise_bn_batches": 1,
-    "charades.dataset.test_clips": 2,
+    "datasets.charades.train.epochs": 1,
+    "datasets.charades.train.val_every": 1,
+    "datasets.charades.train.precise_bn_batches": 1,
+    "datasets.charades.dataset.test_clips": 2,
     # Self-supervised: one epoch of each pretext setting; the transfer flavours with 2-3 videos a
     # class, probed for a few passes.
     "ssl.train": {"epochs": 1, "lr_policy": "steps", "lr_steps": [0.5], "warmup_epochs": 0.0, "val_every": 1},
@@ -68,16 +68,16 @@ TINY_OVERRIDES = {
     "ssl.probe.train": {"epochs": 1, "warmup_epochs": 0.0, "sync_weight": 0.0, "val_every": 1,
                         "precise_bn_batches": 1},
     # AVA: 2 train and 1 val movies of 3 keyframes, the detector fine-tuned for one epoch.
-    "ava.demo": {"train_movies": 2, "val_movies": 1, "keyframes_per_movie": 3, "sizes": [[64, 48]],
+    "datasets.ava.demo": {"train_movies": 2, "val_movies": 1, "keyframes_per_movie": 3, "sizes": [[64, 48]],
                  "excluded_train_keyframes": 0, "excluded_val_keyframes": 1},
-    "ava.train.epochs": 1,
-    "ava.train.val_every": 1,
-    "ava.train.warmup_epochs": 0.0,
-    "ava.train.precise_bn_batches": 1,
-    "ava.dataset": {"train_scale": [32, 40], "train_crop": 32, "test_scale": 32},
-    "ucf101.demo": {"groups": 3, "clips_per_group": 1, "test_groups": 1, "video_seconds": [2.0, 2.5],
+    "datasets.ava.train.epochs": 1,
+    "datasets.ava.train.val_every": 1,
+    "datasets.ava.train.warmup_epochs": 0.0,
+    "datasets.ava.train.precise_bn_batches": 1,
+    "datasets.ava.dataset": {"train_scale": [32, 40], "train_crop": 32, "test_scale": 32},
+    "datasets.ucf101.demo": {"groups": 3, "clips_per_group": 1, "test_groups": 1, "video_seconds": [2.0, 2.5],
                     "sizes": [[64, 48]], "sample_rate": 16000},
-    "hmdb51.demo": {"videos_per_class": 3, "train_videos": 2, "test_videos": 1, "video_seconds": [2.0, 2.5],
+    "datasets.hmdb51.demo": {"videos_per_class": 3, "train_videos": 2, "test_videos": 1, "video_seconds": [2.0, 2.5],
                     "sizes": [[64, 48]], "sample_rate": 16000},
 }
 
@@ -114,8 +114,9 @@ def loaded_modules(imports: str, watched: tuple[str, ...]) -> list[str]:
 
 
 def stage_deps(stage: str) -> list[str]:
-    """The dependencies dvc.yaml lists for ``stage``."""
-    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["deps"]
+    """The dependencies dvc.yaml lists for ``stage`` (a foreach stage's ``do``)."""
+    entry = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
+    return entry.get("do", entry)["deps"]
 
 
 @pytest.fixture

@@ -125,7 +125,7 @@ def test_test_boxes_are_the_detections_above_the_threshold(annotations):
     # labels for the validation loss: the truth box with IoU >= 0.5 (near B: 0.75)
     np.testing.assert_array_equal(boxes.labels, [[1, 0, 1, 0], [0, 1, 0, 0]])
     np.testing.assert_array_equal(labels.boxes[1].labels, [[0, 0, 0, 0]])  # 903: A's box on B's truth
-    stricter = AvaKeyframes(CLASSES, *annotations, mode="test", score_threshold=0.92)
+    stricter = AvaKeyframes(CLASSES, *annotations, mode="test", detection_score=0.92)
     assert stricter.keyframes == [("movA", 902), ("movB", 901)]
     np.testing.assert_allclose(stricter.boxes[0].boxes, [NEAR_A])
     assert len(stricter.ground_truth) == len(annotations[0])  # the truth, kept for the evaluation

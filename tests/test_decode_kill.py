@@ -15,7 +15,7 @@ import pytest
 
 from avsf.data.store import STATS_NAME, store_hashes
 from avsf.io.atomic import TEMP_MARKER
-from clip_factory import ClipSpec, build_store, store_params
+from clip_factory import KINETICS, ClipSpec, build_store, store_params
 from conftest import REPO
 
 SPECS = [ClipSpec(f"clip{i}", seconds=4.0, size=(96, 72), tone_hz=300.0 + 100 * i,
@@ -55,25 +55,25 @@ def reference(tmp_path_factory) -> Path:
 
 
 def test_killed_stages_resume_to_identical_stores(reference, tmp_path):
-    shutil.copytree(reference / "data" / "clips", tmp_path / "data" / "clips")
+    shutil.copytree(reference / "data" / "kinetics" / "clips", tmp_path / "data" / "kinetics" / "clips")
     path, params = store_params(tmp_path, OVERRIDES)
-    frames, logmel = tmp_path / params.decode.out_dir, tmp_path / params.spectrogram.out_dir
+    frames, logmel = tmp_path / KINETICS.frames("kinetics"), tmp_path / KINETICS.logmel("kinetics")
 
     kill_mid_stage("decode", tmp_path, path, frames)
-    assert not (tmp_path / params.decode.metrics).exists()  # it really stopped part-way
+    assert not (tmp_path / KINETICS.metrics("kinetics", "decode")).exists()  # it really stopped part-way
     kept = (frames / "shard-00000.h5").stat().st_mtime_ns
     rerun("decode", tmp_path, path)
     assert (frames / "shard-00000.h5").stat().st_mtime_ns == kept  # finished work is not redone
-    assert store_hashes(frames) == store_hashes(reference / params.decode.out_dir)
+    assert store_hashes(frames) == store_hashes(reference / KINETICS.frames("kinetics"))
     assert len(store_hashes(frames)) == len(SPECS)
 
     kill_mid_stage("spectrogram", tmp_path, path, logmel)
-    assert not (tmp_path / params.spectrogram.metrics).exists()
+    assert not (tmp_path / KINETICS.metrics("kinetics", "spectrogram")).exists()
     rerun("spectrogram", tmp_path, path)
-    assert store_hashes(logmel) == store_hashes(reference / params.spectrogram.out_dir)
-    assert (logmel / STATS_NAME).read_text() == (reference / params.spectrogram.out_dir / STATS_NAME).read_text()
+    assert store_hashes(logmel) == store_hashes(reference / KINETICS.logmel("kinetics"))
+    assert (logmel / STATS_NAME).read_text() == (reference / KINETICS.logmel("kinetics") / STATS_NAME).read_text()
 
     for name in ("index.csv", "classes.json"):
-        assert (frames / name).read_text() == (reference / params.decode.out_dir / name).read_text()
+        assert (frames / name).read_text() == (reference / KINETICS.frames("kinetics") / name).read_text()
     for directory in (frames, logmel):
         assert not [n for n in os.listdir(directory) if TEMP_MARKER in n]  # no temporaries left

@@ -15,7 +15,7 @@ from avsf.data.kinetics import ClipRecord, Segment, clip_record_path, write_clip
 from avsf.data.ledger import Failure, read_ledger, write_ledger
 from avsf.data.store import INDEX_NAME, StoreReader, read_index, store_hashes
 from avsf.io.media import write_video
-from clip_factory import ClipSpec, build_store, store_params, write_clip, write_clips_dir, write_garbled
+from clip_factory import KINETICS, ClipSpec, build_store, store_params, write_clip, write_clips_dir, write_garbled
 from conftest import loaded_modules, run_stage, stage_deps
 from pipeline.decode import run_decode
 from pipeline.spectrogram import run_spectrogram
@@ -37,14 +37,14 @@ def built(tmp_path_factory):
     """Clips of every kind plus three broken ones, a download ledger, and both stages run once."""
     root = tmp_path_factory.mktemp("stage")
     records = write_clips_dir(root, SPECS)
-    clips_dir = root / "data" / "clips"
+    clips_dir = root / "data" / "kinetics" / "clips"
     (clips_dir / "corrupt_000000_000002.mp4").write_bytes(b"\x00garbage" * 64)
     template = write_clip(root / "template.mp4", ClipSpec("t", seconds=1.0, audio_seconds=0))
     write_garbled(clips_dir / "garbled_000000_000002.mp4", template)
     records += [ClipRecord(f"{name}_000000_000002", "a", name, 0, 2, "train", f"{name}_000000_000002.mp4")
                 for name in BROKEN]
     write_clip_index(clips_dir / "clips.csv", records)
-    write_ledger(root / "data" / "ledger" / "download.csv",
+    write_ledger(root / "data" / "kinetics" / "ledger" / "download.csv",
                  [Failure("lost_000000_000002", "download", "missing_source", "not in the source")])
     _, params = store_params(root)
     with pytest.MonkeyPatch.context() as mp:
@@ -60,14 +60,14 @@ def load(root, path):
 
 def test_decode_metrics_count_clips_failures_and_notes(built):
     root, params = built
-    metrics = load(root, params.decode.metrics)
+    metrics = load(root, KINETICS.metrics("kinetics", "decode"))
     assert metrics["clips"] == len(SPECS)
     assert metrics["failed"] == 3
     assert metrics["failed_by_reason"] == {reason: 1 for reason in sorted(BROKEN.values())}
     assert metrics["upstream_failures"] == 1
     assert metrics["without_audio"] == 2  # silent, vfr
     assert metrics["notes"] == {"audio_padded_s": 1, "rotation": 1, "variable_frame_rate": 1}
-    entries = {e.youtube_id: e for e in read_index(root / params.decode.out_dir / INDEX_NAME)}
+    entries = {e.youtube_id: e for e in read_index(root / KINETICS.frames("kinetics") / INDEX_NAME)}
     # The VFR clip's last frame (at 0.9 s) lasts as long as its container says.
     vfr = entries["vfr"].num_frames
     assert 27 <= vfr <= 33
@@ -78,20 +78,20 @@ def test_decode_metrics_count_clips_failures_and_notes(built):
 
 def test_ledger_carries_download_rows_then_decode_rows(built):
     root, params = built
-    rows = read_ledger(root / params.decode.ledger)
+    rows = read_ledger(root / KINETICS.ledger("kinetics", "decode"))
     assert rows[0] == Failure("lost_000000_000002", "download", "missing_source", "not in the source")
     assert {(r.id.split("_")[0], r.stage, r.reason) for r in rows[1:]} == {
         (name, "decode", reason) for name, reason in BROKEN.items()}
-    spectrogram_rows = read_ledger(root / params.spectrogram.ledger)
+    spectrogram_rows = read_ledger(root / KINETICS.ledger("kinetics", "spectrogram"))
     assert spectrogram_rows == rows  # the spectrogram stage had no failures of its own
 
 
 def test_store_holds_each_clip_with_its_attributes(built):
     root, params = built
-    reader = StoreReader(root / params.decode.out_dir, root / params.spectrogram.out_dir)
+    reader = StoreReader(root / KINETICS.frames("kinetics"), root / KINETICS.logmel("kinetics"))
     by_name = {e.youtube_id: e for e in reader.entries}
     assert set(by_name) == {s.name for s in SPECS}
-    assert json.loads((root / params.decode.out_dir / "classes.json").read_text()) == ["a", "b"]
+    assert json.loads((root / KINETICS.frames("kinetics") / "classes.json").read_text()) == ["a", "b"]
     attrs = reader.attrs(by_name["rotated"])
     assert (attrs["height"], attrs["width"], attrs["fps"], attrs["has_audio"]) == (43, 32, 30.0, True)
     assert reader.attrs(by_name["pal"])["source_fps"] == pytest.approx(25.0)
@@ -112,7 +112,7 @@ def test_store_holds_each_clip_with_its_attributes(built):
 
 def test_spectrogram_store_and_training_stats(built):
     root, params = built
-    reader = StoreReader(root / params.decode.out_dir, root / params.spectrogram.out_dir)
+    reader = StoreReader(root / KINETICS.frames("kinetics"), root / KINETICS.logmel("kinetics"))
     values = []
     for entry in reader.entries:
         rows = reader.logmel(entry, 0, 10**9)
@@ -125,7 +125,7 @@ def test_spectrogram_store_and_training_stats(built):
     stats = reader.stats()
     assert stats["mean"] == pytest.approx(values.mean()) and stats["std"] == pytest.approx(values.std())
     assert stats["clips"] == 4 and stats["split"] == "train"  # good, pal, odd, rotated
-    metrics = load(root, params.spectrogram.metrics)
+    metrics = load(root, KINETICS.metrics("kinetics", "spectrogram"))
     assert (metrics["with_audio"], metrics["without_audio"], metrics["failed"]) == (5, 2, 0)
     assert metrics["mean"] == stats["mean"]
 
@@ -145,26 +145,26 @@ def test_a_muted_track_is_marked_silent_and_left_out_of_the_statistics(tmp_path)
     reader = StoreReader(*stores["with"])
     silent = {e.clip_id.split("_")[0]: reader.attrs(e, "logmel")["silent"] for e in reader.entries}
     assert silent == {"tone": False, "noisy": False, "other": True, "muted": True}
-    metrics = json.loads((tmp_path / "with" / "reports/metrics/spectrogram.json").read_text())
+    metrics = json.loads((tmp_path / "with" / "reports/kinetics/metrics/spectrogram.json").read_text())
     assert (metrics["with_audio"], metrics["silent"], metrics["stats_clips"]) == (4, 2, 2)
 
 
 def test_rerun_keeps_complete_shards_and_a_changed_param_rebuilds(built, tmp_path, monkeypatch):
     root, params = built
     monkeypatch.chdir(root)
-    before = store_hashes(params.decode.out_dir)
-    shard = root / params.decode.out_dir / "shard-00000.h5"
+    before = store_hashes(KINETICS.frames("kinetics"))
+    shard = root / KINETICS.frames("kinetics") / "shard-00000.h5"
     stamp = shard.stat().st_mtime_ns
     run_decode(params)
-    assert load(root, params.decode.metrics)["shards_reused"] == 5
-    assert shard.stat().st_mtime_ns == stamp and store_hashes(params.decode.out_dir) == before
+    assert load(root, KINETICS.metrics("kinetics", "decode"))["shards_reused"] == 5
+    assert shard.stat().st_mtime_ns == stamp and store_hashes(KINETICS.frames("kinetics")) == before
     _, lower = store_params(tmp_path, {"decode.jpeg_quality": 50})
     run_decode(lower)
-    assert load(root, params.decode.metrics)["shards_reused"] == 0
-    after = store_hashes(params.decode.out_dir)
+    assert load(root, KINETICS.metrics("kinetics", "decode"))["shards_reused"] == 0
+    after = store_hashes(KINETICS.frames("kinetics"))
     assert after.keys() == before.keys() and all(after[k] != before[k] for k in before)
     run_decode(params)  # back to the module's store for the other tests
-    assert store_hashes(params.decode.out_dir) == before
+    assert store_hashes(KINETICS.frames("kinetics")) == before
 
 
 def test_shards_follow_what_made_each_clip_not_its_mtime(tmp_path, monkeypatch):
@@ -176,7 +176,7 @@ def test_shards_follow_what_made_each_clip_not_its_mtime(tmp_path, monkeypatch):
     videos.mkdir()
     for k, name in enumerate(["va", "vb"]):
         write_video(videos / f"{name}.mp4", [np.full((48, 64, 3), 40 * k + i, np.uint8) for i in range(50)], 25)
-    clips_dir = tmp_path / "data" / "clips"
+    clips_dir = tmp_path / "data" / "kinetics" / "clips"
     segments = [Segment(name, 0, 1, "train", "a") for name in ("va", "vb")]
 
     def download(segment: Segment, crf: int) -> None:
@@ -193,7 +193,7 @@ def test_shards_follow_what_made_each_clip_not_its_mtime(tmp_path, monkeypatch):
 
     def reused() -> int:
         run_decode(params)
-        return json.loads((tmp_path / params.decode.metrics).read_text())["shards_reused"]
+        return json.loads((tmp_path / KINETICS.metrics("kinetics", "decode")).read_text())["shards_reused"]
 
     clip_a, clip_b = (clips_dir / f"{s.clip_id}.mp4" for s in segments)
     for clip in (clip_a, clip_b):
@@ -215,7 +215,7 @@ def test_shards_follow_what_made_each_clip_not_its_mtime(tmp_path, monkeypatch):
 def test_shards_from_older_code_are_rebuilt(built, monkeypatch, stage, version, shards):
     root, params = built
     run = {"decode": run_decode, "spectrogram": run_spectrogram}[stage]
-    metrics = getattr(params, stage).metrics
+    metrics = KINETICS.metrics("kinetics", stage)
     monkeypatch.chdir(root)
     monkeypatch.setattr(version, 1)
     run(params)
@@ -239,8 +239,8 @@ def test_stage_scripts_validate_params_and_run_through_submitit(built, tmp_path)
     path, _ = store_params(tmp_path, {"launch.cluster": "local", "decode.clips_per_shard": 1})
     done = run_stage("decode", "--params", str(path), cwd=tmp_path, timeout=240)
     assert done.returncode == 0, done.stderr
-    assert len(read_index(tmp_path / "data/store/frames" / INDEX_NAME)) == 2
-    with h5py.File(tmp_path / "data/store/frames/shard-00001.h5", "r") as f:
+    assert len(read_index(tmp_path / "data/kinetics/store/frames" / INDEX_NAME)) == 2
+    with h5py.File(tmp_path / "data/kinetics/store/frames/shard-00001.h5", "r") as f:
         assert list(f) == [SPECS[1].clip_id]
 
 
@@ -248,7 +248,7 @@ def test_a_still_picture_or_a_clip_that_cannot_be_stored_does_not_stop_its_shard
     """Cover art with music (every JPEG the same length), a one-frame clip, and a clip index
     naming one clip twice (its second group cannot be made): each clip is stored or ledgered
     on its own, and the shard is whole."""
-    clips_dir = tmp_path / "data" / "clips"
+    clips_dir = tmp_path / "data" / "kinetics" / "clips"
     clips_dir.mkdir(parents=True)
     art = np.full((48, 64, 3), 90, np.uint8)
     tone = (0.1 * np.sin(np.arange(32000) * 2 * np.pi * 440 / 16000))[None].astype(np.float32)
@@ -261,12 +261,12 @@ def test_a_still_picture_or_a_clip_that_cannot_be_stored_does_not_stop_its_shard
     _, params = store_params(tmp_path, {"decode.clips_per_shard": 4})
     monkeypatch.chdir(tmp_path)
     run_decode(params)
-    entries = {e.clip_id: e for e in read_index(tmp_path / params.decode.out_dir / INDEX_NAME)}
+    entries = {e.clip_id: e for e in read_index(tmp_path / KINETICS.frames("kinetics") / INDEX_NAME)}
     assert sorted(entries) == ["art_000000_000002", "good_000000_000002", "one_000000_000001"]
     assert (entries["art_000000_000002"].num_frames, entries["one_000000_000001"].num_frames) == (60, 1)
-    reader = StoreReader(tmp_path / params.decode.out_dir)
+    reader = StoreReader(tmp_path / KINETICS.frames("kinetics"))
     assert len({f.tobytes() for f in reader.frames(entries["art_000000_000002"], 0, 60)}) == 1
-    [failure] = [r for r in read_ledger(tmp_path / params.decode.ledger) if r.stage == "decode"]
+    [failure] = [r for r in read_ledger(tmp_path / KINETICS.ledger("kinetics", "decode")) if r.stage == "decode"]
     assert (failure.id, failure.reason) == ("good_000000_000002", "unexpected_error")
     assert "already exists" in failure.detail
 

@@ -17,6 +17,7 @@ import pytest
 
 import conftest
 from avsf.io.media import probe, write_video
+from pipeline.layout import Layout
 
 REPO = conftest.REPO
 LABELS = ["air drumming", "hurling (sport)", "yoga"]
@@ -53,12 +54,22 @@ def make_world(root: Path, n_videos: int, segments_per_video: int = 1) -> dict:
 
 
 def write_params(root: Path, world: dict, cluster: str = "debug", **download) -> Path:
-    download = dict(manifests=world["manifests"], source=world["videos"], out_dir=str(root / "clips"),
-                    ledger=str(root / "ledger.csv"), metrics=str(root / "metrics.json"),
-                    raw_cache=str(root / "cache"), backoff_s=0.01, **download)
+    """Params whose kinetics dataset is ``world`` (its manifests in one directory), the
+    stages writing under ``root``."""
+    manifests = [Path(m) for m in world["manifests"]]
     return conftest.write_params(root / "params.yaml", {
         "launch.cluster": cluster, "launch.log_dir": str(root / "logs"), "launch.resources.timeout_min": 5,
-        **{f"download.{key}": value for key, value in download.items()}})
+        "layout.data": str(root / "data"), "layout.reports": str(root / "reports"),
+        "datasets.kinetics.annotations": str(manifests[0].parent),
+        "datasets.kinetics.manifests": [m.name for m in manifests],
+        "datasets.kinetics.source": world["videos"],
+        **{f"download.{key}": value for key, value in {"backoff_s": 0.01, **download}.items()}})
+
+
+def outputs(root: Path) -> tuple[Path, Path, Path]:
+    """(clips, ledger, metrics) of download@kinetics under ``root``."""
+    layout = Layout(root / "data", root / "reports")
+    return layout.clips("kinetics"), layout.ledger("kinetics", "download"), layout.metrics("kinetics", "download")
 
 
 def run_stage(params: Path, *args: str, env: dict | None = None, **popen) -> subprocess.CompletedProcess:
@@ -87,7 +98,7 @@ def test_stage_makes_clips_index_ledger_and_metrics_then_skips_them(world, tmp_p
     params = write_params(tmp_path, w, cluster="local", shards=2, workers=2)
     first = run_stage(params)
     assert first.returncode == 0, first.stderr
-    out = tmp_path / "clips"
+    out, ledger_path, metrics_path = outputs(tmp_path)
     index = read_csv(out / "clips.csv")
     assert list(index[0]) == ["clip_id", "label", "youtube_id", "time_start", "time_end", "split", "path",
                               "duration", "notes"]
@@ -105,12 +116,12 @@ def test_stage_makes_clips_index_ledger_and_metrics_then_skips_them(world, tmp_p
     # Every label of the manifests, "yoga" too, though its only good video is vid-002.
     assert json.loads((out / "classes.json").read_text()) == sorted(LABELS)
 
-    ledger = read_csv(tmp_path / "ledger.csv")
+    ledger = read_csv(ledger_path)
     assert sorted((r["id"], r["stage"], r["reason"]) for r in ledger) == [
         ("broken_000000_000001", "download", "corrupt_container"),
         ("nowhere_000000_000001", "download", "missing_source"),
     ]
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = json.loads(metrics_path.read_text())
     assert {k: metrics[k] for k in ("downloaded", "skipped_existing", "failed", "total_rows", "cut_short")} == {
         "downloaded": 6, "skipped_existing": 0, "failed": 2, "total_rows": 8, "cut_short": 0}
     assert metrics["notes"] == {"audio_copied": 4}
@@ -124,7 +135,7 @@ def test_stage_makes_clips_index_ledger_and_metrics_then_skips_them(world, tmp_p
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.mp4")}
     second = run_stage(params, "--set", "launch.cluster=debug")
     assert second.returncode == 0, second.stderr
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = json.loads(metrics_path.read_text())
     assert (metrics["downloaded"], metrics["skipped_existing"], metrics["failed"]) == (0, 6, 2)
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.mp4")} == mtimes
     assert read_csv(out / "clips.csv") == index
@@ -137,16 +148,18 @@ def test_stage_fails_only_when_nothing_could_be_fetched(world, tmp_path):
     params = write_params(tmp_path, {**w, "videos": str(empty)})
     result = run_stage(params)
     assert result.returncode == 1
+    _, ledger_path, metrics_path = outputs(tmp_path)
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: download: none of 8 manifest rows gave a clip; see {tmp_path / 'ledger.csv'}")
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+        f"error: download: none of 8 manifest rows gave a clip; see {ledger_path}")
+    metrics = json.loads(metrics_path.read_text())
     assert (metrics["failed"], metrics["failed_by_reason"]["missing_source"]) == (8, 8)
 
 
 @pytest.mark.parametrize("override, message", [
     ("download.workers=0", "download.workers: Input should be greater than 0 (got 0)"),
-    ("download.wrokers=2", "download.wrokers: unknown key; allowed: manifests, source,"),
-    ("download.source=ftp://host/v", "download.source: must be a directory, a file:// or http(s):// URL"),
+    ("download.wrokers=2", "download.wrokers: unknown key; allowed: keep_raw, workers,"),
+    ("datasets.kinetics.source=ftp://host/v",
+     "datasets.kinetics.source: must be a directory, a file:// or http(s):// URL"),
     ("download.retries=many", "download.retries: Input should be a valid integer"),
 ])
 def test_bad_params_exit_2_with_one_line_and_write_nothing(world, tmp_path, override, message):
@@ -161,20 +174,21 @@ def test_bad_params_exit_2_with_one_line_and_write_nothing(world, tmp_path, over
 def test_missing_manifest_and_missing_youtube_extra_are_one_line_errors(world, tmp_path):
     root, w = world
     params = write_params(tmp_path, w)
-    result = run_stage(params, "--set", f"download.manifests=[{tmp_path / 'absent.csv'}]")
+    result = run_stage(params, "--set", "datasets.kinetics.manifests=[absent.csv]")
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == f"error: download.manifests: manifest not found: {tmp_path / 'absent.csv'}"
+    absent = Path(w["manifests"][0]).parent / "absent.csv"
+    assert result.stderr.strip().splitlines()[-1] == f"error: datasets.kinetics.annotations: {absent} is missing"
 
     hide = tmp_path / "hide"  # a yt_dlp that cannot be imported, whether or not it is installed
     hide.mkdir()
     (hide / "yt_dlp.py").write_text("raise ImportError('hidden by the test')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hide), os.environ.get("PYTHONPATH", "")])}
-    result = run_stage(params, "--set", "download.source=youtube", env=env)
+    result = run_stage(params, "--set", "datasets.kinetics.source=youtube", env=env)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: download.source: download.source is 'youtube' but yt-dlp is not installed; "
+        "error: datasets.kinetics.source: download.source is 'youtube' but yt-dlp is not installed; "
         "install the extra: pip install avsf[youtube]")
-    assert not (tmp_path / "clips").exists()
+    assert not outputs(tmp_path)[0].exists()
 
 
 @pytest.mark.parametrize("cluster", ["debug", "local"])
@@ -183,7 +197,7 @@ def test_kill_9_mid_write_then_rerun_finishes(tmp_path, cluster):
     stage's whole process group gets SIGKILL while a clip is being written."""
     w = make_world(tmp_path / "world", 12, segments_per_video=2)  # 24 clips, 2 failures
     params = write_params(tmp_path, w, cluster=cluster, workers=1, shards=1)
-    out = tmp_path / "clips"
+    out, _, metrics_path = outputs(tmp_path)
     proc = subprocess.Popen([sys.executable, "stages/download.py", "--params", str(params)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -209,12 +223,12 @@ def test_kill_9_mid_write_then_rerun_finishes(tmp_path, cluster):
     for name in finished:  # every clip under its final name is whole, and has its record
         assert frame_count(out / name) == 25, name
         assert (out / name).with_suffix(".json").is_file(), name
-    assert not (tmp_path / "metrics.json").exists()
+    assert not metrics_path.exists()
 
     rerun = run_stage(params)
     assert rerun.returncode == 0, rerun.stderr
     assert f"removed {len(temporaries)} temporaries" in rerun.stderr
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = json.loads(metrics_path.read_text())
     assert metrics["skipped_existing"] == len(finished)
     assert metrics["downloaded"] + metrics["skipped_existing"] == 24
     assert metrics["failed"] == 2 and metrics["total_rows"] == 26
@@ -253,15 +267,14 @@ def test_class_indices_come_from_the_manifests_whatever_fails(tmp_path):
     params = write_params(tmp_path, {"videos": str(videos), "manifests": [manifest]})
     assert run_stage(params).returncode == 0
     classes = ["abseiling", "archery", "yoga", "zumba"]
-    assert json.loads((tmp_path / "clips" / "classes.json").read_text()) == classes
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    clips, _, metrics_path = outputs(tmp_path)
+    assert json.loads((clips / "classes.json").read_text()) == classes
+    metrics = json.loads(metrics_path.read_text())
     assert metrics["failed_by_reason"]["bad_manifest_row"] == 2
-    store = tmp_path / "store"
-    decode = subprocess.run(
-        [sys.executable, "stages/decode.py", "--params", str(params), "--set", f"decode.out_dir={store}",
-         "--set", f"decode.ledger={tmp_path / 'decode.csv'}", "--set", f"decode.metrics={tmp_path / 'd.json'}"],
-        cwd=REPO, capture_output=True, text=True, timeout=120)
+    decode = subprocess.run([sys.executable, "stages/decode.py", "--params", str(params)],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
     assert decode.returncode == 0, decode.stderr
+    store = Layout(tmp_path / "data", tmp_path / "reports").frames("kinetics")
     assert json.loads((store / "classes.json").read_text()) == classes
 
 
@@ -269,16 +282,16 @@ def test_a_param_that_changes_clips_makes_them_again(world, tmp_path):
     root, w = world
     params = write_params(tmp_path, w)
     assert run_stage(params).returncode == 0
-    out = tmp_path / "clips"
+    out, _, metrics_path = outputs(tmp_path)
     before = {p.name: p.read_bytes() for p in out.glob("*.mp4")}
     assert run_stage(params, "--set", "download.crf=30").returncode == 0
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = json.loads(metrics_path.read_text())
     assert (metrics["downloaded"], metrics["skipped_existing"]) == (6, 0)
     after = {p.name: p.read_bytes() for p in out.glob("*.mp4")}
     assert after.keys() == before.keys() and all(after[n] != before[n] for n in before)
     # A param that does not change clips keeps them.
     assert run_stage(params, "--set", "download.crf=30", "--set", "download.retries=5").returncode == 0
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = json.loads(metrics_path.read_text())
     assert (metrics["downloaded"], metrics["skipped_existing"]) == (0, 6)
 
 
@@ -305,7 +318,8 @@ def test_clip_index_says_how_long_each_clip_is_and_what_was_noted(tmp_path):
     params = write_params(tmp_path, {"videos": str(videos), "manifests": [manifest]}, min_segment_fraction=0.2)
     result = run_stage(params)
     assert result.returncode == 0, result.stderr
-    rows = {r["clip_id"]: r for r in read_csv(tmp_path / "clips" / "clips.csv")}
+    clips, _, metrics_path = outputs(tmp_path)
+    rows = {r["clip_id"]: r for r in read_csv(clips / "clips.csv")}
     assert set(rows) == {"short_000000_000006", "frac_000001_000003", "frac_000001.5_000003.5", "cut_000000_000004"}
     short = rows["short_000000_000006"]
     assert (short["time_end"], float(short["duration"])) == ("6", 5.28)
@@ -313,7 +327,7 @@ def test_clip_index_says_how_long_each_clip_is_and_what_was_noted(tmp_path):
     assert (rows["frac_000001.5_000003.5"]["time_start"], rows["frac_000001.5_000003.5"]["duration"]) == ("1.5", "2")
     cut = rows["cut_000000_000004"]
     assert json.loads(cut["notes"])["truncated"] == 1 and 0.8 <= float(cut["duration"]) <= 2.0
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = json.loads(metrics_path.read_text())
     assert (metrics["downloaded"], metrics["failed"], metrics["cut_short"]) == (4, 0, 2)
     assert metrics["notes"]["truncated"] == 1 and metrics["notes"]["cut_short_s"] == 2
     assert "2 cut short" in result.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,9 @@ import pytest
 import yaml
 
 from conftest import REPO, run_stage, write_params
+from pipeline.layout import Layout
 from pipeline.params import load_params
+from pipeline.runs import finetune_run, kinetics_run, pretrain_run
 
 # The module's project fixture runs the whole tiny pipeline once: more than a single test's time.
 pytestmark = pytest.mark.timeout(1800)
@@ -68,35 +69,27 @@ def project(tmp_path_factory) -> Path:
     return root
 
 
-def foreach_items(stage: dict, params: dict) -> list:
-    """The items of a foreach stage (``${family}`` or ``${epic.members}``), [None] otherwise."""
-    if "foreach" not in stage:
-        return [None]
-    if isinstance(stage["foreach"], list):
-        return list(stage["foreach"])
-    node = params
-    for part in stage["foreach"].strip("${}").split("."):
-        node = node[part]
-    return list(node)
+def stage_names(root: Path) -> set[str]:
+    """Every stage dvc.yaml defines, each foreach and matrix item expanded, as DVC lists them."""
+    return {line.split()[0] for line in dvc("stage", "list", cwd=root).splitlines() if line.strip()}
 
 
 def test_repro_runs_every_stage_and_writes_metrics(project):
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    stages = {name if member is None else f"{name}@{member}"
-              for name, stage in yaml.safe_load((project / "dvc.yaml").read_text())["stages"].items()
-              for member in foreach_items(stage, params)}
-    assert ran_stages((project / "first_repro.log").read_text()) == stages
-    demo = json.loads((project / "reports/metrics/demo.json").read_text())
+    assert ran_stages((project / "first_repro.log").read_text()) == stage_names(project)
+    demo = json.loads((project / "reports/kinetics/metrics/demo.json").read_text())
     assert demo["rows"] == 8 * 3 + 1  # 3 videos per class, plus one val row whose source is missing
     assert demo["videos"] == 8 * 3
-    download = json.loads((project / "reports/metrics/download.json").read_text())
+    download = json.loads((project / "reports/kinetics/metrics/download.json").read_text())
     # Every good row is downloaded; the corrupt file and the missing source are failures.
     assert download["downloaded"] == demo["rows"] - 2
     assert download["failed"] == 2
     failed = {reason: n for reason, n in download["failed_by_reason"].items() if n}
     assert failed == {"corrupt_container": 1, "missing_source": 1}
-    clips = (project / "data/clips/clips.csv").read_text().splitlines()
+    clips = (project / "data/kinetics/clips/clips.csv").read_text().splitlines()
     assert len(clips) == 1 + download["downloaded"]
+    # every later stage reads the annotation files download copied
+    assert sorted(p.name for p in (project / "data/kinetics/annotations").iterdir()) == [
+        "kinetics_demo_train.csv", "kinetics_demo_val.csv"]
 
 
 def test_second_repro_does_nothing(project):
@@ -108,8 +101,8 @@ def test_second_repro_does_nothing(project):
 def test_training_curves_are_dvc_plots(project):
     result = sh(sys.executable, "-m", "dvc", "plots", "show", "--json", cwd=project)
     data = json.loads(result.stdout)["data"]
-    loss = data["reports/train/avslowfast/plots/metrics/steps/loss.tsv"][0]
-    assert "reports/train/slowfast/plots/metrics/steps/loss.tsv" in data
+    loss = data["reports/kinetics/train/avslowfast/plots/metrics/steps/loss.tsv"][0]
+    assert "reports/kinetics/train/slowfast/plots/metrics/steps/loss.tsv" in data
     assert "val_top1" in " ".join(data) and loss["type"] == "vega"
     points = loss["content"]["data"]["values"]
     assert [int(p["step"]) for p in points] == list(range(1, len(points) + 1)) and len(points) >= 2
@@ -123,55 +116,56 @@ def test_evaluate_scores_every_manifest_video_and_the_summary_shows_the_family(p
     assert metrics["official"]["top1"] == pytest.approx(metrics["available"]["top1"] * 8 / 9)
     assert metrics["views_per_video"] == 2 and metrics["gflops_x_views"] == pytest.approx(2 * metrics["gflops_per_view"], rel=1e-3)
     assert set(metrics["official"]["groups"]) == {"appearance", "motion", "sound", "audiovisual"}
-    with (project / "reports/kinetics/models/avslowfast/predictions.csv").open() as f:
+    with (project / "reports/kinetics/models/avslowfast/results/predictions.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 9 and [r["clip_id"] for r in rows if r["predicted"] == "(no prediction)"] == metrics["missing_ids"]
     summary = (project / "reports/kinetics/summary.md").read_text()
     assert "| SlowFast (`slowfast_tiny_2x8`) |" in summary and "| AVSlowFast (`avslowfast_tiny_2x8`) |" in summary
     assert "SlowFast beats Slow-only on the motion classes: **not measured**" in summary  # no Slow-only member here
     plots = json.loads(sh(sys.executable, "-m", "dvc", "plots", "show", "--json", cwd=project).stdout)["data"]
-    assert "reports/kinetics/models/slowfast/confusion.csv" in plots
+    assert "reports/kinetics/models/slowfast/per_class.csv" in plots
 
 
-def _resolve(text: str, params: dict, key: str) -> str:
-    """dvc.yaml's ${...} interpolation of one string, for a foreach ``key``."""
-    def value(match):
-        name = match.group(1)
-        if name == "key":
-            return key
-        node = params
-        for part in name.split("."):
-            node = node[part]
-        return str(node)
-    return re.sub(r"\$\{([^}]+)\}", value, text)
+def test_every_stage_declares_exactly_where_the_layout_puts_its_outputs():
+    """dvc.yaml's outs, metrics and plots of every stage, as DVC resolves them, are the paths
+    pipeline.layout gives the stages (one statement of the layout, read by both)."""
+    from dvc.repo import Repo
 
-
-def declared_paths(stages: dict, raw: dict, stage: str, key: str) -> set[str]:
-    """The outs, metrics and plots dvc.yaml's foreach stage ``stage`` declares for ``key``."""
-    do = stages[stage]["do"]
-    paths = [next(iter(o)) if isinstance(o, dict) else o for kind in ("outs", "metrics", "plots")
-             for o in do.get(kind, [])]
-    return {_resolve(p.replace("${item}", key), raw, key) for p in paths}
-
-
-def test_dvc_yaml_declares_the_paths_each_family_member_writes():
-    """train@<member> and evaluate@<member> declare exactly where Params.variant puts the
-    member's outputs (dvc.yaml cannot derive train_<member>.json from train.metrics)."""
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     params = load_params(REPO / "params.yaml")
+    layout = Layout.of(params.layout)
+    with Repo(str(REPO)) as repo:
+        declared = {stage.addressing: {o.def_path for o in stage.outs} for stage in repo.index.stages}
 
-    def declared(stage: str, key: str) -> set[str]:
-        return declared_paths(stages, raw, stage, key)
+    def run(paths) -> set:
+        return {paths.out_dir, paths.summary, paths.live_dir / "metrics.json",
+                *(paths.live_dir / "plots/metrics" / kind for kind in ("steps", "epochs"))}
 
-    for name in params.family:
-        member = params.variant(name)
-        t, e = member.train, member.evaluate
-        assert declared("train", name) == {t.out_dir, t.ledger, t.metrics, f"{t.live_dir}/metrics.json",
-                                           *(f"{t.live_dir}/plots/metrics/{x}" for x in ("steps", "epochs"))}
-        assert declared("evaluate", name) == {f"{e.out_dir}/{f}" for f in ("predictions.csv", "metrics.json",
-                                                                            "confusion.csv")}
-        assert stages["train"]["foreach"] == stages["evaluate"]["foreach"] == "${family}"
+    def model(dataset: str, member: str) -> set:
+        return {layout.model(dataset, member) / name for name in ("results", "metrics.json", "per_class.csv")}
+
+    expected: dict[str, set] = {"model_report": {layout.model_report() / "flops.json", layout.model_report() / "flops.md"}}
+    for d in params.datasets:
+        expected[f"demo@{d}"] = {layout.demo(d), layout.metrics(d, "demo")}
+        expected[f"download@{d}"] = {layout.annotations(d), layout.clips(d), layout.ledger(d, "download"),
+                                     layout.metrics(d, "download")}
+        expected[f"decode@{d}"] = {layout.frames(d), layout.ledger(d, "decode"), layout.metrics(d, "decode")}
+        expected[f"spectrogram@{d}"] = {layout.logmel(d), layout.ledger(d, "spectrogram"),
+                                        layout.metrics(d, "spectrogram")}
+    for m in params.family:
+        expected[f"train@{m}"] = run(kinetics_run(params, m).paths)
+        expected[f"evaluate@kinetics-{m}"] = model("kinetics", m)
+    for d in params.finetune.datasets:
+        for m in params.finetune.members:
+            expected[f"finetune@{d}-{m}"] = run(finetune_run(params, d, m).paths)
+            expected[f"evaluate_finetuned@{d}-{m}"] = model(d, m)
+    for s in params.ssl.settings:
+        expected[f"pretrain@{s}"] = run(pretrain_run(params, s).paths)
+        expected[f"probe@{s}"] = {layout.probe(s), layout.model("ssl", s) / "metrics.json"}
+    for r in ("random", "supervised"):
+        expected[f"probe_reference@{r}"] = {layout.probe(r), layout.model("ssl", r) / "metrics.json"}
+    for report in ("kinetics", *params.finetune.datasets, "ssl"):
+        expected[f"summary@{report}"] = {layout.summary(report), layout.summary_metrics(report)}
+    assert declared == {stage: {str(p) for p in paths} for stage, paths in expected.items()}
 
 
 def test_epic_is_fine_tuned_from_the_kinetics_runs_and_scored_on_every_narration(project):
@@ -186,12 +180,12 @@ def test_epic_is_fine_tuned_from_the_kinetics_runs_and_scored_on_every_narration
     assert metrics["narrations"] == len(narrations) and metrics["official"]["segments"] == len(narrations)
     assert {"verb_top1", "noun_top1", "action_top1", "verb_top5", "tail", "unseen", "noun_groups"} <= set(metrics)
     assert metrics["unseen"]["segments"] == sum(n.participant_id == "P03" for n in narrations) > 0
-    with (project / "reports/epic/models/avslowfast/submission.pkl").open("rb") as f:
+    with (project / "reports/epic/models/avslowfast/results/submission.pkl").open("rb") as f:
         submission = pickle.load(f)
     assert list(submission["narration_id"]) == [n.narration_id for n in narrations]
     assert type(submission["verb_output"]) is np.ndarray and submission["noun_output"].shape[0] == len(narrations)
     # BN frozen (A.5): every BN statistic of the fine-tuned model is the Kinetics run's
-    kinetics = torch.load(project / "data/train/slowfast/final.pyth", weights_only=False)["model_state"]
+    kinetics = torch.load(project / "data/kinetics/train/slowfast/final.pyth", weights_only=False)["model_state"]
     epic = torch.load(project / "data/epic/train/slowfast/final.pyth", weights_only=False)["model_state"]
     stats = [k for k in kinetics if k.endswith(("running_mean", "running_var"))]
     assert stats and all(torch.equal(kinetics[k], epic[k]) for k in stats)
@@ -209,34 +203,9 @@ def test_charades_is_scored_with_both_map_figures_and_written_in_the_official_fo
     metrics = json.loads((project / "reports/charades/models/slowfast/metrics.json").read_text())
     assert metrics["videos"] == len(videos) and metrics["videos_without_actions"] == 1
     assert "map_official" in metrics and 0 <= metrics["map_sklearn"] <= 1
-    predictions = read_charades_predictions(project / "reports/charades/models/slowfast/predictions.txt", 8)
+    predictions = read_charades_predictions(project / "reports/charades/models/slowfast/results/predictions.txt", 8)
     assert set(predictions) == {v.id for v in videos}
     assert (project / "reports/charades/summary.md").read_text().startswith("# Charades")
-
-
-def test_dvc_yaml_declares_the_paths_each_fine_tuned_member_writes():
-    """train_<dataset>@<member> and evaluate_<dataset>@<member> declare where Params.finetune
-    puts the member's outputs, for both fine-tuning datasets."""
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    params = load_params(REPO / "params.yaml")
-
-    def declared(stage: str, key: str) -> set[str]:
-        return declared_paths(stages, raw, stage, key)
-
-    for dataset, files in (("epic", ("predictions.csv", "submission.pkl", "metrics.json", "noun_accuracy.csv")),
-                           ("charades", ("predictions.txt", "metrics.json", "class_ap.csv")),
-                           ("ava", ("detections.csv", "metrics.json", "class_ap.csv"))):
-        for name in getattr(params, dataset).members:
-            member = params.finetune(dataset, name)
-            t, e = member.train, member.evaluate
-            assert declared(f"train_{dataset}", name) == {
-                t.out_dir, t.ledger, t.metrics, *(f"{t.live_dir}/plots/metrics/{x}" for x in ("steps", "epochs"))}
-            assert declared(f"evaluate_{dataset}", name) == {f"{e.out_dir}/{f}" for f in files}
-        ingest = params.for_dataset(dataset)
-        assert {_resolve(next(iter(o)) if isinstance(o, dict) else o, raw, "")
-                for o in stages[f"decode_{dataset}"]["outs"]} == {ingest.decode.out_dir, ingest.decode.ledger}
-        assert ingest.decode.out_dir == f"{getattr(params, dataset).root}/store/frames"
 
 
 def test_ssl_pretrains_without_labels_probes_every_backbone_on_three_splits_and_summarises(project):
@@ -244,16 +213,16 @@ def test_ssl_pretrains_without_labels_probes_every_backbone_on_three_splits_and_
 
     from avsf.data.ucf_hmdb import read_transfer_splits
 
-    rotation = torch.load(project / "data/ssl/rotation/final.pyth", weights_only=False)
+    rotation = torch.load(project / "data/ssl/train/rotation/final.pyth", weights_only=False)
     assert rotation["model_state"]["head.projection.weight"].shape[0] == 4  # the rotation pretext's 4-way head
-    avs = json.loads((project / "reports/ssl/pretrain/avs.json").read_text())
+    avs = json.loads((project / "reports/ssl/train/avs/summary.json").read_text())
     assert set(avs["final"]) == {"loss", "load_failures", "videos"}  # AV-sync alone: no label metric
     assert avs["last_epoch"]["sync_loss"] > 0
-    both = json.loads((project / "reports/ssl/pretrain/avs_rotation.json").read_text())
+    both = json.loads((project / "reports/ssl/train/avs_rotation/summary.json").read_text())
     assert both["last_epoch"]["sync_loss"] > 0 and "rotation_top1" in both["final"]
-    assert json.loads((project / "reports/ssl/pretrain/rotation.json").read_text())["last_epoch"]["sync_loss"] == 0
+    assert json.loads((project / "reports/ssl/train/rotation/summary.json").read_text())["last_epoch"]["sync_loss"] == 0
     for backbone in ("random", "supervised", "rotation", "avs", "avs_rotation"):
-        report = json.loads((project / f"reports/ssl/probe/{backbone}.json").read_text())
+        report = json.loads((project / f"reports/ssl/models/{backbone}/metrics.json").read_text())
         assert report == json.loads((project / f"data/ssl/probe/{backbone}/probe.json").read_text())
         for name, result in report["datasets"].items():
             splits = read_transfer_splits(name, project / f"data/demo/{name}/splits")
@@ -271,34 +240,18 @@ def test_the_probe_that_trains_all_layers_fine_tunes_every_layer_per_split(proje
     """ssl.probe.mode=all: one engine run per split, its top-1 the run's validation on the test list."""
     import torch
 
-    out, reports = tmp_path / "ssl", tmp_path / "reports"
+    reports = tmp_path / "reports"
     done = run_stage("probe", "--backbone", "random", "--set", "ssl.probe.mode=all", "--set", "ssl.probe.splits=[2]",
-                     "--set", "ssl.probe.datasets=[hmdb51]", "--set", f"ssl.out_dir={out}",
-                     "--set", f"ssl.reports={reports}", cwd=project)
+                     "--set", "ssl.probe.datasets=[hmdb51]", "--set", f"layout.reports={reports}", cwd=project)
     assert done.returncode == 0, done.stderr
-    report = json.loads((reports / "probe/random.json").read_text())
+    report = json.loads((reports / "ssl/models/random/metrics.json").read_text())
     split = report["datasets"]["hmdb51"]["splits"]["2"]
-    run_metrics = json.loads((out / "probe/random/hmdb51/split2/metrics.json").read_text())
+    run_dir = project / "data/ssl/probe/random/hmdb51/split2"
+    run_metrics = json.loads((run_dir / "summary.json").read_text())
     assert split["top1"] == pytest.approx(run_metrics["final"]["top1"]) and split["missing"] == 0
-    state = torch.load(out / "probe/random/hmdb51/split2/final.pyth", weights_only=False)
+    state = torch.load(run_dir / "final.pyth", weights_only=False)
     assert state["model_state"]["head.projection.weight"].shape[0] == 6  # the HMDB flavour's classes
     assert run_metrics["steps"] > 0 and report["mode"] == "all"
-
-
-def test_dvc_yaml_declares_the_paths_pretraining_and_probing_write():
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    params = load_params(REPO / "params.yaml")
-
-    def declared(stage: str, key: str) -> set[str]:
-        return declared_paths(stages, raw, stage, key)
-
-    for setting in params.ssl.settings:
-        t = params.pretrain(setting).train
-        assert declared("pretrain", setting) == {t.out_dir, t.ledger, t.metrics, f"{t.live_dir}/metrics.json",
-                                                 *(f"{t.live_dir}/plots/metrics/{x}" for x in ("steps", "epochs"))}
-        assert declared("probe", setting) == {f"data/ssl/probe/{setting}", f"reports/ssl/probe/{setting}.json"}
-    assert stages["probe_reference"]["foreach"] == ["random", "supervised"]
 
 
 def test_ava_is_stored_at_30_fps_from_second_900_and_scored_with_the_official_frame_map(project):
@@ -313,7 +266,8 @@ def test_ava_is_stored_at_30_fps_from_second_900_and_scored_with_the_official_fr
     params = load_params(project / "params.yaml")
     from avsf.data.demo.ava import AvaWorldSpec
 
-    plan = plan_ava_world(AvaWorldSpec(**params.ava.demo))
+    plan = plan_ava_world(AvaWorldSpec(**{k: tuple(map(tuple, v)) if k == "sizes" else v
+                                          for k, v in params.datasets["ava"].demo.items()}))
     assert {float(m.native_fps) for m in plan} > {30.0}  # movies at 23.976 and 25 fps too
     for movie in plan:  # frame 0 is movie second 900, whatever the native rate: keyframe s is frame (s - 900) x 30
         entry = entries[movie.video_id]
@@ -325,12 +279,12 @@ def test_ava_is_stored_at_30_fps_from_second_900_and_scored_with_the_official_fr
     truth, keyframes = read_ava_ground_truth(ava / "ava_val_v2.2.csv")
     excluded = read_excluded_timestamps(ava / "ava_val_excluded_timestamps_v2.2.csv")
     evaluated = read_action_list(ava / "ava_action_list_v2.2_for_activitynet_2019.pbtxt")
-    detections = read_ava_detections(project / "reports/ava/models/avslowfast/detections.csv")
+    detections = read_ava_detections(project / "reports/ava/models/avslowfast/results/detections.csv")
     assert {d.action_id for d in detections} == set(read_action_list(ava / "ava_action_list_v2.2.pbtxt"))
     again = frame_map(truth, keyframes, detections, evaluated, excluded)  # the official results file, re-scored
     assert metrics["map"] == pytest.approx(again.mean_ap) and metrics["evaluated_classes"] == len(evaluated)
     assert metrics["excluded"] == len(excluded) > 0
-    with (project / "reports/ava/models/avslowfast/class_ap.csv").open() as f:
+    with (project / "reports/ava/models/avslowfast/per_class.csv").open() as f:
         counts = [int(r["count"]) for r in csv.DictReader(f)]
     assert counts == sorted(counts, reverse=True)  # most frequent first (SlowFast Fig. 3)
     summary = (project / "reports/ava/summary.md").read_text()
@@ -342,33 +296,33 @@ def test_ava_is_stored_at_30_fps_from_second_900_and_scored_with_the_official_fr
 def test_an_experiment_reruns_exactly_the_stages_its_params_reach_and_metrics_diff_shows_it(project):
     """download.retries reruns the downloads and nothing after them (their clips are the
     same); AVSlowFast's DropPathway retrains it, what is fine-tuned or probed from it and the
-    summaries, nothing of SlowFast; epic.heads=separate refits both EPIC members as a verb and
-    a noun model."""
-    before = json.loads((project / "reports/metrics/train_avslowfast.json").read_text())
+    summaries, nothing of SlowFast; datasets.epic.heads=separate refits both EPIC members as a
+    verb and a noun model."""
+    before = json.loads((project / "reports/kinetics/train/avslowfast/summary.json").read_text())
     output = dvc("exp", "run", "-S", "family.avslowfast.drop_pathway=0.0", "-S", "download.retries=5",
-                 "-S", "epic.heads=separate", cwd=project)
-    downloads = {"download", *(f"download_{d}" for d in ("epic", "charades", "ava", "ucf101", "hmdb51"))}
-    assert "download" in ran_stages(output) and "demo" not in ran_stages(output)
+                 "-S", "datasets.epic.heads=separate", cwd=project)
+    downloads = {f"download@{d}" for d in ("kinetics", "epic", "charades", "ava", "ucf101", "hmdb51")}
+    assert downloads <= ran_stages(output) and not any(s.startswith("demo@") for s in ran_stages(output))
     assert ran_stages(output) - downloads == {
-        "train@avslowfast", "evaluate@avslowfast", "kinetics_summary",
-        *(f"{stage}_{d}@avslowfast" for stage in ("train", "evaluate") for d in ("epic", "charades", "ava")),
-        "train_epic@slowfast", "evaluate_epic@slowfast", "epic_summary", "charades_summary", "ava_summary",
+        "train@avslowfast", "evaluate@kinetics-avslowfast", "summary@kinetics",
+        *(f"{stage}@{d}-avslowfast" for stage in ("finetune", "evaluate_finetuned") for d in ("epic", "charades", "ava")),
+        "finetune@epic-slowfast", "evaluate_finetuned@epic-slowfast", "summary@epic", "summary@charades", "summary@ava",
         # the AVS backbones and the references (AVSlowFast's model) and their probes
         "pretrain@avs", "pretrain@avs_rotation", "probe@avs", "probe@avs_rotation", "probe_reference@random",
-        "probe_reference@supervised", "ssl_summary"}
+        "probe_reference@supervised", "summary@ssl"}
     # The experiment's result is in the workspace: its params and the lock file that records them.
     assert yaml.safe_load((project / "params.yaml").read_text())["download"]["retries"] == 5
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    assert lock["stages"]["download"]["params"]["params.yaml"]["download"]["retries"] == 5
-    after = json.loads((project / "reports/metrics/train_avslowfast.json").read_text())
+    assert lock["stages"]["download@kinetics"]["params"]["params.yaml"]["download"]["retries"] == 5
+    after = json.loads((project / "reports/kinetics/train/avslowfast/summary.json").read_text())
     assert after["fingerprint"] != before["fingerprint"] and after["resumed_from"] is None  # trained afresh
     diff = dvc("metrics", "diff", cwd=project)
-    assert "reports/metrics/train_avslowfast.json" in diff
+    assert "reports/kinetics/train/avslowfast/summary.json" in diff
     table = sh(sys.executable, "-m", "dvc", "exp", "show", "--csv", cwd=project).stdout
     header = table.splitlines()[0]
     assert "family.avslowfast.drop_pathway" in header and "final.top1" in header and "top1" in header
     # EPIC's separate verb and noun models
-    summary = json.loads((project / "reports/epic/metrics/train_slowfast.json").read_text())
+    summary = json.loads((project / "reports/epic/train/slowfast/summary.json").read_text())
     assert set(summary) == {"verb", "noun"} and summary["verb"]["model"] == summary["noun"]["model"]
     assert (project / "data/epic/train/slowfast/verb/final.pyth").is_file()
     curves = {p.name for p in (project / "reports/epic/train/slowfast/plots/metrics/steps").glob("*.tsv")}

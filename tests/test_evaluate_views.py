@@ -42,7 +42,7 @@ def test_views_average_softmax_and_leave_out_the_views_that_failed():
 def store(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("views-store")
     make_store(root)
-    return root / "data" / "store"
+    return root / "data" / "kinetics" / "store"
 
 
 def val_set(store: Path) -> ClipDataset:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import REPO
-from pipeline.kinetics_summary import claims, experiments_markdown, summary_markdown
+from pipeline.datasets.kinetics import claims, experiments_markdown, summary_markdown
 from pipeline.params import load_params
 
 GROUPS = ("appearance", "motion", "sound", "audiovisual")
@@ -45,8 +45,7 @@ def test_claims_hold_or_fail_on_the_group_figures():
 
 
 def test_the_table_has_a_row_per_member_with_standard_errors():
-    params = load_params(REPO / "params.yaml")
-    text = summary_markdown(params, family(), None)
+    text = summary_markdown(family(), None)
     row = next(line for line in text.splitlines() if line.startswith("| AVSlowFast"))
     # 0.8 of 201 videos: ± sqrt(0.8 * 0.2 / 201) = 2.8 points; sound 0.8 of 50: ± 5.7
     assert row.startswith("| AVSlowFast (`avslowfast_tiny_4x16`) | 80.0 ± 2.8 | 90.0 ± 2.1 | 90.0 ± 4.2 | 90.0 ± 4.2 | 80.0 ± 5.7 |")
@@ -69,10 +68,10 @@ def test_seeds_show_mean_and_spread_and_claims_per_seed():
 
 
 def test_a_missing_member_result_is_a_stage_error(tmp_path, monkeypatch):
-    from pipeline.kinetics_summary import run_kinetics_summary
     from pipeline.launch import StageFailed
+    from pipeline.summary import run_summary
 
     monkeypatch.chdir(tmp_path)
     params = load_params(REPO / "params.yaml")
-    with pytest.raises(StageFailed, match="run its evaluation of slow first"):
-        run_kinetics_summary(params)
+    with pytest.raises(StageFailed, match="run the evaluation of slow on kinetics first"):
+        run_summary(params, "kinetics")

@@ -75,9 +75,9 @@ def small_report(monkeypatch, tmp_path):
     monkeypatch.setattr(report, "PAPER_PRESETS", {k: report.PAPER_PRESETS[k] for k in ("audio_r50_4x16",)})
     monkeypatch.setattr(report, "CHECKS", [report.Check("Audio R50", "audio_r50_4x16", gmacs=3.0,
                                                         source="test", must_match=True)])
-    params = Params.model_validate({"model": {"arch": "audio", "tiny": True},
-                                    "model_report": {"out_dir": str(tmp_path), "sizes": [224, 256]}})
-    return params, tmp_path
+    params = Params.model_validate({"model": {"arch": "audio", "tiny": True}, "layout": {"reports": str(tmp_path)},
+                                    "model_report": {"sizes": [224, 256]}})
+    return params, tmp_path / "model"
 
 
 def test_report_writes_metrics_and_table(small_report):
@@ -103,8 +103,8 @@ def test_audio_only_reports_the_natural_widths_and_picks_none(small_report):
     assert [r["gmacs_256"] for r in rows] == [3.03, 12.09]
     assert [r["within_tolerance"] for r in rows] == [False, False] and not any(r["must_match"] for r in rows)
     assert "does not state the Audio-only network's width" in (out / "flops.md").read_text()
-    wide = Params.model_validate({"model": {"arch": "audio", "tiny": True},
-                                  "model_report": {"out_dir": str(out), "sizes": [256], "tolerance": 0.2}})
+    wide = Params.model_validate({"model": {"arch": "audio", "tiny": True}, "layout": {"reports": str(out.parent)},
+                                  "model_report": {"sizes": [256], "tolerance": 0.2}})
     report.run_model_report(wide)  # a 20% tolerance admits width 64 (-14.8%), not 32
     rows = json.loads((out / "flops.json").read_text())["paper_checks"][1:]
     assert [r["within_tolerance"] for r in rows] == [False, True]
@@ -114,10 +114,10 @@ def test_avslowfast_row_states_the_three_parameter_figures(monkeypatch, tmp_path
     monkeypatch.setattr(report, "PAPER_PRESETS", {})
     monkeypatch.setattr(report, "CHECKS", [c for c in report.CHECKS if c.label == "AVSlowFast 4x16 R50"])
     monkeypatch.setattr(report, "AUDIO_WIDTHS", (32,))
-    params = Params.model_validate({"model": {"arch": "audio", "tiny": True},
-                                    "model_report": {"out_dir": str(tmp_path), "sizes": [256]}})
+    params = Params.model_validate({"model": {"arch": "audio", "tiny": True}, "layout": {"reports": str(tmp_path)},
+                                    "model_report": {"sizes": [256]}})
     report.run_model_report(params)
-    row = json.loads((tmp_path / "flops.json").read_text())["paper_checks"][0]
+    row = json.loads((tmp_path / "model" / "flops.json").read_text())["paper_checks"][0]
     assert row["within_tolerance"] and row["must_match"] and row["params_compared"] == "with_sync_laterals"
     assert row["params_m"] == pytest.approx(41.59, abs=0.01)
     assert row["params_m_with_sync_laterals"] == pytest.approx(43.39, abs=0.01)
@@ -154,7 +154,7 @@ def test_params_yaml_model_options_flow_into_the_config():
     assert (default.drop_pathway_mode, default.sync.margin, default.sync.scale) == ("fusion", 0.99, 0.5)
     assert default.head.test_pool is None and default.audio_fusion.channels == 64
     cfg = config_from_params(load_params(path, [
-        "model.arch=slowfast", "family={slowfast: {arch: slowfast}}", "epic.members=[slowfast]", "charades.members=[slowfast]", "ava.members=[slowfast]", "ssl=null", "model.tiny=false", "model.depth=101", "model.frames=16", "model.stride=8", "model.nonlocal_blocks=true",
+        "model.arch=slowfast", "family={slowfast: {arch: slowfast}}", "finetune.members=[slowfast]", "ssl=null", "model.tiny=false", "model.depth=101", "model.frames=16", "model.stride=8", "model.nonlocal_blocks=true",
         "model.nonlocal_layout=paper", "model.test_pool=7"]).model)
     assert cfg.pathways[0].nonlocal_blocks[2] == (6, 13, 20) and cfg.pathways[0].nonlocal_pool == (2, 2, 2)
     assert cfg.head.test_pool == 7 and cfg.lateral.kernel == 5

@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 from conftest import REPO, run_stage, write_params
+from pipeline.layout import Layout
 from pipeline.params import Params, ParamsError, load_params
+from pipeline.runs import finetune_run, kinetics_run, pretrain_run
 
 STAGES = sorted(p.stem for p in (REPO / "stages").glob("*.py"))
 
@@ -28,55 +30,75 @@ def test_repository_params_validate_into_typed_sections():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("download.wrkers=4", "download.wrkers: unknown key; allowed: manifests, source"),
-        ("bogus.x=1", "bogus: unknown key; allowed: launch, demo, download"),
+        ("download.wrkers=4", "download.wrkers: unknown key; allowed: keep_raw, workers, shards"),
+        ("bogus.x=1", "bogus: unknown key; allowed: launch, layout, demo, download"),
         ("download.workers=many", "download.workers: Input should be a valid integer"),
         ("download.workers=0", "download.workers: Input should be greater than 0 (got 0)"),
         ("download.crf=60", "download.crf: Input should be less than or equal to 51 (got 60)"),
         ("launch.cluster=k8s", "launch.cluster: Input should be 'local', 'slurm', 'debug' or 'auto' (got 'k8s')"),
         ("launch.stage_resources.train.gpus=8", "launch.stage_resources.train.gpus: unknown key; allowed: timeout_min,"),
-        ("demo.raw_seconds=[5, 4]", "demo.raw_seconds: must be [low, high] with 0 < low <= high"),
-        ("demo.clip_seconds=9", "demo.clip_seconds: must not exceed the shortest raw video"),
+        ("datasets.kinetics.demo.raw_seconds=[5, 4]",
+         "datasets.kinetics.demo.raw_seconds: must be [low, high] with 0 < low <= high"),
+        ("datasets.kinetics.demo.clip_seconds=9",
+         "datasets.kinetics.demo.clip_seconds: must be positive and not exceed the shortest raw video"),
+        ("datasets.kinetics.demo.sead=1", "datasets.kinetics.demo.sead: unknown key; allowed: seed, "),
+        ("datasets.kinetics.manifests=[]", "datasets.kinetics.manifests: List should have at least 1 item"),
+        ("datasets.kinetcs={}", "datasets: unknown dataset 'kinetcs'; datasets: kinetics, epic"),
+        ("datasets.epic.heads=both", "datasets.epic.heads: Input should be 'joint' or 'separate'"),
+        ("datasets.epic.source=ftp://x", "datasets.epic.source: must be a directory, a file:// or http(s):// URL"),
         ("launch.resources.nodes=2", "launch: resources.nodes = 2 needs cluster slurm or auto (local runs on one node)"),
         ("family.slow.arhc=slow", "family.slow.arhc: unknown model key; allowed: arch, depth, frames"),
         ("family.Slow={arch: slow}", "family.Slow: a member's name is lower-case letters, digits and _"),
-        ("family.slow.arch=resnet", "family.slow: model.arch: Input should be 'slow', 'fast', 'slowfast'"),
-        ("train.metrics=out/t.json", "train.metrics: with a family, dvc.yaml's train@<member> stages declare "
-                                     "reports/metrics/train_<member>.json"),
-        ("family.avslowfast.frames=8", "family.avslowfast: dataset.spec_frames: 128 log-mel frames, but the model's"),
+        ("family.model={arch: slow}", "family.model: a member's name is lower-case letters, digits and _ (not 'model'"),
+        ("family.slow.arch=resnet", "family.slow.arch: Input should be 'slow', 'fast', 'slowfast'"),
+        ("family.avslowfast.frames=8", "dataset.spec_frames: 128 log-mel frames, but the model's audio input is "
+                                       "model.frames x alpha_a = 8 x 32"),
+        ("family.slowfast.stride=10", "family.slowfast.stride: 10 is not a multiple of the Fast pathway's alpha"),
+        ("train.batch_size=7", "train.batch_size: 7 does not split evenly over 2 ranks"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(override, message):
+    overrides = [override, "launch.resources.tasks_per_node=2"] if override == "train.batch_size=7" else [override]
     with pytest.raises(ParamsError) as err:
-        load_params(REPO / "params.yaml", [override])
+        load_params(REPO / "params.yaml", overrides)
     text = str(err.value)
     assert message in text
     assert "\n" not in text
 
 
 def test_a_family_member_is_the_model_with_its_changes_and_its_own_outputs():
-    params = load_params(REPO / "params.yaml", ["family={fast2: {arch: slowfast, beta_f: 0.25}}", "epic=null",
-                                                "charades=null", "ava=null", "ssl=null"])
-    member = params.variant("fast2")
+    params = load_params(REPO / "params.yaml", ["family={fast2: {arch: slowfast, beta_f: 0.25}}",
+                                                "finetune.members=[]", "ssl=null"])
+    run = kinetics_run(params, "fast2")
+    member = run.params
     assert (member.model.arch, member.model.beta_f, member.model.frames) == ("slowfast", 0.25, params.model.frames)
-    assert member.train.out_dir == f"{params.train.out_dir}/fast2"
-    assert member.train.live_dir == f"{params.train.live_dir}/fast2"
-    assert member.train.metrics == "reports/metrics/train_fast2.json"
-    assert member.train.ledger == "data/ledger/train_fast2.csv"
-    assert member.evaluate.out_dir == f"{params.evaluate.out_dir}/models/fast2"
-    assert member.launch.log_dir == f"{params.launch.log_dir}/fast2"  # its jobs re-attach to its own runs only
-    assert member.family == {} and params.family  # the member's params are one model's
+    assert run.stage == "train@fast2" and run.dataset.name == "kinetics"
+    assert run.paths.out_dir == Path("data/kinetics/train/fast2")
+    assert run.paths.live_dir == Path("reports/kinetics/train/fast2")
+    assert run.paths.summary == Path("reports/kinetics/train/fast2/summary.json")
+    assert run.paths.ledger == Path("data/kinetics/train/fast2/ledger.csv")
+    assert member.launch.log_dir == f"{params.launch.log_dir}/kinetics/fast2"  # its jobs re-attach to its runs only
+    assert run.key("model.beta_f") == "family.fast2.beta_f" and run.key("model.frames") == "model.frames"
     with pytest.raises(ParamsError, match="family: no member 'fast'; members: fast2"):
-        params.variant("fast")
+        kinetics_run(params, "fast")
+
+
+def test_a_plain_run_may_switch_sync_off_and_a_pretext_that_needs_it_names_the_key():
+    params = load_params(REPO / "params.yaml", ["train.sync_weight=0", "ssl.train.sync_weight=1.0"])
+    assert kinetics_run(params, "avslowfast").params.train.sync_weight == 0.0
+    assert pretrain_run(params, "avs").params.train.sync_weight == 1.0
+    with pytest.raises(ParamsError, match=re.escape("train.sync_weight: 0 switches AV-sync off, but "
+                                                    "ssl.settings.avs pretrains on avs: set ssl.train.sync_weight")):
+        load_params(REPO / "params.yaml", ["train.sync_weight=0"])
 
 
 def test_overrides_set_nested_values_parsed_as_yaml():
     params = load_params(REPO / "params.yaml", ["download.workers=5", "launch.stage_resources.download.mem_gb=2.5",
-                                                "demo.sizes=[[64, 48]]"])
+                                                "datasets.kinetics.demo.sizes=[[64, 48]]"])
     assert params.download.workers == 5
     assert params.launch.resources_for("download").mem_gb == 2.5
     assert params.launch.resources_for("demo").mem_gb == params.launch.resources.mem_gb
-    assert params.demo.sizes == [(64, 48)]
+    assert params.datasets["kinetics"].demo["sizes"] == [[64, 48]]
 
 
 def test_missing_file_and_malformed_override_are_params_errors(tmp_path):
@@ -98,12 +120,14 @@ def _files_under(directory: Path) -> set[str]:
     "args, names",
     [
         (["--set", "demo.shardz=2"], "demo.shardz: unknown key"),
-        (["--set", "demo.seed=abc"], "demo.seed: Input should be a valid integer"),
-        (["--set", "demo.no_audio_fraction=1.5"], "demo.no_audio_fraction: Input should be less than or equal to 1"),
+        (["--set", "demo.shards=abc"], "demo.shards: Input should be a valid integer"),
+        (["--set", "datasets.kinetics.demo.no_audio_fraction=1.5"],
+         "datasets.kinetics.demo.no_audio_fraction: must be in [0, 1]"),
         (["--params", "missing.yaml"], "params file not found: missing.yaml"),
-        (["--set", "demo.seed"], "expected KEY=VALUE"),
+        (["--set", "demo.shards"], "expected KEY=VALUE"),
+        (["--dataset", "kinetcs"], "datasets: no dataset 'kinetcs'; datasets: kinetics, epic"),
     ],
-    ids=["wrong-key", "wrong-type", "out-of-range", "missing-file", "malformed-set"],
+    ids=["wrong-key", "wrong-type", "out-of-range", "missing-file", "malformed-set", "unknown-dataset"],
 )
 def test_stage_exits_2_with_one_line_and_writes_nothing(tmp_path, args, names):
     write_params(tmp_path / "params.yaml")
@@ -126,7 +150,7 @@ def stage_main(stage: str):
     return module.main
 
 
-STAGE_ARGS = {"probe": ["--backbone", "random"]}  # a stage's required options
+STAGE_ARGS = {"probe": ["--backbone", "random"], "summary": ["--report", "kinetics"]}  # required options
 UNKNOWN_KEY_ERROR = ("error: params.yaml: launch.clustr: unknown key; allowed: cluster, log_dir, resources, slurm, "
                      "stage_resources, stage_slurm")
 
@@ -154,37 +178,48 @@ def test_a_stage_script_exits_2_on_an_unknown_key_and_writes_nothing(tmp_path):
     assert _files_under(tmp_path) == {"params.yaml"}
 
 
-def test_a_fine_tuning_dataset_moves_every_output_under_its_root_and_starts_from_the_kinetics_run():
+def test_a_fine_tuning_run_has_its_dataset_s_changes_its_own_outputs_and_starts_from_the_kinetics_run():
     params = load_params(REPO / "params.yaml")
-    member = params.finetune("epic", "avslowfast")
-    kinetics = params.variant("avslowfast")
-    assert member.download.format == "epic" and member.download.source == params.epic.source
-    assert member.download.manifests == [f"{params.epic.annotations}/EPIC_100_train.csv",
-                                         f"{params.epic.annotations}/EPIC_100_validation.csv"]
-    assert (member.download.out_dir, member.decode.out_dir, member.spectrogram.out_dir) == (
-        "data/epic/clips", "data/epic/store/frames", "data/epic/store/logmel")
-    assert (member.train.out_dir, member.train.metrics, member.train.live_dir, member.train.ledger) == (
-        "data/epic/train/avslowfast", "reports/epic/metrics/train_avslowfast.json", "reports/epic/train/avslowfast",
-        "data/epic/ledger/train_avslowfast.csv")
-    assert member.evaluate.out_dir == "reports/epic/models/avslowfast" and member.evaluate.split == "validation"
-    assert member.train.init_checkpoint == f"{kinetics.train.out_dir}/final.pyth"
+    run = finetune_run(params, "epic", "avslowfast")
+    member = run.params
+    assert run.stage == "finetune@epic-avslowfast" and run.dataset.name == "epic" and run.replace_head
+    assert (run.paths.out_dir, run.paths.live_dir) == (Path("data/epic/train/avslowfast"),
+                                                       Path("reports/epic/train/avslowfast"))
+    assert member.train.init_checkpoint == str(kinetics_run(params, "avslowfast").paths.out_dir / "final.pyth")
     assert member.model.arch == "avslowfast" and member.train.freeze_bn and member.train.lr_policy == "steps"
-    assert (member.train.train_split, member.train.val_split, member.spectrogram.stats_split) == (
-        "train", "validation", "train")
+    assert (run.train_split, run.val_split, run.dataset.stats_split) == ("train", "validation", "train")
     assert (member.dataset.test_clips, member.dataset.test_crops) == (1, 1)  # one centre crop (A.5)
-    charades = params.finetune("charades", "slowfast")
-    assert charades.model.dropout == 0.7 and charades.download.manifests[1].endswith("Charades_v1_test.csv")
-    with pytest.raises(ParamsError, match="epic.members: no member 'audio'"):
-        params.finetune("epic", "audio")
+    assert run.key("train.epochs") == "datasets.epic.train.epochs" and run.key("train.seed") == "train.seed"
+    charades = finetune_run(params, "charades", "slowfast")
+    assert charades.params.model.dropout == 0.7 and charades.dataset.test_split == "test"
+    # the dataset's changes win over the member's
+    wins = load_params(REPO / "params.yaml", ["datasets.epic.model.sync=false"])
+    assert finetune_run(wins, "epic", "avslowfast").params.model.sync is False
+    with pytest.raises(ParamsError, match="family: no member 'audi'"):
+        finetune_run(params, "epic", "audi")
+
+
+def test_each_dataset_s_outputs_have_one_place():
+    layout = Layout.of(load_params(REPO / "params.yaml", ["layout.data=/big/data"]).layout)
+    assert layout.clips("epic") == Path("/big/data/epic/clips")
+    assert layout.frames("ava") == Path("/big/data/ava/store/frames")
+    assert layout.ledger("charades", "decode") == Path("/big/data/charades/ledger/decode.csv")
+    assert layout.metrics("epic", "download") == Path("reports/epic/metrics/download.json")
+    assert layout.model("ssl", "avs") == Path("reports/ssl/models/avs")
+    assert layout.demo("ucf101") == Path("/big/data/demo/ucf101")
 
 
 @pytest.mark.parametrize("override, message", [
-    ("epic.members=[slow4]", "epic.members: 'slow4' is not a family member"),
-    ("epic.train.epochz=3", "epic.train.epochz: unknown train key"),
-    ("epic.model.arch=slow", "epic.model.arch: unknown model key (the architecture is the member's)"),
-    ("epic.heads=both", "epic.heads: Input should be 'joint' or 'separate'"),
-    ("charades.train.lr_policy=linear", "charades (member slowfast): train.lr_policy"),
-    ("epic.init_checkpoints={audio: x.pyth}", "epic.init_checkpoints.audio: not one of epic.members"),
+    ("finetune.members=[slow4]", "finetune.members: 'slow4' is not a family member"),
+    ("finetune.datasets=[ucf101]", "finetune.datasets: nothing is fine-tuned on 'ucf101'"),
+    ("datasets.epic.train.epochz=3", "datasets.epic.train.epochz: unknown train key"),
+    ("datasets.epic.model.arch=slow", "datasets.epic.model.arch: the architecture is the member's"),
+    ("datasets.charades.train.lr_policy=linear", "datasets.charades.train.lr_policy: Input should be 'cosine' or"),
+    ("datasets.epic.init_checkpoints={audio: x.pyth}", "datasets.epic.init_checkpoints.audio: not one of finetune"),
+    ("datasets.ava.demo.movie_start_s=900", "datasets.ava.demo.movie_start_s: the demo's file offset is "
+                                            "datasets.ava.movie_start_s"),
+    ("datasets.ava.model.head=classification", "datasets.ava.model.head: ava trains the ava head, not 'classification'"),
+    ("ssl.probe.datasets=[epic]", "ssl.probe.datasets: epic is not a probed dataset"),
 ])
 def test_a_wrong_fine_tuning_setting_names_its_key(override, message):
     with pytest.raises(ParamsError, match=re.escape(message)):

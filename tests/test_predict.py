@@ -27,6 +27,7 @@ from clip_factory import STORE_OVERRIDES, ClipSpec, build_store
 from conftest import REPO, loaded_modules, write_params
 from pipeline.models import config_from_params
 from pipeline.params import load_params
+from pipeline.runs import training_run
 from pipeline.train import data_record
 
 CLASSES = ["abseiling", "bowling", "clapping", "dancing", "eating", "fencing", "golfing"]
@@ -46,7 +47,7 @@ def world(tmp_path_factory) -> dict:
     frames, logmel = build_store(root, [TONE, MUTE], OVERRIDES)
     checkpoints = {arch: write_checkpoint(root, arch) for arch in ("avslowfast", "slowfast", "audio")}
     return {"root": root, "frames": frames, "logmel": logmel, "ckpt": checkpoints,
-            "tone": root / "data/clips" / f"{TONE.clip_id}.mp4", "mute": root / "data/clips" / f"{MUTE.clip_id}.mp4"}
+            "tone": root / "data/kinetics/clips" / f"{TONE.clip_id}.mp4", "mute": root / "data/kinetics/clips" / f"{MUTE.clip_id}.mp4"}
 
 
 def write_checkpoint(root: Path, arch: str, with_data: bool = True) -> Path:
@@ -63,7 +64,7 @@ def write_checkpoint(root: Path, arch: str, with_data: bool = True) -> Path:
     if with_data:
         with pytest.MonkeyPatch.context() as mp:
             mp.chdir(root)  # the store's paths in params are relative to the project
-            state["data"] = data_record(params, CLASSES, cfg.audio is not None)
+            state["data"] = data_record(training_run(params), CLASSES, cfg.audio is not None)
     path = root / f"{arch}{'' if with_data else '-no-data'}.pyth"
     torch.save(state, path)
     return path

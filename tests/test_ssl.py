@@ -1,4 +1,4 @@
-"""Self-supervised pretraining's params (Params.pretrain and the ssl section's checks), the
+"""Self-supervised pretraining's params (pipeline.runs.pretrain_run and the ssl section's checks), the
 transfer datasets' params and download (UCF101's nested folders, whole videos), and the
 summary's claims. The stages themselves run in tests/test_dvc.py."""
 
@@ -10,25 +10,30 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, write_params
+from pipeline.datasets import dataset
+from pipeline.layout import Layout
 from pipeline.params import ParamsError, load_params
+from pipeline.runs import pretrain_run
 
 
 def test_a_pretext_setting_is_its_member_trained_without_labels_in_its_own_place():
     params = load_params(REPO / "params.yaml")
-    both, rotation, avs = (params.pretrain(s) for s in ("avs_rotation", "rotation", "avs"))
+    runs = {s: pretrain_run(params, s) for s in ("avs_rotation", "rotation", "avs")}
+    both, rotation, avs = (runs[s].params for s in ("avs_rotation", "rotation", "avs"))
     assert (both.model.arch, both.train.objective, both.train.sync_weight) == ("avslowfast", "rotation", 1.0)
     assert (rotation.model.arch, rotation.train.objective, rotation.train.sync_weight) == ("slowfast", "rotation", 0.0)
     assert (avs.train.objective, avs.train.sync_weight) == ("sync", 1.0)
-    t = both.train
-    assert (t.out_dir, t.metrics, t.live_dir, t.ledger) == (
-        "data/ssl/avs_rotation", "reports/ssl/pretrain/avs_rotation.json", "reports/ssl/pretrain/avs_rotation",
-        "data/ssl/ledger/avs_rotation.csv")
+    t, paths = both.train, runs["avs_rotation"].paths
+    assert (paths.out_dir, paths.live_dir, paths.summary, paths.ledger) == (
+        Path("data/ssl/train/avs_rotation"), Path("reports/ssl/train/avs_rotation"),
+        Path("reports/ssl/train/avs_rotation/summary.json"), Path("data/ssl/train/avs_rotation/ledger.csv"))
     # the A.8 recipe from ssl.train: three x0.1 steps, a warm-up from 0.001, the sync curriculum
     assert t.lr_policy == "steps" and len(t.lr_steps) == 3 and t.warmup_start_lr == 0.001
     assert (t.hard_negatives_from, t.hard_negative_fraction) == (0.5, 0.25)
-    assert both.download == params.download and both.decode.out_dir == params.decode.out_dir  # the Kinetics store
+    assert runs["avs_rotation"].dataset.name == "kinetics"  # the Kinetics store
+    assert runs["avs_rotation"].key("train.epochs") == "ssl.train.epochs"
     with pytest.raises(ParamsError, match="ssl.settings: no setting 'jigsaw'; settings: rotation, avs, avs_rotation"):
-        params.pretrain("jigsaw")
+        pretrain_run(params, "jigsaw")
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -36,20 +41,22 @@ def test_a_pretext_setting_is_its_member_trained_without_labels_in_its_own_place
      "ssl.settings.bad.pretexts: avs needs an AVSlowFast member with model.sync true; slowfast is slowfast"),
     (["ssl.settings.bad={member: slow2, pretexts: [rotation]}"], "ssl.settings.bad.member: 'slow2' is not a family member"),
     (["ssl.settings.random={member: slowfast, pretexts: [rotation]}"], "ssl.settings.random: a setting's name is"),
+    (["ssl.settings.Big={member: slowfast, pretexts: [rotation]}"], "ssl.settings.Big: a setting's name is"),
     (["ssl.settings.bad={member: slowfast, pretexts: []}"], "ssl.settings.bad.pretexts: List should have at least 1 item"),
     (["ssl.settings.bad={member: slowfast, pretexts: [jigsaw]}"], "ssl.settings.bad.pretexts.0: Input should be 'avs' or 'rotation'"),
-    (["ssl.train.objective=labels"], "ssl.train: unknown train key 'objective' (the objective is the pretexts'"),
-    (["ssl.probe.train.epochs=0"], "ssl.probe.train: epochs: Input should be greater than 0"),
-    (["ssl.train.sync_weight=0"], "ssl.settings.avs: train.objective: 'sync' learns AV-synchronisation alone"),
+    (["ssl.train.objective=labels"], "ssl.train.objective: unknown train key (the objective is the pretexts'"),
+    (["ssl.probe.train.epochs=0"], "ssl.probe.train.epochs: Input should be greater than 0"),
+    (["ssl.train.sync_weight=0"], "ssl.train.sync_weight: 0 switches AV-sync off, but ssl.settings.avs pretrains on"),
     (["ssl.settings.avs.pretexts=[avs, rotation]", "ssl.train.sync_weight=0"],
-     "ssl.settings.avs.pretexts: avs needs train.sync_weight > 0"),
-    (["ssl.settings.probe={member: slowfast, pretexts: [rotation]}"], "ssl.settings.probe: a setting's name is"),
-    (["ava.demo.movie_start_s=900"], "ava.demo.movie_start_s: the demo's file offset is ava.movie_start_s"),
+     "ssl.train.sync_weight: 0 switches AV-sync off, but ssl.settings.avs pretrains on avs"),
     (["ssl.probe.mode=frozen"], "ssl.probe.mode: Input should be 'linear' or 'all'"),
-    (["hmdb51=null"], "ssl.probe.datasets: hmdb51 has no section hmdb51 in params"),
+    (["ssl.probe.datasets=[ucf101, hmdb51]", "datasets.hmdb51=null"],
+     "datasets.hmdb51: a mapping of its keys; allowed: annotations, source, demo"),
     (["ssl.random_member=slow2"], "ssl.random_member: 'slow2' is not a family member"),
-    (["ucf101.demo.groups2=3"], "ucf101.demo.groups2: unknown key; allowed: seed, groups, clips_per_group"),
-    (["train.objective=sync", "model.arch=slowfast"], "train.objective: 'sync' learns AV-synchronisation alone"),
+    (["datasets.ucf101.demo.groups2=3"], "datasets.ucf101.demo.groups2: unknown key; allowed: seed, groups, clips_per"),
+    (["train.objective=sync", "model.arch=slowfast", "ssl=null"],
+     "train.objective: 'sync' learns AV-synchronisation alone (train@slow): it needs model.arch avslowfast with "
+     "model.sync true and a sync weight > 0; here family.slow.arch is slow"),
 ])
 def test_impossible_self_supervised_settings_are_refused_on_load(overrides, message):
     with pytest.raises(ParamsError) as err:
@@ -58,23 +65,23 @@ def test_impossible_self_supervised_settings_are_refused_on_load(overrides, mess
 
 
 def test_a_fine_tuning_run_cannot_take_a_pretext_objective():
-    with pytest.raises(ParamsError, match="train.objective: 'rotation' pretrains without labels on the Kinetics "
-                                          "store; a run on epic learns its labels"):
-        load_params(REPO / "params.yaml", ["epic.train.objective=rotation"])
+    with pytest.raises(ParamsError, match="datasets.epic.train.objective: 'rotation' pretrains without labels on "
+                                          "the Kinetics store; a run on epic learns its labels"):
+        load_params(REPO / "params.yaml", ["datasets.epic.train.objective=rotation"])
 
 
 def test_a_transfer_dataset_stores_every_video_once_under_its_root():
     params = load_params(REPO / "params.yaml")
-    ucf, hmdb = params.for_dataset("ucf101"), params.for_dataset("hmdb51")
-    assert ucf.download.format == "ucf101" and ucf.download.source == "data/demo/ucf101/videos"
-    assert [Path(m).name for m in ucf.download.manifests] == [
+    ucf, hmdb = dataset(params, "ucf101"), dataset(params, "hmdb51")
+    assert ucf.section.source == "data/demo/ucf101/videos"
+    assert [p.name for p in ucf.annotation_files(Path(ucf.section.annotations))] == [
         "classInd.txt", "trainlist01.txt", "testlist01.txt", "trainlist02.txt", "testlist02.txt",
         "trainlist03.txt", "testlist03.txt"]
-    assert hmdb.download.manifests == ["data/demo/hmdb51/splits"]
-    assert (ucf.download.out_dir, ucf.decode.out_dir, ucf.spectrogram.out_dir) == (
-        "data/ucf101/clips", "data/ucf101/store/frames", "data/ucf101/store/logmel")
-    assert ucf.decode.metrics == "reports/ssl/ucf101/metrics/decode.json" and ucf.spectrogram.stats_split == "videos"
-    assert ucf.ssl is None and ucf.epic is None and ucf.hmdb51 is None  # a dataset's own params
+    layout = Layout.of(params.layout)
+    assert (layout.clips("ucf101"), layout.frames("ucf101"), layout.logmel("ucf101")) == (
+        Path("data/ucf101/clips"), Path("data/ucf101/store/frames"), Path("data/ucf101/store/logmel"))
+    assert layout.metrics("ucf101", "decode") == Path("reports/ucf101/metrics/decode.json")
+    assert ucf.stats_split == hmdb.stats_split == "videos" and ucf.probed and not ucf.finetunable
 
 
 def test_ucf_videos_are_found_in_their_class_folders_and_downloaded_whole(tmp_path, monkeypatch):
@@ -86,8 +93,8 @@ def test_ucf_videos_are_found_in_their_class_folders_and_downloaded_whole(tmp_pa
     plan = write_ucf_world(spec, tmp_path / "data/demo/ucf101")
     write_params(tmp_path / "params.yaml", {"launch.cluster": "debug"})
     monkeypatch.chdir(tmp_path)
-    run_download(load_params("params.yaml").for_dataset("ucf101"))
-    metrics = json.loads((tmp_path / "reports/ssl/ucf101/metrics/download.json").read_text())
+    run_download(load_params("params.yaml"), "ucf101")
+    metrics = json.loads((tmp_path / "reports/ucf101/metrics/download.json").read_text())
     assert metrics["downloaded"] == len(plan) == 24 and metrics["failed"] == 0 and metrics["cut_short"] == 0
     records = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "data/ucf101/clips").glob("v_*.json")}
     by_id = {v.video_id: v for v in plan}

@@ -20,6 +20,7 @@ from avsf.train.engine import TooManyLoadFailures, TrainingDiverged, drop_audio_
 from avsf.train.precise_bn import update_bn_stats
 from avsf.train.recipe import LRSchedule, build_optimizer, hard_negative_fraction
 from avsf.train.sampler import EpochSampler
+from pipeline.runs import training_run
 from pipeline.train import TrainJob
 from train_factory import make_store, model_weights, precise_bn_rank, same_weights, train_params
 
@@ -79,20 +80,20 @@ def test_sampler_deals_one_permutation_to_every_rank_and_resumes_mid_epoch():
 def store(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("train-store")
     make_store(root)
-    return root / "data" / "store"
+    return root / "data" / "kinetics" / "store"
 
 
 def run_dir(tmp_path: Path, store: Path, overrides: dict | None = None, name: str = "run"):
     root = tmp_path / name
-    shutil.copytree(store, root / "data" / "store")
+    shutil.copytree(store, root / "data" / "kinetics" / "store")
     path, params = train_params(root, overrides)
     return root, params
 
 
 def trainer_for(root: Path, params, monkeypatch, should_stop=None):
     monkeypatch.chdir(root)
-    trainer = TrainJob(params, "fp")._trainer(0, 1, 0, _Stop(should_stop))
-    trainer.resume(root / params.train.out_dir / ckpt.LAST)
+    trainer = TrainJob(training_run(params), "fp")._trainer(0, 1, 0, _Stop(should_stop))
+    trainer.resume(root / "data/kinetics/train/model" / ckpt.LAST)
     return trainer
 
 
@@ -112,22 +113,22 @@ def strip_timing(history):
 def test_a_run_stopped_mid_epoch_resumes_to_identical_weights_and_metrics(store, tmp_path, monkeypatch):
     root, params = run_dir(tmp_path, store, name="straight")
     straight = trainer_for(root, params, monkeypatch).run()
-    reference = model_weights(root / "data/train" / ckpt.FINAL)
+    reference = model_weights(root / "data/kinetics/train/model" / ckpt.FINAL)
 
     root, params = run_dir(tmp_path, store, name="stopped")
     first = trainer_for(root, params, monkeypatch)
     first.should_stop = lambda: first.global_step == 3  # in epoch 2 of 2 (3 steps per epoch)
     stopped = first.run()
     assert stopped.preempted and stopped.global_step == 4
-    assert (root / "data/train/checkpoint_epoch_00001_step_000001.pyth").is_file()
+    assert (root / "data/kinetics/train/model/checkpoint_epoch_00001_step_000001.pyth").is_file()
     resumed_trainer = trainer_for(root, params, monkeypatch)  # a new process would build it afresh
     assert (resumed_trainer.start_epoch, resumed_trainer.start_step) == (1, 1)
     resumed = resumed_trainer.run()
     assert resumed.resumed_from == {"epoch": 1, "step": 1}
-    assert same_weights(model_weights(root / "data/train" / ckpt.FINAL), reference)
+    assert same_weights(model_weights(root / "data/kinetics/train/model" / ckpt.FINAL), reference)
     assert strip_timing(resumed.history) == strip_timing(straight.history)
     assert resumed.final == straight.final
-    assert not list((root / "data/train").glob("*_step_*.pyth"))  # the mid-epoch point is gone
+    assert not list((root / "data/kinetics/train/model").glob("*_step_*.pyth"))  # the mid-epoch point is gone
 
 
 def test_avslowfast_resumes_exactly_with_dropout_drop_pathway_sync_and_more_workers(store, tmp_path, monkeypatch):
@@ -138,13 +139,13 @@ def test_avslowfast_resumes_exactly_with_dropout_drop_pathway_sync_and_more_work
                  "train.precise_bn_batches": 1}
     root, params = run_dir(tmp_path, store, overrides, name="av-straight")
     straight = trainer_for(root, params, monkeypatch).run()
-    reference = model_weights(root / "data/train" / ckpt.FINAL)
+    reference = model_weights(root / "data/kinetics/train/model" / ckpt.FINAL)
     root, params = run_dir(tmp_path, store, {**overrides, "train.workers": 2}, name="av-stopped")
     first = trainer_for(root, params, monkeypatch)
     first.should_stop = lambda: first.global_step == 1
     assert first.run().preempted
     resumed = trainer_for(root, params, monkeypatch).run()
-    assert same_weights(model_weights(root / "data/train" / ckpt.FINAL), reference)
+    assert same_weights(model_weights(root / "data/kinetics/train/model" / ckpt.FINAL), reference)
     assert strip_timing(resumed.history) == strip_timing(straight.history)
     assert 0 < straight.history[0]["sync_loss"] and 0 <= straight.history[0]["audio_dropped"] <= 1
 
@@ -155,7 +156,7 @@ def test_a_non_finite_loss_stops_the_run_naming_epoch_and_step(store, tmp_path, 
     trainer = trainer_for(root, params, monkeypatch)
     with pytest.raises(TrainingDiverged, match=r"at epoch 2 step \d+ .*not updated.*last checkpoint .*last\.pyth.* is kept"):
         trainer.run()
-    last = ckpt.load_training_checkpoint(root / "data/train" / ckpt.LAST)
+    last = ckpt.load_training_checkpoint(root / "data/kinetics/train/model" / ckpt.LAST)
     assert last["avsf"]["next_epoch"] == 1 and last["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in last["model_state"].values() if v.is_floating_point())
 
@@ -173,29 +174,29 @@ def break_clip(store_dir: Path, name: str) -> str:
 
 def test_a_sample_that_fails_to_load_is_replaced_and_recorded(store, tmp_path, monkeypatch):
     root, params = run_dir(tmp_path, store, {"train.epochs": 1, "train.max_failed_fraction": 0.2})
-    clip_id = break_clip(root / "data" / "store", "a02")
+    clip_id = break_clip(root / "data" / "kinetics" / "store", "a02")
     result = trainer_for(root, params, monkeypatch).run()
     assert [f["id"] for f in result.load_failures if f["phase"] == "train"] == [clip_id]
     assert {f["id"] for f in result.load_failures} == {clip_id}  # precise BN met it too
     assert result.history[0]["load_failures"] == 1
 
     root, params = run_dir(tmp_path, store, {"train.epochs": 1, "train.max_failed_fraction": 0.05}, name="strict")
-    clip_id = break_clip(root / "data" / "store", "a02")
+    clip_id = break_clip(root / "data" / "kinetics" / "store", "a02")
     monkeypatch.chdir(root)
     with pytest.raises(TooManyLoadFailures, match=r"epoch 1: 1 of 12 training samples failed to load"):
-        TrainJob(params, "fp")()  # the job, as a stage runs it: it leaves the ledger the error points to
-    ledger = (root / params.train.ledger).read_text().splitlines()
+        TrainJob(training_run(params), "fp")()  # the job, as a stage runs it: it leaves the ledger the error points to
+    ledger = (root / "data/kinetics/train/model/ledger.csv").read_text().splitlines()
     assert ledger[0] == "id,stage,reason,detail" and ledger[1].startswith(f"{clip_id},train,load_failed,\"train: ")
 
 
 def test_a_validation_clip_that_fails_is_recorded_once(store, tmp_path, monkeypatch):
     root, params = run_dir(tmp_path, store, {"train.epochs": 2})
-    clip_id = break_clip(root / "data" / "store", "b11")  # a validation clip
+    clip_id = break_clip(root / "data" / "kinetics" / "store", "b11")  # a validation clip
     monkeypatch.chdir(root)
-    summary = TrainJob(params, "fp")()
+    summary = TrainJob(training_run(params), "fp")()
     assert summary["final"]["videos"] == 3 and summary["load_failures"] == 3  # 2 validations and the final one
     assert summary["failed_clips"] == 1
-    rows = (root / params.train.ledger).read_text().splitlines()[1:]
+    rows = (root / "data/kinetics/train/model/ledger.csv").read_text().splitlines()[1:]
     assert len(rows) == 1 and rows[0].startswith(f"{clip_id},train,load_failed,\"val: ")
 
 
@@ -204,15 +205,15 @@ def test_checkpoints_are_pyslowfast_files_that_rebuild_the_model(store, tmp_path
     root, params = run_dir(tmp_path, store, {"train.epochs": 1, "model.arch": "avslowfast"})
     trainer = trainer_for(root, params, monkeypatch)
     trainer.run()
-    state = torch.load(root / "data/train" / ckpt.epoch_checkpoint_name(1), weights_only=True)
+    state = torch.load(root / "data/kinetics/train/model" / ckpt.epoch_checkpoint_name(1), weights_only=True)
     assert {"epoch", "model_state", "optimizer_state", "cfg"} <= set(state) and state["epoch"] == 0
     assert "train:" in state["cfg"] and not any(k.startswith("module.") for k in state["model_state"])
     cfg = config_from_dict(state["model_config"])
     assert cfg == trainer.cfg
     fresh = build_model(cfg)
-    report = load_pyslowfast_checkpoint(fresh, root / "data/train" / ckpt.FINAL)
+    report = load_pyslowfast_checkpoint(fresh, root / "data/kinetics/train/model" / ckpt.FINAL)
     assert not report.missing and not report.unexpected and not report.skipped
-    final = torch.load(root / "data/train" / ckpt.FINAL, weights_only=True)
+    final = torch.load(root / "data/kinetics/train/model" / ckpt.FINAL, weights_only=True)
     assert final["avsf"]["final"]["videos"] == 4
 
 

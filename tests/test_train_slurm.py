@@ -23,7 +23,7 @@ ON_SLURM = {"launch.cluster": "slurm", "launch.slurm.partition": PARTITION, "lau
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("slurm-store")
     make_store(root)
-    return root / "data" / "store"
+    return root / "data" / "kinetics" / "store"
 
 
 def squeue(job_id: str) -> str:
@@ -42,7 +42,7 @@ def test_two_tasks_on_one_node_are_two_gloo_ranks_in_step(store, tmp_path):
     root = project(tmp_path, store, "ddp", {**ON_SLURM, "launch.resources.tasks_per_node": 2, "train.epochs": 2})
     done = run(root)
     assert done.returncode == 0, done.stderr + job_logs(root)
-    metrics = json.loads((root / "reports/metrics/train.json").read_text())
+    metrics = json.loads((root / "reports/kinetics/train/model/summary.json").read_text())
     assert metrics["ranks"] == 2 and metrics["last_epoch"]["rank_weight_spread"] == 0.0
     assert "on slurm (2 task(s))" in done.stderr
 
@@ -52,7 +52,7 @@ def test_a_requeued_job_resumes_and_ends_identical_to_an_uninterrupted_run(store
     assert run(reference).returncode == 0
     root = project(tmp_path, store, "requeued", ON_SLURM)
     proc = start(root)
-    wait_for(lambda: (root / "data/train" / ckpt.epoch_checkpoint_name(1)).exists(), timeout=180, what="epoch 1")
+    wait_for(lambda: (root / "data/kinetics/train/model" / ckpt.epoch_checkpoint_name(1)).exists(), timeout=180, what="epoch 1")
     job_id = job_record(root)["job_id"]
     # What SLURM sends signal_delay_s before the time limit (submitit asks for USR2).
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
@@ -60,5 +60,5 @@ def test_a_requeued_job_resumes_and_ends_identical_to_an_uninterrupted_run(store
     assert proc.wait(timeout=300) == 0, (root / "stage.log").read_text()
     logs = job_logs(root)
     assert "stop signal received: checkpointing at the next step" in logs and "Requeued job" in logs
-    assert "resuming data/train/last.pyth at epoch" in logs
+    assert "resuming data/kinetics/train/model/last.pyth at epoch" in logs
     assert_same_run(root, reference)

@@ -21,7 +21,7 @@ from train_factory import (EPOCHS, assert_same_run, curve, job_logs, job_record,
 def store(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("stage-store")
     make_store(root)
-    return root / "data" / "store"
+    return root / "data" / "kinetics" / "store"
 
 
 @pytest.fixture(scope="module")
@@ -60,24 +60,24 @@ def test_the_stage_exits_2_on_a_refused_combination_and_writes_nothing(tmp_path)
 
 
 def test_a_run_writes_checkpoints_curves_metrics_and_an_empty_ledger(reference):
-    out = reference / "data/train"
+    out = reference / "data/kinetics/train/model"
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoint_epoch_00001.pyth", "checkpoint_epoch_00002.pyth", "checkpoint_epoch_00003.pyth",
         "checkpoint_epoch_00004.pyth", "final.pyth", "last.pyth", "ledger.csv", "summary.json"]
     assert os.path.samefile(out / "last.pyth", out / "checkpoint_epoch_00004.pyth")
-    metrics = json.loads((reference / "reports/metrics/train.json").read_text())
+    metrics = json.loads((reference / "reports/kinetics/train/model/summary.json").read_text())
     assert metrics["epochs"] == EPOCHS and metrics["ranks"] == 1 and metrics["final"]["videos"] == 4
     assert metrics["load_failures"] == 0 and metrics["precise_bn_batches"] == 2
     assert [s for s, _ in curve(reference, "steps", "loss")] == [str(s) for s in range(1, EPOCHS * 3 + 1)]
     assert [s for s, _ in curve(reference, "epochs", "val_top1")] == [str(e) for e in range(1, EPOCHS + 1)]
-    assert (reference / "data/ledger/train.csv").read_text().splitlines() == ["id,stage,reason,detail"]
-    # Their copies beside final.pyth, from which a rerun after DVC removed them rewrites them.
+    assert (reference / "data/kinetics/train/model/ledger.csv").read_text().splitlines() == ["id,stage,reason,detail"]
+    # The summary's copy beside final.pyth, from which a rerun after DVC removed it rewrites it.
     assert json.loads((out / "summary.json").read_text()) == metrics
-    assert (out / "ledger.csv").read_text() == (reference / "data/ledger/train.csv").read_text()
     # A rerun with the same settings finds the finished run and trains nothing; what DVC
-    # removes before it reruns a stage comes back from the copies beside final.pyth.
-    removed = [reference / "reports/metrics/train.json", reference / "data/ledger/train.csv",
-               reference / "reports/train/metrics.json"]
+    # removes before it reruns a stage (the metrics it declares) comes back from the copy
+    # beside final.pyth and from the curves.
+    removed = [reference / "reports/kinetics/train/model/summary.json",
+               reference / "reports/kinetics/train/model/metrics.json"]
     before = [p.read_text() for p in removed]
     for p in removed:
         p.unlink()
@@ -90,36 +90,36 @@ def test_a_run_writes_checkpoints_curves_metrics_and_an_empty_ledger(reference):
 def test_kill_9_of_the_stage_and_its_job_then_a_rerun_resumes_exactly(store, reference, tmp_path):
     root = project(tmp_path, store, "killed")
     proc = start(root)
-    wait_for(lambda: (root / "data/train" / ckpt.epoch_checkpoint_name(1)).exists(), what="epoch 1")
+    wait_for(lambda: (root / "data/kinetics/train/model" / ckpt.epoch_checkpoint_name(1)).exists(), what="epoch 1")
     os.killpg(proc.pid, signal.SIGKILL)  # the stage, submitit's controller and the task
     proc.wait(timeout=30)
-    assert not (root / "data/train" / ckpt.FINAL).exists()
+    assert not (root / "data/kinetics/train/model" / ckpt.FINAL).exists()
     done = run(root)
     assert done.returncode == 0, done.stderr
-    assert "train: resuming data/train/last.pyth at epoch" in job_logs(root)
+    assert "train: resuming data/kinetics/train/model/last.pyth at epoch" in job_logs(root)
     assert_same_run(root, reference)
 
 
 def test_a_rerun_while_the_job_runs_re_attaches_to_it(store, reference, tmp_path):
     root = project(tmp_path, store, "reattach")
     proc = start(root)
-    wait_for(lambda: (root / "logs/submitit/train/running.json").exists(), what="the job")
+    wait_for(lambda: (root / "logs/submitit/kinetics/model/train/running.json").exists(), what="the job")
     job_id = job_record(root)["job_id"]
     os.kill(proc.pid, signal.SIGKILL)  # the stage alone: its job keeps running
     proc.wait(timeout=30)
     done = run(root)
     assert done.returncode == 0, done.stderr
     assert f"re-attaching to job {job_id}" in done.stderr
-    jobs = [p.name for p in (root / "logs/submitit/train").iterdir() if p.is_dir() and p.name != "%j"]
+    jobs = [p.name for p in (root / "logs/submitit/kinetics/model/train").iterdir() if p.is_dir() and p.name != "%j"]
     assert jobs == [job_id]  # ("%j" holds submitit's submission files)
-    assert not (root / "logs/submitit/train/running.json").exists()
+    assert not (root / "logs/submitit/kinetics/model/train/running.json").exists()
     assert_same_run(root, reference)
 
 
 def test_the_preemption_signal_checkpoints_requeues_and_resumes_exactly(store, reference, tmp_path):
     root = project(tmp_path, store, "requeued")
     proc = start(root)
-    wait_for(lambda: (root / "data/train" / ckpt.epoch_checkpoint_name(1)).exists(), what="epoch 1")
+    wait_for(lambda: (root / "data/kinetics/train/model" / ckpt.epoch_checkpoint_name(1)).exists(), what="epoch 1")
     controller = int(job_record(root)["job_id"])
     for pid in task_pids(controller):
         os.kill(pid, signal.SIGUSR2)  # what SLURM sends signal_delay_s before the time limit
@@ -127,7 +127,7 @@ def test_the_preemption_signal_checkpoints_requeues_and_resumes_exactly(store, r
     logs = job_logs(root)
     assert "stop signal received: checkpointing at the next step" in logs
     assert "Requeued job" in logs
-    resumed = json.loads((root / "reports/metrics/train.json").read_text())["resumed_from"]
+    resumed = json.loads((root / "reports/kinetics/train/model/summary.json").read_text())["resumed_from"]
     assert resumed is not None and resumed["epoch"] >= 1
     assert_same_run(root, reference)
 
@@ -135,7 +135,7 @@ def test_the_preemption_signal_checkpoints_requeues_and_resumes_exactly(store, r
 def test_ctrl_c_cancels_the_job(store, tmp_path):
     root = project(tmp_path, store, "interrupted")
     proc = start(root)
-    wait_for(lambda: (root / "logs/submitit/train/running.json").exists(), what="the job")
+    wait_for(lambda: (root / "logs/submitit/kinetics/model/train/running.json").exists(), what="the job")
     controller = int(job_record(root)["job_id"])
     wait_for(lambda: bool(task_pids(controller)), what="the task")
     os.kill(proc.pid, signal.SIGINT)
@@ -155,7 +155,7 @@ def two_ranks(store, tmp_path_factory) -> Path:
 
 
 def test_two_ranks_with_gloo_train_one_model(two_ranks):
-    metrics = json.loads((two_ranks / "reports/metrics/train.json").read_text())
+    metrics = json.loads((two_ranks / "reports/kinetics/train/model/summary.json").read_text())
     assert metrics["ranks"] == 2 and metrics["steps"] == EPOCHS * 3  # 10 clips, 2 ranks x 2 per step: 3 steps
     assert metrics["last_epoch"]["ranks"] == 2 and metrics["last_epoch"]["rank_weight_spread"] == 0.0
     assert metrics["final"]["videos"] == 4  # the val set split over the ranks, counted once
@@ -164,7 +164,7 @@ def test_two_ranks_with_gloo_train_one_model(two_ranks):
 def test_a_signal_to_one_rank_stops_both_and_the_requeued_job_resumes_exactly(store, two_ranks, tmp_path):
     root = project(tmp_path, store, "two-ranks-requeued", {"launch.resources.tasks_per_node": 2})
     proc = start(root)
-    wait_for(lambda: (root / "data/train" / ckpt.epoch_checkpoint_name(1)).exists(), what="epoch 1")
+    wait_for(lambda: (root / "data/kinetics/train/model" / ckpt.epoch_checkpoint_name(1)).exists(), what="epoch 1")
     wait_for(lambda: len(task_pids(int(job_record(root)["job_id"]))) == 2, what="two tasks")
     os.kill(task_pids(int(job_record(root)["job_id"]))[1], signal.SIGUSR2)  # rank 1 only
     assert proc.wait(timeout=240) == 0, (root / "stage.log").read_text()
@@ -175,7 +175,7 @@ def test_a_signal_to_one_rank_stops_both_and_the_requeued_job_resumes_exactly(st
 def test_a_rerun_with_other_params_cancels_the_running_job_and_starts_its_own(store, tmp_path):
     root = project(tmp_path, store, "reattach-other")
     proc = start(root)
-    wait_for(lambda: (root / "logs/submitit/train/running.json").exists(), what="the job")
+    wait_for(lambda: (root / "logs/submitit/kinetics/model/train/running.json").exists(), what="the job")
     old = job_record(root)["job_id"]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
@@ -183,7 +183,7 @@ def test_a_rerun_with_other_params_cancels_the_running_job_and_starts_its_own(st
     assert done.returncode == 0, done.stderr
     assert f"job {old} still runs with other settings" in done.stderr and "cancelling it" in done.stderr
     assert not Path(f"/proc/{old}").exists() or b"zombie" in Path(f"/proc/{old}/status").read_bytes().lower()
-    assert json.loads((root / "reports/metrics/train.json").read_text())["epochs"] == 2
+    assert json.loads((root / "reports/kinetics/train/model/summary.json").read_text())["epochs"] == 2
 
 
 @pytest.mark.parametrize("mode", ["fusion", "pathway"])
@@ -196,7 +196,7 @@ def test_avslowfast_with_sync_and_drop_pathway_on_two_ranks(store, tmp_path, mod
         "model.drop_pathway": 0.5, "model.drop_pathway_mode": mode})
     done = run(root)
     assert done.returncode == 0, done.stderr + job_logs(root)
-    metrics = json.loads((root / "reports/metrics/train.json").read_text())
+    metrics = json.loads((root / "reports/kinetics/train/model/summary.json").read_text())
     assert metrics["ranks"] == 2 and metrics["last_epoch"]["rank_weight_spread"] == 0.0
     epochs = [float(v) for _, v in curve(root, "epochs", "hard_negative_fraction")]
     assert epochs == [0.0, 0.25]  # easy negatives only for the first half of training

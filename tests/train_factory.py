@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from avsf.train import checkpoint as ckpt
@@ -82,7 +81,7 @@ EPOCHS = 4  # 3 steps each: long enough to interrupt after the first checkpoint
 
 def project(tmp_path: Path, store: Path, name: str, overrides: dict | None = None) -> Path:
     root = tmp_path / name
-    shutil.copytree(store, root / "data" / "store")
+    shutil.copytree(store, root / "data" / "kinetics" / "store")
     train_params(root, {"train.epochs": EPOCHS, **(overrides or {})})
     return root
 
@@ -108,22 +107,22 @@ def wait_for(predicate, timeout: float = 120, what: str = "") -> None:
 
 
 def job_record(root: Path) -> dict:
-    return json.loads((root / "logs/submitit/train/running.json").read_text())
+    return json.loads((root / "logs/submitit/kinetics/model/train/running.json").read_text())
 
 
 def job_logs(root: Path) -> str:
-    return "".join(p.read_text() for p in (root / "logs/submitit/train").glob("*/*_log.err"))
+    return "".join(p.read_text() for p in (root / "logs/submitit/kinetics/model/train").glob("*/*_log.err"))
 
 
 def curve(root: Path, kind: str, name: str) -> list[tuple[str, str]]:
-    with (root / "reports/train/plots/metrics" / kind / f"{name}.tsv").open() as f:
+    with (root / "reports/kinetics/train/model/plots/metrics" / kind / f"{name}.tsv").open() as f:
         return [(row["step"], row[name]) for row in csv.DictReader(f, delimiter="\t")]
 
 
 def assert_same_run(root: Path, reference: Path) -> None:
-    assert same_weights(model_weights(root / "data/train" / ckpt.FINAL),
-                        model_weights(reference / "data/train" / ckpt.FINAL))
-    ours, theirs = (json.loads((r / "reports/metrics/train.json").read_text()) for r in (root, reference))
+    assert same_weights(model_weights(root / "data/kinetics/train/model" / ckpt.FINAL),
+                        model_weights(reference / "data/kinetics/train/model" / ckpt.FINAL))
+    ours, theirs = (json.loads((r / "reports/kinetics/train/model/summary.json").read_text()) for r in (root, reference))
     assert ours["final"] == theirs["final"] and ours["steps"] == theirs["steps"] == EPOCHS * 3
     for kind, name in (("steps", "loss"), ("steps", "lr"), ("epochs", "top1"), ("epochs", "val_top1")):
         assert curve(root, kind, name) == curve(reference, kind, name), (kind, name)

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import numpy as np
+
 from avsf.io.atomic import atomic_output
 
 AVA_FIRST_SECOND = 900  # the annotated 15 minutes of each movie start here ...
@@ -192,6 +194,7 @@ def read_excluded_timestamps(path: str | os.PathLike) -> set[Keyframe]:
 _BLOCK = re.compile(r"\{([^{}]*)\}")
 _NAME = re.compile(r'(?:^|\s)name\s*:\s*"([^"]*)"')
 _ID = re.compile(r"(?:^|\s)(?:label_)?id\s*:\s*(-?\d+)")
+_TYPE = re.compile(r"(?:^|\s)label_type\s*:\s*([A-Z_]+)")
 
 
 def read_action_list(path: str | os.PathLike) -> dict[int, str]:
@@ -214,6 +217,31 @@ def read_action_list(path: str | os.PathLike) -> dict[int, str]:
     if not classes:
         raise AvaFormatError(f"{path}: no class entries")
     return classes
+
+
+def box_iou(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """[N, M] IoU of (x1, y1, x2, y2) boxes [N, 4] with [M, 4], no +1 on the areas."""
+    boxes, others = np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(others, np.float64).reshape(-1, 4)
+    width = np.clip(np.minimum(boxes[:, None, 2], others[None, :, 2])
+                    - np.maximum(boxes[:, None, 0], others[None, :, 0]), 0, None)
+    height = np.clip(np.minimum(boxes[:, None, 3], others[None, :, 3])
+                     - np.maximum(boxes[:, None, 1], others[None, :, 1]), 0, None)
+    inter = width * height
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    other_area = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return inter / (area[:, None] + other_area[None, :] - inter)
+
+
+def read_label_types(path: str | os.PathLike) -> dict[int, str]:
+    """class id -> its ``label_type`` (PERSON_MOVEMENT, OBJECT_MANIPULATION, PERSON_INTERACTION)
+    of a v2.2 label map; empty for a class list without them (v2.1's ``item`` blocks)."""
+    text = Path(path).read_text(encoding="utf-8-sig")
+    types = {}
+    for block in _BLOCK.finditer(text):
+        class_id, kind = _ID.search(block.group(1)), _TYPE.search(block.group(1))
+        if class_id is not None and kind is not None:
+            types[int(class_id.group(1))] = kind.group(1)
+    return types
 
 
 # --------------------------------------------------------------------------- writing

@@ -11,7 +11,7 @@ One sample per keyframe (video_id, timestamp) of a stored movie::
 Boxes (SlowFast Sec. 5, PySlowFast's loader): in training, the ground-truth boxes plus the
 person detections with IoU > ``train_iou`` (0.9) to a ground-truth box, which take that
 box's labels; in test, the detections alone. Either way only detections scoring at least
-``score_threshold`` (0.8) count, as PySlowFast reads every predicted-box file. A test box
+``detection_score`` (:data:`DETECTION_SCORE`) count, as PySlowFast reads every predicted-box file. A test box
 is labelled with the ground-truth box it overlaps most at IoU >= ``test_label_iou`` (0.5,
 the metric's threshold; no labels when none does), so that validation has a loss; the
 official frame-mAP (:mod:`avsf.evaluate.ava`) uses :attr:`AvaKeyframes.ground_truth`.
@@ -36,10 +36,13 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 
-from avsf.data.ava import AVA_FIRST_SECOND, AvaBox, AvaDetection, Box, Keyframe, keyframe_frame
+from avsf.data.ava import AVA_FIRST_SECOND, AvaBox, AvaDetection, Box, Keyframe, box_iou, keyframe_frame
 from avsf.data.clip_dataset import Sample
 from avsf.data.store import StoreEntry
-from avsf.evaluate.ava import box_iou
+
+# SlowFast Sec. 5 (PySlowFast's AVA defaults): person boxes scoring at least this are used;
+# training adds detections overlapping a true box at IoU above TRAIN_IOU.
+DETECTION_SCORE, TRAIN_IOU = 0.8, 0.9
 
 
 class KeyframeBoxes(NamedTuple):
@@ -73,7 +76,8 @@ class AvaKeyframes:
 
     def __init__(self, classes: Sequence[int], ground_truth: Iterable[AvaBox] = (),
                  detections: Iterable[AvaDetection] = (), mode: Literal["train", "test"] = "train",
-                 score_threshold: float = 0.8, train_iou: float = 0.9, test_label_iou: float = 0.5,
+                 detection_score: float = DETECTION_SCORE, train_iou: float = TRAIN_IOU,
+                 test_label_iou: float = 0.5,
                  movie_start_s: float | Mapping[str, float] = AVA_FIRST_SECOND):
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', not {mode!r}")
@@ -84,7 +88,7 @@ class AvaKeyframes:
         self.missing: list[Keyframe] = []
         index = {action: i for i, action in enumerate(self.classes)}
         truth = self._ground_truth_boxes(self.ground_truth, index)
-        detected = _unique_boxes((d.keyframe, d.box, d.score) for d in detections if d.score >= score_threshold)
+        detected = _unique_boxes((d.keyframe, d.box, d.score) for d in detections if d.score >= detection_score)
         if mode == "train":
             per_keyframe = {k: self._with_matches(boxes, detected.get(k, {}), train_iou) for k, boxes in truth.items()}
         else:

@@ -50,7 +50,7 @@ from typing import Iterable, Mapping, NamedTuple
 
 import numpy as np
 
-from avsf.data.ava import AvaBox, AvaDetection, Keyframe
+from avsf.data.ava import AvaBox, AvaDetection, Keyframe, box_iou
 from avsf.io.atomic import atomic_output
 
 IOU_THRESHOLD = 0.5
@@ -65,19 +65,6 @@ class FrameMap(NamedTuple):
     mean_ap: float | None  # None when no class has ground truth
     class_ap: dict[int, float | None]
     class_count: dict[int, int]
-
-
-def box_iou(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """[N, M] IoU of (x1, y1, x2, y2) boxes [N, 4] with [M, 4], no +1 on the areas."""
-    boxes, others = np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(others, np.float64).reshape(-1, 4)
-    width = np.clip(np.minimum(boxes[:, None, 2], others[None, :, 2])
-                    - np.maximum(boxes[:, None, 0], others[None, :, 0]), 0, None)
-    height = np.clip(np.minimum(boxes[:, None, 3], others[None, :, 3])
-                     - np.maximum(boxes[:, None, 1], others[None, :, 1]), 0, None)
-    inter = width * height
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    other_area = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return inter / (area[:, None] + other_area[None, :] - inter)
 
 
 def voc_average_precision(scores: np.ndarray, true_positive: np.ndarray, positives: int) -> float:

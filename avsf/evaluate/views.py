@@ -132,3 +132,43 @@ def predict_views(model: torch.nn.Module, cfg: ModelConfig, dataset: ClipDataset
         accumulator.failures = failures
         results[name] = accumulator.result()
     return results[None] if None in results else results
+
+
+@dataclass
+class BoxPredictions:
+    """Per-box scores of a detection head over every sample (AVA's keyframes) of a test set."""
+
+    rows: list[tuple[str, int, list[float], int, float]]  # (video, timestamp, box, class id, score)
+    samples: int  # keyframes seen
+    boxes: int  # boxes scored
+    failures: list[dict] = field(default_factory=list)  # samples that failed to load
+
+
+@torch.no_grad()
+def predict_boxes(model: torch.nn.Module, cfg: ModelConfig, dataset: ClipDataset, classes: Sequence[int],
+                  batch_size: int = 8, device: str | torch.device = "cpu", workers: int = 0,
+                  progress: bool = False) -> BoxPredictions:
+    """A detection head's sigmoid score of every class id of ``classes`` (the head's outputs,
+    in order) for every box of every sample of ``dataset`` (test mode; its label source gives
+    the boxes, e.g. a person detector's), one clip per sample, fully convolutional."""
+    if dataset.mode != "test":
+        raise ValueError(f"predict_boxes needs a dataset in test mode, not {dataset.mode!r}")
+    device = torch.device(device)
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_clips)
+    rows: list[tuple[str, int, list[float], int, float]] = []
+    failures: list[dict] = []
+    scored = 0
+    for batch in tqdm(loader, desc="keyframes", unit="batch", disable=not progress):
+        failures += batch["load_failures"]
+        boxes = batch["boxes"].to(device)
+        if boxes.shape[0] == 0:
+            continue
+        scores = torch.sigmoid(model(model_inputs(cfg, batch, device, channels_last=False), boxes=boxes).float())
+        scored += boxes.shape[0]
+        for k in range(boxes.shape[0]):
+            item = int(boxes[k, 0])
+            video, timestamp = batch["video_id"][item], int(batch["timestamp"][item])
+            box = [round(float(x), 4) for x in batch["box_normalised"][k]]
+            rows += [(video, timestamp, box, classes[c], round(float(scores[k, c]), 6)) for c in range(len(classes))]
+    return BoxPredictions(rows, len(dataset), scored, failures)

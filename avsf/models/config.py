@@ -25,6 +25,7 @@ FusionMode = Literal["a_fs", "a_f_s", "av_nonlocal"]
 HeadKind = Literal["classification", "epic", "ava"]
 DropPathwayMode = Literal["fusion", "pathway"]
 NonlocalLayout = Literal["pyslowfast", "paper"]
+DROP_PATHWAY = 0.8  # P_d of AVSlowFast (Sec. 3.4; the authors' configs)
 SYNC_LEVELS = {"res3": 3, "res4": 4, "pool5": 5}  # sync level -> the stage whose features it compares
 
 STAGE_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -291,7 +292,7 @@ def model_config(
     blocks where PySlowFast's NLN configs put them (:func:`nonlocal_placement`);
     ``nonlocal_layout="paper"`` pools them 2x2x2 instead of 1x2x2, the variant whose cost
     matches SlowFast Table 2's 234 G. ``temporal_layout`` places R101's temporal kernels
-    (:data:`TemporalLayout`). ``drop_pathway`` (default 0.8), ``drop_pathway_mode``
+    (:data:`TemporalLayout`). ``drop_pathway`` (default :data:`DROP_PATHWAY`), ``drop_pathway_mode``
     and ``sync`` (default on; a :class:`SyncConfig` sets its options) apply to AVSlowFast
     only and are off for the other archs. ``tiny`` keeps the structure with 1 block per
     stage and narrow widths, for tests and the demo; ``width`` sets the Slow pathway's stem
@@ -343,7 +344,7 @@ def model_config(
         lateral=lateral if laterals and arch in ("slowfast", "avslowfast") else None,
         audio_fusion=AudioFusionConfig(fusion, tuple(fusion_stages), fusion_pool5) if av else None,
         head=head,
-        drop_pathway=(0.8 if drop_pathway is None else drop_pathway) if av else 0.0,
+        drop_pathway=(DROP_PATHWAY if drop_pathway is None else drop_pathway) if av else 0.0,
         drop_pathway_mode=drop_pathway_mode,
         sync=sync_cfg if av and sync is not False else None,
     )

@@ -70,6 +70,7 @@ from avsf.data.ava import (
     AvaDetection,
     Box,
     Keyframe,
+    box_iou,
     write_action_list,
     write_ava_detections,
     write_ava_ground_truth,
@@ -77,7 +78,6 @@ from avsf.data.ava import (
 )
 from avsf.data.demo.kinetics import youtube_ids
 from avsf.data.demo.world import FLICKER_HZ, Actor, DemoClass, Scene, Sound, encode_scene, event_times
-from avsf.evaluate.ava import box_iou
 from avsf.io.atomic import atomic_output
 from avsf.io.media import fps_fraction
 

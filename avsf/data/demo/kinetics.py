@@ -21,16 +21,17 @@ from typing import Sequence
 import numpy as np
 
 from avsf.data.demo.world import CLASSES, Scene, encode_scene, random_actor
-from avsf.io.atomic import atomic_output
+from avsf.io.atomic import atomic_output, write_text
 
 SPLITS = ("train", "val")
 YOUTUBE_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 MANIFEST_HEADER = ("label", "youtube_id", "time_start", "time_end", "split", "is_cc")
+MANIFEST_NAME = "kinetics_demo_{split}.csv"
 
 
 @dataclass(frozen=True)
 class KineticsWorldSpec:
-    """How big and how varied the world is (mirrors the ``demo`` section of params.yaml)."""
+    """How big and how varied the world is (params.yaml's ``datasets.kinetics.demo``)."""
 
     seed: int = 0
     train_videos_per_class: int = 8
@@ -43,6 +44,20 @@ class KineticsWorldSpec:
     no_audio_fraction: float = 0.1
     corrupt_videos: int = 1
     missing_sources: int = 1
+
+    def __post_init__(self) -> None:
+        # (messages start with the field: the params error names it)
+        if self.train_videos_per_class < 0 or self.val_videos_per_class < 0:
+            raise ValueError("train_videos_per_class: the per-class counts must not be negative")
+        if not 0 < self.raw_seconds[0] <= self.raw_seconds[1]:
+            raise ValueError("raw_seconds: must be [low, high] with 0 < low <= high")
+        if not 0 < self.clip_seconds <= self.raw_seconds[0]:
+            raise ValueError(f"clip_seconds: must be positive and not exceed the shortest raw video "
+                             f"(raw_seconds[0] = {self.raw_seconds[0]})")
+        if not self.sizes or any(w < 16 or h < 16 or w % 2 or h % 2 for w, h in self.sizes):
+            raise ValueError("sizes: must be even [width, height] pairs of at least 16 (H.264 needs even sizes)")
+        if not 0 <= self.no_audio_fraction <= 1 or self.corrupt_videos < 0 or self.missing_sources < 0:
+            raise ValueError("no_audio_fraction: must be in [0, 1] (corrupt_videos and missing_sources >= 0)")
 
 
 @dataclass(frozen=True)
@@ -131,6 +146,12 @@ def write_raw_video(video: DemoVideo, videos_dir: str | os.PathLike) -> Path | N
             data = tmp.read_bytes()
             tmp.write_bytes(data[: int(len(data) * 0.4)])
     return path
+
+
+def write_manifests(out_dir: str | os.PathLike, videos: Sequence[DemoVideo]) -> None:
+    """kinetics_demo_<split>.csv for each split, in the real files' format."""
+    for split in SPLITS:
+        write_text(Path(out_dir) / MANIFEST_NAME.format(split=split), "\n".join(manifest_lines(videos, split)) + "\n")
 
 
 def manifest_lines(videos: Sequence[DemoVideo], split: str) -> list[str]:

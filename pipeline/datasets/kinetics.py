@@ -1,0 +1,352 @@
+"""Kinetics (AVSlowFast Tables 3, 5, A.3; SlowFast Table 2): the dataset the family is trained
+on from scratch, and the self-supervised pretraining's store.
+
+    annotations   Kinetics-format manifests (label,youtube_id,time_start,time_end,split,is_cc;
+                  test manifests without a label column too), ``manifests`` in ``annotations``
+    download      one clip per manifest row, named as the official crawler names it
+    labels        the store's own (clips.csv's label, classes.json: every label of the manifests)
+    head, task    K classes, softmax cross-entropy; the rotation pretext's 4-way head
+    evaluate      the multi-view test (softmax averaged per video), scored over every manifest
+                  row of the test split: a video with no prediction is a miss (the official
+                  figure; the figure over the available videos beside it). Groups: the demo's
+                  cues for the demo's classes, Kinetics-Sounds (AVSlowFast App. B) otherwise
+    summary       Tables 5 / A.3's shape with the papers' claims, seeds and ablations
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from avsf.data.demo import kinetics as demo
+from avsf.data.kinetics import ManifestError, class_names, read_manifest
+from avsf.data.ledger import Failure
+from avsf.io.atomic import write_csv
+from pipeline.datasets.base import Dataset, DownloadPlan, Flavour
+from pipeline.launch import StageFailed
+from pipeline.layout import PER_CLASS_NAME, RESULTS_DIR
+from pipeline.params import SplitDatasetSection
+from pipeline.tables import LABELS, percent
+
+NO_PREDICTION = "(no prediction)"
+DEMO_GROUPS = ("appearance", "motion", "sound", "audiovisual")
+
+
+class KineticsSection(SplitDatasetSection):
+    """datasets.kinetics: the manifests (file names in ``annotations``) and where their videos are."""
+
+    manifests: list[str] = Field(min_length=1)
+    train_split: str = "train"
+    test_split: str = "val"
+
+
+def _counts(videos: list[demo.DemoVideo]) -> dict[str, Any]:
+    present = [v for v in videos if v.scene is not None]
+    return {"rows": len(videos), "videos": len(present), "by_split": dict(Counter(v.split for v in videos)),
+            "by_class": dict(Counter(v.label for v in videos)),
+            "without_audio": sum(v.scene.sample_rate is None for v in present), "corrupt": sum(v.corrupt for v in videos),
+            "missing_sources": len(videos) - len(present),
+            "video_seconds": round(sum(v.scene.duration for v in present), 2)}
+
+
+def read_manifests(paths: list[Path]) -> DownloadPlan:
+    """Segments of every manifest, each clip id once; unusable and repeated rows become
+    failures. The class list: every label a row names, unusable rows included, so that no
+    class drops out (and shifts the later ones) because its rows are bad."""
+    segments, failures, seen, total, invalid = [], [], set(), 0, []
+    for path in paths:
+        try:
+            manifest = read_manifest(path)
+        except ManifestError as exc:
+            raise StageFailed(f"download: {exc}") from None
+        total += manifest.total_rows
+        invalid += manifest.invalid
+        failures += [Failure(bad.where, "download", "bad_manifest_row", bad.detail) for bad in manifest.invalid]
+        for s in manifest.segments:
+            if s.clip_id in seen:
+                failures.append(Failure(s.clip_id, "download", "bad_manifest_row", f"repeated in {path}"))
+                continue
+            seen.add(s.clip_id)
+            segments.append(s)
+    return DownloadPlan(segments, failures, total, class_names([*segments, *invalid]))
+
+
+def class_groups(classes: list[str]) -> dict[str, str]:
+    """Class name -> group: the demo's cues for the demo's classes, else Kinetics-Sounds."""
+    from avsf.data.demo.world import CLASS_BY_NAME, demo_cue_groups
+    from avsf.evaluate.classification import kinetics_sounds_groups
+
+    if classes and all(c in CLASS_BY_NAME for c in classes):
+        return demo_cue_groups()
+    return kinetics_sounds_groups(classes)
+
+
+class Kinetics(Dataset):
+    Section = KineticsSection
+    flavour = Flavour(demo.KineticsWorldSpec, demo.plan_world, demo.write_raw_video, demo.write_manifests,
+                      lambda v: f"{v.youtube_id}.mp4", _counts)
+    pretraining = True
+    title = "Kinetics"
+
+    def annotation_files(self, root: Path) -> list[Path]:
+        return [root / name for name in self.section.manifests]
+
+    def download_plan(self) -> DownloadPlan:
+        return read_manifests(self.annotation_files(self.files))
+
+    def digest(self) -> dict[str, str]:
+        return {}  # a run reads its labels from the store, whose identity its fingerprint holds
+
+    def members(self, params) -> list[str]:
+        return list(params.family)
+
+    def store_classes(self) -> list[str]:
+        from avsf.data.store import CLASSES_NAME  # (here: download@kinetics needs no store code, nor h5py)
+
+        frames = self.layout.frames(self.name)
+        try:
+            return json.loads((frames / CLASSES_NAME).read_text())
+        except (OSError, ValueError) as exc:
+            raise StageFailed(f"cannot read the frame store {frames}: {exc}") from None
+
+    def head(self, model, target=None, objective="labels"):
+        from avsf.models import HeadConfig
+
+        if objective == "rotation":
+            from avsf.data.rotation import ROTATIONS
+
+            return HeadConfig(kind="classification", num_classes=ROTATIONS, dropout=model.dropout,
+                              activation="softmax", test_pool=model.test_pool)
+        return HeadConfig(kind=model.head, num_classes=model.num_classes, dropout=model.dropout,
+                          activation="softmax", test_pool=model.test_pool)
+
+    def task(self, target=None, objective="labels"):
+        from avsf.train.tasks import Classification, Rotation, SyncOnly
+
+        return {"rotation": Rotation, "sync": SyncOnly}.get(objective, Classification)()
+
+    def label_source(self, split: str):
+        return None  # the store's own labels (clips.csv)
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluation_truth(self) -> dict[str, Any]:
+        """Every labelled manifest video of the test split (clip id -> class index): the
+        official denominator, whatever failed to download or decode."""
+        classes = self.store_classes()
+        index, labels = {c: i for i, c in enumerate(classes)}, {}
+        where = self.layout.frames(self.name) / "classes.json"
+        for path in self.annotation_files(self.files):
+            try:
+                manifest = read_manifest(path)
+            except ManifestError as exc:
+                raise StageFailed(f"evaluate: {exc}") from None
+            for seg in manifest.segments:
+                if seg.split == self.test_split and seg.label is not None:
+                    if seg.label not in index:
+                        raise StageFailed(f"evaluate: {path.name} names class {seg.label!r}, which {where} "
+                                          f"does not have")
+                    labels.setdefault(seg.clip_id, index[seg.label])
+        if not labels:
+            raise StageFailed(f"evaluate: the manifests have no labelled row in split {self.test_split!r}")
+        return {"classes": classes, "labels": labels}
+
+    def predict(self, model, cfg, clips, device, settings) -> dict[str, Any]:
+        from avsf.evaluate.views import predict_views
+
+        result = predict_views(model, cfg, clips, batch_size=settings.batch_size, device=device,
+                               workers=settings.workers, progress=True)
+        scores = result.scores_by_id([e.clip_id for e in clips.entries])
+        return {"scores": {k: [float(x) for x in v] for k, v in scores.items()}, "views": int(result.views.sum()),
+                "failures": result.failures}
+
+    def score(self, run, out, truth, out_dir: Path) -> tuple[dict[str, Any], str]:
+        from avsf.evaluate.classification import classification_report, ranked_classes
+
+        classes, labels = truth["classes"], truth["labels"]
+        prediction = out["splits"][self.test_split][None]
+        # (a stored clip no manifest row of the split names is not scored)
+        scores = {clip: np.asarray(s) for clip, s in prediction["scores"].items() if clip in labels}
+        report = classification_report(labels, scores, classes, class_groups(classes)).to_dict()
+        crops = run.params.dataset.test_crops
+        metrics = {
+            "model": out["model"], "split": self.test_split, "epochs": out["checkpoint_epoch"],
+            "views": f"{out['views_per_video'] // crops} clips x {crops} crops",
+            "views_per_video": out["views_per_video"], "test_crop": out["test_crop"],
+            "gflops_per_view": out["gflops_per_view"],
+            "gflops_x_views": round(out["gflops_per_view"] * out["views_per_video"], 4), "params_m": out["params_m"],
+            "top1": report["official"]["top1"],  # the official figure: a missing video is a miss
+            "top5": report["official"]["top5"],
+            "mean_class_accuracy": report["official"]["mean_class_accuracy"],
+            "official": report["official"], "available": report["available"], "missing": report["missing"],
+            "missing_ids": report["missing_ids"], "failed_views": len(prediction["failures"]),
+        }
+        rows = []
+        for clip, label in sorted(labels.items()):
+            s = scores.get(clip)
+            if s is None:
+                rows.append({"clip_id": clip, "label": classes[label], "predicted": NO_PREDICTION, "score": "", "top5": ""})
+                continue
+            order = ranked_classes(s)
+            rows.append({"clip_id": clip, "label": classes[label], "predicted": classes[order[0]],
+                         "score": f"{s[order[0]]:.4f}", "top5": ";".join(f"{classes[c]}:{s[c]:.4f}" for c in order[:5])})
+        results = out_dir / RESULTS_DIR
+        write_csv(results / "predictions.csv", rows, ("clip_id", "label", "predicted", "score", "top5"))
+        write_csv(results / "confusion.csv", [{"actual": r["label"], "predicted": r["predicted"]} for r in rows],
+                  ("actual", "predicted"))
+        write_csv(out_dir / PER_CLASS_NAME, [{"class": name, "value": round(100 * c["top1"], 2), "count": c["videos"]}
+                                              for name, c in report["official"]["per_class"].items()
+                                              if c["top1"] is not None], ("class", "value", "count"))
+        o, a = report["official"], report["available"]
+        line = (f"{out['model']} on {o['videos']} videos ({report['missing']} missing) x {out['views_per_video']} views: "
+                f"top-1 {_figure(o['top1'])}, top-5 {_figure(o['top5'])} (official; {_figure(a['top1'])}, "
+                f"{_figure(a['top5'])} over the {a['videos']} available), {metrics['failed_views']} views failed to load")
+        return metrics, line
+
+    # ------------------------------------------------------------------ summary
+
+    def summary(self, results, experiments, params) -> tuple[str, dict[str, Any]]:
+        metrics = {name: {"top1": m["top1"], "top5": m["top5"],
+                          **{f"{g}_top1": v["top1"] for g, v in m["official"]["groups"].items()}}
+                   for name, m in results.items()}
+        return summary_markdown(results, experiments), metrics
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def claims(results: dict[str, dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
+    """The papers' claims in miniature, on one run's per-member metrics: (claim, held or None
+    when a member it needs is missing, the figures)."""
+    by_arch: dict[str, dict[str, Any]] = {}
+    for m in results.values():  # the first member of each arch stands for it
+        by_arch.setdefault(m["arch"], m)
+
+    def group(arch: str, name: str) -> float | None:
+        m = by_arch.get(arch)
+        g = m and m["official"]["groups"].get(name)
+        return None if not g else g["top1"]
+
+    out = []
+    for claim, (a, b, g) in {
+        "SlowFast beats Slow-only on the motion classes": ("slowfast", "slow", "motion"),
+        "AVSlowFast beats SlowFast on the sound classes": ("avslowfast", "slowfast", "sound"),
+    }.items():
+        x, y = group(a, g), group(b, g)
+        out.append((claim, None if x is None or y is None else x > y,
+                    "" if x is None or y is None else f"{x:.3f} vs {y:.3f}"))
+    # Audio-only: above every visual-only member on the sound classes, below the best of them
+    # on the appearance and motion classes (Slow-only cannot see the flicker, and the
+    # audiovisual classes sound distinct too, so neither says what audio alone lacks).
+    audio, visual = by_arch.get("audio"), [a for a in ("slow", "fast", "slowfast") if a in by_arch]
+    claim = "Audio-only is strong only on the sound classes (above the visual models there, below the best of them on appearance and motion)"
+    if audio is None or not visual:
+        out.append((claim, None, ""))
+    else:
+        parts, held = [], True
+        for g, above in (("sound", True), ("appearance", False), ("motion", False)):
+            mine, theirs = group("audio", g), [group(a, g) for a in visual]
+            if mine is None or None in theirs:
+                continue
+            best = max(theirs)
+            held &= mine > best if above else mine < best
+            parts.append(f"{g} {mine:.3f} vs the visual models' best {best:.3f}")
+        out.append((claim, held if parts else None, "; ".join(parts)))
+    return out
+
+
+def _groups(results: dict[str, dict[str, Any]]) -> list[str]:
+    seen = {g for m in results.values() for g in m["official"]["groups"]}
+    return [g for g in DEMO_GROUPS if g in seen] + sorted(seen - set(DEMO_GROUPS))
+
+
+def summary_markdown(results: dict[str, dict[str, Any]], experiments: dict | None) -> str:
+    groups = _groups(results)
+    first = next(iter(results.values()))
+    official = first["official"]
+    lines = [
+        "# Kinetics: the model family (AVSlowFast Table 5 / A.3, in miniature)",
+        "",
+        f"Split `{first['split']}`: {official['videos']} manifest videos; {first['missing']} without a prediction "
+        f"(failed download or decode), each counted as a miss, as the official rule says. "
+        f"Views: {first['views']} at {first['test_crop']} px, softmax averaged per video. Accuracies in %, "
+        f"± one binomial standard error.",
+        "",
+        "| model | top-1 | top-5 | " + " | ".join(groups) + " | params (M) | GFLOPs x views |",
+        "| --- | --- | --- | " + " | ".join("---" for _ in groups) + " | --- | --- |",
+    ]
+    for name, m in results.items():
+        o = m["official"]
+        cells = [percent(o["groups"][g]["top1"], o["groups"][g]["videos"]) if g in o["groups"] else "-"
+                 for g in groups]
+        lines.append(f"| {LABELS.get(m['arch'], name)} (`{m['model']}`) | {percent(o['top1'], o['videos'])} | "
+                     f"{percent(o['top5'], o['videos'])} | " + " | ".join(cells) +
+                     f" | {m['params_m']:.3f} | {m['gflops_per_view']:.3f} x {m['views_per_video']} |")
+    available = first["available"]
+    lines += ["", f"Over the {available['videos']} videos that have a prediction: " + ", ".join(
+        f"{LABELS.get(m['arch'], n)} {percent(m['available']['top1'])}" for n, m in results.items()) + " top-1.",
+        "", "## The papers' claims on this run", ""]
+    for claim, held, figures in claims(results):
+        mark = "not measured" if held is None else ("holds" if held else "does not hold")
+        lines.append(f"- {claim}: **{mark}**" + (f" ({figures})" if figures else ""))
+    if experiments:
+        lines += experiments_markdown(experiments, groups)
+    else:
+        lines += ["", "Seeds and ablations: not measured yet (`python scripts/kinetics_experiments.py`)."]
+    return "\n".join(lines) + "\n"
+
+
+def _spread(values: list[float | None]) -> str:
+    values = [v for v in values if v is not None]  # a group with no video in the split
+    if not values:
+        return "-"
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{100 * mean:.1f}"
+    return f"{100 * mean:.1f} ({100 * min(values):.1f}..{100 * max(values):.1f})"
+
+
+def experiments_markdown(experiments: dict[str, Any], groups: list[str]) -> list[str]:
+    """The seeds (every member per seed) and the ablations (AVSlowFast per setting), each as
+    mean (min..max) over the seeds measured, and the claims per seed."""
+    runs = experiments["runs"]
+    lines = ["", "## Over seeds", "",
+             f"`{experiments['command']}` on {experiments['machine']}, {experiments['date']}: "
+             f"{experiments['seconds'] / 60:.0f} minutes. Mean (min..max) over the seeds.", ""]
+    family_runs = [r for r in runs if r["kind"] == "seed"]
+    members = list(dict.fromkeys(n for r in family_runs for n in r["results"]))
+    lines += ["| model | seeds | top-1 | " + " | ".join(groups) + " |",
+              "| --- | --- | --- | " + " | ".join("---" for _ in groups) + " |"]
+    for name in members:
+        ms = [r["results"][name] for r in family_runs if name in r["results"]]
+        cells = [_spread([m["official"]["groups"][g]["top1"] for m in ms
+                          if g in m["official"]["groups"]]) for g in groups]
+        lines.append(f"| {LABELS.get(ms[0]['arch'], name)} | {len(ms)} | {_spread([m['top1'] for m in ms])} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "Claims per seed:", ""]
+    table = [(r["seed"], claims(r["results"])) for r in family_runs]
+    for i, (claim, _, _) in enumerate(table[0][1] if table else []):
+        held = [seed for seed, cs in table if cs[i][1]]
+        lines.append(f"- {claim}: {len(held)} of {len(table)} seeds"
+                     + "".join(f"; seed {seed}: {cs[i][2]}" for seed, cs in table))
+    ablations = [r for r in runs if r["kind"] == "ablation"]
+    if ablations:
+        lines += ["", "## Ablations of AVSlowFast (Table 5), as `dvc exp run -S` experiments", "",
+                  "| setting | seeds | top-1 | " + " | ".join(groups) + " |",
+                  "| --- | --- | --- | " + " | ".join("---" for _ in groups) + " |"]
+        settings = list(dict.fromkeys(r["label"] for r in ablations))
+        for label in settings:
+            ms = [r["results"][r["member"]] for r in ablations if r["label"] == label]
+            cells = [_spread([m["official"]["groups"][g]["top1"] for m in ms
+                              if g in m["official"]["groups"]]) for g in groups]
+            lines.append(f"| {label} | {len(ms)} | {_spread([m['top1'] for m in ms])} | " + " | ".join(cells) + " |")
+    for note in experiments.get("notes", []):
+        lines += ["", note]
+    return lines

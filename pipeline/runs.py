@@ -1,0 +1,310 @@
+"""What a stage computes with: params.yaml's sections combined for one run, by plain functions.
+
+    member_params(params, m)          the model section with family.<m>'s changes
+    kinetics_run(params, m)           train@<m>: member m on the pretraining dataset (Kinetics)
+    finetune_run(params, d, m)        finetune@<d>-<m>: member m's Kinetics run fine-tuned on d with
+                                      datasets.<d>'s train, dataset and model changes (they win
+                                      over the family's), from init_checkpoints[m] or its final.pyth
+    pretrain_run(params, s)           pretrain@<s>: ssl.settings.<s>'s member on the Kinetics store,
+                                      ssl.train's changes, the objective its pretexts make
+    training_run(params, d, m, s)     the one a stage's --dataset / --member / --pretext name
+
+Each :class:`TrainRun` holds the sections it computes with (a :class:`Params` whose model,
+dataset and train sections are the run's own), its dataset, where it writes (pipeline.layout)
+and, for every key of those sections, the params.yaml key its value came from, so that an
+error names the key the user set. :func:`check_params` runs every check across sections once,
+after the schema (pipeline.params.load_params), on every run the file defines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from avsf.train import checkpoint as ckpt
+from pipeline.datasets import dataset, dataset_class, pretraining_dataset
+from pipeline.datasets.base import Dataset
+from pipeline.launch import stage_launch
+from pipeline.layout import SSL, Layout, RunPaths
+from pipeline.params import (
+    VARIANT_NAME,
+    DatasetParams,
+    ModelParams,
+    Params,
+    ParamsError,
+    TrainParams,
+    describe_error,
+)
+
+DEFAULT_MEMBER = "model"  # a run of the model section as it is (a stage run without --member)
+PROBE_REFERENCES = ("random", "supervised")  # probed backbones beside ssl.settings
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """One training run: ``params``' model, dataset and train sections are the run's own."""
+
+    stage: str  # as dvc.yaml names it: train@slowfast, finetune@epic-slowfast, pretrain@avs
+    name: str  # its directory's: the member (or "model"), the pretext setting
+    dataset: Dataset  # whose store and labels it trains on
+    params: Params
+    paths: RunPaths
+    train_split: str
+    val_split: str
+    target: str | None = None  # EPIC's separate models: the one this run learns
+    live_prefix: str = ""  # several models' curves in one directory (EPIC's verb_ and noun_)
+    replace_head: bool = False  # the initial weights' head is left out (fine-tuning on other classes)
+    origins: dict[str, str] = field(default_factory=dict, repr=False)  # "train.epochs" -> the key set
+
+    def key(self, key: str) -> str:
+        """The params.yaml key the value of ``key`` (e.g. ``train.batch_size``) came from."""
+        return self.origins.get(key, key)
+
+
+
+# --------------------------------------------------------------------------- combining sections
+
+
+def _merge(section: str, model: type[BaseModel], base: BaseModel, *changes: tuple[str, dict[str, Any]],
+           origins: dict[str, str]) -> Any:
+    """``base`` with each ``(prefix, changes)`` applied in turn (the last wins), validated;
+    ``origins`` records each changed key's prefix, and a validation error names it."""
+    raw = base.model_dump()
+    for prefix, values in changes:
+        unknown = [k for k in values if k not in model.model_fields]
+        if unknown:
+            raise ValueError(f"{prefix}.{unknown[0]}: unknown {section} key; allowed: {', '.join(model.model_fields)}")
+        raw.update(values)
+        origins.update({f"{section}.{k}": f"{prefix}.{k}" for k in values})
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        loc = exc.errors()[0]["loc"]
+        if loc:  # a key's own check: named where its value was set
+            where = origins.get(f"{section}.{loc[0]}", f"{section}.{loc[0]}")
+            raise ValueError(describe_error(exc, tuple(where.split(".")[:-1]))) from None
+        last = next((prefix for prefix, values in reversed(changes) if values), section)
+        raise ValueError(describe_error(exc, (last,))) from None
+
+
+def member_params(params: Params, member: str | None, origins: dict[str, str] | None = None) -> Params:
+    """``params`` with family member ``member``'s changes to the model section (None or
+    "model": the section as it is)."""
+    origins = {} if origins is None else origins
+    if member in (None, DEFAULT_MEMBER):
+        return params
+    if member not in params.family:
+        raise ParamsError(f"family: no member {member!r}; members: {', '.join(params.family) or '(none)'}")
+    model = _merge("model", ModelParams, params.model, (f"family.{member}", params.family[member]), origins=origins)
+    return params.model_copy(update={"model": model})
+
+
+def kinetics_run(params: Params, member: str | None) -> TrainRun:
+    """Stage train@<member>: the member trained from scratch on the pretraining dataset."""
+    origins: dict[str, str] = {}
+    p = member_params(params, member, origins)
+    ds = pretraining_dataset(params)
+    name = member or DEFAULT_MEMBER
+    p = p.model_copy(update={"launch": stage_launch(params.launch, ds.name, name)})
+    return TrainRun(f"train@{name}", name, ds, p, Layout.of(params.layout).run(ds.name, name), ds.train_split,
+                    ds.test_split, origins=origins)
+
+
+def finetune_run(params: Params, name: str, member: str | None) -> TrainRun:
+    """Stage finetune@<name>-<member>: the member's Kinetics run fine-tuned on dataset
+    ``name`` with the dataset section's changes, its head new."""
+    ds = dataset(params, name)
+    section = ds.section
+    origins: dict[str, str] = {}
+    p = member_params(params, member, origins)
+    where = f"datasets.{name}"
+    member_name = member or DEFAULT_MEMBER
+    start = section.init_checkpoints.get(member_name) or str(
+        Layout.of(params.layout).run(pretraining_dataset(params).name, member_name).out_dir / ckpt.FINAL)
+    model = _merge("model", ModelParams, p.model, (f"{where}.model", section.model), origins=origins)
+    sampling = _merge("dataset", DatasetParams, p.dataset, (f"{where}.dataset", section.dataset), origins=origins)
+    train = _merge("train", TrainParams, p.train, (f"{where}.train", section.train),
+                   (f"{where}.init_checkpoints", {"init_checkpoint": start}), origins=origins)
+    p = p.model_copy(update={"model": model, "dataset": sampling, "train": train,
+                             "launch": stage_launch(params.launch, name, member_name)})
+    return TrainRun(f"finetune@{name}-{member_name}", member_name, ds, p, Layout.of(params.layout).run(name, member_name),
+                    ds.train_split, ds.test_split, replace_head=True, origins=origins)
+
+
+def pretrain_run(params: Params, setting: str) -> TrainRun:
+    """Stage pretrain@<setting>: its member's model on the pretraining dataset's store without
+    labels, with ssl.train's changes and the objective its pretexts make (rotation: the 4-way
+    rotation head; avs alone: AV-sync alone; without avs: sync weight 0)."""
+    ssl = params.ssl
+    if ssl is None or setting not in ssl.settings:
+        known = ", ".join(ssl.settings) if ssl is not None else "(no ssl section)"
+        raise ParamsError(f"ssl.settings: no setting {setting!r}; settings: {known}")
+    s = ssl.settings[setting]
+    origins: dict[str, str] = {}
+    p = member_params(params, s.member, origins)
+    objective = {"objective": "rotation" if "rotation" in s.pretexts else "sync"}
+    no_sync = {} if "avs" in s.pretexts else {"sync_weight": 0.0}
+    train = _merge("train", TrainParams, p.train, ("ssl.train", ssl.train),
+                   (f"ssl.settings.{setting}.pretexts", {**objective, **no_sync}), origins=origins)
+    ds = pretraining_dataset(params)
+    p = p.model_copy(update={"train": train, "launch": stage_launch(params.launch, SSL, setting)})
+    return TrainRun(f"pretrain@{setting}", setting, ds, p, Layout.of(params.layout).run(SSL, setting), ds.train_split,
+                    ds.test_split, origins=origins)
+
+
+def training_run(params: Params, name: str | None = None, member: str | None = None,
+                 pretext: str | None = None) -> TrainRun:
+    """The run a stage's ``--dataset`` / ``--member`` / ``--pretext`` name (none of them: the
+    model section as it is, trained on Kinetics)."""
+    if pretext is not None:
+        if name is not None or member is not None:
+            raise ParamsError("--pretext names the whole run: it takes no --dataset or --member")
+        return pretrain_run(params, pretext)
+    if name is None or dataset_class(name).pretraining:
+        if name is not None:
+            params.section(name)
+        return kinetics_run(params, member)
+    if not dataset_class(name).finetunable:
+        raise ParamsError(f"--dataset {name}: nothing is fine-tuned on {name} (it is probed: stage probe)")
+    return finetune_run(params, name, member)
+
+
+def target_runs(run: TrainRun) -> list[TrainRun]:
+    """The models a run trains: itself, or EPIC's separate verb and noun models, each in
+    ``<out_dir>/<target>`` with its own learning rate, their curves in the run's directory
+    under ``<target>_``."""
+    targets = run.dataset.targets()
+    if targets == [None]:
+        return [run]
+    out = []
+    for target in targets:
+        train = run.dataset.target_train(run.params.train, target)
+        p = run.params.model_copy(update={"train": train,
+                                          "launch": stage_launch(run.params.launch, target)})
+        paths = RunPaths(run.paths.out_dir / target, run.paths.live_dir)
+        out.append(replace(run, params=p, paths=paths, target=target, live_prefix=f"{target}_"))
+    return out
+
+
+# --------------------------------------------------------------------------- checks across sections
+
+
+def all_runs(params: Params) -> list[TrainRun]:
+    """Every training run params.yaml defines: the family on Kinetics, each member on each
+    fine-tuning dataset, each pretext setting."""
+    runs = []
+    if any(dataset_class(n).pretraining for n in params.datasets):
+        runs += [kinetics_run(params, m) for m in params.family]
+        runs += [finetune_run(params, d, m) for d in params.finetune.datasets for m in params.finetune.members]
+        if params.ssl is not None:
+            runs += [pretrain_run(params, s) for s in params.ssl.settings]
+    return runs
+
+
+def check_params(params: Params) -> None:
+    """Every check across sections, once; a ValueError naming the key the user set."""
+    for name, changes in params.family.items():
+        if not VARIANT_NAME.fullmatch(name) or name == DEFAULT_MEMBER:
+            raise ValueError(f"family.{name}: a member's name is lower-case letters, digits and _ (not "
+                             f"{DEFAULT_MEMBER!r}, the model section's own runs)")
+        if not isinstance(changes, dict):
+            raise ValueError(f"family.{name}: a mapping of model keys to values, e.g. {{arch: slowfast}}")
+    for name in params.datasets:
+        ds = dataset(params, name)
+        if ds.flavour is not None:
+            ds.flavour.spec(ds.demo_settings(), f"datasets.{name}.demo")
+        ds.check(params)
+    _check_finetune(params)
+    _check_ssl(params)
+    for run in all_runs(params):
+        check_run(run)
+
+
+def _check_finetune(params: Params) -> None:
+    ft = params.finetune
+    for member in ft.members:
+        if member not in params.family:
+            raise ValueError(f"finetune.members: {member!r} is not a family member; members: "
+                             f"{', '.join(params.family) or '(none)'}")
+    for name in ft.datasets:
+        if name not in params.datasets:
+            raise ValueError(f"finetune.datasets: {name!r} has no section in datasets; datasets: "
+                             f"{', '.join(params.datasets) or '(none)'}")
+        if not dataset_class(name).finetunable:
+            raise ValueError(f"finetune.datasets: nothing is fine-tuned on {name!r}")
+        section = params.datasets[name]
+        if "arch" in section.model:
+            raise ValueError(f"datasets.{name}.model.arch: the architecture is the member's (family)")
+        unknown = [m for m in section.init_checkpoints if m not in ft.members]
+        if unknown:
+            raise ValueError(f"datasets.{name}.init_checkpoints.{unknown[0]}: not one of finetune.members")
+
+
+def _check_ssl(params: Params) -> None:
+    ssl = params.ssl
+    if ssl is None:
+        return
+    for key in ("random_member", "supervised_member"):
+        if getattr(ssl, key) not in params.family:
+            raise ValueError(f"ssl.{key}: {getattr(ssl, key)!r} is not a family member; members: "
+                             f"{', '.join(params.family) or '(none)'}")
+    for name in ssl.probe.datasets:
+        if name not in params.datasets or not dataset_class(name).probed:
+            raise ValueError(f"ssl.probe.datasets: {name} is not a probed dataset of datasets (ucf101, hmdb51)")
+    for key, changes in (("ssl.train", ssl.train), ("ssl.probe.train", ssl.probe.train)):
+        bad = [k for k in changes if k not in TrainParams.model_fields or k == "objective"]
+        if bad:
+            raise ValueError(f"{key}.{bad[0]}: unknown train key (the objective is the pretexts' or the labels'); "
+                             f"allowed: {', '.join(f for f in TrainParams.model_fields if f != 'objective')}")
+    _merge("train", TrainParams, params.train, ("ssl.probe.train", ssl.probe.train), origins={})
+    for name, s in ssl.settings.items():
+        if not VARIANT_NAME.fullmatch(name) or name in PROBE_REFERENCES:
+            raise ValueError(f"ssl.settings.{name}: a setting's name is lower-case letters, digits and _, not "
+                             f"{' or '.join(PROBE_REFERENCES)} (the probes' references)")
+        if s.member not in params.family:
+            raise ValueError(f"ssl.settings.{name}.member: {s.member!r} is not a family member; members: "
+                             f"{', '.join(params.family) or '(none)'}")
+        m = member_params(params, s.member).model
+        if "avs" in s.pretexts and not (m.arch == "avslowfast" and m.sync):
+            raise ValueError(f"ssl.settings.{name}.pretexts: avs needs an AVSlowFast member with model.sync "
+                             f"true; {s.member} is {m.arch}{'' if m.sync else ' without sync'}")
+        if "avs" in s.pretexts and any(dataset_class(n).pretraining for n in params.datasets):
+            run = pretrain_run(params, name)
+            if run.params.train.sync_weight <= 0:
+                raise ValueError(f"{run.key('train.sync_weight')}: 0 switches AV-sync off, but ssl.settings.{name} "
+                                 f"pretrains on avs: set ssl.train.sync_weight > 0 (or drop avs from its pretexts)")
+
+
+def check_run(run: TrainRun) -> None:
+    """Combinations that cannot train, refused before any job starts."""
+    from avsf.models.config import WITH_AUDIO, WITH_FAST
+
+    p, ds = run.params, run.dataset
+    m, d, t = p.model, p.dataset, p.train
+    if m.head not in ds.heads:
+        raise ValueError(f"{run.key('model.head')}: {ds.name} trains the {' or '.join(ds.heads)} head, not "
+                         f"{m.head!r} ({run.stage})")
+    ranks = p.launch.world_size("train")
+    if t.batch_size % ranks:
+        raise ValueError(f"{run.key('train.batch_size')}: {t.batch_size} does not split evenly over {ranks} ranks "
+                         "(launch nodes x tasks_per_node for train)")
+    alpha_f, alpha_a = m.ratios()
+    if m.arch in WITH_FAST and m.stride % alpha_f:
+        raise ValueError(f"{run.key('model.stride')}: {m.stride} is not a multiple of the Fast pathway's alpha "
+                         f"({alpha_f})")
+    if m.arch in WITH_AUDIO:
+        if m.frames * alpha_a != d.spec_frames:
+            raise ValueError(f"{run.key('dataset.spec_frames')}: {d.spec_frames} log-mel frames, but the model's "
+                             f"audio input is model.frames x alpha_a = {m.frames} x {alpha_a} = {m.frames * alpha_a}")
+        if p.spectrogram.n_mels != m.mel_bins:
+            raise ValueError(f"{run.key('model.mel_bins')}: {m.mel_bins}, but spectrogram.n_mels is {p.spectrogram.n_mels}")
+    if t.objective != "labels" and not ds.pretraining:
+        raise ValueError(f"{run.key('train.objective')}: {t.objective!r} pretrains without labels on the Kinetics "
+                         f"store; a run on {ds.name} learns its labels (objective: labels)")
+    if t.objective == "sync" and not (m.arch == "avslowfast" and m.sync and t.sync_weight > 0):
+        raise ValueError(f"{run.key('train.objective')}: 'sync' learns AV-synchronisation alone ({run.stage}): it "
+                         f"needs model.arch avslowfast with model.sync true and a sync weight > 0; here "
+                         f"{run.key('model.arch')} is {m.arch}, {run.key('model.sync')} {m.sync}, "
+                         f"{run.key('train.sync_weight')} {t.sync_weight}")
