@@ -256,6 +256,16 @@ class SpectrogramParams(Section):
     f_max: float | None = Field(None, gt=0)  # None: half the sample rate
     log_offset: float = Field(1e-8, gt=0)  # log(S + log_offset)
     stats_split: str = "train"  # normalisation mean/std are measured on this split
+    mel_norm: Literal["slaney"] | None = None  # null: triangles of peak 1 | slaney: of area 1 (librosa's)
+    center: bool = True  # frame j centred on sample j * hop | false: starting there (the authors' librosa)
+    fixed_stats: tuple[float, float] | None = None  # [mean, std] to normalise with instead of the measured
+
+    @field_validator("fixed_stats")
+    @classmethod
+    def _positive_std(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not value[1] > 0:
+            raise ValueError("must be [mean, std] with std > 0")
+        return value
 
     @field_validator("win_length")
     @classmethod

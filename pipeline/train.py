@@ -90,8 +90,8 @@ def data_record(params: Params, classes: list[str] | dict[str, list[str]], with_
     }
     if with_audio:
         stats = json.loads((Path(s.out_dir) / STATS_NAME).read_text())
-        record["spectrogram"] = {k: getattr(s, k) for k in
-                                 ("n_fft", "win_length", "hop_length", "n_mels", "f_min", "f_max", "log_offset")}
+        record["spectrogram"] = {k: getattr(s, k) for k in ("n_fft", "win_length", "hop_length", "n_mels", "f_min",
+                                                            "f_max", "log_offset", "mel_norm", "center")}
         record["audio_stats"] = {"mean": float(stats["mean"]), "std": float(stats["std"])}
     return record
 

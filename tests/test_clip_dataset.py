@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 
 import numpy as np
@@ -19,7 +21,7 @@ from avsf.data.clip_dataset import (
     normalize_video,
 )
 from avsf.data.jpeg import decode_jpeg
-from avsf.data.logmel import hz_to_mel
+from avsf.data.logmel import LogMelSettings, hz_to_mel, log_mel
 from avsf.data.store import StoreReader
 from clip_factory import ClipSpec, build_store, frame_index
 from conftest import REPO
@@ -178,6 +180,37 @@ def test_audio_is_normalised_and_a_clip_without_audio_is_the_normalised_mean(sto
     times = item["start_s"] + (np.arange(64) + 0.5) * (32 / 30) / 64
     expected = np.stack([np.interp(times, np.arange(len(rows)) / 62.5, rows[:, m]) for m in range(80)], axis=1)
     assert np.allclose(item["audio"][0].numpy() * stats["std"] + stats["mean"], expected, atol=1e-4)
+
+
+AUTHORS_FEATURES = {"spectrogram.mel_norm": "slaney", "spectrogram.center": False,
+                    "spectrogram.fixed_stats": [-7.03, 4.66]}
+
+
+def test_the_authors_log_mel_features_are_stored_timed_and_normalised_as_theirs(tmp_path):
+    """spectrogram.mel_norm slaney, center false, fixed_stats [-7.03, 4.66]: the stage stores
+    the authors' features (log_mel with those settings), normalised with their Kinetics
+    statistics (the measured ones kept beside), and the dataset reads each unpadded row at
+    its centre, half a window (16 ms) after its first sample."""
+    frames_dir, logmel_dir = build_store(tmp_path, SPECS[:1], {"decode.short_side": 48, **AUTHORS_FEATURES})
+    stats = json.loads((logmel_dir / "stats.json").read_text())
+    assert (stats["mean"], stats["std"]) == (-7.03, 4.66) and set(stats["measured"]) == {"mean", "std"}
+    reader = StoreReader(frames_dir, logmel_dir)
+    [entry] = reader.entries
+    attrs = reader.attrs(entry, store="logmel")
+    assert (attrs["mel_norm"], attrs["center"], attrs["first_row_s"]) == ("slaney", False, 0.016)
+    rows = reader.logmel(entry, 0, 10**9)
+    settings = LogMelSettings(mel_norm="slaney", center=False)
+    pcm = torch.from_numpy(reader.audio(entry).astype(np.float32) / 32768)
+    assert np.allclose(rows, log_mel(pcm, settings).numpy(), atol=0.01, rtol=0)  # float16 in the store
+    assert len(rows) == 1 + (len(pcm) - 512) // 256
+    ds = ClipDataset(frames_dir, logmel_dir, "train", "train", SAMPLING)
+    assert (ds.mean, ds.std) == (-7.03, 4.66)
+    torch.manual_seed(4)
+    item = ds[0]
+    times = item["start_s"] + (np.arange(64) + 0.5) * (32 / 30) / 64
+    centres = 0.016 + np.arange(len(rows)) / 62.5
+    expected = np.stack([np.interp(times, centres, rows[:, m].astype(np.float64)) for m in range(80)], axis=1)
+    assert np.allclose(item["audio"][0].numpy() * 4.66 - 7.03, expected, atol=1e-4)
 
 
 def test_dataloader_workers_read_the_same_items(store):

@@ -8,7 +8,8 @@ For a clip of ``T x tau`` (Slow: T frames, one every tau) with Fast rate ``alpha
     log-mel       [t0 ──────────── t1)          the same time span, resampled to spec_frames rows
 
 Time is shared by all three: frame k is shown from k / fps, log-mel row j is centred on
-j / rows_per_second, and output row i of the audio window sits at
+j / rows_per_second (plus the store's ``first_row_s``: half a window for unpadded STFT
+frames, ``spectrogram.center: false``), and output row i of the audio window sits at
 t0 + (i + 0.5) * (t1 - t0) / spec_frames. So a visual event and its sound land at the same
 fraction of the clip.
 
@@ -367,7 +368,7 @@ class ClipDataset(Dataset):
         if self.audio:
             stats = self.reader.stats()
             self.mean, self.std = float(stats["mean"]), float(stats["std"])
-            self._audio_layout: tuple[float, int] | None = None  # rows per second, mel bins
+            self._audio_layout: tuple[float, int, float] | None = None  # rows per second, mel bins, row 0's time
 
     @property
     def entries(self) -> list[StoreEntry]:
@@ -553,13 +554,13 @@ class ClipDataset(Dataset):
                       ) -> torch.Tensor | tuple[torch.Tensor, bool]:
         """Normalised float32 [1, spec_frames, n_mels] covering [t0, t0 + length) (and, with
         ``with_audible``, whether it is audible: see the module docstring)."""
-        rate, mels = self._layout(entry)
+        rate, mels, first_row_s = self._layout(entry)
         frames = self.sampling.spec_frames
         if not entry.has_audio:  # the normalised mean: no skew of the audio BN statistics
             window = torch.zeros(1, frames, mels)
             return (window, False) if with_audible else window
-        # Output row i sits at t0 + (i + 0.5) * length / frames, in log-mel rows.
-        centres = (t0 + (np.arange(frames) + 0.5) * length / frames) * rate
+        # Output row i sits at t0 + (i + 0.5) * length / frames; in log-mel rows, counted from row 0's time.
+        centres = (t0 + (np.arange(frames) + 0.5) * length / frames - first_row_s) * rate
         first = max(int(np.floor(centres[0])), 0)
         rows = self.reader.logmel(entry, first, int(np.ceil(centres[-1])) + 2).astype(np.float32)
         position = np.clip(centres - first, 0, len(rows) - 1)
@@ -577,11 +578,13 @@ class ClipDataset(Dataset):
         audible = bool(raw.mean() > s.audible_min_log_power and window.var() > s.audible_min_variance)
         return window, audible
 
-    def _layout(self, entry: StoreEntry) -> tuple[float, int]:
-        """(log-mel rows per second, mel bins), read once from a clip's attributes."""
+    def _layout(self, entry: StoreEntry) -> tuple[float, int, float]:
+        """(log-mel rows per second, mel bins, the second row 0 is centred on), read once from
+        a clip's attributes (stores without ``first_row_s`` are centred: 0)."""
         if self._audio_layout is None:
             attrs = self.reader.attrs(entry, store=LOGMEL)
-            self._audio_layout = (float(attrs["frames_per_second"]), int(attrs["n_mels"]))
+            self._audio_layout = (float(attrs["frames_per_second"]), int(attrs["n_mels"]),
+                                  float(attrs.get("first_row_s", 0.0)))
         return self._audio_layout
 
     def _mel_bins(self) -> int:
