@@ -147,7 +147,7 @@ class EvaluateJob(EvaluationJob):
     def run(self, device: torch.device) -> dict[str, Any]:
         p, e = self.params, self.params.evaluate
         model, cfg, state = load_network(Path(p.train.out_dir) / ckpt.FINAL, device)
-        sampling = clip_sampling(p.dataset, p.model)
+        sampling = clip_sampling(p.dataset, p.model, weights=state)  # auto: the picks the model trained on
         logmel = p.spectrogram.out_dir if cfg.audio is not None else None
         dataset = ClipDataset(p.decode.out_dir, logmel, e.split, "test", sampling,
                               max_open_shards=p.dataset.max_open_shards)

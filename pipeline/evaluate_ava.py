@@ -96,9 +96,9 @@ class AvaEvaluateJob(EvaluationJob):
     def run(self, device: torch.device) -> dict[str, Any]:
         p, e = self.params, self.params.evaluate
         spec = dataset_spec(p)
-        model, cfg, _ = load_network(Path(p.train.out_dir) / ckpt.FINAL, device)
+        model, cfg, state = load_network(Path(p.train.out_dir) / ckpt.FINAL, device)
         model.eval()
-        sampling = spec.val_sampling(clip_sampling(p.dataset, p.model))
+        sampling = spec.val_sampling(clip_sampling(p.dataset, p.model, weights=state))  # auto: as trained
         logmel = p.spectrogram.out_dir if cfg.audio is not None else None
         labels = spec.label_source(e.split)
         dataset = ClipDataset(p.decode.out_dir, logmel, e.split, "test", sampling, labels=labels,

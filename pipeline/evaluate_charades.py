@@ -100,8 +100,8 @@ class CharadesEvaluateJob(EvaluationJob):
 
     def run(self, device: torch.device) -> dict[str, Any]:
         p, e = self.params, self.params.evaluate
-        model, cfg, _ = load_network(Path(p.train.out_dir) / ckpt.FINAL, device)
-        sampling = clip_sampling(p.dataset, p.model)
+        model, cfg, state = load_network(Path(p.train.out_dir) / ckpt.FINAL, device)
+        sampling = clip_sampling(p.dataset, p.model, weights=state)  # auto: the picks the model trained on
         logmel = p.spectrogram.out_dir if cfg.audio is not None else None
         dataset = ClipDataset(p.decode.out_dir, logmel, e.split, "test", sampling,
                               labels=dataset_spec(p).label_source(e.split), max_open_shards=p.dataset.max_open_shards)

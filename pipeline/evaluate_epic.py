@@ -110,12 +110,12 @@ class EpicEvaluateJob(EvaluationJob):
 
     def run(self, device: torch.device) -> dict[str, Any]:
         p, e = self.params, self.params.evaluate
-        sampling = clip_sampling(p.dataset, p.model)
         spec = dataset_spec(p)
         logits: dict[str, np.ndarray] = {}
         segments, gmacs, mparams, name, failures = None, 0.0, 0.0, "", []
         for target, path in checkpoints(p).items():
-            model, cfg, _ = load_network(path, device)
+            model, cfg, state = load_network(path, device)
+            sampling = clip_sampling(p.dataset, p.model, weights=state)  # auto: the picks the model trained on
             logmel = p.spectrogram.out_dir if cfg.audio is not None else None
             dataset = ClipDataset(p.decode.out_dir, logmel, e.split, "test", sampling, labels=spec.label_source(e.split),
                                   max_open_shards=p.dataset.max_open_shards)

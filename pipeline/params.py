@@ -293,6 +293,9 @@ class DatasetParams(Section):
     spec_frames: int = Field(128, gt=0)  # log-mel frames per clip (128 for ~2 s in the paper)
     hard_negative_min_shift_s: float = Field(0.5, ge=0)  # AV-sync hard negatives: audio shift
     max_open_shards: int = Field(64, gt=0)  # HDF5 files each loader process keeps open per store
+    # Slow and Fast frame picks (avsf.data.clip_dataset): strided | pyslowfast (PySlowFast's linspace) |
+    # auto: pyslowfast for weights from an official PySlowFast checkpoint, else as the weights were trained
+    temporal_sampling: Literal["auto", "strided", "pyslowfast"] = "auto"
 
     @field_validator("train_scale")
     @classmethod

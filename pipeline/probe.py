@@ -133,16 +133,17 @@ class LinearProbeJob(EvaluationJob):
 
     def run(self, device: torch.device) -> dict[str, Any]:
         p, probe = self.params, self.params.ssl.probe
+        state = None  # random weights: temporal_sampling auto is strided
         if self.checkpoint is not None:
-            model, cfg, _ = load_network(self.checkpoint, device)
+            model, cfg, state = load_network(self.checkpoint, device)
         else:
             cfg = config_from_params(self.member.model)
             torch.manual_seed(self.member.train.seed)
             model = build_model(cfg).to(device)
         for param in model.parameters():  # frozen: nothing of the backbone is ever optimised
             param.requires_grad_(False)
-        sampling = replace(clip_sampling(self.member.dataset, self.member.model), test_clips=probe.test_clips,
-                           test_crops=probe.test_crops)
+        sampling = replace(clip_sampling(self.member.dataset, self.member.model, weights=state),
+                           test_clips=probe.test_clips, test_crops=probe.test_crops)
         logmel = self.data.spectrogram.out_dir if cfg.audio is not None else None
         labels = SplitLabels.of(self.splits.videos())
         common = dict(labels=labels, max_open_shards=p.dataset.max_open_shards)

@@ -22,7 +22,7 @@ import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import submitit
 import torch
@@ -36,7 +36,7 @@ from avsf.io.atomic import write_json
 from avsf.io.digest import file_digest
 from avsf.models import ModelConfig
 from avsf.models.config import WITH_FAST
-from avsf.models.checkpoint import load_pyslowfast_checkpoint
+from avsf.models.checkpoint import load_pyslowfast_checkpoint, read_checkpoint, trained_temporal_sampling
 from avsf.models.flops import inference_params
 from avsf.train import checkpoint as ckpt
 from avsf.train.engine import Trainer, TrainResult, TrainSettings
@@ -66,27 +66,34 @@ NOT_IN_FINGERPRINT = {
 ADDED_AT_DEFAULT = {"freeze_bn": False, "objective": "labels"}
 
 
-def clip_sampling(d: DatasetParams, m: ModelParams) -> ClipSampling:
+def clip_sampling(d: DatasetParams, m: ModelParams, weights: Mapping | None = None) -> ClipSampling:
     """How the dataset cuts clips for the params' model: T x tau, and alpha_F when the model
-    has a Fast pathway (1 otherwise: Slow frames only)."""
+    has a Fast pathway (1 otherwise: Slow frames only). ``dataset.temporal_sampling: auto``
+    follows ``weights`` (the checkpoint a run starts from, or the one evaluated): PySlowFast's
+    picks for an official checkpoint, the picks one of ours was trained on, strided without."""
     alpha_f, _ = m.ratios()
     alpha = alpha_f if m.arch in WITH_FAST else 1
+    temporal = d.temporal_sampling
+    if temporal == "auto":
+        temporal = trained_temporal_sampling(weights) if weights is not None else "strided"
     return ClipSampling(num_frames=m.frames, stride=m.stride, alpha=alpha, train_scale=tuple(d.train_scale),
                         train_crop=d.train_crop, flip=d.flip, test_scale=d.test_scale, test_crop=d.test_crop,
                         test_clips=d.test_clips, test_crops=d.test_crops, spec_frames=d.spec_frames,
-                        hard_negative_min_shift_s=d.hard_negative_min_shift_s)
+                        hard_negative_min_shift_s=d.hard_negative_min_shift_s, temporal_sampling=temporal)
 
 
-def data_record(params: Params, classes: list[str] | dict[str, list[str]], with_audio: bool) -> dict[str, Any]:
+def data_record(params: Params, classes: list[str] | dict[str, list[str]], with_audio: bool,
+                sampling: ClipSampling | None = None) -> dict[str, Any]:
     """How the run's inputs were made, saved in every checkpoint (``data``): what it takes to
     decode, sample and normalise a new video exactly as the store and the test views did
-    (``avsf.predict``), and the class names the outputs mean."""
+    (``avsf.predict``), and the class names the outputs mean. ``sampling``: the run's, its
+    temporal sampling resolved (default: the params' without initial weights)."""
     d, s = params.decode, params.spectrogram
     record: dict[str, Any] = {
         "classes": list(classes),
         "decode": {"fps": d.fps, "short_side": d.short_side, "jpeg_quality": d.jpeg_quality,
                    "sample_rate": d.sample_rate},
-        "sampling": asdict(clip_sampling(params.dataset, params.model)),
+        "sampling": asdict(sampling or clip_sampling(params.dataset, params.model)),
     }
     if with_audio:
         stats = json.loads((Path(s.out_dir) / STATS_NAME).read_text())
@@ -281,7 +288,8 @@ class TrainJob(submitit.helpers.Checkpointable):
             torch.cuda.set_device(local_rank)
         spec = self.spec
         cfg = config_from_params(p.model, head=spec.head(p.model))
-        sampling = clip_sampling(p.dataset, p.model)
+        init = read_checkpoint(t.init_checkpoint) if t.init_checkpoint else None
+        sampling = clip_sampling(p.dataset, p.model, weights=init)
         logmel = p.spectrogram.out_dir if cfg.audio is not None else None
         shards = p.dataset.max_open_shards
         train_set = ClipDataset(p.decode.out_dir, logmel, spec.store_split(t.train_split), "train", sampling,
@@ -308,13 +316,13 @@ class TrainJob(submitit.helpers.Checkpointable):
             compile=t.compile, freeze_bn=t.freeze_bn, fingerprint=self.fingerprint,
             cfg_text=yaml.safe_dump({"model": p.model.model_dump(), "dataset": p.dataset.model_dump(),
                                      "train": t.model_dump()}, sort_keys=False),
-            data_record={**data_record(p, spec.class_names() or train_set.classes, logmel is not None),
+            data_record={**data_record(p, spec.class_names() or train_set.classes, logmel is not None, sampling),
                          **spec.record()},
         )
         init_state = None
-        if t.init_checkpoint:
+        if init is not None:
             # A fine-tuning dataset's head is always new: its classes are not Kinetics'
-            init_state = _initial_weights(cfg, t.init_checkpoint, t.seed, replace_head=spec.kind != "kinetics")
+            init_state = _initial_weights(cfg, init, t.init_checkpoint, t.seed, replace_head=spec.kind != "kinetics")
         return Trainer(cfg, settings, train_set, val_set if len(val_set) else None, t.out_dir,
                        should_stop=stop.requested, init_state=init_state, task=spec.task())
 
@@ -420,14 +428,15 @@ def _clear_checkpoints(out_dir: Path) -> None:
         old.unlink(missing_ok=True)
 
 
-def _initial_weights(cfg: ModelConfig, path: str, seed: int, replace_head: bool = False) -> dict[str, torch.Tensor]:
-    """The weights of ``path`` (PySlowFast or ours) mapped onto a fresh ``cfg`` model (its
-    new tensors initialised from ``seed``: a rerun starts from the same weights); with
-    ``replace_head`` the checkpoint's head is left out whatever its shape."""
+def _initial_weights(cfg: ModelConfig, checkpoint: Mapping, path: str, seed: int, replace_head: bool = False
+                     ) -> dict[str, torch.Tensor]:
+    """The weights of ``checkpoint`` (PySlowFast's or ours, as read from ``path``) mapped onto a fresh ``cfg``
+    model (its new tensors initialised from ``seed``: a rerun starts from the same weights);
+    with ``replace_head`` the checkpoint's head is left out whatever its shape."""
     from avsf.models import build_model
 
     torch.manual_seed(seed)
     model = build_model(cfg)
-    report = load_pyslowfast_checkpoint(model, path, skip_prefixes=("head.",) if replace_head else None)
+    report = load_pyslowfast_checkpoint(model, checkpoint, skip_prefixes=("head.",) if replace_head else None)
     log.info("train: initial weights from %s: %s", path, report.summary())
     return model.state_dict()
