@@ -401,6 +401,7 @@ class TrainParams(Section):
     lr_policy: Literal["cosine", "steps"] = "cosine"
     warmup_epochs: float = Field(34.0, ge=0)
     warmup_start_lr: float = Field(0.16, ge=0)  # at reference_batch (PySlowFast: 0.01 at batch 64)
+    warmup_start_absolute: bool = False  # true: warmup_start_lr is the LR itself, not scaled with the batch
     cosine_end_lr: float = Field(0.0, ge=0)
     lr_steps: list[float] = []  # epochs (or fractions of training, < 1) where lr *= lr_gamma
     lr_gamma: float = Field(0.1, gt=0)
@@ -416,6 +417,7 @@ class TrainParams(Section):
     checkpoint_every: int = Field(1, gt=0)  # epochs
     keep_checkpoints: int = Field(0, ge=0)  # newest epoch checkpoints kept; 0: all
     max_failed_fraction: float = Field(0.01, ge=0, le=1)  # of an epoch's samples failing to load
+    drop_last: bool = True  # an epoch's last incomplete batch dropped (PySlowFast) | false: filled by wrapping
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when the job has a GPU
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False  # torch.compile the network

@@ -302,7 +302,8 @@ class TrainJob(submitit.helpers.Checkpointable):
         global_batch = t.batch_size
         schedule = LRSchedule(base_lr=t.base_lr, reference_batch=t.reference_batch, global_batch=global_batch,
                               epochs=t.epochs, policy=t.lr_policy, warmup_epochs=t.warmup_epochs,
-                              warmup_start_lr=t.warmup_start_lr, cosine_end_lr=t.cosine_end_lr,
+                              warmup_start_lr=t.warmup_start_lr, warmup_start_absolute=t.warmup_start_absolute,
+                              cosine_end_lr=t.cosine_end_lr,
                               steps=steps_to_epochs(t.lr_steps, t.epochs), gamma=t.lr_gamma)
         settings = TrainSettings(
             epochs=t.epochs, batch_size=global_batch // world_size, schedule=schedule, momentum=t.momentum,
@@ -310,7 +311,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             sync_weight=t.sync_weight, hard_negatives_from=t.hard_negatives_from,
             hard_negative_fraction=t.hard_negative_fraction, precise_bn_batches=t.precise_bn_batches,
             val_every=t.val_every, checkpoint_every=t.checkpoint_every, keep_checkpoints=t.keep_checkpoints,
-            max_failed_fraction=t.max_failed_fraction, seed=t.seed, workers=t.workers,
+            max_failed_fraction=t.max_failed_fraction, drop_last=t.drop_last, seed=t.seed, workers=t.workers,
             persistent_workers=t.persistent_workers, log_every=t.log_every, device=device, precision=precision,
             channels_last=True,  # channels_last_3d: 2x faster on the CPU too (the Fast stem)
             compile=t.compile, freeze_bn=t.freeze_bn, fingerprint=self.fingerprint,

@@ -44,6 +44,12 @@ def test_repository_params_validate_into_typed_sections():
         ("train.metrics=out/t.json", "train.metrics: with a family, dvc.yaml's train@<member> stages declare "
                                      "reports/metrics/train_<member>.json"),
         ("family.avslowfast.frames=8", "family.avslowfast: dataset.spec_frames: 128 log-mel frames, but the model's"),
+        ("dataset.temporal_sampling=linspace",
+         "dataset.temporal_sampling: Input should be 'auto', 'strided' or 'pyslowfast' (got 'linspace')"),
+        ("spectrogram.mel_norm=htk", "spectrogram.mel_norm: Input should be 'slaney' (got 'htk')"),
+        ("spectrogram.fixed_stats=[-7.03, 0]", "spectrogram.fixed_stats: must be [mean, std] with std > 0"),
+        ("spectrogram.fixed_stats=[1]", "spectrogram.fixed_stats.1: Field required"),
+        ("train.drop_last=sometimes", "train.drop_last: Input should be a valid boolean"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(override, message):
