@@ -82,22 +82,24 @@ class EvaluationJob:
             return {}
         device = job_device(self.run.params, self.settings, self.stage)
         run, ds, p = self.run, self.run.dataset, self.run.params
-        sampling = ds.test_sampling(clip_sampling(p.dataset, p.model))
         frames, logmel_dir = store_dirs(run)
         out: dict[str, Any] = {"splits": {split: {} for split in ds.evaluation_splits()}, "gflops_per_view": 0.0,
-                               "params_m": 0.0, "views_per_video": sampling.test_clips * sampling.test_crops,
-                               "test_crop": sampling.test_crop, "test_scale": sampling.test_scale}
+                               "params_m": 0.0}
         for target, path in self.checkpoints.items():
             model, cfg, state = load_network(path, device)
+            # (temporal_sampling auto: the frame picks the model was trained on)
+            sampling = ds.test_sampling(clip_sampling(p.dataset, p.model, weights=state))
             logmel = logmel_dir if cfg.audio is not None else None
             for split in out["splits"]:
                 clips = ClipDataset(frames, logmel, ds.store_split(split), "test", sampling,
                                     labels=ds.label_source(split), max_open_shards=p.dataset.max_open_shards)
                 out["splits"][split][target] = ds.predict(model, cfg, clips, device, self.settings)
             view = ds.view_cost(cfg, sampling)  # (separate models: both run on every view)
-            out["gflops_per_view"] = round(out["gflops_per_view"] + view.gmacs, 4)
-            out["params_m"] = round(out["params_m"] + view.mparams, 4)
-            out["model"], out["checkpoint_epoch"] = cfg.name, int(state.get("epoch", -1)) + 1
+            out["gflops_per_view"] += view.gmacs
+            out["params_m"] += view.mparams
+            out.update(model=cfg.name, checkpoint_epoch=int(state.get("epoch", -1)) + 1, test_crop=sampling.test_crop,
+                       test_scale=sampling.test_scale, views_per_video=sampling.test_clips * sampling.test_crops)
+        out["gflops_per_view"], out["params_m"] = round(out["gflops_per_view"], 4), round(out["params_m"], 4)
         return out
 
 

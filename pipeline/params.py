@@ -204,6 +204,16 @@ class SpectrogramParams(Section):
     f_min: float = Field(0.0, ge=0)
     f_max: float | None = Field(None, gt=0)  # None: half the sample rate
     log_offset: float = Field(1e-8, gt=0)  # log(S + log_offset)
+    mel_norm: Literal["slaney"] | None = None  # null: triangles of peak 1 | slaney: of area 1 (librosa's)
+    center: bool = True  # frame j centred on sample j * hop | false: starting there (the authors' librosa)
+    fixed_stats: tuple[float, float] | None = None  # [mean, std] to normalise with instead of the measured
+
+    @field_validator("fixed_stats")
+    @classmethod
+    def _positive_std(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not value[1] > 0:
+            raise ValueError("must be [mean, std] with std > 0")
+        return value
 
     @field_validator("win_length")
     @classmethod
@@ -231,6 +241,9 @@ class DatasetParams(Section):
     spec_frames: int = Field(128, gt=0)  # log-mel frames per clip (128 for ~2 s in the paper)
     hard_negative_min_shift_s: float = Field(0.5, ge=0)  # AV-sync hard negatives: audio shift
     max_open_shards: int = Field(64, gt=0)  # HDF5 files each loader process keeps open per store
+    # Slow and Fast frame picks (avsf.data.clip_dataset): strided | pyslowfast (PySlowFast's linspace) |
+    # auto: pyslowfast for weights from an official PySlowFast checkpoint, else as the weights were trained
+    temporal_sampling: Literal["auto", "strided", "pyslowfast"] = "auto"
 
     @field_validator("train_scale")
     @classmethod
@@ -331,6 +344,7 @@ class TrainParams(Section):
     lr_policy: Literal["cosine", "steps"] = "cosine"
     warmup_epochs: float = Field(34.0, ge=0)
     warmup_start_lr: float = Field(0.16, ge=0)  # at reference_batch (PySlowFast: 0.01 at batch 64)
+    warmup_start_absolute: bool = False  # true: warmup_start_lr is the LR itself, not scaled with the batch
     cosine_end_lr: float = Field(0.0, ge=0)
     lr_steps: list[float] = []  # epochs (or fractions of training, < 1) where lr *= lr_gamma
     lr_gamma: float = Field(0.1, gt=0)
@@ -346,6 +360,7 @@ class TrainParams(Section):
     checkpoint_every: int = Field(1, gt=0)  # epochs
     keep_checkpoints: int = Field(0, ge=0)  # newest epoch checkpoints kept; 0: all
     max_failed_fraction: float = Field(0.01, ge=0, le=1)  # of an epoch's samples failing to load
+    drop_last: bool = True  # an epoch's last incomplete batch dropped (PySlowFast) | false: filled by wrapping
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when the job has a GPU
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False  # torch.compile the network

@@ -139,15 +139,16 @@ class LinearProbeJob:
         p, probe = self.params, self.params.ssl.probe
         device = job_device(self.member.params, p.evaluate, STAGE)
         member = self.member.params
+        state = None  # random weights: temporal_sampling auto is strided
         if self.checkpoint is not None:
-            model, cfg, _ = load_network(self.checkpoint, device)
+            model, cfg, state = load_network(self.checkpoint, device)
         else:
             cfg = config_from_params(member.model)
             torch.manual_seed(member.train.seed)
             model = build_model(cfg).to(device)
         for param in model.parameters():  # frozen: nothing of the backbone is ever optimised
             param.requires_grad_(False)
-        sampling = replace(clip_sampling(member.dataset, member.model), test_clips=probe.test_clips,
+        sampling = replace(clip_sampling(member.dataset, member.model, weights=state), test_clips=probe.test_clips,
                            test_crops=probe.test_crops)
         frames, logmel_dir = _store(p, self.data)
         logmel = logmel_dir if cfg.audio is not None else None

@@ -8,7 +8,9 @@
 
 A clip whose audio stream is digital silence (a muted upload: zeros, log(1e-8) everywhere)
 is stored and marked ``silent``, but left out of the statistics, where its constant values
-would drag the mean down and blow the std up.
+would drag the mean down and blow the std up. With ``spectrogram.fixed_stats`` stats.json
+holds those instead of the measured mean and std (which it keeps as ``measured``), so the
+dataset normalises with them (the authors' features: their Kinetics -7.03 and 4.66).
 
 Resumable like ``decode``: a shard whose fingerprint (the code's LOGMEL_VERSION, settings,
 its frame shard, the stats split's clips) matches is kept.
@@ -92,8 +94,10 @@ def run_spectrogram(params: Params, dataset: str | None = None) -> None:
     power + log_offset) of an STFT with n_fft, win_length and hop_length at
     decode.sample_rate (the AVSlowFast paper's 16 kHz, 32 ms window, 16 ms hop, 80 HTK mel
     bins by default). Measures the mean and std of the values on the dataset's train split
-    and writes them to stats.json beside the shards (the dataset normalises at load time);
-    clips of digital silence (a muted track) are marked silent and left out of them.
+    and writes them to stats.json beside the shards (the dataset normalises at load time),
+    or spectrogram.fixed_stats instead; clips of digital silence (a muted track) are marked
+    silent and left out of them. spectrogram.mel_norm and center choose the filterbank's
+    normalisation and the framing (slaney and false: the authors' librosa features).
     Ledger: decode's rows, then ours.
     """
     ds = stage_dataset(params, dataset)
@@ -109,7 +113,7 @@ def run_spectrogram(params: Params, dataset: str | None = None) -> None:
         raise StageFailed(f"spectrogram: cannot read the frame store's index: {exc}") from None
     settings = LogMelSettings(sample_rate=ds.decode_settings(params.decode).sample_rate, n_fft=p.n_fft, win_length=p.win_length,
                               hop_length=p.hop_length, n_mels=p.n_mels, f_min=p.f_min, f_max=p.f_max,
-                              log_offset=p.log_offset)
+                              log_offset=p.log_offset, mel_norm=p.mel_norm, center=p.center)
     by_shard: dict[str, list[str]] = defaultdict(list)
     for e in entries:
         by_shard[e.shard].append(e.clip_id)
@@ -139,8 +143,11 @@ def run_spectrogram(params: Params, dataset: str | None = None) -> None:
         mean, std = 0.0, 1.0
     stats_clip_count = sum(1 for m in metas for c in m["clips"]
                            if c["has_audio"] and not c["silent"] and c["clip_id"] in stats_ids)
-    write_json(out_dir / STATS_NAME, {"mean": mean, "std": std, "split": stats_split, "clips": stats_clip_count,
-                                      "values": count, "log_offset": p.log_offset})
+    stats = {"mean": mean, "std": std, "split": stats_split, "clips": stats_clip_count, "values": count,
+             "log_offset": p.log_offset}
+    if p.fixed_stats is not None:  # what the dataset normalises with; the measured ones kept beside
+        stats.update(mean=p.fixed_stats[0], std=p.fixed_stats[1], measured={"mean": mean, "std": std})
+    write_json(out_dir / STATS_NAME, stats)
 
     failures = [Failure(f["id"], STAGE, f["reason"], f["detail"]) for m in metas for f in m["failures"]]
     upstream = carry_ledger(layout.ledger(ds.name, "decode"), failures, ledger)
@@ -167,8 +174,9 @@ def run_spectrogram(params: Params, dataset: str | None = None) -> None:
     }
     write_json(metrics_path, metrics)
     log.info("spectrogram: %d clips (%d with audio, %d of them digital silence), %d failed; mean %.3f std %.3f "
-             "over %d %s clips; %d shards (%d reused) in %.1f s; ledger %s", len(clips), metrics["with_audio"],
-             metrics["silent"], len(failures), mean, std, stats_clip_count, stats_split, len(shards),
-             metrics["shards_reused"], seconds, ledger)
+             "over %d %s clips%s; %d shards (%d reused) in %.1f s; ledger %s", len(clips), metrics["with_audio"],
+             metrics["silent"], len(failures), mean, std, stats_clip_count, stats_split,
+             "" if p.fixed_stats is None else f" (normalised with the fixed {stats['mean']}, {stats['std']})",
+             len(shards), metrics["shards_reused"], seconds, ledger)
     if entries and not clips:
         raise StageFailed(f"spectrogram: none of {len(entries)} clips could be processed; see {ledger}")

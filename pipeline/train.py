@@ -27,7 +27,7 @@ import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import submitit
 import torch
@@ -41,7 +41,7 @@ from avsf.io.atomic import write_json
 from avsf.io.digest import file_digest
 from avsf.models import ModelConfig
 from avsf.models.config import WITH_FAST
-from avsf.models.checkpoint import load_pyslowfast_checkpoint
+from avsf.models.checkpoint import load_pyslowfast_checkpoint, read_checkpoint, trained_temporal_sampling
 from avsf.models.flops import inference_params
 from avsf.train import checkpoint as ckpt
 from avsf.train.engine import Trainer, TrainResult, TrainSettings
@@ -65,33 +65,40 @@ NOT_IN_FINGERPRINT = {
 }
 
 
-def clip_sampling(d: DatasetParams, m: ModelParams) -> ClipSampling:
+def clip_sampling(d: DatasetParams, m: ModelParams, weights: Mapping | None = None) -> ClipSampling:
     """How the dataset cuts clips for the params' model: T x tau, and alpha_F when the model
-    has a Fast pathway (1 otherwise: Slow frames only)."""
+    has a Fast pathway (1 otherwise: Slow frames only). ``dataset.temporal_sampling: auto``
+    follows ``weights`` (the checkpoint a run starts from, or the one evaluated): PySlowFast's
+    picks for an official checkpoint, the picks one of ours was trained on, strided without."""
     alpha_f, _ = m.ratios()
     alpha = alpha_f if m.arch in WITH_FAST else 1
+    temporal = d.temporal_sampling
+    if temporal == "auto":
+        temporal = trained_temporal_sampling(weights) if weights is not None else "strided"
     return ClipSampling(num_frames=m.frames, stride=m.stride, alpha=alpha, train_scale=tuple(d.train_scale),
                         train_crop=d.train_crop, flip=d.flip, test_scale=d.test_scale, test_crop=d.test_crop,
                         test_clips=d.test_clips, test_crops=d.test_crops, spec_frames=d.spec_frames,
-                        hard_negative_min_shift_s=d.hard_negative_min_shift_s)
+                        hard_negative_min_shift_s=d.hard_negative_min_shift_s, temporal_sampling=temporal)
 
 
-def data_record(run: TrainRun, classes: list[str] | dict[str, list[str]], with_audio: bool) -> dict[str, Any]:
+def data_record(run: TrainRun, classes: list[str] | dict[str, list[str]], with_audio: bool,
+                sampling: ClipSampling | None = None) -> dict[str, Any]:
     """How the run's inputs were made, saved in every checkpoint (``data``): what it takes to
     decode, sample and normalise a new video exactly as the store and the test views did
-    (``avsf.predict``), and the class names the outputs mean."""
+    (``avsf.predict``), and the class names the outputs mean. ``sampling``: the run's, its
+    temporal sampling resolved (default: the params' without initial weights)."""
     params = run.params
     d, s = run.dataset.decode_settings(params.decode), params.spectrogram
     record: dict[str, Any] = {
         "classes": list(classes),
         "decode": {"fps": d.fps, "short_side": d.short_side, "jpeg_quality": d.jpeg_quality,
                    "sample_rate": d.sample_rate},
-        "sampling": asdict(clip_sampling(params.dataset, params.model)),
+        "sampling": asdict(sampling or clip_sampling(params.dataset, params.model)),
     }
     if with_audio:
         stats = json.loads((store_dirs(run)[1] / STATS_NAME).read_text())
-        record["spectrogram"] = {k: getattr(s, k) for k in
-                                 ("n_fft", "win_length", "hop_length", "n_mels", "f_min", "f_max", "log_offset")}
+        record["spectrogram"] = {k: getattr(s, k) for k in ("n_fft", "win_length", "hop_length", "n_mels", "f_min",
+                                                            "f_max", "log_offset", "mel_norm", "center")}
         record["audio_stats"] = {"mean": float(stats["mean"]), "std": float(stats["std"])}
     return record
 
@@ -274,7 +281,8 @@ class TrainJob(submitit.helpers.Checkpointable):
         if cuda:
             torch.cuda.set_device(local_rank)
         cfg = config_from_params(p.model, head=ds.head(p.model, run.target, t.objective))
-        sampling = clip_sampling(p.dataset, p.model)
+        init = read_checkpoint(t.init_checkpoint) if t.init_checkpoint else None
+        sampling = clip_sampling(p.dataset, p.model, weights=init)
         frames, logmel_dir = store_dirs(run)
         logmel = logmel_dir if cfg.audio is not None else None
         shards = p.dataset.max_open_shards
@@ -287,7 +295,8 @@ class TrainJob(submitit.helpers.Checkpointable):
         global_batch = t.batch_size
         schedule = LRSchedule(base_lr=t.base_lr, reference_batch=t.reference_batch, global_batch=global_batch,
                               epochs=t.epochs, policy=t.lr_policy, warmup_epochs=t.warmup_epochs,
-                              warmup_start_lr=t.warmup_start_lr, cosine_end_lr=t.cosine_end_lr,
+                              warmup_start_lr=t.warmup_start_lr, warmup_start_absolute=t.warmup_start_absolute,
+                              cosine_end_lr=t.cosine_end_lr,
                               steps=steps_to_epochs(t.lr_steps, t.epochs), gamma=t.lr_gamma)
         settings = TrainSettings(
             epochs=t.epochs, batch_size=global_batch // world_size, schedule=schedule, momentum=t.momentum,
@@ -295,19 +304,19 @@ class TrainJob(submitit.helpers.Checkpointable):
             sync_weight=t.sync_weight, hard_negatives_from=t.hard_negatives_from,
             hard_negative_fraction=t.hard_negative_fraction, precise_bn_batches=t.precise_bn_batches,
             val_every=t.val_every, checkpoint_every=t.checkpoint_every, keep_checkpoints=t.keep_checkpoints,
-            max_failed_fraction=t.max_failed_fraction, seed=t.seed, workers=t.workers,
+            max_failed_fraction=t.max_failed_fraction, drop_last=t.drop_last, seed=t.seed, workers=t.workers,
             persistent_workers=t.persistent_workers, log_every=t.log_every, device=device, precision=precision,
             channels_last=True,  # channels_last_3d: 2x faster on the CPU too (the Fast stem)
             compile=t.compile, freeze_bn=t.freeze_bn, fingerprint=self.fingerprint,
             cfg_text=yaml.safe_dump({"model": p.model.model_dump(), "dataset": p.dataset.model_dump(),
                                      "train": t.model_dump()}, sort_keys=False),
-            data_record={**data_record(run, ds.class_names() or train_set.classes, logmel is not None),
+            data_record={**data_record(run, ds.class_names() or train_set.classes, logmel is not None, sampling),
                          **ds.record(), "target": run.target, "objective": t.objective},
         )
         init_state = None
-        if t.init_checkpoint:
+        if init is not None:
             # A fine-tuning dataset's head is always new: its classes are not Kinetics'
-            init_state = _initial_weights(cfg, t.init_checkpoint, t.seed, replace_head=run.replace_head)
+            init_state = _initial_weights(cfg, init, t.init_checkpoint, t.seed, replace_head=run.replace_head)
         return Trainer(cfg, settings, train_set, val_set if len(val_set) else None, str(run.paths.out_dir),
                        should_stop=stop.requested, init_state=init_state, task=ds.task(run.target, t.objective))
 
@@ -412,14 +421,15 @@ def _clear_checkpoints(out_dir: Path) -> None:
         old.unlink(missing_ok=True)
 
 
-def _initial_weights(cfg: ModelConfig, path: str, seed: int, replace_head: bool = False) -> dict[str, torch.Tensor]:
-    """The weights of ``path`` (PySlowFast or ours) mapped onto a fresh ``cfg`` model (its
-    new tensors initialised from ``seed``: a rerun starts from the same weights); with
-    ``replace_head`` the checkpoint's head is left out whatever its shape."""
+def _initial_weights(cfg: ModelConfig, checkpoint: Mapping, path: str, seed: int, replace_head: bool = False
+                     ) -> dict[str, torch.Tensor]:
+    """The weights of ``checkpoint`` (PySlowFast's or ours, as read from ``path``) mapped onto a fresh ``cfg``
+    model (its new tensors initialised from ``seed``: a rerun starts from the same weights);
+    with ``replace_head`` the checkpoint's head is left out whatever its shape."""
     from avsf.models import build_model
 
     torch.manual_seed(seed)
     model = build_model(cfg)
-    report = load_pyslowfast_checkpoint(model, path, skip_prefixes=("head.",) if replace_head else None)
+    report = load_pyslowfast_checkpoint(model, checkpoint, skip_prefixes=("head.",) if replace_head else None)
     log.info("train: initial weights from %s: %s", path, report.summary())
     return model.state_dict()

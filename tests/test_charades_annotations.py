@@ -139,7 +139,7 @@ def test_a_clip_dataset_over_charades_labels_yields_multi_hot_targets(tmp_path):
     ds = ClipDataset(frames_dir, None, "train", "test", sampling, labels=labels)
     assert len(ds) == 3 and labels.missing == ["MISSING"]
     items = [ds[i] for i in range(3)]
-    # 90 frames, 16-frame clips at 0, 37, 74: [0, 0.53) s, [1.23, 1.77) s, [2.47, 3.0) s.
-    assert [round(i["start_s"] * 30) for i in items] == [0, 37, 74]
-    assert [{int(k) for k in i["labels"].nonzero()} for i in items] == [{1}, {2}, {2}]
+    # 90 frames, 16-frame clips at 74 i / 3 (PySlowFast's rule): [0, 0.53) s, [0.8, 1.33) s, [1.63, 2.17) s.
+    assert [round(i["start_s"] * 30) for i in items] == [0, 24, 49]
+    assert [{int(k) for k in i["labels"].nonzero()} for i in items] == [{1}, {1, 2}, {2}]
     assert all(i["video"] == 0 and i["loaded"] and i["labels"].shape == (157,) for i in items)

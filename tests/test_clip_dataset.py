@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -19,7 +22,7 @@ from avsf.data.clip_dataset import (
     normalize_video,
 )
 from avsf.data.jpeg import decode_jpeg
-from avsf.data.logmel import hz_to_mel
+from avsf.data.logmel import LogMelSettings, hz_to_mel, log_mel
 from avsf.data.store import StoreReader
 from clip_factory import ClipSpec, build_store, frame_index
 from conftest import REPO
@@ -78,7 +81,36 @@ def test_fast_frames_are_consecutive_at_tau_over_alpha_and_test_clips_uniform(st
         assert slow == [start + 8 * i for i in range(4)]
         assert item["start_s"] == pytest.approx(start / 30)
         starts.append(start)
-    assert starts == [0, 29, 58]  # uniform over the 90 - 32 possible starts
+    assert starts == [0, 19, 38]  # PySlowFast's uniform clips: 58 * i / 3 of the 90 - 32 later starts
+
+
+def test_pyslowfast_temporal_sampling_picks_frames_by_linspace(store):
+    """PySlowFast's picks: Fast at linspace(start, start + 31, 16), Slow at linspace(0, 15, 4) of
+    those (frames 0, 10, 20, 31 of the 32 where strided takes 0, 8, 16, 24); test clips start
+    between frames (58 * i / 3), and the audio window starts where the clip does."""
+    sampling = dataclasses.replace(SAMPLING, temporal_sampling="pyslowfast")
+    test = dataset(store, "test", sampling)
+    square = video_index(test, "square")
+    clip0 = test[(square * 3 + 0) * 3 + 1]
+    assert [frame_index(f.permute(1, 2, 0).numpy()) for f in clip0["fast"].unbind(1)] == [*range(0, 30, 2), 31]
+    assert [frame_index(f.permute(1, 2, 0).numpy()) for f in clip0["slow"].unbind(1)] == [0, 10, 20, 31]
+    for clip in (1, 2):
+        start = Fraction(58 * clip, 3)
+        item = test[(square * 3 + clip) * 3 + 1]
+        assert item["start_s"] == pytest.approx(float(start) / 30)
+        expected = [math.floor(start + Fraction(31 * k, 15)) for k in range(16)]  # (40 and 49 among them, exactly)
+        assert [frame_index(f.permute(1, 2, 0).numpy()) for f in item["fast"].unbind(1)] == expected
+        assert [frame_index(f.permute(1, 2, 0).numpy()) for f in item["slow"].unbind(1)] == expected[::5]
+    torch.manual_seed(0)
+    whole = dataclasses.replace(sampling, train_scale=(48, 48), train_crop=48, flip=False)  # stripes kept readable
+    train = dataset(store, sampling=whole)
+    item = train[video_index(train, "square")]
+    start = round(item["start_s"] * 30)
+    slow = [frame_index(f.permute(1, 2, 0).numpy()) for f in item["slow"].unbind(1)]
+    assert slow == [start + d for d in (0, 10, 20, 31)]
+    assert torch.equal(item["slow"], item["fast"][:, [0, 5, 10, 15]])
+    blank = test._blank_item(0)
+    assert blank["slow"].shape == (3, 4, 48, 48)
 
 
 def test_test_crops_are_left_centre_right_of_the_stored_frame(store):
@@ -135,9 +167,9 @@ def test_a_flash_and_its_sound_land_in_the_same_place(store):
         assert EVENT[0] - hop <= burst_time(ds, item) <= EVENT[1] + hop
         checked += 1
     assert checked >= 5
-    # Test sampling: clip 1 of 3 starts at frame 44 and holds the event halfway along.
-    item = dataset(store, "test")[flash * 9 + 3 + 1]
-    assert item["start_s"] == pytest.approx(44 / 30)
+    # Test sampling: clip 2 of 3 starts at frame 58 (88 * 2 / 3) and holds the event at frames 60-61.
+    item = dataset(store, "test")[flash * 9 + 2 * 3 + 1]
+    assert item["start_s"] == pytest.approx(58 / 30)
     assert EVENT[0] - hop <= burst_time(ds, item) <= EVENT[1] + hop
 
 
@@ -180,6 +212,37 @@ def test_audio_is_normalised_and_a_clip_without_audio_is_the_normalised_mean(sto
     assert np.allclose(item["audio"][0].numpy() * stats["std"] + stats["mean"], expected, atol=1e-4)
 
 
+AUTHORS_FEATURES = {"spectrogram.mel_norm": "slaney", "spectrogram.center": False,
+                    "spectrogram.fixed_stats": [-7.03, 4.66]}
+
+
+def test_the_authors_log_mel_features_are_stored_timed_and_normalised_as_theirs(tmp_path):
+    """spectrogram.mel_norm slaney, center false, fixed_stats [-7.03, 4.66]: the stage stores
+    the authors' features (log_mel with those settings), normalised with their Kinetics
+    statistics (the measured ones kept beside), and the dataset reads each unpadded row at
+    its centre, half a window (16 ms) after its first sample."""
+    frames_dir, logmel_dir = build_store(tmp_path, SPECS[:1], {"decode.short_side": 48, **AUTHORS_FEATURES})
+    stats = json.loads((logmel_dir / "stats.json").read_text())
+    assert (stats["mean"], stats["std"]) == (-7.03, 4.66) and set(stats["measured"]) == {"mean", "std"}
+    reader = StoreReader(frames_dir, logmel_dir)
+    [entry] = reader.entries
+    attrs = reader.attrs(entry, store="logmel")
+    assert (attrs["mel_norm"], attrs["center"], attrs["first_row_s"]) == ("slaney", False, 0.016)
+    rows = reader.logmel(entry, 0, 10**9)
+    settings = LogMelSettings(mel_norm="slaney", center=False)
+    pcm = torch.from_numpy(reader.audio(entry).astype(np.float32) / 32768)
+    assert np.allclose(rows, log_mel(pcm, settings).numpy(), atol=0.01, rtol=0)  # float16 in the store
+    assert len(rows) == 1 + (len(pcm) - 512) // 256
+    ds = ClipDataset(frames_dir, logmel_dir, "train", "train", SAMPLING)
+    assert (ds.mean, ds.std) == (-7.03, 4.66)
+    torch.manual_seed(4)
+    item = ds[0]
+    times = item["start_s"] + (np.arange(64) + 0.5) * (32 / 30) / 64
+    centres = 0.016 + np.arange(len(rows)) / 62.5
+    expected = np.stack([np.interp(times, centres, rows[:, m].astype(np.float64)) for m in range(80)], axis=1)
+    assert np.allclose(item["audio"][0].numpy() * 4.66 - 7.03, expected, atol=1e-4)
+
+
 def test_dataloader_workers_read_the_same_items(store):
     ds = dataset(store, "test")
     loader = DataLoader(ds, batch_size=9, num_workers=2)
@@ -202,13 +265,15 @@ def test_sampling_rejects_a_stride_alpha_does_not_divide():
         ClipSampling(num_frames=8, stride=6, alpha=4)
 
 
-def test_device_decoding_gives_the_worker_path_frames(store):
+@pytest.mark.parametrize("temporal", ["strided", "pyslowfast"])
+def test_device_decoding_gives_the_worker_path_frames(store, temporal):
     """decode_on="device" hands JPEGs and crops to DeviceFrameDecoder (nvJPEG on CUDA; here
     its CPU path), which must give what the workers would have made."""
-    worker = dataset(store)
-    device = dataset(store, decode_on="device")
+    sampling = dataclasses.replace(SAMPLING, temporal_sampling=temporal)
+    worker = dataset(store, sampling=sampling)
+    device = dataset(store, sampling=sampling, decode_on="device")
     loader = DataLoader(device, batch_size=3, collate_fn=collate_clips)
-    decoder = DeviceFrameDecoder(SAMPLING, SAMPLING.train_crop, device="cpu")
+    decoder = DeviceFrameDecoder(sampling, SAMPLING.train_crop, device="cpu")
     for seed in range(3):
         batches = iter(loader)  # (making the iterator draws from the RNG: seed after it)
         torch.manual_seed(seed)
@@ -217,7 +282,7 @@ def test_device_decoding_gives_the_worker_path_frames(store):
         expected = [worker[i] for i in range(3)]
         assert batch["fast"].shape == (3, 3, 16, 40, 40) and batch["slow"].shape == (3, 3, 4, 40, 40)
         for k, item in enumerate(expected):
-            assert torch.equal(batch["fast"][k], item["fast"])
+            assert torch.equal(batch["fast"][k], item["fast"]) and torch.equal(batch["slow"][k], item["slow"])
             assert torch.equal(batch["audio"][k], item["audio"])
 
 

@@ -55,7 +55,8 @@ def project(tmp_path_factory) -> Path:
             shutil.copy2(source, root / name)
     # Jobs in-process (submitit's debug executor): the stages' own work as it runs anywhere,
     # without a second interpreter per stage (test_launch and test_slurm cover the executors).
-    write_params(root / "params.yaml", {"launch.cluster": "debug"})
+    # Batches of 4: the 15 training clips make 3 steps, a curve, with the last incomplete batch dropped.
+    write_params(root / "params.yaml", {"launch.cluster": "debug", "train.batch_size": 4, "train.reference_batch": 4})
     (root / ".gitignore").write_text((REPO / ".gitignore").read_text())
     sh("git", "init", "-q", cwd=root)
     dvc("init", "-q", cwd=root)

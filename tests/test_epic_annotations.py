@@ -198,6 +198,6 @@ def test_a_clip_dataset_over_epic_segments_yields_their_targets(tmp_path):
     assert len(ds) == 2 and labels.missing == ["P90_02_0"]
     items = [ds[0], ds[1]]
     assert [(i["verb"], i["noun"], i["segment"], i["loaded"]) for i in items] == [(4, 7, 0, True)] * 2
-    # Frames [15, 75) of the stored video: the first clip starts at 15, the last ends at 75.
-    assert [round(i["start_s"] * 30) for i in items] == [15, 75 - sampling.span]
+    # Frames [15, 75) of the stored video: clip i of 2 starts at 15 + (60 - 16) i / 2 (PySlowFast's rule).
+    assert [round(i["start_s"] * 30) for i in items] == [15, 15 + (60 - sampling.span) // 2]
     assert items[0]["fast"].shape == (3, 16, 32, 32)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pytest
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from avsf.models import HeadConfig, build_model, example_inputs, model_config
-from avsf.models.checkpoint import CheckpointError, load_pyslowfast_checkpoint, read_state_dict
+from avsf.models.checkpoint import CheckpointError, load_pyslowfast_checkpoint, read_checkpoint, read_state_dict
 
 SLOW_W, FAST_W, CLASSES = 8, 1, 5  # narrow SlowFast: beta = 1/8
 
@@ -283,3 +283,92 @@ def test_unreadable_checkpoints_are_refused(tmp_path):
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read"):
         read_state_dict(junk)
+
+
+# --------------------------------------------------------------------------- an official checkpoint on a clip
+
+
+def pyslowfast_clip(frames: torch.Tensor, clip_idx: int, num_clips: int, t: int, tau: int, alpha: int):
+    """PySlowFast's test clip, from its definitions (decoder.get_start_end_idx, temporal_sampling,
+    utils.pack_pathway_output), of ``frames`` uint8 [F, H, W, 3] at the target 30 fps:
+    NUM_FRAMES = alpha * t Fast frames at SAMPLING_RATE = tau / alpha. Returns (slow, fast) [3, T, H, W]."""
+    clip_size = alpha * t * (tau // alpha) * 30 / 30  # num_frames * sampling_rate * fps / target_fps
+    delta = max(frames.shape[0] - clip_size, 0)
+    start = delta * clip_idx / num_clips
+    index = torch.clamp(torch.linspace(start, start + clip_size - 1, alpha * t), 0, frames.shape[0] - 1).long()
+    fast = frames[index].permute(3, 0, 1, 2)
+    slow = fast[:, torch.linspace(0, fast.shape[1] - 1, fast.shape[1] // alpha).long()]
+    return slow, fast
+
+
+@pytest.fixture(scope="module")
+def square_store(tmp_path_factory):
+    from clip_factory import ClipSpec, build_store
+
+    spec = ClipSpec("square", seconds=3.0, size=(48, 48), audio_seconds=0)  # 90 frames, each its own
+    frames_dir, _ = build_store(tmp_path_factory.mktemp("official"), [spec], {"decode.short_side": 48})
+    return frames_dir
+
+
+def test_an_official_checkpoint_scores_a_clip_as_pyslowfast_samples_it(checkpoint, square_store):
+    """The README's example: an official SlowFast .pyth on a stored clip with
+    temporal_sampling="pyslowfast" gives the logits of the frames PySlowFast's own loader
+    picks (its Slow frames 0 and 15 of 16 Fast ones; strided takes 0 and 8); and
+    ``dataset.temporal_sampling: auto`` picks that rule for such a checkpoint."""
+    from avsf.data.clip_dataset import ClipDataset, ClipSampling, normalize_video
+    from avsf.data.jpeg import decode_jpeg
+    from avsf.data.store import StoreReader
+
+    path, _ = checkpoint
+    model = tiny("slowfast")  # 2x16: alpha 8, 16 Fast frames 2 apart
+    load_pyslowfast_checkpoint(model, path)
+    model.eval()
+    sampling = ClipSampling(num_frames=2, stride=16, alpha=8, test_scale=48, test_crop=48, test_clips=3,
+                            test_crops=1, temporal_sampling="pyslowfast")
+    clips = ClipDataset(square_store, None, "train", "test", sampling)
+    strided = ClipDataset(square_store, None, "train", "test",
+                          dataclasses.replace(sampling, temporal_sampling="strided"))
+    reader = StoreReader(square_store)
+    stored = torch.from_numpy(np.stack([decode_jpeg(j) for j in reader.frames(clips.entries[0], 0, 10**6)]))
+
+    def logits(slow, fast):
+        with torch.no_grad():
+            return model([normalize_video(slow[None]), normalize_video(fast[None])])
+
+    for clip in range(3):
+        item = clips[clip]
+        slow, fast = pyslowfast_clip(stored, clip, 3, t=2, tau=16, alpha=8)
+        theirs = logits(slow, fast)
+        assert torch.equal(logits(item["slow"], item["fast"]), theirs)
+        other = strided[clip]
+        assert not torch.allclose(logits(other["slow"], other["fast"]), theirs, atol=1e-3)
+
+    from pipeline.params import load_params
+    from pipeline.train import clip_sampling
+    from conftest import REPO
+
+    params = load_params(REPO / "params.yaml", ["model.arch=slowfast"])
+    assert params.dataset.temporal_sampling == "auto"
+    assert clip_sampling(params.dataset, params.model, weights=read_checkpoint(path)).temporal_sampling == "pyslowfast"
+
+
+def test_auto_temporal_sampling_follows_how_the_weights_were_trained(tmp_path, checkpoint):
+    """An official .pyth or Caffe2 .pkl: PySlowFast's picks; one of ours: the picks its data
+    record says (strided where it says none: every run before the option); no weights: strided."""
+    from avsf.data.clip_dataset import ClipSampling
+    from pipeline.params import load_params
+    from pipeline.train import clip_sampling
+    from conftest import REPO
+
+    params = load_params(REPO / "params.yaml")
+    pkl = tmp_path / "SLOWFAST.pkl"
+    write_caffe2(pkl, Layout())
+    ours = {"model_state": {}, "avsf": {}, "data": {"sampling": asdict(ClipSampling(temporal_sampling="pyslowfast"))}}
+    older = {"model_state": {}, "avsf": {}, "data": {"sampling": {"num_frames": 8}}}
+    resolved = {name: clip_sampling(params.dataset, params.model, weights).temporal_sampling
+                for name, weights in (("official", read_checkpoint(checkpoint[0])), ("caffe2", read_checkpoint(pkl)),
+                                      ("ours", ours), ("older", older), ("none", None))}
+    assert resolved == {"official": "pyslowfast", "caffe2": "pyslowfast", "ours": "pyslowfast", "older": "strided",
+                        "none": "strided"}
+    explicit = load_params(REPO / "params.yaml", ["dataset.temporal_sampling=strided"])
+    assert clip_sampling(explicit.dataset, explicit.model, read_checkpoint(pkl)).temporal_sampling == "strided"

@@ -55,6 +55,12 @@ def test_repository_params_validate_into_typed_sections():
                                        "model.frames x alpha_a = 8 x 32"),
         ("family.slowfast.stride=10", "family.slowfast.stride: 10 is not a multiple of the Fast pathway's alpha"),
         ("train.batch_size=7", "train.batch_size: 7 does not split evenly over 2 ranks"),
+        ("dataset.temporal_sampling=linspace",
+         "dataset.temporal_sampling: Input should be 'auto', 'strided' or 'pyslowfast' (got 'linspace')"),
+        ("spectrogram.mel_norm=htk", "spectrogram.mel_norm: Input should be 'slaney' (got 'htk')"),
+        ("spectrogram.fixed_stats=[-7.03, 0]", "spectrogram.fixed_stats: must be [mean, std] with std > 0"),
+        ("spectrogram.fixed_stats=[1]", "spectrogram.fixed_stats.1: Field required"),
+        ("train.drop_last=sometimes", "train.drop_last: Input should be a valid boolean"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(override, message):

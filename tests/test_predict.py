@@ -50,11 +50,14 @@ def world(tmp_path_factory) -> dict:
             "tone": root / "data/kinetics/clips" / f"{TONE.clip_id}.mp4", "mute": root / "data/kinetics/clips" / f"{MUTE.clip_id}.mp4"}
 
 
-def write_checkpoint(root: Path, arch: str, with_data: bool = True) -> Path:
+def write_checkpoint(root: Path, arch: str, with_data: bool = True, overrides: dict | None = None,
+                     name: str = "") -> Path:
     """A tiny untrained ``arch`` model as the train stage saves it: model_state, model_config
-    and the data record of the store under ``root``. Its classifier is drawn large (std 1) so
-    that the classes' scores differ visibly and depend on the video."""
-    params = load_params(write_params(root / f"params-{arch}.yaml", {**OVERRIDES, "model.arch": arch}))
+    and the data record of the store under ``root`` (params with ``overrides``). Its
+    classifier is drawn large (std 1) so that the classes' scores differ visibly and depend
+    on the video."""
+    params = load_params(write_params(root / f"params-{arch}{name}.yaml",
+                                      {**OVERRIDES, "model.arch": arch, **(overrides or {})}))
     cfg = config_from_params(params.model)
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -65,7 +68,7 @@ def write_checkpoint(root: Path, arch: str, with_data: bool = True) -> Path:
         with pytest.MonkeyPatch.context() as mp:
             mp.chdir(root)  # the store's paths in params are relative to the project
             state["data"] = data_record(training_run(params), CLASSES, cfg.audio is not None)
-    path = root / f"{arch}{'' if with_data else '-no-data'}.pyth"
+    path = root / f"{arch}{'' if with_data else '-no-data'}{name}.pyth"
     torch.save(state, path)
     return path
 
@@ -114,6 +117,26 @@ def test_scores_equal_the_store_views_of_the_same_video(world, arch):
     assert record["views"] == 1 and record["path"] == str(world["tone"])
     one_view = store_scores(world, arch, TONE, test_clips=1, test_crops=1)
     assert {t["class"]: t["score"] for t in record["top"]} == dict(zip(CLASSES, one_view.tolist()))
+
+
+def test_the_record_carries_the_runs_temporal_sampling_and_log_mel_settings(world):
+    """PySlowFast's frame picks (a run from an official checkpoint) and the authors' log-mel
+    settings travel in the checkpoint's record, so predict scores a video as that run's
+    test views do."""
+    path = write_checkpoint(world["root"], "slowfast", overrides={"dataset.temporal_sampling": "pyslowfast"},
+                            name="-pyslowfast")
+    predictor = load_predictor(path)
+    assert predictor.data.sampling.temporal_sampling == "pyslowfast"
+    ours = predict_video(predictor, world["tone"])
+    views = ClipDataset(world["frames"], None, TONE.split, "test", predictor.data.sampling)
+    expected = predict_views(predictor.model, predictor.cfg, views, batch_size=8).scores[0]
+    np.testing.assert_array_equal(ours.scores, expected)
+    strided = predict_video(load_predictor(world["ckpt"]["slowfast"]), world["tone"])  # the same weights
+    assert np.abs(ours.scores - strided.scores).max() > 1e-4
+    authors = write_checkpoint(world["root"], "avslowfast", name="-authors",
+                               overrides={"spectrogram.mel_norm": "slaney", "spectrogram.center": False})
+    logmel = load_predictor(authors).data.logmel
+    assert (logmel.mel_norm, logmel.center, logmel.first_row_s) == ("slaney", False, 0.016)
 
 
 def test_the_printed_top_5_are_the_highest_classes_in_order(world):

@@ -20,7 +20,7 @@ from avsf.train.engine import TooManyLoadFailures, TrainingDiverged, drop_audio_
 from avsf.train.precise_bn import update_bn_stats
 from avsf.train.recipe import LRSchedule, build_optimizer, hard_negative_fraction
 from avsf.train.sampler import EpochSampler
-from pipeline.runs import training_run
+from pipeline.runs import pretrain_run, training_run
 from pipeline.train import TrainJob
 from train_factory import make_store, model_weights, precise_bn_rank, same_weights, train_params
 
@@ -37,6 +37,25 @@ def test_learning_rate_warms_up_linearly_then_follows_the_half_cosine():
     assert s(34) == pytest.approx(peak)
     assert s(98) == pytest.approx(0.05)  # half way: half the base LR of 0.1 at batch 64
     assert s(196) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_an_absolute_warm_up_start_is_the_lr_itself_at_any_batch():
+    """AVSlowFast A.8: warm-up "from 0.001" while the reference LR is 1.6 @ 1024: at batch 64
+    (base 0.1) the first LR is still 0.001, not 0.001 x 64 / 1024; the steps policy after it."""
+    recipe = dict(base_lr=1.6, reference_batch=1024, epochs=120, policy="steps", warmup_epochs=10,
+                  warmup_start_lr=0.001, steps=(80, 100, 110))
+    for batch in (1024, 64, 8):
+        s = LRSchedule(global_batch=batch, warmup_start_absolute=True, **recipe)
+        base = 1.6 * batch / 1024
+        assert [s(e) for e in (0, 5, 10, 80, 100, 110)] == pytest.approx(
+            [0.001, 0.001 + (base - 0.001) / 2, base, base / 10, base / 100, base / 1000])
+    scaled = LRSchedule(global_batch=64, warmup_start_absolute=False, **recipe)
+    assert scaled(0) == pytest.approx(0.001 / 16)  # a value at the reference batch, scaled as base_lr
+    from conftest import REPO
+    from pipeline.params import load_params
+
+    ssl = pretrain_run(load_params(REPO / "params.yaml"), "avs_rotation").params.train
+    assert (ssl.warmup_start_lr, ssl.warmup_start_absolute) == (0.001, True)
 
 
 def test_step_policy_and_the_curriculum():
@@ -57,7 +76,7 @@ def test_no_weight_decay_on_batch_norm_and_nesterov_as_an_option():
 
 
 def test_sampler_deals_one_permutation_to_every_rank_and_resumes_mid_epoch():
-    ranks = [EpochSampler(10, batch_size=2, seed=3, rank=r, world_size=2) for r in range(2)]
+    ranks = [EpochSampler(10, batch_size=2, seed=3, rank=r, world_size=2, drop_last=False) for r in range(2)]
     for s in ranks:
         s.set_epoch(5)
     keys = [list(s) for s in ranks]
@@ -66,11 +85,31 @@ def test_sampler_deals_one_permutation_to_every_rank_and_resumes_mid_epoch():
     assert set(indices) == set(range(10))
     seeds = [k.seed for part in keys for k in part]
     assert len(set(seeds)) == 12  # every position its own seed, the padding included
-    again = EpochSampler(10, batch_size=2, seed=3, rank=1, world_size=2)
+    again = EpochSampler(10, batch_size=2, seed=3, rank=1, world_size=2, drop_last=False)
     again.set_epoch(5, start_batch=2)
     assert list(again) == keys[1][4:]
     again.set_epoch(6)
     assert [k.index for k in again] != [k.index for k in keys[1]]  # reshuffled every epoch
+
+
+@pytest.mark.parametrize(("size", "world", "batch", "dropped", "wrapped"), [
+    (10, 2, 2, 2, 3),  # 5 per rank: 2 whole batches; wrapped, 12 positions: 3
+    (10, 1, 4, 2, 3),
+    (15, 4, 2, 2, 2),  # PySlowFast's DistributedSampler pads 15 to 16: 4 per rank, 2 batches
+    (17, 4, 2, 2, 3),  # 5 per rank: 2 batches, one sample of each rank left for another epoch
+    (3, 2, 4, 1, 1),  # less than a batch per rank: one batch, wrapped around, rather than none
+])
+def test_training_drops_the_last_incomplete_batch_as_pyslowfast(size, world, batch, dropped, wrapped):
+    """drop_last (the default, PySlowFast's training loader): ceil(size / world) // batch whole
+    batches per rank; drop_last=False: the permutation wraps around to fill the last one."""
+    for drop_last, batches in ((True, dropped), (False, wrapped)):
+        ranks = [EpochSampler(size, batch, seed=1, rank=r, world_size=world, drop_last=drop_last)
+                 for r in range(world)]
+        keys = [list(s) for s in ranks]
+        assert [s.batches_per_epoch for s in ranks] == [batches] * world
+        assert [len(k) for k in keys] == [batches * batch] * world
+        taken = batches * batch * world  # the first positions of the epoch's permutation, wrapped
+        assert len({k.index for part in keys for k in part}) == min(taken, size)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -150,6 +189,13 @@ def test_avslowfast_resumes_exactly_with_dropout_drop_pathway_sync_and_more_work
     assert 0 < straight.history[0]["sync_loss"] and 0 <= straight.history[0]["audio_dropped"] <= 1
 
 
+def test_train_drop_last_sets_the_steps_of_an_epoch(store, tmp_path, monkeypatch):
+    for drop_last, steps in ((True, 2), (False, 3)):  # 12 training clips in batches of 5
+        root, params = run_dir(tmp_path, store, {"train.batch_size": 5, "train.reference_batch": 5,
+                                                 "train.drop_last": drop_last}, name=f"drop_last_{drop_last}")
+        assert trainer_for(root, params, monkeypatch).steps_per_epoch == steps
+
+
 def test_a_non_finite_loss_stops_the_run_naming_epoch_and_step(store, tmp_path, monkeypatch):
     root, params = run_dir(tmp_path, store, {"train.lr_policy": "steps", "train.lr_steps": [1],
                                              "train.lr_gamma": 1e30})
@@ -191,7 +237,7 @@ def test_a_sample_that_fails_to_load_is_replaced_and_recorded(store, tmp_path, m
 
 def test_a_validation_clip_that_fails_is_recorded_once(store, tmp_path, monkeypatch):
     root, params = run_dir(tmp_path, store, {"train.epochs": 2})
-    clip_id = break_clip(root / "data" / "kinetics" / "store", "b11")  # a validation clip
+    clip_id = break_clip(root / "data" / "kinetics" / "store", "b13")  # a validation clip
     monkeypatch.chdir(root)
     summary = TrainJob(training_run(params), "fp")()
     assert summary["final"]["videos"] == 3 and summary["load_failures"] == 3  # 2 validations and the final one

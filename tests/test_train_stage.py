@@ -156,7 +156,7 @@ def two_ranks(store, tmp_path_factory) -> Path:
 
 def test_two_ranks_with_gloo_train_one_model(two_ranks):
     metrics = json.loads((two_ranks / "reports/kinetics/train/model/summary.json").read_text())
-    assert metrics["ranks"] == 2 and metrics["steps"] == EPOCHS * 3  # 10 clips, 2 ranks x 2 per step: 3 steps
+    assert metrics["ranks"] == 2 and metrics["steps"] == EPOCHS * 3  # 12 clips, 2 ranks x 2 per step: 3 steps
     assert metrics["last_epoch"]["ranks"] == 2 and metrics["last_epoch"]["rank_weight_spread"] == 0.0
     assert metrics["final"]["videos"] == 4  # the val set split over the ranks, counted once
 

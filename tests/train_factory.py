@@ -1,8 +1,9 @@
 """A tiny store and tiny training params for the training tests.
 
 Two classes told apart by picture and sound (a low tone on a dark frame, a high tone on a
-bright one), 10 training and 4 validation clips of 2 s, frames stored at short side 40, a
-tiny model at 32 x 32: a few training steps cost well under a second.
+bright one), 12 training and 4 validation clips of 2 s, frames stored at short side 40, a
+tiny model at 32 x 32: a few training steps cost well under a second. Batches of 4 split
+12 clips evenly, on one rank or two: 3 steps an epoch whether the last batch is dropped or not.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pipeline.params import Params, load_params
 from conftest import REPO, write_params
 
 SPECS = [ClipSpec(f"{'ab'[i % 2]}{i:02d}", seconds=2.0, size=(48, 40), noise=0.02, label="ab"[i % 2],
-                  tone_hz=(300.0, 1500.0)[i % 2], split="val" if i >= 10 else "train") for i in range(14)]
+                  tone_hz=(300.0, 1500.0)[i % 2], split="val" if i >= 12 else "train") for i in range(16)]
 
 TRAIN_OVERRIDES = {
     "launch.cluster": "local",

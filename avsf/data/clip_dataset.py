@@ -7,15 +7,25 @@ For a clip of ``T x tau`` (Slow: T frames, one every tau) with Fast rate ``alpha
     Slow          |f0 ....... f8 ...|           every alpha-th Fast frame (T frames)
     log-mel       [t0 ──────────── t1)          the same time span, resampled to spec_frames rows
 
+That is ``temporal_sampling="strided"``; ``"pyslowfast"`` picks frames as PySlowFast does
+(its ``temporal_sampling`` and ``pack_pathway_output``): the Fast frames at
+``linspace(start, start + T * tau - 1, alpha * T)`` and the Slow frames at
+``linspace(0, alpha * T - 1, T)`` of those, truncated to integers (Slow frames 0, 10, 20, 31
+of 32 where strided takes 0, 8, 16, 24), which is what its checkpoints were trained on.
+
 Time is shared by all three: frame k is shown from k / fps, log-mel row j is centred on
-j / rows_per_second, and output row i of the audio window sits at
+j / rows_per_second (plus the store's ``first_row_s``: half a window for unpadded STFT
+frames, ``spectrogram.center: false``), and output row i of the audio window sits at
 t0 + (i + 0.5) * (t1 - t0) / spec_frames. So a visual event and its sound land at the same
 fraction of the clip.
 
 Training (the papers' recipe): a random clip, short side drawn from ``train_scale``, a
 random ``train_crop`` square, random horizontal flip. Test: ``test_clips`` uniform clips x
 ``test_crops`` crops (left/centre/right along the longer side) at ``test_scale``; item i is
-video i // (clips * crops). Scale and crop are done as one crop in the stored frame plus
+video i // (clips * crops). Of ``n`` test clips, clip ``i`` starts at frame ``room * i / n``
+(``room``: the frames a clip can start at after the first), PySlowFast's
+``get_start_end_idx``; one test clip is the centre one (PySlowFast's rule would start it at
+frame 0). Scale and crop are done as one crop in the stored frame plus
 one resize of the crop (a :class:`View`). With ``test_full_frame`` a test view is the
 whole frame, its short side resized to ``test_scale`` (AVA's fully convolutional test).
 
@@ -106,6 +116,9 @@ class ClipSampling:
     hard_negative_min_shift_s: float = 0.5
     audible_min_log_power: float = SILENT_LOG_POWER  # mean raw log-mel power of an audible window
     audible_min_variance: float = 0.01  # of the normalised window (constant windows are silent)
+    # strided: Fast every tau/alpha-th frame, Slow every alpha-th Fast one | pyslowfast: PySlowFast's
+    # linspace picks (module docstring), what its checkpoints were trained on
+    temporal_sampling: Literal["strided", "pyslowfast"] = "strided"
 
     def __post_init__(self) -> None:
         if self.stride % self.alpha:
@@ -114,6 +127,8 @@ class ClipSampling:
             raise ValueError("test_crops must be 1 or 3")
         if self.test_full_frame and self.test_crops != 1:
             raise ValueError("test_full_frame takes the whole frame: test_crops must be 1")
+        if self.temporal_sampling not in ("strided", "pyslowfast"):
+            raise ValueError(f"temporal_sampling must be 'strided' or 'pyslowfast', not {self.temporal_sampling!r}")
 
     @property
     def span(self) -> int:
@@ -123,6 +138,23 @@ class ClipSampling:
     @property
     def fast_stride(self) -> int:
         return self.stride // self.alpha
+
+    def fast_frames(self, start: float, length: int) -> list[int]:
+        """Store frames of the ``alpha * T`` Fast frames of a clip starting at frame ``start``
+        of a video of ``length`` frames (past its end, its last frame again)."""
+        count = self.alpha * self.num_frames
+        if self.temporal_sampling == "pyslowfast":  # float32 linspace, as PySlowFast computes it
+            index = torch.linspace(start, start + self.span - 1, count)
+            return index.clamp(0, length - 1).long().tolist()
+        first = int(start)
+        return [min(first + j * self.fast_stride, length - 1) for j in range(count)]
+
+    def slow_of_fast(self) -> list[int]:
+        """Which of the Fast frames are the T Slow frames."""
+        count = self.alpha * self.num_frames
+        if self.temporal_sampling == "pyslowfast":
+            return torch.linspace(0, count - 1, self.num_frames).long().tolist()
+        return list(range(0, count, self.alpha))
 
 
 @dataclass(frozen=True)
@@ -295,13 +327,13 @@ class DeviceFrameDecoder:
 
         fast_jpegs (B lists of alpha*T JPEGs), box, flip
             ──decode (nvJPEG through torchvision on CUDA; simplejpeg on the CPU)──>
-            ──crop_resize_flip──> fast [B, 3, alpha*T, S, S] uint8, slow = every alpha-th
+            ──crop_resize_flip──> fast [B, 3, alpha*T, S, S] uint8, slow = the Slow ones of them
 
     so DataLoader workers only read bytes and the GPU does the pixel work.
     """
 
     def __init__(self, sampling: ClipSampling, size: int, device: str | torch.device = "cuda"):
-        self.alpha = sampling.alpha
+        self.slow = torch.tensor(sampling.slow_of_fast())
         self.size = size
         self.device = torch.device(device)
 
@@ -314,7 +346,7 @@ class DeviceFrameDecoder:
             frames = torch.stack(images[i * per_item : (i + 1) * per_item])  # [T, 3, H, W]
             fast.append(crop_resize_flip(frames, tuple(box), self.size, flip))
         batch["fast"] = torch.stack(fast)
-        batch["slow"] = batch["fast"][:, :, :: self.alpha].contiguous()
+        batch["slow"] = batch["fast"][:, :, self.slow.to(batch["fast"].device)].contiguous()
         return batch
 
     def _decode(self, jpegs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -367,7 +399,7 @@ class ClipDataset(Dataset):
         if self.audio:
             stats = self.reader.stats()
             self.mean, self.std = float(stats["mean"]), float(stats["std"])
-            self._audio_layout: tuple[float, int] | None = None  # rows per second, mel bins
+            self._audio_layout: tuple[float, int, float] | None = None  # rows per second, mel bins, row 0's time
 
     @property
     def entries(self) -> list[StoreEntry]:
@@ -418,7 +450,7 @@ class ClipDataset(Dataset):
         entry = sample.entry
         start = self._start_frame(sample, clip, rng)
         frames, view = self._frames(entry, start, crop, rng)
-        target = self.labels.target(sample, start, start + s.span)
+        target = self.labels.target(sample, int(start), int(start) + s.span)
         if "boxes" in target:  # a detection target: its boxes go where the frames' pixels went
             target = place_boxes(target, view)
         item: dict[str, Any] = {
@@ -460,7 +492,7 @@ class ClipDataset(Dataset):
         target = self.labels.blank()
         if "boxes" in target:
             target = place_boxes(target, View((size, size), (0, 0, size, size), (size, size)))
-        item: dict[str, Any] = {"slow": fast[:, :: s.alpha].clone(), "fast": fast,
+        item: dict[str, Any] = {"slow": fast[:, s.slow_of_fast()].clone(), "fast": fast,
                                 **target, "index": index // per_video,
                                 "clip": (index % per_video) // s.test_crops, "crop": index % s.test_crops,
                                 "start_s": 0.0, "loaded": False}
@@ -477,27 +509,34 @@ class ClipDataset(Dataset):
 
     # ------------------------------------------------------------------ time
 
-    def _start_frame(self, sample: Sample, clip: int, rng: torch.Generator | None) -> int:
+    def _start_frame(self, sample: Sample, clip: int, rng: torch.Generator | None) -> float:
+        """The clip's first frame: a whole frame, except a test start of PySlowFast's picks,
+        which may lie between frames (room * i / n), as PySlowFast's linspace starts."""
+        s = self.sampling
         if sample.centre_frame is not None:  # centred on the keyframe, inside the sample
-            latest = max(sample.stop_frame - self.sampling.span, sample.start_frame)
-            return min(max(sample.centre_frame - self.sampling.span // 2, sample.start_frame), latest)
-        room = max(sample.stop_frame - sample.start_frame - self.sampling.span, 0)
+            latest = max(sample.stop_frame - s.span, sample.start_frame)
+            return min(max(sample.centre_frame - s.span // 2, sample.start_frame), latest)
+        room = max(sample.stop_frame - sample.start_frame - s.span, 0)
         if clip < 0:
             return sample.start_frame + int(torch.randint(0, room + 1, (), generator=rng))
-        clips = self.sampling.test_clips
-        return sample.start_frame + (round(room * clip / (clips - 1)) if clips > 1 else room // 2)
+        # PySlowFast's uniform clips: clip i of n starts at room * i / n; a single clip, centred
+        offset = room * clip / s.test_clips if s.test_clips > 1 else room / 2
+        start = sample.start_frame + offset
+        return start if s.temporal_sampling == "pyslowfast" else int(start)
 
     # ------------------------------------------------------------------ frames
 
-    def _frames(self, entry: StoreEntry, start: int, crop: int, rng: torch.Generator | None
+    def _frames(self, entry: StoreEntry, start: float, crop: int, rng: torch.Generator | None
                 ) -> tuple[dict[str, Any], View]:
         """Slow and Fast uint8 [3, frames, size, size] from one contiguous read of the span
-        (every fast_stride-th frame kept); with decode_on="device", the Fast frames' JPEGs
-        and the crop instead, for :class:`DeviceFrameDecoder`. And the view they were cut by."""
+        (the Fast frames of ``sampling.fast_frames`` kept); with decode_on="device", the Fast
+        frames' JPEGs and the crop instead, for :class:`DeviceFrameDecoder`. And the view
+        they were cut by."""
         s = self.sampling
-        jpegs = self.reader.frames(entry, start, start + s.span)
-        last = len(jpegs) - 1  # a clip shorter than the span repeats its last frame
-        picks = [min(j * s.fast_stride, last) for j in range(s.alpha * s.num_frames)]
+        first = int(start)
+        jpegs = self.reader.frames(entry, first, first + s.span)
+        # Within the read; a clip shorter than the span repeats its last frame
+        picks = [p - first for p in s.fast_frames(start, first + len(jpegs))]
         view = self._view(*jpeg_size(jpegs[0]), crop, rng)
         if self.decode_on == "device":
             return {"fast_jpegs": [torch.from_numpy(jpegs[p]) for p in picks], "box": torch.tensor(view.region[:3]),
@@ -507,7 +546,7 @@ class ClipDataset(Dataset):
         batch = np.stack([decoded[p][top : top + height, left : left + width] for p in picks])
         fast = crop_resize_flip(torch.from_numpy(batch).permute(0, 3, 1, 2), (0, 0, height, width), view.size,
                                 view.flip)
-        return {"slow": fast[:, :: s.alpha].contiguous(), "fast": fast}, view
+        return {"slow": fast[:, s.slow_of_fast()].contiguous(), "fast": fast}, view
 
     def _view(self, height: int, width: int, crop: int, rng: torch.Generator | None) -> View:
         """How a stored frame of ``height`` x ``width`` becomes crop ``crop`` of a test clip,
@@ -553,13 +592,13 @@ class ClipDataset(Dataset):
                       ) -> torch.Tensor | tuple[torch.Tensor, bool]:
         """Normalised float32 [1, spec_frames, n_mels] covering [t0, t0 + length) (and, with
         ``with_audible``, whether it is audible: see the module docstring)."""
-        rate, mels = self._layout(entry)
+        rate, mels, first_row_s = self._layout(entry)
         frames = self.sampling.spec_frames
         if not entry.has_audio:  # the normalised mean: no skew of the audio BN statistics
             window = torch.zeros(1, frames, mels)
             return (window, False) if with_audible else window
-        # Output row i sits at t0 + (i + 0.5) * length / frames, in log-mel rows.
-        centres = (t0 + (np.arange(frames) + 0.5) * length / frames) * rate
+        # Output row i sits at t0 + (i + 0.5) * length / frames; in log-mel rows, counted from row 0's time.
+        centres = (t0 + (np.arange(frames) + 0.5) * length / frames - first_row_s) * rate
         first = max(int(np.floor(centres[0])), 0)
         rows = self.reader.logmel(entry, first, int(np.ceil(centres[-1])) + 2).astype(np.float32)
         position = np.clip(centres - first, 0, len(rows) - 1)
@@ -577,11 +616,13 @@ class ClipDataset(Dataset):
         audible = bool(raw.mean() > s.audible_min_log_power and window.var() > s.audible_min_variance)
         return window, audible
 
-    def _layout(self, entry: StoreEntry) -> tuple[float, int]:
-        """(log-mel rows per second, mel bins), read once from a clip's attributes."""
+    def _layout(self, entry: StoreEntry) -> tuple[float, int, float]:
+        """(log-mel rows per second, mel bins, the second row 0 is centred on), read once from
+        a clip's attributes (stores without ``first_row_s`` are centred: 0)."""
         if self._audio_layout is None:
             attrs = self.reader.attrs(entry, store=LOGMEL)
-            self._audio_layout = (float(attrs["frames_per_second"]), int(attrs["n_mels"]))
+            self._audio_layout = (float(attrs["frames_per_second"]), int(attrs["n_mels"]),
+                                  float(attrs.get("first_row_s", 0.0)))
         return self._audio_layout
 
     def _mel_bins(self) -> int:

@@ -11,6 +11,14 @@ module exists because torchaudio's wheels do not import next to every torch buil
 Frame ``j`` is centred on sample ``j * hop_length`` (``center=True``), i.e. at time
 ``j * hop_length / sample_rate``; a waveform of ``n`` samples gives ``1 + n // hop_length`` frames.
 
+The authors' features (fanyix/SlowFast's ``librosa.feature.melspectrogram(..., htk=True,
+center=False)``, librosa's default Slaney normalisation) are ``mel_norm="slaney"`` (each
+triangle scaled to area 1: by ``2 / (upper - lower corner in Hz)``) and ``center=False``
+(frame ``j`` is samples ``[j * hop, j * hop + n_fft)``, unpadded: it is centred
+``n_fft / 2`` samples later, ``first_row_s``, and ``n`` samples give
+``1 + (n - n_fft) // hop_length`` frames; a waveform shorter than one window is padded with
+zeros to one frame).
+
 :func:`clip_log_mel` is one clip's entry in the log-mel store, from the frame store's int16
 audio: what the ``spectrogram`` stage writes and ``avsf.predict`` writes for a new video.
 """
@@ -49,10 +57,21 @@ class LogMelSettings:
     f_min: float = 0.0
     f_max: float | None = None  # None: sample_rate / 2
     log_offset: float = 1e-8
+    mel_norm: str | None = None  # None: triangles of peak 1 | "slaney": of area 1 (librosa's default)
+    center: bool = True  # frame j centred on sample j * hop (reflect-padded) | starting there (librosa's center=False)
+
+    def __post_init__(self) -> None:
+        if self.mel_norm not in (None, "slaney"):
+            raise ValueError(f"mel_norm must be None or 'slaney', not {self.mel_norm!r}")
 
     @property
     def frames_per_second(self) -> float:
         return self.sample_rate / self.hop_length
+
+    @property
+    def first_row_s(self) -> float:
+        """When frame 0 is centred, in seconds from the first sample."""
+        return 0.0 if self.center else self.n_fft / 2 / self.sample_rate
 
     @property
     def top_hz(self) -> float:
@@ -60,14 +79,17 @@ class LogMelSettings:
         return self.f_max if self.f_max is not None else self.sample_rate / 2
 
     def num_frames(self, samples: int) -> int:
-        return 1 + samples // self.hop_length
+        if self.center:
+            return 1 + samples // self.hop_length
+        return 1 + max(samples - self.n_fft, 0) // self.hop_length
 
-    def store_attrs(self) -> dict[str, float | int]:
+    def store_attrs(self) -> dict[str, float | int | str | bool]:
         """The settings as each clip group of the log-mel store records them (README, "Store format")."""
         return {"sample_rate": self.sample_rate, "n_fft": self.n_fft, "win_length": self.win_length,
                 "hop_length": self.hop_length, "n_mels": self.n_mels, "f_min": self.f_min,
-                "f_max": self.top_hz, "log_offset": self.log_offset,
-                "frames_per_second": self.frames_per_second}
+                "f_max": self.top_hz, "log_offset": self.log_offset, "mel_norm": self.mel_norm or "none",
+                "center": self.center, "frames_per_second": self.frames_per_second,
+                "first_row_s": self.first_row_s}
 
 
 def hz_to_mel(hz: float | torch.Tensor) -> float | torch.Tensor:
@@ -83,7 +105,8 @@ def mel_to_hz(mel: float | torch.Tensor) -> float | torch.Tensor:
 
 
 def mel_filterbank(settings: LogMelSettings = LogMelSettings()) -> torch.Tensor:
-    """Triangular filters [n_fft // 2 + 1, n_mels], unnormalised (peak 1), on the HTK scale.
+    """Triangular filters [n_fft // 2 + 1, n_mels] on the HTK scale: of peak 1, or of area 1
+    with ``mel_norm="slaney"``.
 
     Filter m rises linearly from corner m to its centre m + 1 and falls to corner m + 2,
     the n_mels + 2 corners being evenly spaced in mel between f_min and f_max.
@@ -97,7 +120,10 @@ def mel_filterbank(settings: LogMelSettings = LogMelSettings()) -> torch.Tensor:
     freqs = bins_hz[:, None]
     rising = (freqs - lower) / (centre - lower)
     falling = (upper - freqs) / (upper - centre)
-    return torch.clamp(torch.minimum(rising, falling), min=0).to(torch.float32)
+    filters = torch.clamp(torch.minimum(rising, falling), min=0)
+    if settings.mel_norm == "slaney":  # a triangle of height h over its base has area h * base / 2
+        filters = filters * (2.0 / (upper - lower))
+    return filters.to(torch.float32)
 
 
 def log_mel(waveform: torch.Tensor, settings: LogMelSettings = LogMelSettings()) -> torch.Tensor:
@@ -105,13 +131,14 @@ def log_mel(waveform: torch.Tensor, settings: LogMelSettings = LogMelSettings())
     Returns float32 [time, n_mels] (or [batch, time, n_mels])."""
     frames = settings.num_frames(waveform.shape[-1])
     waveform = waveform.to(torch.float32)
-    if waveform.shape[-1] <= settings.n_fft // 2:  # reflect padding needs more than half a window
-        pad = settings.n_fft // 2 + 1 - waveform.shape[-1]
-        waveform = torch.nn.functional.pad(waveform, (0, pad))
+    # Reflect padding needs more than half a window; an unpadded frame a whole one
+    shortest = settings.n_fft // 2 + 1 if settings.center else settings.n_fft
+    if waveform.shape[-1] < shortest:
+        waveform = torch.nn.functional.pad(waveform, (0, shortest - waveform.shape[-1]))
     window = torch.hann_window(settings.win_length, dtype=torch.float32, device=waveform.device)
     spectrum = torch.stft(
         waveform, n_fft=settings.n_fft, hop_length=settings.hop_length,
-        win_length=settings.win_length, window=window, center=True,
+        win_length=settings.win_length, window=window, center=settings.center,
         pad_mode="reflect", normalized=False, onesided=True, return_complex=True,
     )
     power = spectrum.abs().pow(2.0)  # [..., freq, time]

@@ -65,8 +65,14 @@ def read_state_dict(path: str | os.PathLike, trusted: bool = False) -> dict[str,
     Files are unpickled with ``weights_only=True`` unless ``trusted``. A ``.pkl`` path is
     read as a Caffe2 checkpoint (:func:`read_caffe2_state_dict`).
     """
+    return model_tensors(read_checkpoint(path, trusted), str(path))
+
+
+def read_checkpoint(path: str | os.PathLike, trusted: bool = False) -> Mapping:
+    """A checkpoint file as it was saved: a ``.pyth`` (or bare state dict) as torch loads it,
+    a Caffe2 ``.pkl`` as ``{"blobs": ...}`` (see :func:`read_state_dict` for ``trusted``)."""
     if str(path).endswith(".pkl"):
-        return read_caffe2_state_dict(path, trusted)
+        return _read_caffe2(path, trusted)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trusted)
     except FileNotFoundError:
@@ -74,7 +80,20 @@ def read_state_dict(path: str | os.PathLike, trusted: bool = False) -> dict[str,
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
         hint = "" if trusted else " (if you trust the file, pass trusted=True)"
         raise CheckpointError(f"{path}: cannot read checkpoint: {exc}{hint}") from None
-    return model_tensors(obj, str(path))
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: expected a dict with 'model_state' mapping names to tensors")
+    return obj
+
+
+def trained_temporal_sampling(checkpoint: Mapping) -> str:
+    """The Slow / Fast frame picks (``avsf.data.clip_dataset.ClipSampling.temporal_sampling``)
+    a loaded checkpoint's weights were trained on: what ours record in ``data.sampling``
+    ("strided" where older ones record none); "pyslowfast" for any other (an official
+    PySlowFast ``.pyth`` or Caffe2 ``.pkl``, trained on PySlowFast's linspace picks)."""
+    data = checkpoint.get("data") if "avsf" in checkpoint else None
+    if not isinstance(data, Mapping):
+        return "pyslowfast"
+    return str(data.get("sampling", {}).get("temporal_sampling", "strided"))
 
 
 def model_tensors(obj: object, origin: str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -167,6 +186,11 @@ def read_caffe2_state_dict(path: str | os.PathLike, trusted: bool = False) -> di
     """The tensors of a PySlowFast model-zoo Caffe2 ``.pkl`` (a pickle, latin-1 strings, of
     ``{"blobs": {name: numpy array}}``), under PySlowFast's names. Unless ``trusted``, the
     pickle may hold nothing but dicts, numbers, strings and numpy arrays."""
+    return caffe2_tensors(_read_caffe2(path, trusted)["blobs"])
+
+
+def _read_caffe2(path: str | os.PathLike, trusted: bool) -> Mapping:
+    """A Caffe2 ``.pkl`` as unpickled: a dict whose ``blobs`` map names to numpy arrays."""
     try:
         with open(path, "rb") as f:
             unpickler = pickle.Unpickler(f, encoding="latin1") if trusted else _ArrayUnpickler(f, encoding="latin1")
@@ -178,7 +202,7 @@ def read_caffe2_state_dict(path: str | os.PathLike, trusted: bool = False) -> di
         raise CheckpointError(f"{path}: cannot read Caffe2 checkpoint: {exc}{hint}") from None
     if not isinstance(obj, Mapping) or not isinstance(obj.get("blobs"), Mapping):
         raise CheckpointError(f"{path}: expected a Caffe2 checkpoint, a dict with 'blobs'")
-    return caffe2_tensors(obj["blobs"])
+    return obj
 
 
 # --------------------------------------------------------------------------- loading

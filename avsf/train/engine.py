@@ -86,6 +86,7 @@ class TrainSettings:
     checkpoint_every: int = 1
     keep_checkpoints: int = 0  # 0: keep every epoch checkpoint
     max_failed_fraction: float = 0.01
+    drop_last: bool = True  # an epoch's last incomplete batch dropped (PySlowFast) | filled by wrapping around
     seed: int = 0
     workers: int = 2
     persistent_workers: bool = False
@@ -214,7 +215,8 @@ class Trainer:
         self.uses_sync = model_cfg.has_sync and settings.sync_weight > 0
         if self.uses_sync and not train_set.sync_negatives:
             raise ValueError("the model trains AV-sync (sync weight > 0): the train set needs sync_negatives")
-        self.sampler = EpochSampler(len(train_set), settings.batch_size, settings.seed, self.rank, self.world_size)
+        self.sampler = EpochSampler(len(train_set), settings.batch_size, settings.seed, self.rank, self.world_size,
+                                    drop_last=settings.drop_last)
         self.steps_per_epoch = self.sampler.batches_per_epoch
         self.start_epoch, self.start_step, self.global_step = 0, 0, 0
         self.history: list[dict[str, float]] = []
@@ -544,7 +546,7 @@ class Trainer:
         if self.s.precise_bn_batches <= 0 or self.s.freeze_bn:
             return 0
         sampler = EpochSampler(len(self.train_set), self.s.batch_size, _seed(self.s.seed, 4), self.rank,
-                               self.world_size)
+                               self.world_size, drop_last=self.s.drop_last)
         loader = self._loader(self.train_set, sampler, self.s.batch_size, persistent=False)
 
         failures: list[dict[str, str]] = []

@@ -9,7 +9,9 @@ before every step as PySlowFast does::
     lr_s(e) = base * gamma ** (number of steps <= e)                step decay (EPIC, AVA, ...)
 
 ``base`` and ``warmup_start`` are given for ``reference_batch`` clips and scaled linearly
-with the global batch (Goyal et al.): 1.6 at 1024 is 0.1 at 64.
+with the global batch (Goyal et al.): 1.6 at 1024 is 0.1 at 64. With
+``warmup_start_absolute`` the warm-up starts at ``warmup_start_lr`` itself, whatever the
+batch (AVSlowFast A.8's "warm-up from 0.001", an LR, not a share of the reference one).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class LRSchedule:
     policy: Literal["cosine", "steps"] = "cosine"
     warmup_epochs: float = 34.0
     warmup_start_lr: float = 0.16  # at reference_batch (PySlowFast: 0.01 at batch 64)
+    warmup_start_absolute: bool = False  # warmup_start_lr is the LR itself, not scaled with the batch
     cosine_end_lr: float = 0.0
     steps: tuple[float, ...] = ()  # epochs at which the step policy multiplies by gamma
     gamma: float = 0.1
@@ -49,7 +52,7 @@ class LRSchedule:
 
     def __call__(self, epoch: float) -> float:
         if epoch < self.warmup_epochs:
-            start = self.warmup_start_lr * self.scale
+            start = self.warmup_start_lr * (1.0 if self.warmup_start_absolute else self.scale)
             target = self.scheduled(self.warmup_epochs)
             return start + (target - start) * epoch / self.warmup_epochs
         return self.scheduled(epoch)

@@ -1,10 +1,16 @@
 """Which samples each rank sees, in which order, with which random seed.
 
 Every epoch has one permutation of the dataset, the same on every rank (seeded by
-``seed`` and the epoch), padded by wrapping around to a multiple of ``world_size x
-batch_size`` and dealt out rank by rank, as ``DistributedSampler`` does::
+``seed`` and the epoch), dealt out rank by rank, as ``DistributedSampler`` does::
 
     permutation  p0 p1 p2 p3 p4 p5 p6 p7 ...    rank r takes positions r, r + W, r + 2W, ...
+
+With ``drop_last`` (PySlowFast's training loader: ``DistributedSampler`` padded by wrapping
+around to a multiple of ``world_size``, then ``drop_last=True``) each rank takes
+``ceil(size / world_size) // batch_size`` whole batches and the rest waits for another
+epoch; without it the permutation wraps around to fill the last batch. Either way an epoch
+has at least one batch: a dataset smaller than a batch per rank wraps around rather than
+train on nothing.
 
 Each position also gets its own seed and the curriculum's hard-negative fraction, carried to
 the DataLoader worker with the index (:class:`~avsf.data.clip_dataset.SampleKey`). So an
@@ -38,11 +44,12 @@ class EpochSampler(Sampler[SampleKey]):
     """
 
     def __init__(self, size: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 shuffle: bool = True):
+                 shuffle: bool = True, drop_last: bool = True):
         if size <= 0:
             raise ValueError("cannot sample from an empty dataset")
         self.size, self.batch_size = size, batch_size
         self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle
+        self.drop_last = drop_last
         self.epoch, self.start_batch, self.hard_negative_fraction = 0, 0, 0.0
 
     def set_epoch(self, epoch: int, start_batch: int = 0, hard_negative_fraction: float = 0.0) -> None:
@@ -53,6 +60,8 @@ class EpochSampler(Sampler[SampleKey]):
         """Batches of ``batch_size`` this rank takes per epoch (training keeps whole batches)."""
         if not self.shuffle:
             return -(-len(self._positions()) // self.batch_size)
+        if self.drop_last:
+            return max(1, -(-self.size // self.world_size) // self.batch_size)
         return max(1, -(-self.size // (self.world_size * self.batch_size)))
 
     def _positions(self) -> np.ndarray:
