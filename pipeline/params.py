@@ -588,6 +588,7 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _family_members_valid(self) -> "Params":
+        self._train_fits_model_and_store()  # the params' own errors first, named by the key the user set
         if self.family and self.download.format == "kinetics":  # dvc.yaml's train@ stages spell these out
             for key in ("metrics", "ledger"):
                 default = TrainParams.model_fields[key].default
@@ -756,9 +757,15 @@ class Params(Section):
             if "avs" in s.pretexts and not (m.arch == "avslowfast" and m.sync):
                 raise ValueError(f"ssl.settings.{name}.pretexts: avs needs an AVSlowFast member with model.sync "
                                  f"true; {s.member} is {m.arch}{'' if m.sync else ' without sync'}")
+            weight = ssl.train.get("sync_weight", self.train.sync_weight)  # pretraining's, as pretrain() makes it
+            if "avs" in s.pretexts and isinstance(weight, (int, float)) and weight <= 0:
+                if "sync_weight" in ssl.train:
+                    raise ValueError(f"ssl.train.sync_weight: {weight:g} leaves ssl.settings.{name} (pretext avs) "
+                                     "without its sync loss; set it > 0")
+                raise ValueError(f"train.sync_weight: {weight:g} leaves ssl.settings.{name} (pretext avs), which takes "
+                                 "it, without its sync loss; set ssl.train.sync_weight > 0 for pretraining, and "
+                                 "train.sync_weight: 0 switches sync off for the other runs only")
             _derived_valid(f"ssl.settings.{name}", lambda: self.pretrain(name))
-            if "avs" in s.pretexts and self.pretrain(name).train.sync_weight <= 0:
-                raise ValueError(f"ssl.settings.{name}.pretexts: avs needs train.sync_weight > 0 (ssl.train sets 0)")
         for name in TRANSFER_DATASETS:
             if getattr(self, name) is not None:
                 _check_demo_keys(name, getattr(self, name).demo)

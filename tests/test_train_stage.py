@@ -49,7 +49,18 @@ def test_impossible_combinations_are_refused_before_anything_runs(tmp_path, over
     path, _ = train_params(tmp_path)
     with pytest.raises(ParamsError) as err:
         load_params(path, overrides)
-    assert message in str(err.value) and "\n" not in str(err.value)
+    # named by the key the user set, not through a family member or a pretraining setting
+    assert str(err.value).startswith(f"{path}: {message}") and "\n" not in str(err.value)
+
+
+def test_sync_is_switched_off_for_a_plain_run_and_the_error_says_what_pretraining_needs(tmp_path):
+    path, _ = train_params(tmp_path)
+    with pytest.raises(ParamsError) as err:
+        load_params(path, ["train.sync_weight=0"])
+    assert str(err.value).startswith(f"{path}: train.sync_weight: 0 leaves ssl.settings.avs (pretext avs)")
+    assert "set ssl.train.sync_weight > 0 for pretraining" in str(err.value)
+    params = load_params(path, ["train.sync_weight=0", "ssl.train.sync_weight=1"])
+    assert params.train.sync_weight == 0 and params.pretrain("avs").train.sync_weight == 1
 
 
 def test_the_stage_exits_2_on_a_refused_combination_and_writes_nothing(tmp_path):
