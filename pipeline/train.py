@@ -47,6 +47,7 @@ from pipeline.launch import Requeue, StageFailed, job_env, run_job, set_job_thre
 from pipeline.live import LiveLogger, rebuild_summary
 from pipeline.models import config_from_params
 from pipeline.params import DatasetParams, ModelParams, Params
+from pipeline.store_check import StoreRecord, check_store, read_store
 
 log = logging.getLogger("avsf.train")
 
@@ -77,23 +78,26 @@ def clip_sampling(d: DatasetParams, m: ModelParams) -> ClipSampling:
                         hard_negative_min_shift_s=d.hard_negative_min_shift_s)
 
 
-def data_record(params: Params, classes: list[str] | dict[str, list[str]], with_audio: bool) -> dict[str, Any]:
+def data_record(params: Params, classes: list[str] | dict[str, list[str]], store: StoreRecord) -> dict[str, Any]:
     """How the run's inputs were made, saved in every checkpoint (``data``): what it takes to
     decode, sample and normalise a new video exactly as the store and the test views did
-    (``avsf.predict``), and the class names the outputs mean."""
-    d, s = params.decode, params.spectrogram
-    record: dict[str, Any] = {
-        "classes": list(classes),
-        "decode": {"fps": d.fps, "short_side": d.short_side, "jpeg_quality": d.jpeg_quality,
-                   "sample_rate": d.sample_rate},
-        "sampling": asdict(clip_sampling(params.dataset, params.model)),
-    }
-    if with_audio:
-        stats = json.loads((Path(s.out_dir) / STATS_NAME).read_text())
-        record["spectrogram"] = {k: getattr(s, k) for k in
-                                 ("n_fft", "win_length", "hop_length", "n_mels", "f_min", "f_max", "log_offset")}
-        record["audio_stats"] = {"mean": float(stats["mean"]), "std": float(stats["std"])}
-    return record
+    (``avsf.predict``), and the class names the outputs mean. The decode and log-mel
+    settings and the log-mel statistics are the store's own (:mod:`pipeline.store_check`)."""
+    return {"classes": list(classes), **store.data_record(params.decode.jpeg_quality),
+            "sampling": asdict(clip_sampling(params.dataset, params.model))}
+
+
+def train_store(params: Params) -> StoreRecord:
+    """The store ``params`` train on, read and checked against them (exit 2 on a mismatch)."""
+    frames_dir = Path(params.decode.out_dir)
+    logmel_dir = Path(params.spectrogram.out_dir) if config_from_params(params.model).audio is not None else None
+    try:
+        entries = read_index(frames_dir / INDEX_NAME)
+    except (OSError, ValueError) as exc:
+        raise StageFailed(f"train: cannot read the frame store {frames_dir}: {exc}") from None
+    store = read_store(frames_dir, logmel_dir, entries)
+    check_store(params, store, frames_dir, logmel_dir)
+    return store
 
 
 def store_identity(frames_dir: Path, logmel_dir: Path | None) -> str:
@@ -169,14 +173,16 @@ def run_train(params: Params) -> None:
     if t.init_checkpoint and not Path(t.init_checkpoint).is_file():
         hint = "" if kinetics else " (the Kinetics run of this member: its train stage writes it)"
         raise StageFailed(f"train.init_checkpoint: no such file: {t.init_checkpoint}{hint}")
+    store = train_store(params)
     targets = epic_targets(params)
     if targets == [None]:
-        _train_one(params, dataset_spec(params))
+        _train_one(params, dataset_spec(params), store=store)
         return
     # EPIC's separate verb and noun models, one after the other, each in <out_dir>/<target>
     summaries, ledgers = {}, []
     for target in targets:
-        summaries[target] = _train_one(target_params(params, target), dataset_spec(params, target), f"{target}_")
+        summaries[target] = _train_one(target_params(params, target), dataset_spec(params, target), f"{target}_",
+                                       store)
         ledgers += read_ledger_rows(Path(t.out_dir) / target / LEDGER_NAME)
     write_json(t.metrics, summaries)
     write_ledger(t.ledger, ledgers)
@@ -198,13 +204,15 @@ def read_ledger_rows(path: Path) -> list[Failure]:
     return read_ledger(path) if path.is_file() else []
 
 
-def _train_one(params: Params, spec: DatasetSpec, live_prefix: str = "") -> dict[str, Any]:
+def _train_one(params: Params, spec: DatasetSpec, live_prefix: str = "", store: StoreRecord | None = None
+               ) -> dict[str, Any]:
     t = params.train
     frames_dir, logmel_dir = Path(params.decode.out_dir), Path(params.spectrogram.out_dir)
     uses_audio = config_from_params(params.model).audio is not None
+    store = store or train_store(params)
     fingerprint = run_fingerprint(params, store_identity(frames_dir, logmel_dir if uses_audio else None), spec)
     started = time.monotonic()
-    summary = run_job(STAGE, TrainJob(params, fingerprint, spec, live_prefix), params.launch,
+    summary = run_job(STAGE, TrainJob(params, fingerprint, spec, live_prefix, store), params.launch,
                       Path(params.launch.log_dir) / STAGE / "running.json", fingerprint,
                       Requeue(t.signal_delay_s, t.max_requeues))
     final = summary.get("final", {})
@@ -221,10 +229,12 @@ class TrainJob(submitit.helpers.Checkpointable):
     preemption signal the ranks stop together at the next step, rank 0 saves that exact
     position, and submitit requeues the job, which resumes from it."""
 
-    def __init__(self, params: Params, fingerprint: str, spec: DatasetSpec | None = None, live_prefix: str = ""):
+    def __init__(self, params: Params, fingerprint: str, spec: DatasetSpec | None = None, live_prefix: str = "",
+                 store: StoreRecord | None = None):
         self.params, self.fingerprint = params, fingerprint
         self.spec = spec or dataset_spec(params)
         self.live_prefix = live_prefix  # EPIC's separate models share one DVCLive directory
+        self.store = store  # None: read (and checked) by the job
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         # Called by submitit's signal handler, once the loop has written the checkpoint.
@@ -308,7 +318,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             compile=t.compile, freeze_bn=t.freeze_bn, fingerprint=self.fingerprint,
             cfg_text=yaml.safe_dump({"model": p.model.model_dump(), "dataset": p.dataset.model_dump(),
                                      "train": t.model_dump()}, sort_keys=False),
-            data_record={**data_record(p, spec.class_names() or train_set.classes, logmel is not None),
+            data_record={**data_record(p, spec.class_names() or train_set.classes, self.store or train_store(p)),
                          **spec.record()},
         )
         init_state = None

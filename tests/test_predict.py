@@ -27,7 +27,7 @@ from clip_factory import STORE_OVERRIDES, ClipSpec, build_store
 from conftest import REPO, loaded_modules, write_params
 from pipeline.models import config_from_params
 from pipeline.params import load_params
-from pipeline.train import data_record
+from pipeline.train import data_record, train_store
 
 CLASSES = ["abseiling", "bowling", "clapping", "dancing", "eating", "fencing", "golfing"]
 # The store's two videos: one with sound (broadband, so its log-mel varies), one without an
@@ -63,7 +63,7 @@ def write_checkpoint(root: Path, arch: str, with_data: bool = True) -> Path:
     if with_data:
         with pytest.MonkeyPatch.context() as mp:
             mp.chdir(root)  # the store's paths in params are relative to the project
-            state["data"] = data_record(params, CLASSES, cfg.audio is not None)
+            state["data"] = data_record(params, CLASSES, train_store(params))
     path = root / f"{arch}{'' if with_data else '-no-data'}.pyth"
     torch.save(state, path)
     return path

@@ -70,6 +70,31 @@ def test_the_stage_exits_2_on_a_refused_combination_and_writes_nothing(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "stage.log"]
 
 
+@pytest.mark.parametrize("overrides, key, ours, stored", [  # every key: tests/test_store_check.py
+    (["decode.short_side=56"], "decode.short_side", "56", "40"),
+    (["model.arch=audio", "spectrogram.n_mels=40", "model.mel_bins=40"], "spectrogram.n_mels", "40", "80"),
+])
+def test_params_that_do_not_match_the_store_are_refused_before_any_job(store, tmp_path, overrides, key, ours, stored):
+    root = project(tmp_path, store, "mismatch")
+    done = run(root, *(arg for o in overrides for arg in ("--set", o)))
+    assert done.returncode == 2, done.stderr
+    store_dir = "data/store/logmel" if key.startswith("spectrogram") else "data/store/frames"
+    assert done.stderr == (f"error: {key}: {ours} in params, but the store {store_dir} was made with {stored} (set "
+                           f"{key}={stored} to train on this store, or rebuild the store with these params)\n")
+    assert sorted(p.name for p in root.iterdir()) == ["data", "params.yaml", "stage.log"]
+    assert sorted(p.name for p in (root / "data").iterdir()) == ["store"]
+
+
+def test_a_shard_missing_from_the_store_stops_the_stage_before_any_job(store, tmp_path):
+    root = project(tmp_path, store, "no-shard")
+    (root / "data/store/frames/shard-00001.h5").unlink()  # 7 of the 14 clips
+    done = run(root)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: train: the store lacks data/store/frames/shard-00001.h5 (holds 7 clip(s) "
+                                  "of the index, e.g. b07_"), done.stderr
+    assert not (root / "logs").exists() and not (root / "data/train").exists()
+
+
 def test_a_run_writes_checkpoints_curves_metrics_and_an_empty_ledger(reference):
     out = reference / "data/train"
     assert sorted(p.name for p in out.iterdir()) == [
