@@ -197,6 +197,21 @@ def test_two_ranks_with_gloo_train_one_model(two_ranks):
     assert metrics["final"]["videos"] == 4  # the val set split over the ranks, counted once
 
 
+def test_the_step_curves_of_two_ranks_are_the_global_batch_s_losses(store, tmp_path):
+    """With BN statistics frozen and no dropout, a clip's losses do not depend on the other
+    clips of its batch: two ranks' per-step curves (each rank half the global batch) are
+    one rank's, sync loss included."""
+    overrides = {"train.epochs": 1, "train.freeze_bn": True, "model.arch": "avslowfast"}
+    one = project(tmp_path, store, "one-rank", overrides)
+    two = project(tmp_path, store, "two-ranks", {**overrides, "launch.resources.tasks_per_node": 2})
+    for root in (one, two):
+        done = run(root)
+        assert done.returncode == 0, done.stderr + job_logs(root)
+    for name in ("loss", "sync_loss"):
+        ours, theirs = ([float(v) for _, v in curve(root, "steps", name)] for root in (two, one))
+        assert len(ours) == 3 and ours == pytest.approx(theirs, rel=1e-5, abs=1e-7), name
+
+
 def test_a_signal_to_one_rank_stops_both_and_the_requeued_job_resumes_exactly(store, two_ranks, tmp_path):
     root = project(tmp_path, store, "two-ranks-requeued", {"launch.resources.tasks_per_node": 2})
     proc = start(root)
