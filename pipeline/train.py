@@ -1,15 +1,20 @@
 """Stage ``train``: the store in, checkpoints, curves, a metrics summary and a ledger out.
 
-    params ──checks──> one submitit job of nodes x tasks_per_node tasks (run_job)
+    params ──checks, the store against them (pipeline.store_check)──> one submitit job of
+    nodes x tasks_per_node tasks (run_job), the run's claim on train.out_dir with it
         each task: one torch.distributed rank (gloo on CPU, NCCL on GPU) on its own device
             ClipDataset(train split) ──Trainer (avsf.train.engine)──> checkpoints in train.out_dir
             rank 0: DVCLive curves (train.live_dir), train.metrics, train.ledger
-        preempted or timed out: checkpoint at the step, requeue, resume (TrainJob.checkpoint)
+        SIGTERM, SIGUSR1, SIGUSR2 (preemption, SLURM's pre-timeout signal): every rank stops at
+        the next step, rank 0 checkpoints that position, the job is requeued and resumes
+        from it (TrainJob.checkpoint)
 
 A run depends on its settings and its store; their fingerprint is in every checkpoint.
 A rerun resumes from ``last.pyth`` when the fingerprint matches (a killed stage, a requeued
 job), and starts afresh when it does not (``dvc exp run -S train.epochs=...``); a finished
-run (``final.pyth`` with the same fingerprint) is not trained again.
+run (``final.pyth`` with the same fingerprint) is not trained again. A job that is not its
+run's owner (pipeline.launch.RunClaim: a requeue that outlived its run, a duplicate, a late
+start) touches nothing in train.out_dir and exits.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -32,18 +38,18 @@ import yaml
 from avsf.data.clip_dataset import ClipDataset, ClipSampling
 from avsf.data.ledger import Failure, count_by_reason, read_ledger, write_ledger
 from avsf.data.store import CLASSES_NAME, INDEX_NAME, STATS_NAME, read_index, read_meta
-from avsf.io.atomic import write_json
+from avsf.io.atomic import remove_stale_temporaries, write_json
 from avsf.io.digest import file_digest
 from avsf.models import ModelConfig
 from avsf.models.config import WITH_FAST
 from avsf.models.checkpoint import load_pyslowfast_checkpoint
 from avsf.models.flops import inference_params
 from avsf.train import checkpoint as ckpt
-from avsf.train.engine import Trainer, TrainResult, TrainSettings
+from avsf.train.engine import RunSuperseded, Trainer, TrainResult, TrainSettings
 from avsf.train.recipe import LRSchedule, steps_to_epochs
 from pipeline.cli import configure_logging
 from pipeline.datasets import DatasetSpec, dataset_spec, epic_targets
-from pipeline.launch import Requeue, StageFailed, job_env, run_job, set_job_threads
+from pipeline.launch import Requeue, RunClaim, StageFailed, job_env, run_job, set_job_threads, slurm_job_state
 from pipeline.live import LiveLogger, rebuild_summary
 from pipeline.models import config_from_params
 from pipeline.params import DatasetParams, ModelParams, Params
@@ -212,22 +218,28 @@ def _train_one(params: Params, spec: DatasetSpec, live_prefix: str = "", store: 
     store = store or train_store(params)
     fingerprint = run_fingerprint(params, store_identity(frames_dir, logmel_dir if uses_audio else None), spec)
     started = time.monotonic()
-    summary = run_job(STAGE, TrainJob(params, fingerprint, spec, live_prefix, store), params.launch,
-                      Path(params.launch.log_dir) / STAGE / "running.json", fingerprint,
-                      Requeue(t.signal_delay_s, t.max_requeues))
+    attach = Path(params.launch.log_dir) / STAGE / "running.json"
+    summary = run_job(STAGE, TrainJob(params, fingerprint, spec, live_prefix, store), params.launch, attach,
+                      fingerprint, Requeue(t.signal_delay_s, t.max_requeues), with_claim=True)
+    if summary.get("superseded"):  # another run of the stage, started meanwhile, owns the outputs
+        raise StageFailed(f"train: another run of the stage took {t.out_dir} over while this one's job ran (the "
+                          f"owner now: {summary['superseded']}, {attach}); this run stopped and wrote nothing")
     final = summary.get("final", {})
     shown = ", ".join(f"{k} {v:.3f}" for k, v in final.items() if k.endswith(("top1", "top5", "precision"))) or "-"
-    log.info("train: %s%s, %d epochs (%d steps) on %d rank(s): val %s; %d samples failed to load; "
+    log.info("train: %s%s, %d epochs (%d steps) on %d rank(s): val %s; %d failed loads of %d clips; "
              "%.1f s in this stage; checkpoints in %s", summary["model"], f" ({spec.target})" if spec.target else "",
              summary["epochs"], summary["steps"], summary["ranks"], shown, summary["load_failures"],
-             time.monotonic() - started, t.out_dir)
+             summary["failed_clips"], time.monotonic() - started, t.out_dir)
     return summary
 
 
 class TrainJob(submitit.helpers.Checkpointable):
-    """The job's function: every task runs it as one rank. On the pre-timeout or
-    preemption signal the ranks stop together at the next step, rank 0 saves that exact
-    position, and submitit requeues the job, which resumes from it."""
+    """The job's function: every task runs it as one rank, given its run's claim on the
+    outputs (None: in-process, the owner). On a stop signal (SIGTERM, SIGUSR1, SIGUSR2:
+    preemption, SLURM's pre-timeout signal) the ranks stop together at the next step, rank 0
+    saves that exact position, and the job is requeued (by submitit, or by SLURM itself
+    when it is already ending the job), which resumes from it. A job that is not its run's
+    owner writes nothing and returns ``{"superseded": <who owns the run now>}``."""
 
     def __init__(self, params: Params, fingerprint: str, spec: DatasetSpec | None = None, live_prefix: str = "",
                  store: StoreRecord | None = None):
@@ -237,50 +249,67 @@ class TrainJob(submitit.helpers.Checkpointable):
         self.store = store  # None: read (and checked) by the job
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
-        # Called by submitit's signal handler, once the loop has written the checkpoint.
-        return submitit.helpers.DelayedSubmission(self)
+        # Called by submitit's signal handler, once the loop has written the checkpoint;
+        # the requeued job gets the same arguments (the run's claim).
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
-    def __call__(self) -> dict[str, Any]:
+    def __call__(self, claim: RunClaim | None = None) -> dict[str, Any]:
+        stop = _StopOnSignal()  # first: a signal during the set-up stops the first step
         configure_logging()  # the job is a fresh process: its log lines go to the job's log
         p, t = self.params, self.params.train
-        rank, world_size, local_rank = _init_distributed(p.launch.world_size(STAGE), resolve_device(p)[0])
+        device_type = resolve_device(p)[0]
+        rank, world_size, local_rank = _init_distributed(p.launch.world_size(STAGE), device_type)
+        if device_type == "cuda" and torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
         cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", "0")) or max(1, (os.cpu_count() or 1) // world_size)
         set_job_threads(cpus, reserved=t.workers)  # the loader's workers need cores too
-        stop = _StopOnSignal()
+        owns_run = claim.held if claim is not None else (lambda: True)
         try:
             out_dir = Path(t.out_dir)
+            if not _rank0_says(owns_run() if rank == 0 else True):
+                return _superseded(claim, out_dir)
+            if rank == 0:
+                removed = remove_stale_temporaries(out_dir)  # of a write that was killed; never checkpoints
+                if removed:
+                    log.info("train: removed %d temporary file(s) of a killed write from %s", removed, out_dir)
             final = out_dir / ckpt.FINAL
             if _fingerprint_of(final) == self.fingerprint and (out_dir / SUMMARY_NAME).is_file():
                 # (DVC removes train.metrics and train.ledger before it reruns the stage: they
                 # are written again from their copies beside final.pyth)
                 log.info("train: %s is already this run's result: nothing to train", final)
                 return self._finished(out_dir) if rank == 0 else {}
-            trainer = self._trainer(rank, world_size, local_rank, stop)
+            trainer = self._trainer(rank, world_size, local_rank, stop, owns_run)
             resumed = trainer.resume(out_dir / ckpt.LAST)
-            if not resumed and rank == 0:
+            # Rank 0 writes only while it owns the run; otherwise the first step stops every rank.
+            if not resumed and rank == 0 and owns_run():
                 _clear_checkpoints(out_dir)
             logger = None
-            if rank == 0:
+            if rank == 0 and owns_run():
                 logger = LiveLogger(t.live_dir, (trainer.global_step, trainer.start_epoch) if resumed else None,
                                     prefix=self.live_prefix)
             try:
                 result = trainer.run(logger)
+            except RunSuperseded:
+                return _superseded(claim, out_dir)
             except Exception:
-                if rank == 0:  # what failed to load so far, for the error's "see the train ledger"
+                if rank == 0 and owns_run():  # what failed to load so far, for the error's "see the train ledger"
                     write_ledger(t.ledger, ledger_rows(trainer.failures))
                 raise
             if result.preempted:
-                stop.requeue()  # rank 0 hands over to submitit, which requeues the job and exits
+                stop.requeue()  # rank 0 hands over to submitit (or SLURM), the job is requeued, it exits
                 return {"preempted": True}
             if rank != 0:
                 return {}
             logger.close()
+            if not owns_run():
+                return _superseded(claim, out_dir)
             return self._write_outputs(trainer, result)
         finally:
             if dist.is_initialized():
                 dist.destroy_process_group()
 
-    def _trainer(self, rank: int, world_size: int, local_rank: int, stop: "_StopOnSignal") -> Trainer:
+    def _trainer(self, rank: int, world_size: int, local_rank: int, stop: "_StopOnSignal",
+                 owns_run=lambda: True) -> Trainer:
         p, t = self.params, self.params.train
         device_type, precision = resolve_device(p)
         cuda = device_type == "cuda"
@@ -326,7 +355,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             # A fine-tuning dataset's head is always new: its classes are not Kinetics'
             init_state = _initial_weights(cfg, t.init_checkpoint, t.seed, replace_head=spec.kind != "kinetics")
         return Trainer(cfg, settings, train_set, val_set if len(val_set) else None, t.out_dir,
-                       should_stop=stop.requested, init_state=init_state, task=spec.task())
+                       should_stop=stop.requested, init_state=init_state, task=spec.task(), owns_run=owns_run)
 
     def _write_outputs(self, trainer: Trainer, result: TrainResult) -> dict[str, Any]:
         p, t = self.params, self.params.train
@@ -381,30 +410,66 @@ def _init_distributed(expected: int, device_type: str) -> tuple[int, int, int]:
     return rank, tasks, local_rank
 
 
+def _rank0_says(value: bool) -> bool:
+    """Rank 0's ``value`` on every rank, so that all of them go on or stop together."""
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])
+
+
+def _superseded(claim: RunClaim | None, out_dir: Path) -> dict[str, Any]:
+    """What a job that is not (any more) its run's owner returns, having written nothing."""
+    holder = (claim.holder() if claim is not None else None) or {}
+    owner = (f"job {holder['job_id']}" if holder.get("job_id") else "a run being submitted") if holder else \
+        "none, its run is over"
+    log.warning("train: this job is not the owner of %s (its run's claim: %s; the owner now: %s): it leaves the "
+                "outputs alone and exits", out_dir, claim.token if claim else "-", owner)
+    return {"superseded": owner}
+
+
+# What stops a run at the next step, with its position saved and the job requeued: SLURM's
+# pre-timeout signal (submitit asks for USR2), a preemption's or a requeue's SIGTERM, USR1.
+STOP_SIGNALS = ("TERM", "USR1", "USR2")
+
+
 class _StopOnSignal:
-    """Turns submitit's pre-timeout / preemption signal into a stop request the loop sees at
-    its next step boundary; :meth:`requeue` then runs submitit's own handler (checkpoint,
-    requeue, exit)."""
+    """Turns a stop signal (STOP_SIGNALS, and submitit's preemption signal) into a stop
+    request the loop sees at its next step boundary; :meth:`requeue` then hands over to
+    submitit's own handler (checkpoint, requeue, exit), unless SLURM is already ending the
+    job (a requeue, a preemption, scancel: what SIGTERM usually means there), which then
+    requeues it or not as it decided. Installed only inside a submitit job."""
 
     def __init__(self):
-        self.signum = signal.SIGUSR2
         name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
         self.signum = getattr(signal, f"SIG{name}", signal.SIGUSR2)
         self._submitit = signal.getsignal(self.signum)
-        self._requested = False
+        self._requested: str | None = None
         if callable(self._submitit):
-            signal.signal(self.signum, self._on_signal)
+            for signum in {self.signum, *(getattr(signal, f"SIG{n}") for n in STOP_SIGNALS)}:
+                signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
-        log.warning("train: stop signal received: checkpointing at the next step")
-        self._requested = True
+        self._requested = signal.Signals(signum).name
+        log.warning("train: stop signal received (%s): checkpointing at the next step", self._requested)
 
     def requested(self) -> bool:
-        return self._requested
+        return self._requested is not None
 
     def requeue(self) -> None:
-        if callable(self._submitit):
-            self._submitit(self.signum, None)
+        if not callable(self._submitit):
+            return
+        slurm_job = os.environ.get("SLURM_JOB_ID") if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" else None
+        state = slurm_job_state(slurm_job) if slurm_job else None
+        if state is not None and state != "RUNNING":
+            # A requeue of our own would fail (already requeued) or undo a scancel.
+            log.warning("train: SLURM is ending job %s (%s, after %s): it requeues the job or not, as it decided",
+                        slurm_job, state, self._requested)
+            if job_env()[1] == 0:
+                sys.exit(-1)  # no result: the stage waits for the requeued job (or learns of the cancel)
+            return
+        self._submitit(self.signum, None)
 
 
 def ledger_rows(failures: list[dict[str, str]]) -> list[Failure]:

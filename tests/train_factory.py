@@ -114,6 +114,15 @@ def job_record(root: Path) -> dict:
     return json.loads((root / "logs/submitit/train/running.json").read_text())
 
 
+def job_submitted(root: Path) -> bool:
+    """Whether the stage's job is submitted: running.json names it (the stage writes the
+    run's claim there first, before the job exists)."""
+    try:
+        return bool(job_record(root)["job_id"])
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def job_logs(root: Path) -> str:
     return "".join(p.read_text() for p in (root / "logs/submitit/train").glob("*/*_log.err"))
 
