@@ -2,8 +2,9 @@
 
 Exit codes: 0 done; 1 the stage's work failed (a job error, or nothing at all could be
 processed); 2 bad params (one line on stderr naming the key and what is allowed; nothing
-is written, because params are validated before any work starts); 130 interrupted (Ctrl-C
-or SIGTERM: the stage's jobs are cancelled).
+is written, because params are validated before any work starts, and checked against the
+stage's inputs where they must agree, as train's against its store, before any job
+starts); 130 interrupted (Ctrl-C or SIGTERM: the stage's jobs are cancelled).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def stage_command(run: Callable[..., None], *options: str) -> click.Command:
         signal.signal(signal.SIGTERM, _interrupt)  # DVC stops a stage with SIGTERM: cancel its jobs too
         try:
             run(params, **selection)
-        except ParamsError as exc:
+        except ParamsError as exc:  # a selection params.yaml lacks, or params that do not fit the stage's inputs
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
         except StageFailed as exc:

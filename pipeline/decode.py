@@ -88,8 +88,8 @@ def decode_shard(shard: DecodeShard) -> dict[str, Any]:
                 continue
             clips.append({"clip_id": record.clip_id, "num_frames": len(clip.frames), "fps": clip.fps,
                           "duration": clip.duration, "has_audio": clip.has_audio, "notes": clip.notes})
-        meta = {"stage": STAGE, "fingerprint": shard.fingerprint, "clips": clips, "failures": failures,
-                "seconds": time.monotonic() - started}
+        meta = {"stage": STAGE, "fingerprint": shard.fingerprint, "settings": asdict(shard.settings), "clips": clips,
+                "failures": failures, "seconds": time.monotonic() - started}
         writer.set_meta(meta)
     return meta
 

@@ -6,7 +6,9 @@ every job has finished, as DVC needs, and raises :class:`StageFailed` carrying t
 own error when any job fails. A distributed stage (training) calls :func:`run_job`: one job
 of ``nodes x tasks_per_node`` tasks, requeued by submitit when it is preempted or times
 out, and re-attached to (not submitted again) when the stage is rerun while it still runs.
-Ctrl-C of a stage cancels its jobs.
+Such a job belongs to one run of the stage (:class:`RunClaim`): a job that is not the run's
+owner (a requeue that outlived its run, a duplicate, a late start) must leave its outputs
+alone. Ctrl-C of a stage cancels its jobs.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
@@ -172,30 +176,103 @@ def _wait_or_cancel(stage: str, jobs: Sequence[submitit.Job], poll_s: float) -> 
 # --------------------------------------------------------------------------- one long job
 
 
-def run_job(stage: str, fn: Callable[[], Result], launch: LaunchParams, attach_file: str | os.PathLike,
-            fingerprint: str, requeue: Requeue | None = None, poll_s: float = 1.0) -> Result:
+@dataclass(frozen=True)
+class RunClaim:
+    """Which run of a stage owns its outputs. The stage writes a fresh ``token`` into its
+    attach file (``running.json``) before it submits the run's job, and hands the job this
+    claim; the job is the run's owner while the file still holds its token. A rerun of the
+    stage with other settings, or after the run finished (the stage then removes the file),
+    takes the outputs over; a job of the earlier run that the scheduler still starts (a
+    requeue that arrived as it finished, a duplicate, a late start) then sees that it is
+    not the owner and must leave them alone."""
+
+    path: str
+    token: str
+
+    def holder(self) -> dict[str, Any] | None:
+        """The attach file's record (``run`` token, ``job_id``, ...), or None without one."""
+        try:
+            record = json.loads(Path(self.path).read_text())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def held(self) -> bool:
+        return (self.holder() or {}).get("run") == self.token
+
+
+def run_job(stage: str, fn: Callable[..., Result], launch: LaunchParams, attach_file: str | os.PathLike,
+            fingerprint: str, requeue: Requeue | None = None, poll_s: float = 1.0, with_claim: bool = False) -> Result:
     """Run ``fn()`` as one job of ``nodes x tasks_per_node`` tasks and return its first task's
-    result. While it runs, ``attach_file`` names it and the ``fingerprint`` of what it
-    computes: a rerun of the stage (after the stage was killed, say) with the same
+    result. While it runs, ``attach_file`` names it, its run's claim (:class:`RunClaim`;
+    with ``with_claim`` the job is ``fn(claim)``, which checks it) and the ``fingerprint`` of
+    what it computes: a rerun of the stage (after the stage was killed, say) with the same
     fingerprint waits for that job instead of submitting another; one with another
-    fingerprint (other params) cancels it and submits its own."""
+    fingerprint (other params) cancels it and submits its own. On SLURM a job requeued as
+    it finished (its result is in, the scheduler holds it pending) is cancelled."""
     attach_file = Path(attach_file)
     job = _attached_job(stage, attach_file, fingerprint)
     if job is None:
         executor = make_executor(stage, launch, requeue)
-        job = executor.submit(fn)
-        if executor.cluster != "debug":
-            write_json(attach_file, {"cluster": executor.cluster, "job_id": str(job.job_id), "fingerprint": fingerprint,
-                                     "folder": str(job.paths.folder), "tasks": list(range(job.num_tasks))})
+        claim = RunClaim(str(attach_file), uuid.uuid4().hex)
+        record = {"cluster": executor.cluster, "run": claim.token, "fingerprint": fingerprint, "job_id": None}
+        write_json(attach_file, record)  # before the job exists: it checks the claim as it starts
+        job = executor.submit(fn, claim) if with_claim else executor.submit(fn)
+        write_json(attach_file, {**record, "job_id": str(job.job_id), "folder": str(job.paths.folder),
+                                 "tasks": list(range(job.num_tasks))})
         log.info("%s: job %s on %s (%d task(s)), log %s", stage, job.job_id, executor.cluster, job.num_tasks,
                  job.paths.stdout)
     try:
         if not isinstance(job, submitit.DebugJob):
             _wait_or_cancel(stage, [job], poll_s)
-        return _collect(stage, [job])[0]
+        result = _collect(stage, [job])[0]
+        if isinstance(job, submitit.SlurmJob):
+            _cancel_requeued_leftover(stage, job.job_id)
+        return result
     finally:
         if job.done():
-            attach_file.unlink(missing_ok=True)
+            _release(attach_file, str(job.job_id))
+
+
+def _release(attach_file: Path, job_id: str) -> None:
+    """Remove ``attach_file`` if it still names ``job_id``: the run is over (a rerun of the
+    stage that took over meanwhile keeps its own claim)."""
+    try:
+        record = json.loads(attach_file.read_text())
+    except (OSError, ValueError):
+        return
+    if str(record.get("job_id")) == job_id:
+        attach_file.unlink(missing_ok=True)
+
+
+def slurm_job_state(job_id: str) -> str | None:
+    """The controller's JobState of a SLURM job (RUNNING, PENDING, COMPLETING, ...), None
+    when the controller does not know it (any more) or does not answer."""
+    try:
+        out = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True,
+                             timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for word in out.stdout.split():
+        if word.startswith("JobState="):
+            return word.partition("=")[2]
+    return None
+
+
+def _cancel_requeued_leftover(stage: str, job_id: str, settle_s: float = 60.0) -> None:
+    """Cancel a finished job that SLURM requeued (``scontrol requeue``, a preemption) in its
+    last seconds: its result is in, and the pending leftover would otherwise start again
+    later. A job still running or completing is waited for, up to ``settle_s``, until it
+    leaves the queue or turns out requeued."""
+    deadline = time.monotonic() + settle_s
+    while (state := slurm_job_state(job_id)) in ("RUNNING", "COMPLETING", "CONFIGURING"):
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.5)
+    if state in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED"):
+        subprocess.run(["scancel", str(job_id)], capture_output=True, timeout=60)
+        log.warning("%s: job %s was requeued after it had finished (%s): cancelled the leftover", stage, job_id,
+                    state)
 
 
 class _AttachedLocalJob(LocalJob):
@@ -226,6 +303,8 @@ def _attached_job(stage: str, attach_file: Path, fingerprint: str) -> submitit.J
     try:
         record = json.loads(attach_file.read_text())
     except (OSError, ValueError):
+        return None
+    if not record.get("job_id"):  # the stage was stopped before its job was submitted: nothing to attach to
         return None
     folder, job_id, tasks = record["folder"], record["job_id"], tuple(record["tasks"])
     if record["cluster"] == "local":

@@ -79,8 +79,8 @@ def spectrogram_shard(shard: SpectrogramShard) -> dict[str, Any]:
                 total += float(exact.sum())
                 total_sq += float(np.square(exact).sum())
                 count += exact.size
-        meta = {"stage": STAGE, "fingerprint": shard.fingerprint, "clips": clips, "failures": failures,
-                "stats": {"sum": total, "sum_sq": total_sq, "count": count},
+        meta = {"stage": STAGE, "fingerprint": shard.fingerprint, "settings": settings.store_attrs(), "clips": clips,
+                "failures": failures, "stats": {"sum": total, "sum_sq": total_sq, "count": count},
                 "seconds": time.monotonic() - started}
         writer.set_meta(meta)
     return meta

@@ -1,10 +1,13 @@
 """Stage ``train``: the store in, checkpoints, curves, a metrics summary and a ledger out.
 
-    params ──checks──> one submitit job of nodes x tasks_per_node tasks (run_job)
+    params ──checks, the store against them (pipeline.store_check)──> one submitit job of
+    nodes x tasks_per_node tasks (run_job), the run's claim on train.out_dir with it
         each task: one torch.distributed rank (gloo on CPU, NCCL on GPU) on its own device
             ClipDataset(train split) ──Trainer (avsf.train.engine)──> checkpoints in train.out_dir
             rank 0: DVCLive curves (train.live_dir), train.metrics, train.ledger
-        preempted or timed out: checkpoint at the step, requeue, resume (TrainJob.checkpoint)
+        SIGTERM, SIGUSR1, SIGUSR2 (preemption, SLURM's pre-timeout signal): every rank stops at
+        the next step, rank 0 checkpoints that position, the job is requeued and resumes
+        from it (TrainJob.checkpoint)
 
 Which run (pipeline.runs.training_run): ``--member m`` on Kinetics (train@m), ``--dataset d
 --member m`` fine-tuned (finetune@d-m), ``--pretext s`` (pretrain@s); where it writes:
@@ -14,7 +17,9 @@ and the summary DVC reads in ``reports/<d>/train/<m>``).
 A run depends on its settings and its store; their fingerprint is in every checkpoint.
 A rerun resumes from ``last.pyth`` when the fingerprint matches (a killed stage, a requeued
 job), and starts afresh when it does not (``dvc exp run -S train.epochs=...``); a finished
-run (``final.pyth`` with the same fingerprint) is not trained again.
+run (``final.pyth`` with the same fingerprint) is not trained again. A job that is not its
+run's owner (pipeline.launch.RunClaim: a requeue that outlived its run, a duplicate, a late
+start) touches nothing in train.out_dir and exits.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -37,22 +43,23 @@ import yaml
 from avsf.data.clip_dataset import ClipDataset, ClipSampling
 from avsf.data.ledger import Failure, count_by_reason, read_ledger, write_ledger
 from avsf.data.store import CLASSES_NAME, INDEX_NAME, STATS_NAME, read_index, read_meta
-from avsf.io.atomic import write_json
+from avsf.io.atomic import remove_stale_temporaries, write_json
 from avsf.io.digest import file_digest
 from avsf.models import ModelConfig
 from avsf.models.config import WITH_FAST
 from avsf.models.checkpoint import load_pyslowfast_checkpoint, read_checkpoint, trained_temporal_sampling
 from avsf.models.flops import inference_params
 from avsf.train import checkpoint as ckpt
-from avsf.train.engine import Trainer, TrainResult, TrainSettings
+from avsf.train.engine import RunSuperseded, Trainer, TrainResult, TrainSettings
 from avsf.train.recipe import LRSchedule, steps_to_epochs
 from pipeline.cli import configure_logging
-from pipeline.launch import Requeue, StageFailed, job_env, run_job, set_job_threads
+from pipeline.launch import Requeue, RunClaim, StageFailed, job_env, run_job, set_job_threads, slurm_job_state
 from pipeline.layout import RUN_SUMMARY, Layout
 from pipeline.live import LiveLogger, rebuild_summary
 from pipeline.models import config_from_params
 from pipeline.params import DatasetParams, ModelParams, Params
 from pipeline.runs import TrainRun, target_runs, training_run
+from pipeline.store_check import StoreRecord, check_store, read_store
 
 log = logging.getLogger("avsf.train")
 
@@ -81,26 +88,32 @@ def clip_sampling(d: DatasetParams, m: ModelParams, weights: Mapping | None = No
                         hard_negative_min_shift_s=d.hard_negative_min_shift_s, temporal_sampling=temporal)
 
 
-def data_record(run: TrainRun, classes: list[str] | dict[str, list[str]], with_audio: bool,
+def data_record(run: TrainRun, classes: list[str] | dict[str, list[str]], store: StoreRecord,
                 sampling: ClipSampling | None = None) -> dict[str, Any]:
     """How the run's inputs were made, saved in every checkpoint (``data``): what it takes to
     decode, sample and normalise a new video exactly as the store and the test views did
-    (``avsf.predict``), and the class names the outputs mean. ``sampling``: the run's, its
-    temporal sampling resolved (default: the params' without initial weights)."""
-    params = run.params
-    d, s = run.dataset.decode_settings(params.decode), params.spectrogram
-    record: dict[str, Any] = {
-        "classes": list(classes),
-        "decode": {"fps": d.fps, "short_side": d.short_side, "jpeg_quality": d.jpeg_quality,
-                   "sample_rate": d.sample_rate},
-        "sampling": asdict(sampling or clip_sampling(params.dataset, params.model)),
-    }
-    if with_audio:
-        stats = json.loads((store_dirs(run)[1] / STATS_NAME).read_text())
-        record["spectrogram"] = {k: getattr(s, k) for k in ("n_fft", "win_length", "hop_length", "n_mels", "f_min",
-                                                            "f_max", "log_offset", "mel_norm", "center")}
-        record["audio_stats"] = {"mean": float(stats["mean"]), "std": float(stats["std"])}
-    return record
+    (``avsf.predict``), and the class names the outputs mean. The decode and log-mel
+    settings and the log-mel statistics are the store's own (:mod:`pipeline.store_check`);
+    ``sampling``: the run's, its temporal sampling resolved (default: the params' without
+    initial weights)."""
+    p = run.params
+    return {"classes": list(classes), **store.data_record(p.decode.jpeg_quality),
+            "sampling": asdict(sampling or clip_sampling(p.dataset, p.model))}
+
+
+def train_store(run: TrainRun) -> StoreRecord:
+    """The store the run trains on, read and checked against its params (exit 2 on a mismatch)."""
+    frames_dir, logmel_dir = store_dirs(run)
+    logmel = logmel_dir if config_from_params(run.params.model).audio is not None else None
+    try:
+        entries = read_index(frames_dir / INDEX_NAME)
+    except (OSError, ValueError) as exc:
+        raise StageFailed(f"train: cannot read the frame store {frames_dir}: {exc}") from None
+    store = read_store(frames_dir, logmel, entries)
+    ds = run.dataset
+    params = run.params.model_copy(update={"decode": ds.decode_settings(run.params.decode)})
+    check_store(params, store, frames_dir, logmel, (f"datasets.{ds.name}.train_split", ds.stats_split))
+    return store
 
 
 def store_identity(frames_dir: Path, logmel_dir: Path | None) -> str:
@@ -183,14 +196,15 @@ def run_train(params: Params, dataset: str | None = None, member: str | None = N
     if t.init_checkpoint and not Path(t.init_checkpoint).is_file():
         hint = f" (stage train@{member}, the member's Kinetics run, writes it)" if run.replace_head else ""
         raise StageFailed(f"train: {run.key('train.init_checkpoint')}: no such file: {t.init_checkpoint}{hint}")
+    store = train_store(run)
     runs = target_runs(run)
     if runs == [run]:
-        _train_one(run)
+        _train_one(run, store)
         return
     # EPIC's separate verb and noun models, one after the other, each in <out_dir>/<target>
     summaries, ledgers = {}, []
     for target_run in runs:
-        summaries[target_run.target] = _train_one(target_run)
+        summaries[target_run.target] = _train_one(target_run, store)
         ledgers += read_ledger_rows(target_run.paths.ledger)
     write_json(run.paths.summary, summaries)
     write_ledger(run.paths.ledger, ledgers)
@@ -200,77 +214,102 @@ def read_ledger_rows(path: Path) -> list[Failure]:
     return read_ledger(path) if path.is_file() else []
 
 
-def _train_one(run: TrainRun) -> dict[str, Any]:
+def _train_one(run: TrainRun, store: StoreRecord | None = None) -> dict[str, Any]:
     frames_dir, logmel_dir = store_dirs(run)
     uses_audio = config_from_params(run.params.model).audio is not None
+    store = store or train_store(run)
     fingerprint = run_fingerprint(run, store_identity(frames_dir, logmel_dir if uses_audio else None))
     started = time.monotonic()
     t = run.params.train
-    summary = run_job(STAGE, TrainJob(run, fingerprint), run.params.launch,
-                      Path(run.params.launch.log_dir) / STAGE / "running.json", fingerprint,
-                      Requeue(t.signal_delay_s, t.max_requeues))
+    attach = Path(run.params.launch.log_dir) / STAGE / "running.json"
+    summary = run_job(STAGE, TrainJob(run, fingerprint, store), run.params.launch, attach, fingerprint,
+                      Requeue(t.signal_delay_s, t.max_requeues), with_claim=True)
+    if summary.get("superseded"):  # another run of the stage, started meanwhile, owns the outputs
+        raise StageFailed(f"train: another run of the stage took {run.paths.out_dir} over while this one's job ran "
+                          f"(the owner now: {summary['superseded']}, {attach}); this run stopped and wrote nothing")
     final = summary.get("final", {})
     shown = ", ".join(f"{k} {v:.3f}" for k, v in final.items() if k.endswith(("top1", "top5", "precision"))) or "-"
-    log.info("train: %s%s, %d epochs (%d steps) on %d rank(s): val %s; %d samples failed to load; "
+    log.info("train: %s%s, %d epochs (%d steps) on %d rank(s): val %s; %d failed loads of %d clips; "
              "%.1f s in this stage; checkpoints in %s", summary["model"], f" ({run.target})" if run.target else "",
              summary["epochs"], summary["steps"], summary["ranks"], shown, summary["load_failures"],
-             time.monotonic() - started, run.paths.out_dir)
+             summary["failed_clips"], time.monotonic() - started, run.paths.out_dir)
     return summary
 
 
 class TrainJob(submitit.helpers.Checkpointable):
-    """The job's function: every task runs it as one rank. On the pre-timeout or
-    preemption signal the ranks stop together at the next step, rank 0 saves that exact
-    position, and submitit requeues the job, which resumes from it."""
+    """The job's function: every task runs it as one rank, given its run's claim on the
+    outputs (None: in-process, the owner). On a stop signal (SIGTERM, SIGUSR1, SIGUSR2:
+    preemption, SLURM's pre-timeout signal) the ranks stop together at the next step, rank 0
+    saves that exact position, and the job is requeued (by submitit, or by SLURM itself
+    when it is already ending the job), which resumes from it. A job that is not its run's
+    owner writes nothing and returns ``{"superseded": <who owns the run now>}``."""
 
-    def __init__(self, run: TrainRun, fingerprint: str):
+    def __init__(self, run: TrainRun, fingerprint: str, store: StoreRecord | None = None):
         self.run, self.fingerprint = run, fingerprint
+        self.store = store  # None: read (and checked) by the job
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
-        # Called by submitit's signal handler, once the loop has written the checkpoint.
-        return submitit.helpers.DelayedSubmission(self)
+        # Called by submitit's signal handler, once the loop has written the checkpoint;
+        # the requeued job gets the same arguments (the run's claim).
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
-    def __call__(self) -> dict[str, Any]:
+    def __call__(self, claim: RunClaim | None = None) -> dict[str, Any]:
+        stop = _StopOnSignal()  # first: a signal during the set-up stops the first step
         configure_logging()  # the job is a fresh process: its log lines go to the job's log
         run, p = self.run, self.run.params
-        rank, world_size, local_rank = _init_distributed(p.launch.world_size(STAGE), resolve_device(p)[0])
+        device_type = resolve_device(p)[0]
+        rank, world_size, local_rank = _init_distributed(p.launch.world_size(STAGE), device_type)
+        if device_type == "cuda" and torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
         cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", "0")) or max(1, (os.cpu_count() or 1) // world_size)
         set_job_threads(cpus, reserved=p.train.workers)  # the loader's workers need cores too
-        stop = _StopOnSignal()
+        owns_run = claim.held if claim is not None else (lambda: True)
         try:
             out_dir = run.paths.out_dir
+            if not _rank0_says(owns_run() if rank == 0 else True):
+                return _superseded(claim, out_dir)
+            if rank == 0:
+                removed = remove_stale_temporaries(out_dir)  # of a write that was killed; never checkpoints
+                if removed:
+                    log.info("train: removed %d temporary file(s) of a killed write from %s", removed, out_dir)
             final = out_dir / ckpt.FINAL
             if _fingerprint_of(final) == self.fingerprint and (out_dir / RUN_SUMMARY).is_file():
                 # (DVC removes the run's summary and DVCLive's before it reruns the stage: they
                 # are written again from the copy beside final.pyth and from the curves)
                 log.info("train: %s is already this run's result: nothing to train", final)
                 return self._finished() if rank == 0 else {}
-            trainer = self._trainer(rank, world_size, local_rank, stop)
+            trainer = self._trainer(rank, world_size, local_rank, stop, owns_run)
             resumed = trainer.resume(out_dir / ckpt.LAST)
-            if not resumed and rank == 0:
+            # Rank 0 writes only while it owns the run; otherwise the first step stops every rank.
+            if not resumed and rank == 0 and owns_run():
                 _clear_checkpoints(out_dir)
             logger = None
-            if rank == 0:
+            if rank == 0 and owns_run():
                 logger = LiveLogger(run.paths.live_dir, (trainer.global_step, trainer.start_epoch) if resumed else None,
                                     prefix=run.live_prefix)
             try:
                 result = trainer.run(logger)
+            except RunSuperseded:
+                return _superseded(claim, out_dir)
             except Exception:
-                if rank == 0:  # what failed to load so far, for the error's "see the train ledger"
+                if rank == 0 and owns_run():  # what failed to load so far, for the error's "see the train ledger"
                     write_ledger(run.paths.ledger, ledger_rows(trainer.failures))
                 raise
             if result.preempted:
-                stop.requeue()  # rank 0 hands over to submitit, which requeues the job and exits
+                stop.requeue()  # rank 0 hands over to submitit (or SLURM), the job is requeued, it exits
                 return {"preempted": True}
             if rank != 0:
                 return {}
             logger.close()
+            if not owns_run():
+                return _superseded(claim, out_dir)
             return self._write_outputs(trainer, result)
         finally:
             if dist.is_initialized():
                 dist.destroy_process_group()
 
-    def _trainer(self, rank: int, world_size: int, local_rank: int, stop: "_StopOnSignal") -> Trainer:
+    def _trainer(self, rank: int, world_size: int, local_rank: int, stop: "_StopOnSignal",
+                 owns_run=lambda: True) -> Trainer:
         run, p, t = self.run, self.run.params, self.run.params.train
         ds = run.dataset
         device_type, precision = resolve_device(p)
@@ -310,7 +349,8 @@ class TrainJob(submitit.helpers.Checkpointable):
             compile=t.compile, freeze_bn=t.freeze_bn, fingerprint=self.fingerprint,
             cfg_text=yaml.safe_dump({"model": p.model.model_dump(), "dataset": p.dataset.model_dump(),
                                      "train": t.model_dump()}, sort_keys=False),
-            data_record={**data_record(run, ds.class_names() or train_set.classes, logmel is not None, sampling),
+            data_record={**data_record(run, ds.class_names() or train_set.classes, self.store or train_store(run),
+                                       sampling),
                          **ds.record(), "target": run.target, "objective": t.objective},
         )
         init_state = None
@@ -318,7 +358,8 @@ class TrainJob(submitit.helpers.Checkpointable):
             # A fine-tuning dataset's head is always new: its classes are not Kinetics'
             init_state = _initial_weights(cfg, init, t.init_checkpoint, t.seed, replace_head=run.replace_head)
         return Trainer(cfg, settings, train_set, val_set if len(val_set) else None, str(run.paths.out_dir),
-                       should_stop=stop.requested, init_state=init_state, task=ds.task(run.target, t.objective))
+                       should_stop=stop.requested, init_state=init_state, task=ds.task(run.target, t.objective),
+                       owns_run=owns_run)
 
     def _write_outputs(self, trainer: Trainer, result: TrainResult) -> dict[str, Any]:
         run, t = self.run, self.run.params.train
@@ -372,30 +413,66 @@ def _init_distributed(expected: int, device_type: str) -> tuple[int, int, int]:
     return rank, tasks, local_rank
 
 
+def _rank0_says(value: bool) -> bool:
+    """Rank 0's ``value`` on every rank, so that all of them go on or stop together."""
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])
+
+
+def _superseded(claim: RunClaim | None, out_dir: Path) -> dict[str, Any]:
+    """What a job that is not (any more) its run's owner returns, having written nothing."""
+    holder = (claim.holder() if claim is not None else None) or {}
+    owner = (f"job {holder['job_id']}" if holder.get("job_id") else "a run being submitted") if holder else \
+        "none, its run is over"
+    log.warning("train: this job is not the owner of %s (its run's claim: %s; the owner now: %s): it leaves the "
+                "outputs alone and exits", out_dir, claim.token if claim else "-", owner)
+    return {"superseded": owner}
+
+
+# What stops a run at the next step, with its position saved and the job requeued: SLURM's
+# pre-timeout signal (submitit asks for USR2), a preemption's or a requeue's SIGTERM, USR1.
+STOP_SIGNALS = ("TERM", "USR1", "USR2")
+
+
 class _StopOnSignal:
-    """Turns submitit's pre-timeout / preemption signal into a stop request the loop sees at
-    its next step boundary; :meth:`requeue` then runs submitit's own handler (checkpoint,
-    requeue, exit)."""
+    """Turns a stop signal (STOP_SIGNALS, and submitit's preemption signal) into a stop
+    request the loop sees at its next step boundary; :meth:`requeue` then hands over to
+    submitit's own handler (checkpoint, requeue, exit), unless SLURM is already ending the
+    job (a requeue, a preemption, scancel: what SIGTERM usually means there), which then
+    requeues it or not as it decided. Installed only inside a submitit job."""
 
     def __init__(self):
-        self.signum = signal.SIGUSR2
         name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
         self.signum = getattr(signal, f"SIG{name}", signal.SIGUSR2)
         self._submitit = signal.getsignal(self.signum)
-        self._requested = False
+        self._requested: str | None = None
         if callable(self._submitit):
-            signal.signal(self.signum, self._on_signal)
+            for signum in {self.signum, *(getattr(signal, f"SIG{n}") for n in STOP_SIGNALS)}:
+                signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
-        log.warning("train: stop signal received: checkpointing at the next step")
-        self._requested = True
+        self._requested = signal.Signals(signum).name
+        log.warning("train: stop signal received (%s): checkpointing at the next step", self._requested)
 
     def requested(self) -> bool:
-        return self._requested
+        return self._requested is not None
 
     def requeue(self) -> None:
-        if callable(self._submitit):
-            self._submitit(self.signum, None)
+        if not callable(self._submitit):
+            return
+        slurm_job = os.environ.get("SLURM_JOB_ID") if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" else None
+        state = slurm_job_state(slurm_job) if slurm_job else None
+        if state is not None and state != "RUNNING":
+            # A requeue of our own would fail (already requeued) or undo a scancel.
+            log.warning("train: SLURM is ending job %s (%s, after %s): it requeues the job or not, as it decided",
+                        slurm_job, state, self._requested)
+            if job_env()[1] == 0:
+                sys.exit(-1)  # no result: the stage waits for the requeued job (or learns of the cancel)
+            return
+        self._submitit(self.signum, None)
 
 
 def ledger_rows(failures: list[dict[str, str]]) -> list[Failure]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -73,6 +74,20 @@ def fail_on_rank_one(shard: int) -> int:
     if rank == 1:
         raise RuntimeError(f"rank {rank} of shard {shard} lost its peers")
     return shard
+
+
+def report_claim(claim) -> tuple[bool, str]:
+    """Whether the job holds the run's claim it was given (pipeline.launch.RunClaim), and its token."""
+    return claim.held(), claim.token
+
+
+def requeue_myself_then_finish(claim) -> str:  # noqa: ARG001
+    """Asks SLURM to requeue this job and returns within SLURM's KillWait: the requeue of a
+    job in its last seconds (the result is in, the job is held pending all the same)."""
+    job_id = os.environ["SLURM_JOB_ID"]
+    subprocess.run(["scontrol", "requeue", job_id], check=True)
+    time.sleep(1.0)
+    return job_id
 
 
 def die_without_a_word(shard: int) -> int:

@@ -16,11 +16,12 @@ from _jobs import (
     fail_on_rank_one,
     fail_on_shard_one,
     job_can_import_tests,  # noqa: F401  (fixture)
+    report_claim,
     square,
     square_later_shards_first,
 )
 from conftest import write_params
-from pipeline.launch import StageFailed, make_executor, run_shards
+from pipeline.launch import StageFailed, make_executor, run_job, run_shards
 from pipeline.params import LaunchParams
 
 pytestmark = pytest.mark.usefixtures("job_can_import_tests")
@@ -109,6 +110,14 @@ def test_a_failing_task_fails_its_job(tmp_path):
     with pytest.raises(StageFailed) as failed:
         run_shards("train", fail_on_rank_one, [7], params)
     assert "RuntimeError: rank 1 of shard 7 lost its peers" in str(failed.value)
+
+
+@pytest.mark.parametrize("cluster", ["local", "debug"])
+def test_a_job_holds_its_runs_claim_while_it_runs_and_the_claim_ends_with_the_run(tmp_path, cluster):
+    attach = tmp_path / "logs" / "running.json"
+    held, token = run_job("train", report_claim, launch(tmp_path, cluster), attach, "fp", with_claim=True)
+    assert held and len(token) == 32
+    assert not attach.exists()  # a job of this run that the scheduler would still start owns nothing
 
 
 def test_make_executor_takes_resources_from_params(tmp_path):

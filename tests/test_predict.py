@@ -28,7 +28,7 @@ from conftest import REPO, loaded_modules, write_params
 from pipeline.models import config_from_params
 from pipeline.params import load_params
 from pipeline.runs import training_run
-from pipeline.train import data_record
+from pipeline.train import data_record, train_store
 
 CLASSES = ["abseiling", "bowling", "clapping", "dancing", "eating", "fencing", "golfing"]
 # The store's two videos: one with sound (broadband, so its log-mel varies), one without an
@@ -51,11 +51,11 @@ def world(tmp_path_factory) -> dict:
 
 
 def write_checkpoint(root: Path, arch: str, with_data: bool = True, overrides: dict | None = None,
-                     name: str = "") -> Path:
+                     name: str = "", logmel: dict | None = None) -> Path:
     """A tiny untrained ``arch`` model as the train stage saves it: model_state, model_config
-    and the data record of the store under ``root`` (params with ``overrides``). Its
-    classifier is drawn large (std 1) so that the classes' scores differ visibly and depend
-    on the video."""
+    and the data record of the store under ``root`` (params with ``overrides``; ``logmel``:
+    log-mel settings as if the store had been made with them). Its classifier is drawn
+    large (std 1) so that the classes' scores differ visibly and depend on the video."""
     params = load_params(write_params(root / f"params-{arch}{name}.yaml",
                                       {**OVERRIDES, "model.arch": arch, **(overrides or {})}))
     cfg = config_from_params(params.model)
@@ -67,7 +67,11 @@ def write_checkpoint(root: Path, arch: str, with_data: bool = True, overrides: d
     if with_data:
         with pytest.MonkeyPatch.context() as mp:
             mp.chdir(root)  # the store's paths in params are relative to the project
-            state["data"] = data_record(training_run(params), CLASSES, cfg.audio is not None)
+            run = training_run(params)
+            store = train_store(run)
+            if logmel:
+                store = replace(store, spectrogram={**store.spectrogram, **logmel})
+            state["data"] = data_record(run, CLASSES, store)
     path = root / f"{arch}{'' if with_data else '-no-data'}{name}.pyth"
     torch.save(state, path)
     return path
@@ -133,8 +137,7 @@ def test_the_record_carries_the_runs_temporal_sampling_and_log_mel_settings(worl
     np.testing.assert_array_equal(ours.scores, expected)
     strided = predict_video(load_predictor(world["ckpt"]["slowfast"]), world["tone"])  # the same weights
     assert np.abs(ours.scores - strided.scores).max() > 1e-4
-    authors = write_checkpoint(world["root"], "avslowfast", name="-authors",
-                               overrides={"spectrogram.mel_norm": "slaney", "spectrogram.center": False})
+    authors = write_checkpoint(world["root"], "avslowfast", name="-authors", logmel={"mel_norm": "slaney", "center": False})
     logmel = load_predictor(authors).data.logmel
     assert (logmel.mel_norm, logmel.center, logmel.first_row_s) == ("slaney", False, 0.016)
 

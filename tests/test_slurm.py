@@ -17,9 +17,10 @@ from _jobs import (
     die_without_a_word,
     fail_on_shard_one,
     job_can_import_tests,  # noqa: F401  (fixture)
+    requeue_myself_then_finish,
     square_later_shards_first,
 )
-from pipeline.launch import StageFailed, make_executor, run_shards
+from pipeline.launch import StageFailed, make_executor, run_job, run_shards
 from pipeline.params import LaunchParams
 
 
@@ -147,3 +148,14 @@ def test_auto_picks_slurm_when_slurm_is_up(tmp_path):
     assert make_executor("probe", params).cluster == "slurm"
     job, = run_shards("probe", describe_job, [0], params)
     assert job["SLURM_JOB_ID"] == job["job_id"]  # a single shard is a plain job, not an array
+
+
+def test_a_job_requeued_as_it_finishes_is_cancelled_once_its_result_is_in(tmp_path):
+    """``scontrol requeue`` (or a preemption) in a job's last seconds: its result is in, but
+    SLURM holds it pending; left there it would start again later."""
+    attach = tmp_path / "running.json"
+    job_id = run_job("probe", requeue_myself_then_finish, launch(tmp_path), attach, "fp", with_claim=True)
+    assert not attach.exists()
+    out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
+    assert out.stdout.strip() == "", f"job {job_id} still queued: {out.stdout}"
+    assert "JobState=CANCELLED" in scontrol_job(job_id) and "Restarts=1" in scontrol_job(job_id)

@@ -1,8 +1,10 @@
 """The training engine in-process: the recipe, the sampler, exact resume from any step,
-the NaN stop, samples that fail to load, precise BN and the checkpoint format."""
+the NaN stop, samples that fail to load (counted as samples), a job that is not its run's
+owner, precise BN and the checkpoint format."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -16,11 +18,12 @@ from avsf.models import build_model
 from avsf.models.checkpoint import load_pyslowfast_checkpoint
 from avsf.models.serialize import config_from_dict
 from avsf.train import checkpoint as ckpt
-from avsf.train.engine import TooManyLoadFailures, TrainingDiverged, drop_audio_draw
+from avsf.train.engine import RunSuperseded, TooManyLoadFailures, TrainingDiverged, drop_audio_draw
 from avsf.train.precise_bn import update_bn_stats
 from avsf.train.recipe import LRSchedule, build_optimizer, hard_negative_fraction
 from avsf.train.sampler import EpochSampler
 from pipeline.runs import pretrain_run, training_run
+from pipeline.launch import RunClaim
 from pipeline.train import TrainJob
 from train_factory import make_store, model_weights, precise_bn_rank, same_weights, train_params
 
@@ -233,6 +236,44 @@ def test_a_sample_that_fails_to_load_is_replaced_and_recorded(store, tmp_path, m
         TrainJob(training_run(params), "fp")()  # the job, as a stage runs it: it leaves the ledger the error points to
     ledger = (root / "data/kinetics/train/model/ledger.csv").read_text().splitlines()
     assert ledger[0] == "id,stage,reason,detail" and ledger[1].startswith(f"{clip_id},train,load_failed,\"train: ")
+
+
+def test_failed_loads_are_counted_in_samples_not_in_attempts(store, tmp_path, monkeypatch):
+    """Half the training clips broken: a sample whose clip fails is replaced by another,
+    which may fail too; the epoch counts the samples that failed, not the attempts."""
+    root, params = run_dir(tmp_path, store, {"train.epochs": 1, "train.max_failed_fraction": 0.05}, name="half")
+    broken = {break_clip(root / "data" / "kinetics" / "store", name) for name in ("a00", "b01", "a02", "b03", "a04")}
+    trainer = trainer_for(root, params, monkeypatch)
+    sampler = EpochSampler(len(trainer.train_set), 4, params.train.seed, 0, 1)
+    sampler.set_epoch(0)
+    failed = sum(trainer.train_set.samples[k.index].entry.clip_id in broken for k in sampler)
+    with pytest.raises(TooManyLoadFailures, match=rf"epoch 1: {failed} of 12 training samples failed to load, each "
+                                                  r"replaced by another"):
+        trainer.run()
+    attempts = [f for f in trainer.failures if f["phase"] == "train"]
+    assert {f["id"] for f in attempts} == broken and len(attempts) > failed  # replacements failed too
+
+
+def test_a_job_that_is_not_its_runs_owner_leaves_the_outputs_alone(store, tmp_path, monkeypatch):
+    root, params = run_dir(tmp_path, store, {"train.epochs": 1})
+    monkeypatch.chdir(root)
+    attach = root / "running.json"
+    attach.write_text(json.dumps({"run": "a-later-run", "job_id": "12"}))
+    job = TrainJob(training_run(params), "fp")
+    assert job(RunClaim(str(attach), "an-earlier-run")) == {"superseded": "job 12"}
+    attach.unlink()  # the run finished: a leftover requeue of its job owns nothing
+    assert job(RunClaim(str(attach), "an-earlier-run")) == {"superseded": "none, its run is over"}
+    assert sorted(p.name for p in root.iterdir()) == ["data", "params.yaml"]
+    assert sorted(p.name for p in (root / "data/kinetics").iterdir()) == ["store"]
+
+
+def test_a_run_taken_over_midway_stops_every_rank_at_the_next_step_and_writes_nothing(store, tmp_path, monkeypatch):
+    root, params = run_dir(tmp_path, store, {"train.epochs": 1})
+    trainer = trainer_for(root, params, monkeypatch)
+    trainer.owns_run = lambda: trainer.global_step < 2  # another run of the stage claims the outputs
+    with pytest.raises(RunSuperseded, match=r"this run does not own data/kinetics/train/model any more: stopped at epoch 1 step 3"):
+        trainer.run()
+    assert trainer.global_step == 2 and not (root / "data/kinetics/train/model").exists()
 
 
 def test_a_validation_clip_that_fails_is_recorded_once(store, tmp_path, monkeypatch):

@@ -28,7 +28,10 @@ from conftest import REPO, write_params
 SPECS = [ClipSpec(f"{'ab'[i % 2]}{i:02d}", seconds=2.0, size=(48, 40), noise=0.02, label="ab"[i % 2],
                   tone_hz=(300.0, 1500.0)[i % 2], split="val" if i >= 12 else "train") for i in range(16)]
 
+STORE_OVERRIDES = {"decode.short_side": 40, "decode.clips_per_shard": 7}  # the store's (the stage checks them)
+
 TRAIN_OVERRIDES = {
+    **STORE_OVERRIDES,
     "launch.cluster": "local",
     "launch.resources.timeout_min": 10,
     "launch.resources.cpus_per_task": 1,
@@ -59,7 +62,7 @@ TRAIN_OVERRIDES = {
 
 
 def make_store(root: Path) -> None:
-    build_store(root, SPECS, {"decode.short_side": 40, "decode.clips_per_shard": 7})
+    build_store(root, SPECS, STORE_OVERRIDES)
 
 
 def train_params(root: Path, overrides: dict | None = None) -> tuple[Path, Params]:
@@ -109,6 +112,15 @@ def wait_for(predicate, timeout: float = 120, what: str = "") -> None:
 
 def job_record(root: Path) -> dict:
     return json.loads((root / "logs/submitit/kinetics/model/train/running.json").read_text())
+
+
+def job_submitted(root: Path) -> bool:
+    """Whether the stage's job is submitted: running.json names it (the stage writes the
+    run's claim there first, before the job exists)."""
+    try:
+        return bool(job_record(root)["job_id"])
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def job_logs(root: Path) -> str:

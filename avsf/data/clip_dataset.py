@@ -282,12 +282,15 @@ def place_boxes(target: dict[str, Any], view: View) -> dict[str, Any]:
 def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     """``default_collate``, except that each item's ``fast_jpegs`` (decode_on="device") stay
     a list of 1-D uint8 tensors (they differ in length) and the items' ``load_failures``
-    are joined into one list of dicts. Items with ``boxes``: ``boxes`` [K, 5] (the item's
-    position in the batch, then x1, y1, x2, y2) and every ``box_*`` entry concatenated
-    over the items, and frames of different sizes (whole-frame test views) padded with
-    zeros at the bottom and right to the largest (boxes keep their pixels)."""
+    are joined into one list of dicts (every failed attempt, replacements included), with
+    ``failed_samples`` the number of items that did not load their own sample. Items with
+    ``boxes``: ``boxes`` [K, 5] (the item's position in the batch, then x1, y1, x2, y2) and
+    every ``box_*`` entry concatenated over the items, and frames of different sizes
+    (whole-frame test views) padded with zeros at the bottom and right to the largest
+    (boxes keep their pixels)."""
     jpegs = [item.pop("fast_jpegs") for item in items] if "fast_jpegs" in items[0] else None
-    failures = [f for item in items for f in item.pop("load_failures", ())]
+    per_item = [item.pop("load_failures", ()) for item in items]
+    failures = [f for item_failures in per_item for f in item_failures]
     boxes = _collate_boxes(items) if "boxes" in items[0] else {}
     if boxes:
         _pad_frames(items)
@@ -296,6 +299,7 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
         batch["fast_jpegs"] = jpegs
     batch.update(boxes)
     batch["load_failures"] = failures
+    batch["failed_samples"] = sum(1 for item_failures in per_item if item_failures)
     return batch
 
 

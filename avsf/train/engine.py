@@ -19,7 +19,14 @@ A stop request (preemption: ``should_stop``) is agreed on by all ranks at the ne
 boundary (or before precise BN, after the last epoch); rank 0 then checkpoints the exact
 position (epoch and step) and the loop returns ``preempted``. A non-finite loss or gradient
 on any rank stops every rank before the weights change, with :class:`TrainingDiverged`
-naming the epoch and step; the last checkpoint stays as it was.
+naming the epoch and step; the last checkpoint stays as it was. A run that is no longer
+the owner of ``out_dir`` (``owns_run``, asked on rank 0: another run of the stage took the
+directory over) writes nothing more and stops every rank at the next step with
+:class:`RunSuperseded`.
+
+The per-step curves are the global batch's: each step's task and sync losses are
+all-reduced (weighted by the samples and sync pairs each rank's mean is over) in the one
+collective that also carries the stop flags.
 """
 
 from __future__ import annotations
@@ -64,6 +71,10 @@ class TooManyLoadFailures(RuntimeError):
 
 class RanksDiverged(RuntimeError):
     """The ranks' weights differ: their gradients were not all-reduced alike."""
+
+
+class RunSuperseded(RuntimeError):
+    """Another run took the output directory over: this one is not its owner any more."""
 
 
 @dataclass(frozen=True)
@@ -189,7 +200,8 @@ class Trainer:
 
     def __init__(self, model_cfg: ModelConfig, settings: TrainSettings, train_set: ClipDataset,
                  val_set: ClipDataset | None, out_dir: str | Path, should_stop: Callable[[], bool] = lambda: False,
-                 init_state: dict[str, torch.Tensor] | None = None, task: Task | None = None):
+                 init_state: dict[str, torch.Tensor] | None = None, task: Task | None = None,
+                 owns_run: Callable[[], bool] = lambda: True):
         self.cfg, self.s = model_cfg, settings
         self.task = task or Classification()
         self.train_set, self.val_set = train_set, val_set
@@ -197,6 +209,7 @@ class Trainer:
         self.rank, self.world_size = world()
         self.logger: TrainLogger = NullLogger()
         self.should_stop = should_stop
+        self.owns_run = owns_run  # asked on rank 0 before every step and every write
         self.device = torch.device(settings.device)
         self.cuda = self.device.type == "cuda"
         if self.cuda:
@@ -301,6 +314,10 @@ class Trainer:
     def _save(self, next_epoch: int, next_step: int) -> Path | None:
         if self.rank != 0:
             return None
+        if not self.owns_run():  # the next step stops every rank (RunSuperseded)
+            log.warning("train: this run does not own %s any more (another run took it over, or the run was ended): "
+                        "not writing its checkpoint", self.out_dir)
+            return None
         if next_step == 0:
             path = self.out_dir / ckpt.epoch_checkpoint_name(next_epoch)
         else:  # mid-epoch (preempted): a resumption point only
@@ -340,7 +357,7 @@ class Trainer:
             first_step = self.start_step if epoch == self.start_epoch else 0
             row, stopped_at = self._train_epoch(loader, epoch, first_step)
             if stopped_at is not None and stopped_at < self.steps_per_epoch:
-                self._save(epoch, stopped_at)
+                self._log_saved(self._save(epoch, stopped_at), epoch, stopped_at)
                 return self._result(epoch, started, preempted=True)
             if self.val_set is not None and ((epoch + 1) % self.s.val_every == 0 or epoch + 1 == self.s.epochs):
                 row.update({f"val_{k}": v for k, v in self.validate().items()})
@@ -349,8 +366,9 @@ class Trainer:
             log.info("train: epoch %d/%d: %s", epoch + 1, self.s.epochs,
                      ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
             if stopped_at is not None or (epoch + 1) % self.s.checkpoint_every == 0 or epoch + 1 == self.s.epochs:
-                self._save(epoch + 1, 0)
+                saved = self._save(epoch + 1, 0)
             if stopped_at is not None:  # the stop came on the epoch's last step
+                self._log_saved(saved, epoch + 1, 0)
                 return self._result(epoch + 1, started, preempted=True)
         if _all_sum([float(self.should_stop())], self.device)[0]:  # signalled after the last step
             return self._result(self.s.epochs, started, preempted=True)
@@ -359,12 +377,18 @@ class Trainer:
         if self.val_set is not None:
             result.final = self.validate()
         result.load_failures = list(self.failures)  # precise BN's and the final validation's too
-        if self.rank == 0:
+        if self.rank == 0 and self.owns_run():
             final = self.state(self.s.epochs, 0)
             final["avsf"]["final"] = result.final
             ckpt.save_checkpoint(self.out_dir / ckpt.FINAL, final)
         result.seconds = time.monotonic() - started
         return result
+
+    @staticmethod
+    def _log_saved(path: Path | None, next_epoch: int, next_step: int) -> None:
+        if path is not None:
+            log.info("train: stopped on request: %s holds the position to resume from, epoch %d step %d", path,
+                     next_epoch, next_step)
 
     def _result(self, epochs_done: int, started: float, preempted: bool = False) -> TrainResult:
         return TrainResult(epochs_done, self.global_step, preempted, history=list(self.history),
@@ -399,27 +423,36 @@ class Trainer:
             set_lr(self.optimizer, lr)
             torch.manual_seed(_seed(s.seed, epoch, step, 2, self.rank))  # dropout, per rank
             drop = self._drop(epoch, step)
-            loss, sync, logits, targets = self._forward(batch, drop)
+            loss, sync, logits, targets, sync_pairs = self._forward(batch, drop)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             value = float(loss.detach())
+            sync_value = float(sync.detach()) if sync is not None else 0.0
+            task_value = value - s.sync_weight * sync_value
+            counts = self.task.counts(logits, targets)  # the last: the samples the task's loss is a mean over
             finite = math.isfinite(value) and self._gradients_finite()
-            flags = _all_sum([float(not finite), float(self.should_stop())], self.device)
+            superseded = self.rank == 0 and not self.owns_run()
+            flags = _all_sum([float(not finite), float(self.should_stop()), float(superseded),
+                              task_value * counts[-1], counts[-1], sync_value * sync_pairs, sync_pairs], self.device)
             if flags[0]:
                 raise TrainingDiverged(f"non-finite loss or gradients at epoch {epoch + 1} step {step + 1} (on "
                                        f"{int(flags[0])} of {self.world_size} ranks; this rank's loss {value}); "
                                        f"the weights were not updated and the last checkpoint "
                                        f"({self.out_dir / ckpt.LAST}) is kept")
+            if flags[2]:
+                raise RunSuperseded(f"this run does not own {self.out_dir} any more: stopped at epoch {epoch + 1} "
+                                    f"step {step + 1} without writing anything more")
             self.optimizer.step()
             step += 1
             self.global_step += 1
-            sync_value = float(sync.detach()) if sync is not None else 0.0
             n = len(batch["index"])
-            sums += [value * n, sync_value * n, n, n, len(batch["load_failures"]), *self.task.counts(logits, targets)]
+            sums += [value * n, sync_value * n, n, n, batch["failed_samples"], *counts]
             dropped += drop
-            self._log_step(lr, value - s.sync_weight * sync_value, sync_value, epoch + step / self.steps_per_epoch)
+            if self.world_size > 1:  # the global batch's means (one rank's would be its share alone)
+                task_value, sync_value = flags[3] / max(flags[4], 1), flags[5] / max(flags[6], 1)
+            self._log_step(lr, task_value, sync_value, epoch + step / self.steps_per_epoch)
             seconds = max(time.monotonic() - epoch_started, 1e-9)
-            bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.3g}",
+            bar.set_postfix(loss=f"{task_value + s.sync_weight * sync_value:.3f}", lr=f"{lr:.3g}",
                             clips_s=f"{(step - first_step) * n * self.world_size / seconds:.1f}")
             bar.update(1)
             if flags[1]:
@@ -439,8 +472,9 @@ class Trainer:
         wait = totals[-1]
         if requested and failed / requested > s.max_failed_fraction:
             raise TooManyLoadFailures(
-                f"epoch {epoch + 1}: {int(failed)} of {int(requested)} training samples failed to load "
-                f"(more than train.max_failed_fraction = {s.max_failed_fraction}); see the train ledger")
+                f"epoch {epoch + 1}: {int(failed)} of {int(requested)} training samples failed to load, each "
+                f"replaced by another (more than train.max_failed_fraction = {s.max_failed_fraction}); see the "
+                f"train ledger")
         seconds = time.monotonic() - epoch_started
         spread = self._weight_spread()
         if spread:
@@ -456,7 +490,7 @@ class Trainer:
             "epoch_seconds": seconds,
             "clips_per_s": (step - first_step) * s.batch_size * self.world_size / seconds if seconds > 0 else 0.0,
             "data_wait_fraction": wait / self.world_size / seconds if seconds > 0 else 0.0,
-            "load_failures": failed,
+            "load_failures": failed,  # samples that did not load (their replacements' failures not counted again)
             "ranks": self.world_size,
             "rank_weight_spread": spread,  # 0: every rank holds the same weights
         }
@@ -489,7 +523,8 @@ class Trainer:
         return max(sums) - min(sums)
 
     def _forward(self, batch: dict[str, Any], drop: bool):
-        """(total loss, sync loss or None, logits, targets) of one training batch."""
+        """(total loss, sync loss or None, logits, targets, the sync pairs the sync loss is a
+        mean over) of one training batch."""
         cfg = self.cfg
         inputs = model_inputs(cfg, batch, self.device, self.channels_last)
         targets = self.task.targets(batch, self.device)
@@ -501,13 +536,14 @@ class Trainer:
                 valid = sync_valid(inputs[cfg.audio_index], negative, batch["audible"].to(self.device),
                                    batch["negative_audible"].to(self.device))
                 sync = sync_loss(levels, valid, margin=cfg.sync.margin).float()
+                pairs = float(valid.sum())
             else:
                 logits = (self.network(inputs, drop_audio=drop, **head) if cfg.arch == "avslowfast"
                           else self.network(inputs, **head))
-                sync = None
+                sync, pairs = None, 0.0
             task = self.task.loss(logits, targets)
         loss = task if sync is None else task + self.s.sync_weight * sync
-        return loss, sync, logits, targets
+        return loss, sync, logits, targets, pairs
 
     def _head_inputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """What the head takes besides the features: ``boxes`` [K, 5] for a task with boxes
