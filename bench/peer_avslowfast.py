@@ -2,8 +2,9 @@
 
 ``create_audio_visual_slowfast()`` with its defaults is AVSlowFast R50 8x8 for 400 classes
 (Slow 8 frames, Fast 32, audio 128 log-mel frames x 80 bins, laid out as its docstring says:
-[N, 1, time, 1, frequency]). ``--tiny`` keeps its depth (R50) and narrows it (stem widths
-16, 2, 8 instead of 64, 8, 32), with the head's pooling sized to the smaller inputs.
+[N, 1, time, 1, frequency]). Tiny (``--tiny`` of the bench) keeps its depth (R50) and
+narrows it (stem widths 16, 2, 8 instead of 64, 8, 32) with half the frames; off 224 the
+head's pooling is sized to the inputs.
 
 Two things are done to it, neither in its files:
 - its fusion's forward prints the fused tensor's size at every call (a leftover debug line
