@@ -70,17 +70,17 @@ class LiveLogger:
         for a fresh run, which clears the curves of earlier runs. With ``prefix`` (several
         models' curves in one directory, e.g. EPIC's ``verb_`` and ``noun_``) the curves are
         named ``<prefix><name>`` and a fresh run clears only its own."""
-        from dvclive import Live
-
         self.prefix = prefix
         if resume_at is not None or prefix:
             dropped = prune_curves(live_dir, *(resume_at or (0, 0)), prefix=prefix)
             if dropped and resume_at is not None:
                 log.info("train: dropped %d curve points logged after the checkpoint", dropped)
-        try:
+        try:  # (dvclive itself may be missing: the lent GPU machine has no DVC)
+            from dvclive import Live
+
             self.live = Live(str(live_dir), resume=resume_at is not None or bool(prefix), save_dvc_exp=False,
                              dvcyaml=None, report=None)
-        except Exception as exc:  # noqa: BLE001 - e.g. a git repository without a commit yet
+        except Exception as exc:  # noqa: BLE001 - e.g. a git repository without a commit yet, no dvclive
             log.warning("train: DVCLive cannot start here (%s: %s): no curves are written", type(exc).__name__, exc)
             self.live = None
 
