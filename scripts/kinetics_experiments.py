@@ -31,8 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.kinetics_summary import EXPERIMENTS_NAME, member_metrics  # noqa: E402
+from pipeline.layout import Layout  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
+from pipeline.summary import member_results  # noqa: E402
 
 AV = "avslowfast"
 ABLATIONS = (  # (label, changes to family.avslowfast): AVSlowFast Table 5's rows
@@ -56,7 +57,7 @@ def experiment(sets: list[str]) -> tuple[dict[str, dict], float]:
     sh("git", "checkout", "--", "params.yaml")
     started = time.monotonic()
     sh(sys.executable, "-m", "dvc", "exp", "run", *[a for s in sets for a in ("-S", s)])
-    return member_metrics(load_params(ROOT / "params.yaml"), ROOT), time.monotonic() - started
+    return member_results(load_params(ROOT / "params.yaml"), "kinetics", ROOT), time.monotonic() - started
 
 
 def main() -> None:
@@ -103,7 +104,7 @@ def main() -> None:
     finally:  # back to the committed params and outputs, whatever happened
         sh("git", "checkout", "--", "params.yaml", "dvc.lock", "reports")
         sh(sys.executable, "-m", "dvc", "checkout", "--force")
-    out = ROOT / base.evaluate.out_dir / EXPERIMENTS_NAME
+    out = ROOT / Layout.of(base.layout).experiments("kinetics")
     out.write_text(json.dumps(record, indent=1) + "\n")
     sh(sys.executable, "-m", "dvc", "repro")
     print(f"{len(record['runs'])} runs in {record['seconds'] / 60:.1f} min -> {out}")
