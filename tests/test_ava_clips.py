@@ -271,7 +271,7 @@ def test_a_detection_model_trains_validates_and_checkpoints_through_the_engine(s
     items = [train[SampleKey(i, 0)] for i in range(2)]
     for item in items:
         item.update({k: v[:0] for k, v in item.items() if k == "boxes" or k.startswith("box_")})
-    loss, _, logits, _ = trainer._forward(collate_clips(items), drop=False)
+    loss, _, logits, _, _ = trainer._forward(collate_clips(items), drop=False)
     loss.backward()
     assert logits.shape == (0, len(CLASSES)) and loss.item() == 0.0
     assert trainer.model.head.projection.weight.grad is not None
