@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from avsf.io.atomic import write_json, write_text
+from pipeline.figures import ava_figures, write_figures
 from pipeline.params import Params
 from pipeline.summary import LABELS, claim_line, markdown_table, percent, read_finetuned_metrics
 
@@ -26,7 +27,7 @@ def run_ava_summary(params: Params) -> None:
     SlowFast 27.3 -> AVSlowFast 28.6 mAP)."""
     results = read_finetuned_metrics(params, "ava")
     out_dir = Path(params.ava.reports)
-    write_text(out_dir / SUMMARY_MD, summary_markdown(results))
+    write_text(out_dir / SUMMARY_MD, summary_markdown(results) + write_figures(out_dir, ava_figures(results)))
     write_json(out_dir / SUMMARY_JSON, {name: {"map": m["map"], **{f"map_{g}": v for g, v in m["group_map"].items()}}
                                         for name, m in results.items()})
     log.info("ava_summary: %d models -> %s", len(results), out_dir / SUMMARY_MD)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from avsf.io.atomic import write_json, write_text
+from pipeline.figures import charades_figures, write_figures
 from pipeline.params import Params
 from pipeline.summary import LABELS, claim_line, markdown_table, percent, read_finetuned_metrics
 
@@ -26,7 +27,8 @@ def run_charades_summary(params: Params) -> None:
     whether AVSlowFast beats SlowFast (Table 4: 42.5 -> 43.7 mAP)."""
     results = read_finetuned_metrics(params, "charades")
     out_dir = Path(params.charades.reports)
-    write_text(out_dir / SUMMARY_MD, summary_markdown(results))
+    figures = charades_figures(results, {m: Path(params.finetune("charades", m).evaluate.out_dir) for m in results})
+    write_text(out_dir / SUMMARY_MD, summary_markdown(results) + write_figures(out_dir, figures))
     write_json(out_dir / SUMMARY_JSON, {name: {"map": m["map_official"], "map_sklearn": m["map_sklearn"]}
                                         for name, m in results.items()})
     log.info("charades_summary: %d models -> %s", len(results), out_dir / SUMMARY_MD)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from avsf.io.atomic import write_json, write_text
+from pipeline.figures import epic_figures, write_figures
 from pipeline.params import Params
 from pipeline.summary import LABELS, claim_line, markdown_table, read_finetuned_metrics
 
@@ -33,7 +34,8 @@ def run_epic_summary(params: Params) -> None:
     beats SlowFast on the nouns told apart by sound."""
     results = epic_results(params)
     out_dir = Path(params.epic.reports)
-    write_text(out_dir / SUMMARY_MD, summary_markdown(results))
+    figures = epic_figures(results, {m: Path(params.finetune("epic", m).evaluate.out_dir) for m in results})
+    write_text(out_dir / SUMMARY_MD, summary_markdown(results) + write_figures(out_dir, figures))
     write_json(out_dir / SUMMARY_JSON, {name: {**{f"{k}_top1": m[f"{k}_top1"] for k in KINDS},
                                                **{f"{k}_top5": m[f"{k}_top5"] for k in KINDS},
                                                **{f"{g}_noun_top1": v["noun_top1"] for g, v in m["noun_groups"].items()}}

@@ -20,6 +20,7 @@ from typing import Any
 
 from avsf.io.atomic import write_json, write_text
 from pipeline.evaluate import METRICS_NAME
+from pipeline.figures import kinetics_figures, write_figures
 from pipeline.launch import StageFailed
 from pipeline.params import Params
 from pipeline.summary import LABELS, percent, read_member_metrics
@@ -89,7 +90,9 @@ def run_kinetics_summary(params: Params) -> None:
     experiments_path = out_dir / EXPERIMENTS_NAME
     experiments = json.loads(experiments_path.read_text()) if experiments_path.is_file() else None
     experiments = experiments if experiments and experiments.get("runs") else None
-    write_text(out_dir / SUMMARY_MD, summary_markdown(params, results, experiments))
+    figures = kinetics_figures(results, {n: Path(params.variant(n).evaluate.out_dir) for n in results},
+                               {n: Path(params.variant(n).train.live_dir) for n in results})
+    write_text(out_dir / SUMMARY_MD, summary_markdown(params, results, experiments) + write_figures(out_dir, figures))
     write_json(out_dir / SUMMARY_JSON, summary_metrics(results))
     log.info("kinetics_summary: %d models%s -> %s", len(results),
              f", {len(experiments['runs'])} experiment runs" if experiments else "", out_dir / SUMMARY_MD)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from avsf.io.atomic import write_json, write_text
+from pipeline.figures import ssl_figures, write_figures
 from pipeline.launch import StageFailed
 from pipeline.params import PROBE_REFERENCES, Params
 from pipeline.probe import backbone_params, probe_report_path
@@ -39,7 +40,8 @@ def run_ssl_summary(params: Params) -> None:
             stage = f"probe_reference@{backbone}" if backbone in PROBE_REFERENCES else f"probe@{backbone}"
             raise StageFailed(f"ssl_summary: {path} is missing; run stage {stage} first")
         results[backbone] = json.loads(path.read_text())
-    write_text(Path(ssl.reports) / SUMMARY_MD, summary_markdown(params, results))
+    write_text(Path(ssl.reports) / SUMMARY_MD, summary_markdown(params, results)
+               + write_figures(ssl.reports, ssl_figures(results, DATASET_LABELS)))
     write_json(Path(ssl.reports) / SUMMARY_JSON, {b: {d: r["mean_top1"] for d, r in m["datasets"].items()}
                                                   for b, m in results.items()})
     log.info("ssl_summary: %d backbones -> %s", len(results), Path(ssl.reports) / SUMMARY_MD)
