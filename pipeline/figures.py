@@ -31,8 +31,10 @@ from pipeline.vega import schema_url, svg
 
 FIGURES_DIR = "figures"
 NO_PREDICTION = "(no prediction)"  # pipeline.evaluate's cell for a video without a prediction
-# Gains past this many classes (real Kinetics has 400) show the largest and smallest half each.
-GAIN_CLASSES = 40
+# Past this many classes (real Kinetics has 400) the gains show the largest and smallest half
+# each, and the confusion matrix the true classes with the most misclassified videos.
+GAIN_CLASSES = CONFUSION_CLASSES = 40
+OTHER_CLASSES = "(other classes)"
 BAR = 12  # px per bar
 
 
@@ -182,14 +184,23 @@ def gain_figure(results: dict[str, dict[str, Any]], better: str, base: str) -> F
 
 def confusion_figure(path: Path, model: str, class_order: list[str]) -> Figure:
     """Videos per (true class, predicted class) from evaluate's confusion.csv, classes in
-    ``class_order`` (a video without a prediction in its own column, last)."""
-    counts = Counter((r["actual"], r["predicted"]) for r in read_csv(path))
-    order = class_order + sorted({c for pair in counts for c in pair} - set(class_order) - {NO_PREDICTION})
-    predicted = order + ([NO_PREDICTION] if any(p == NO_PREDICTION for _, p in counts) else [])
+    ``class_order`` (a video without a prediction in its own column, last). Past
+    CONFUSION_CLASSES classes, the true classes with the most misclassified videos, the
+    predictions of any other class in one column."""
+    pairs = [(r["actual"], r["predicted"]) for r in read_csv(path)]
+    order = class_order + sorted({c for pair in pairs for c in pair} - set(class_order) - {NO_PREDICTION})
+    title = f"Kinetics: confusion of {model} (videos)"
+    if len(order) > CONFUSION_CLASSES:
+        errors = Counter(a for a, p in pairs if a != p)
+        kept = set(sorted(order, key=lambda c: -errors[c])[:CONFUSION_CLASSES])
+        order = [c for c in order if c in kept]
+        pairs = [(a, p if p in kept or p == NO_PREDICTION else OTHER_CLASSES) for a, p in pairs if a in kept]
+        title += f", the {CONFUSION_CLASSES} classes most often missed"
+    counts = Counter(pairs)
+    predicted = order + [c for c in (OTHER_CLASSES, NO_PREDICTION) if any(p == c for _, p in counts)]
     rows = [{"actual": a, "predicted": p, "videos": n} for (a, p), n in sorted(counts.items())]
     cell = {"x": {"field": "predicted", "type": "nominal", "sort": predicted, "title": "predicted"},
             "y": {"field": "actual", "type": "nominal", "sort": order, "title": "true class"}}
-    title = f"Kinetics: confusion of {model} (videos)"
     spec = _spec(title, rows, width={"step": 28}, height={"step": 28}, layer=[
         {"mark": "rect", "encoding": {**cell, "color": {"field": "videos", "type": "quantitative",
                                                           "scale": {"scheme": "blues"}},

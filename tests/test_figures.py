@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from conftest import REPO
-from pipeline.figures import (NO_PREDICTION, ava_figures, charades_figures, epic_figures, kinetics_figures,
-                              ssl_figures, write_figures)
+from pipeline.figures import (NO_PREDICTION, ava_figures, charades_figures, confusion_figure, epic_figures,
+                              kinetics_figures, ssl_figures, write_figures)
 from pipeline.kinetics_summary import member_metrics
 from pipeline.params import load_params
 from pipeline.summary import read_finetuned_metrics
@@ -144,6 +144,20 @@ def test_a_figure_without_its_inputs_is_left_out_and_a_missing_value_draws_no_ba
     assert [r["ap"] for r in figure.rows] == [None, 0.5]  # NaN is no JSON: an empty bar
     write_figures(tmp_path, [figure])
     assert svg_marks((tmp_path / "figures/class_ap.svg").read_text()) == 1
+
+
+def test_past_40_classes_the_confusion_keeps_the_classes_most_often_missed(tmp_path):
+    classes = [f"class {i:02d}" for i in range(60)]
+    # Class i: i % 10 of its 10 videos predicted as the next class, the rest right.
+    rows = [(c, classes[(i + 1) % 60] if k < i % 10 else c) for i, c in enumerate(classes) for k in range(10)]
+    (tmp_path / "confusion.csv").write_text("actual,predicted\n" + "".join(f"{a},{p}\n" for a, p in rows))
+    figure = confusion_figure(tmp_path / "confusion.csv", "AVSlowFast", classes)
+    # 36 classes miss 4 to 9 videos each; 4 of the 6 that miss 3 make up the 40.
+    kept = {c for i, c in enumerate(classes) if i % 10 >= 4}
+    shown = {r["actual"] for r in figure.rows}
+    assert len(shown) == 40 and kept < shown and all(int(c[-2:]) % 10 == 3 for c in shown - kept)
+    assert sum(r["videos"] for r in figure.rows) == 400  # every video of a kept class
+    assert {r["predicted"] for r in figure.rows} - shown <= {"(other classes)"}
 
 
 def svg_marks(svg_text: str, mark: str = "rect") -> int:
