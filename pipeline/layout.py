@@ -17,6 +17,7 @@ Under params.yaml's ``layout.data`` and ``layout.reports``, for dataset ``<d>`` 
     <reports>/<d>/train/<m>/          DVCLive curves (plots/metrics/...), metrics.json, summary.json
     <reports>/<d>/models/<m>/         evaluate: metrics.json, per_class.csv (a plot), results/
     <reports>/<d>/summary.md          summary@<d>: the paper's table in miniature (and summary.json)
+    <reports>/<d>/figures/            summary@<d>: the figures summary.md embeds (SVG)
 
 Self-supervised pretraining keeps the same shape under ``ssl``: ``<data>/ssl/train/<setting>/``,
 ``<reports>/ssl/train/<setting>/``, and each probed backbone's results in
@@ -49,6 +50,7 @@ REPORTS = {
     "summary": "summary.md",
     "summary_metrics": "summary.json",
     "experiments": "experiments.json",
+    "figures": "figures",  # the summary's figures (SVG), beside summary.md
     "model_report": "model",
     "run_summary": "summary.json",  # the training run's summary (a copy of it beside final.pyth)
     "live_summary": "metrics.json",  # DVCLive's

@@ -1,8 +1,9 @@
 """The self-supervised backbones' transfer in the shape of AVSlowFast Table A.1 (stage
 summary@ssl): pretext, model, top-1 per transfer dataset (the mean over its splits, each
-split beside it), with the random and supervised references, and the paper's two claims.
+split beside it), with the random and supervised references, and the paper's two claims; its
+figure: probe top-1 per backbone and split.
 
-    reports/ssl/models/<backbone>/metrics.json ──> reports/ssl/summary.md, summary.json
+    reports/ssl/models/<backbone>/metrics.json ──> reports/ssl/summary.md, summary.json, figures/
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pipeline.figures import BAR, Figure, figure_spec, number
 from pipeline.launch import StageFailed
 from pipeline.layout import METRICS_NAME, SSL, Layout
 from pipeline.params import Params
 from pipeline.probe import backbone_run
 from pipeline.runs import PROBE_REFERENCES
 from pipeline.tables import LABELS, claim_line, markdown_table, percent
+
 DATASET_LABELS = {"ucf101": "UCF101", "hmdb51": "HMDB51"}
 PRETEXT_LABELS = {"avs": "AVS", "rotation": "ROT"}
 
@@ -24,6 +27,13 @@ def ssl_summary(params: Params) -> tuple[str, dict[str, Any]]:
     """summary.md and summary.json: every backbone's probe top-1 on each transfer dataset
     (mean over the splits, and per split), and whether the self-supervised backbones beat
     random weights and AVS + rotation beats either pretext alone."""
+    results = ssl_results(params)
+    return summary_markdown(params, results), {b: {d: r["mean_top1"] for d, r in m["datasets"].items()}
+                                               for b, m in results.items()}
+
+
+def ssl_results(params: Params) -> dict[str, dict[str, Any]]:
+    """Every backbone's probe metrics.json: the references, then each pretext setting."""
     ssl = params.ssl
     if ssl is None:
         raise StageFailed("summary: params.yaml has no ssl section")
@@ -34,8 +44,28 @@ def ssl_summary(params: Params) -> tuple[str, dict[str, Any]]:
             stage = f"probe_reference@{backbone}" if backbone in PROBE_REFERENCES else f"probe@{backbone}"
             raise StageFailed(f"summary: {path} is missing; run stage {stage} first")
         results[backbone] = json.loads(path.read_text())
-    return summary_markdown(params, results), {b: {d: r["mean_top1"] for d, r in m["datasets"].items()}
-                                               for b, m in results.items()}
+    return results
+
+
+def ssl_figures(params: Params) -> list[Figure]:
+    """Probe top-1 of every backbone on each split of each transfer dataset, the mean over
+    the splits as a tick."""
+    rows = [{"backbone": backbone, "dataset": DATASET_LABELS.get(d, d), "split": f"split {k}",
+             "top1": number(s["top1"]), "mean_top1": number(r["mean_top1"])}
+            for backbone, report in ssl_results(params).items() for d, r in report["datasets"].items()
+            for k, s in r["splits"].items()]
+    x = {"field": "backbone", "type": "nominal", "sort": None, "title": None, "axis": {"labelAngle": -30}}
+    layer = [{"mark": "bar", "encoding": {"x": x, "xOffset": {"field": "split", "sort": None},
+                                          "y": {"field": "top1", "type": "quantitative", "title": "top-1",
+                                                "axis": {"format": ".0%"}},
+                                          "color": {"field": "split", "type": "nominal", "sort": None},
+                                          "tooltip": [{"field": k} for k in ("backbone", "split", "top1")]}},
+             {"mark": {"type": "tick", "color": "black", "thickness": 2},
+              "encoding": {"x": x, "y": {"field": "mean_top1", "type": "quantitative", "aggregate": "mean"}}}]
+    title = "Self-supervised backbones: probe top-1 per split (tick: the mean over the splits)"
+    return [Figure("probe", title, figure_spec(title, rows, facet={"column": {"field": "dataset", "type": "nominal",
+                                                                         "title": None, "sort": None}},
+                                         spec={"layer": layer, "width": {"step": BAR + 4}, "height": 220}))]
 
 
 def pretext_label(params: Params, backbone: str) -> str:

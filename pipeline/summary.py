@@ -5,6 +5,7 @@ dataset's module writes its own), or the self-supervised backbones' (``ssl``).
     reports/<d>/experiments.json              (optional: seeds and ablations, scripts/)
     ──Dataset.summary──> reports/<d>/summary.md (the table, the papers' claims checked)
                          reports/<d>/summary.json (the same figures for `dvc metrics`)
+    ──Dataset.figures──> reports/<d>/figures/*.svg (embedded at the end of summary.md)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from avsf.io.atomic import write_json, write_text
 from pipeline.datasets import DATASETS, dataset
+from pipeline.figures import write_figures
 from pipeline.launch import StageFailed
 from pipeline.layout import METRICS_NAME, SSL, Layout
 from pipeline.params import Params
@@ -46,20 +48,25 @@ def run_summary(params: Params, report: str) -> None:
     """Write reports/<report>/summary.md and summary.json: a dataset's evaluated members in
     the shape of its paper's table with the papers' claims checked on this run (and over
     seeds, with reports/<report>/experiments.json), or, for ``ssl``, every self-supervised
-    backbone's transfer (Table A.1)."""
+    backbone's transfer (Table A.1); its figures in reports/<report>/figures/, embedded at
+    the end of summary.md."""
     layout = Layout.of(params.layout)
     if report == SSL:
-        from pipeline.ssl_summary import ssl_summary
+        from pipeline.ssl_summary import ssl_figures, ssl_summary
 
         markdown, metrics = ssl_summary(params)
+        figures = ssl_figures(params)
     elif report in DATASETS:
         ds = dataset(params, report)
         results = member_results(params, report)
         if not results:
             raise StageFailed(f"summary: no member is evaluated on {report}")
         markdown, metrics = ds.summary(results, read_experiments(layout.experiments(report)), params)
+        figures = ds.figures(results, params)
     else:
         raise StageFailed(f"summary: no report {report!r}; reports: {', '.join((*DATASETS, SSL))}")
+    # The figures first: summary.md never embeds one that is not written.
+    markdown += write_figures(layout.reports / report, figures)
     write_text(layout.summary(report), markdown)
     write_json(layout.summary_metrics(report), metrics)
-    log.info("summary@%s: %d models -> %s", report, len(metrics), layout.summary(report))
+    log.info("summary@%s: %d models, %d figures -> %s", report, len(metrics), len(figures), layout.summary(report))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import REPO, run_stage, write_params
-from pipeline.layout import Layout
+from pipeline.layout import REPORTS, Layout
 from pipeline.params import load_params
 from pipeline.runs import finetune_run, kinetics_run, pretrain_run
 
@@ -165,7 +166,8 @@ def test_every_stage_declares_exactly_where_the_layout_puts_its_outputs():
     for r in ("random", "supervised"):
         expected[f"probe_reference@{r}"] = {layout.probe(r), layout.model("ssl", r) / "metrics.json"}
     for report in ("kinetics", *params.finetune.datasets, "ssl"):
-        expected[f"summary@{report}"] = {layout.summary(report), layout.summary_metrics(report)}
+        expected[f"summary@{report}"] = {layout.summary(report), layout.summary_metrics(report),
+                                         layout.reports / report / REPORTS["figures"]}
     assert declared == {stage: {str(p) for p in paths} for stage, paths in expected.items()}
 
 
@@ -290,6 +292,17 @@ def test_ava_is_stored_at_30_fps_from_second_900_and_scored_with_the_official_fr
     assert counts == sorted(counts, reverse=True)  # most frequent first (SlowFast Fig. 3)
     summary = (project / "reports/ava/summary.md").read_text()
     assert "| AVSlowFast (`avslowfast_tiny_2x8`) |" in summary and "actions defined by their sound" in summary
+
+
+def test_every_summary_embeds_its_figures_and_dvc_plots_shows_them(project):
+    plots = json.loads(sh(sys.executable, "-m", "dvc", "plots", "show", "--json", cwd=project).stdout)["data"]
+    expected = {"kinetics": ["curves", "per_class", "gain", "confusion"], "epic": ["verbs", "nouns"],
+                "charades": ["per_class"], "ava": ["class_ap"], "ssl": ["probe"]}
+    for report, names in expected.items():
+        folder = project / "reports" / report
+        assert re.findall(r"\]\(figures/([a-z_]+)\.svg\)", (folder / "summary.md").read_text()) == names, report
+        assert sorted(p.name for p in (folder / "figures").iterdir()) == sorted(f"{n}.svg" for n in names)
+        assert {f"reports/{report}/figures/{n}.svg" for n in names} <= set(plots), report
 
 
 # Last in this module: it changes the project for the tests after it. One `dvc exp run` for

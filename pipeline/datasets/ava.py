@@ -14,11 +14,13 @@
                   official frame-mAP over the evaluated classes; results file detections.csv.
                   Kinds of action: the demo's cues (pose, movement, motion, sound) for the
                   demo's classes, the label map's ``label_type`` otherwise
-    summary       Table 7's shape, mean AP per kind of action and AP per class
+    summary       Table 7's shape, mean AP per kind of action and AP per class; figure: AP per
+                  class, most frequent first, coloured by kind of action
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -45,6 +47,7 @@ from avsf.data.demo import ava as demo
 from avsf.data.kinetics import Segment
 from avsf.io.atomic import write_csv
 from pipeline.datasets.base import Dataset, DownloadPlan, Flavour
+from pipeline.figures import Figure, grouped_bars, model_labels, number
 from pipeline.launch import StageFailed
 from pipeline.layout import PER_CLASS_NAME, RESULTS_DIR
 from pipeline.params import FinetuneDatasetSection
@@ -53,6 +56,7 @@ from pipeline.tables import LABELS, claim_line, markdown_table, percent
 ACTIONS, EVALUATED = "ava_action_list_v2.2.pbtxt", "ava_action_list_v2.2_for_activitynet_2019.pbtxt"
 GROUND_TRUTH, DETECTIONS = "ava_{split}_v2.2.csv", "ava_{split}_predicted_boxes.csv"
 EXCLUDED = "ava_{split}_excluded_timestamps_v2.2.csv"
+log = logging.getLogger("avsf.figures")
 CLIP_MARGIN_S = 2.0  # the store keeps this much film past a movie's last keyframe (1800 for AVA's 1798)
 
 
@@ -80,6 +84,7 @@ class Ava(Dataset):
     finetunable = True
     heads = ("ava",)
     title = "AVA"
+    per_class_value, per_class_format = "AP", ".0%"
 
     def file(self, pattern: str, split: str = "", root: Path | None = None) -> Path:
         return (root or self.files) / pattern.format(split=split)
@@ -245,6 +250,38 @@ class Ava(Dataset):
                    for name, m in results.items()}
         return summary_markdown(results), metrics
 
+    def figures(self, results, params) -> list[Figure]:
+        """AP per class of every member (metrics.json's class_ap, as the summary's table), the
+        most frequent class first (SlowFast Fig. 3), coloured by kind of action as the
+        evaluation groups them (group_map)."""
+        labels = model_labels(results)
+        counts = next(iter(results.values()))["class_count"]
+        order = by_frequency(counts)
+        kinds = self.class_kinds(order)
+        rows = [{"model": labels[name], "class": c, "boxes": counts[c], "kind": kinds.get(c, "other"),
+                 "ap": number(m["class_ap"].get(c))} for c in order for name, m in results.items()]
+        title = f"{self.title}: AP per class, most frequent first, by kind of action"
+        return [Figure("class_ap", title, grouped_bars(title, rows, "class", "ap", "AP", color="kind", opacity="model",
+                                                       order=order, fmt=self.per_class_format))]
+
+    def class_kinds(self, classes: list[str]) -> dict[str, str]:
+        """Action name -> its kind (:meth:`action_groups`) for action names ``classes``: the
+        demo's without reading a file; real AVA's from the label map download copied (every
+        action "other" where it is not there, with a warning)."""
+        cues = demo.ava_cue_groups()
+        if classes and all(c in cues for c in classes):
+            return cues
+        try:
+            return self.action_groups(self.action_names())
+        except (OSError, ValueError) as exc:
+            log.warning("figures: no kinds of action for AVA's figure (%s)", exc)
+            return {}
+
+
+def by_frequency(counts: dict[str, int]) -> list[str]:
+    """Classes most frequent first (SlowFast Fig. 3), by name among equals."""
+    return sorted(counts, key=lambda c: (-counts[c], c))
+
 
 def summary_markdown(results: dict[str, dict[str, Any]]) -> str:
     first = next(iter(results.values()))
@@ -252,7 +289,7 @@ def summary_markdown(results: dict[str, dict[str, Any]]) -> str:
     rows = [[f"{LABELS.get(m['arch'], name)} (`{m['model']}`)", percent(m["map"]),
              *(percent(m["group_map"].get(g)) for g in groups), f"{m['params_m']:.3f}", f"{m['gflops_per_view']:.3f}"]
             for name, m in results.items()]
-    classes = sorted(first["class_count"], key=lambda c: (-first["class_count"][c], c))
+    classes = by_frequency(first["class_count"])
     class_rows = [[c, str(first["class_count"][c]), *(percent(m["class_ap"].get(c)) for m in results.values())]
                   for c in classes]
     by_arch = {m["arch"]: m for m in reversed(list(results.values()))}

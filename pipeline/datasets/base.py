@@ -6,7 +6,7 @@
     spectrogram@<d>  stats_split                 the split whose audio statistics normalise
     train/finetune   class_names, head, task, label_source, store_split, targets, record
     evaluate@<d>-<m> evaluation_splits, test_sampling, predict (in the job), view_cost, score
-    summary@<d>      summary                     the paper's table in miniature
+    summary@<d>      summary, figures            the paper's table in miniature, its figures
 
 A dataset reads its annotation files from the copy download made (``files``: the
 ``annotations`` directory of the layout), so that every later stage depends on exactly
@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from avsf.io.digest import file_digest
-from pipeline.layout import Layout
+from pipeline.figures import Figure, grouped_bars, missing_inputs, model_labels, number, read_csv
+from pipeline.layout import PER_CLASS_NAME, Layout
 from pipeline.params import DatasetSection, DecodeParams, EvaluateParams, ModelParams, TrainParams
 
 if TYPE_CHECKING:
@@ -92,6 +93,10 @@ class Dataset:
     heads: ClassVar[tuple[str, ...]] = ("classification",)  # the model.head values it trains
     pool: ClassVar[str] = "softmax_mean"  # how predict_views pools a sample's views
     title: ClassVar[str] = ""  # as its summary names it
+    # What the value of the evaluation's per_class.csv is, as a figure's axis names it, and its
+    # d3 format ('.0%': a fraction shown in %)
+    per_class_value: ClassVar[str] = "value"
+    per_class_format: ClassVar[str] = ""
 
     def __init__(self, name: str, section: DatasetSection, layout: Layout):
         self.name, self.section, self.layout = name, section, layout
@@ -232,3 +237,25 @@ class Dataset:
         """summary.md and summary.json of the members' evaluations (``results``: member ->
         its metrics.json with its ``arch``), with the seeds and ablations of ``experiments``."""
         raise NotImplementedError
+
+    def figures(self, results: dict[str, dict[str, Any]], params: Params) -> list[Figure]:
+        """The figures summary.md embeds, from the members' evaluations (``results`` as
+        :meth:`summary` gets them) and the files beside them. By default each class's figure
+        of every member side by side, from the evaluation's per_class.csv."""
+        per_class = self.per_class(results)
+        if per_class is None:
+            return []
+        labels = model_labels(results)
+        rows = [{"model": labels[member], **row} for member, rows in per_class.items() for row in rows]
+        title = f"{self.title}: {self.per_class_value} per class"
+        return [Figure("per_class", title, grouped_bars(title, rows, "class", "value", self.per_class_value,
+                                                        fmt=self.per_class_format))]
+
+    def per_class(self, results: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]] | None:
+        """Each member's per_class.csv (class, value, count; an empty value is None), or None
+        where a member's file is missing."""
+        paths = {member: self.layout.model(self.name, member) / PER_CLASS_NAME for member in results}
+        if missing_inputs(paths.values(), f"{self.title} per-class figure"):
+            return None
+        return {member: [{"class": r["class"], "value": number(r["value"]), "count": int(r["count"])}
+                         for r in read_csv(path)] for member, path in paths.items()}

@@ -10,7 +10,7 @@
                   video, none predicted = minus infinity, videos with an empty ``actions``
                   field drop out) and the sklearn-style figure beside it, each labelled;
                   results file ``predictions.txt`` (``id s1 ... sK``)
-    summary       Table 4's shape
+    summary       Table 4's shape; figure: AP per class (per_class.csv)
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ class Charades(Dataset):
     heads = ("classification",)
     pool = "sigmoid_max"
     title = "Charades"
+    per_class_value, per_class_format = "AP", ".0%"  # (the default figure: AP per class of every member)
 
     def annotation(self, split: str, root: Path | None = None) -> Path:
         return (root or self.files) / f"Charades_v1_{split}.csv"

@@ -10,7 +10,8 @@
 EPIC-Kitchens-100 (:class:`EpicKitchens100`) scores as its official evaluation does: verb /
 noun / action top-1 and top-5 (action: the top 100 verbs x top 100 nouns of the logits), the
 tail classes and the unseen participants; results file ``submission.pkl``. The demo's nouns
-are told apart by look or by sound: the summary gives the nouns by cue.
+are told apart by look or by sound: the summary gives the nouns by cue. Figures: verb and
+noun top-1 per class, the nouns by cue.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from avsf.data.epic import EpicSegments, read_epic_annotations, read_epic_classe
 from avsf.data.kinetics import ManifestError, Segment
 from avsf.io.atomic import write_csv
 from pipeline.datasets.base import Dataset, DownloadPlan, Flavour
+from pipeline.figures import Figure, grouped_bars, missing_inputs, model_labels, read_csv
 from pipeline.launch import StageFailed
 from pipeline.layout import PER_CLASS_NAME, RESULTS_DIR
 from pipeline.params import FinetuneDatasetSection
@@ -35,6 +37,7 @@ from pipeline.tables import LABELS, claim_line, markdown_table
 
 KINDS = ("verb", "noun", "action")
 TARGETS = ("verb", "noun")
+PREDICTIONS = "predictions.csv"  # in results/: every narration, its verb and noun, true and predicted
 
 
 class EpicSection(FinetuneDatasetSection):
@@ -150,6 +153,7 @@ class EpicKitchens100(EpicKitchens):
 
     flavour = EPIC100_FLAVOUR
     title = "EPIC-Kitchens-100"
+    per_class_value = "noun top-1 (%)"
     VERBS, NOUNS, VIDEO_INFO = "EPIC_100_verb_classes.csv", "EPIC_100_noun_classes.csv", "EPIC_100_video_info.csv"
     TAIL = {"verb": "EPIC_100_tail_verbs.csv", "noun": "EPIC_100_tail_nouns.csv"}
 
@@ -245,7 +249,7 @@ class EpicKitchens100(EpicKitchens):
                  "predicted_noun": classes["noun"][u] if k else "(no prediction)",
                  "noun_cue": cues.get(classes["noun"][n.noun_class], "")}
                 for n, v, u, k in zip(narrations, verb_top, noun_top, predicted)]
-        write_csv(results / "predictions.csv", rows, tuple(rows[0]) if rows else ("narration_id",))
+        write_csv(results / PREDICTIONS, rows, tuple(rows[0]) if rows else ("narration_id",))
         write_csv(out_dir / PER_CLASS_NAME,
                   [{"class": name, "value": round(100 * float(noun_hit[nouns == c].mean()), 2),
                     "count": int((nouns == c).sum())} for c, name in enumerate(classes["noun"]) if (nouns == c).any()],
@@ -264,6 +268,41 @@ class EpicKitchens100(EpicKitchens):
                           **{f"{g}_noun_top1": v["noun_top1"] for g, v in m["noun_groups"].items()}}
                    for name, m in results.items()}
         return summary_markdown(results), metrics
+
+    def figures(self, results, params) -> list[Figure]:
+        """Verb top-1 per verb (from results/predictions.csv; a narration without a
+        prediction is a miss, as in the official figures) and noun top-1 per noun
+        (per_class.csv) of every member, the nouns by the cue that tells them apart
+        (predictions.csv's noun_cue; none on real data)."""
+        paths = {m: self.layout.model(self.name, m) / RESULTS_DIR / PREDICTIONS for m in results}
+        if missing_inputs(paths.values(), f"{self.title} verb and noun figures"):
+            return []
+        labels = model_labels(results)
+        predictions = {m: read_csv(path) for m, path in paths.items()}
+        verbs = [{"model": labels[m], **row} for m, rows in predictions.items() for row in verb_accuracy(rows)]
+        title = f"{self.title}: verb top-1 (%) per verb"
+        figures = [Figure("verbs", title, grouped_bars(title, verbs, "verb", "top1", "top-1 (%)"))]
+        per_class = self.per_class(results)
+        if per_class is not None:
+            cues = {r["noun"]: r["noun_cue"] for rows in predictions.values() for r in rows if r.get("noun_cue")}
+            nouns = [{"model": labels[m], "cue": cues.get(r["class"], "other" if cues else "all nouns"),
+                      "noun": r["class"], "top1": r["value"], "segments": r["count"]}
+                     for m, rows in per_class.items() for r in rows]
+            cue_order = sorted({r["cue"] for r in nouns})
+            nouns.sort(key=lambda r: cue_order.index(r["cue"]))
+            title = f"{self.title}: noun top-1 (%) per noun, by the cue that tells it apart"
+            figures.append(Figure("nouns", title, grouped_bars(title, nouns, "noun", "top1", "top-1 (%)", group="cue")))
+        return figures
+
+
+def verb_accuracy(predictions: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Top-1 (%) per verb of results/predictions.csv's rows, with the verb's narrations."""
+    hits: Counter = Counter()
+    seen: Counter = Counter()
+    for r in predictions:
+        seen[r["verb"]] += 1
+        hits[r["verb"]] += r["predicted_verb"] == r["verb"]
+    return [{"verb": v, "top1": 100 * hits[v] / n, "segments": n} for v, n in seen.items()]
 
 
 def pct(value: float | None, n: int | None = None) -> str:

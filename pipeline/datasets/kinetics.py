@@ -10,7 +10,9 @@ on from scratch, and the self-supervised pretraining's store.
                   row of the test split: a video with no prediction is a miss (the official
                   figure; the figure over the available videos beside it). Groups: the demo's
                   cues for the demo's classes, Kinetics-Sounds (AVSlowFast App. B) otherwise
-    summary       Tables 5 / A.3's shape with the papers' claims, seeds and ablations
+    summary       Tables 5 / A.3's shape with the papers' claims, seeds and ablations; figures:
+                  the family's curves, top-1 per class by cue, AVSlowFast's per-class gain over
+                  SlowFast (AVSlowFast Fig. 3) and its confusion matrix
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from avsf.data.kinetics import ManifestError, class_names, read_manifest
 from avsf.data.ledger import Failure
 from avsf.io.atomic import write_csv
 from pipeline.datasets.base import Dataset, DownloadPlan, Flavour
+from pipeline.figures import (Figure, by_cue, confusion_figure, curves_figure, family_curves, first_of_arch,
+                              gain_figure, grouped_bars, missing_inputs, model_labels, number)
 from pipeline.launch import StageFailed
-from pipeline.layout import PER_CLASS_NAME, RESULTS_DIR
+from pipeline.layout import PER_CLASS_NAME, REPORTS, RESULTS_DIR
 from pipeline.params import SplitDatasetSection
 from pipeline.tables import LABELS, percent
 
@@ -87,12 +91,20 @@ def class_groups(classes: list[str]) -> dict[str, str]:
     return kinetics_sounds_groups(classes)
 
 
+def class_cues(classes: list[str]) -> dict[str, str]:
+    """Class -> its group as the evaluation reports it (class_groups), "all classes" for every
+    class when none has a group."""
+    groups = class_groups(classes)
+    return {c: groups[c] for c in classes if c in groups} if groups else {c: "all classes" for c in classes}
+
+
 class Kinetics(Dataset):
     Section = KineticsSection
     flavour = Flavour(demo.KineticsWorldSpec, demo.plan_world, demo.write_raw_video, demo.write_manifests,
                       lambda v: f"{v.youtube_id}.mp4", _counts)
     pretraining = True
     title = "Kinetics"
+    per_class_value = "top-1 (%)"
 
     def annotation_files(self, root: Path) -> list[Path]:
         return [root / name for name in self.section.manifests]
@@ -216,6 +228,36 @@ class Kinetics(Dataset):
                           **{f"{g}_top1": v["top1"] for g, v in m["official"]["groups"].items()}}
                    for name, m in results.items()}
         return summary_markdown(results, experiments), metrics
+
+    def figures(self, results, params) -> list[Figure]:
+        """The family's training and validation curves (DVCLive's, per epoch), top-1 per class
+        (the official figures of metrics.json, as the table) of every member by cue,
+        AVSlowFast's per-class gain over SlowFast (AVSlowFast Fig. 3) and its confusion
+        (results/confusion.csv)."""
+        labels = model_labels(results)
+        figures = []
+        live_dirs = {m: self.layout.run(self.name, m).live_dir for m in results}
+        if not missing_inputs([d / REPORTS["epochs"] for d in live_dirs.values()], f"{self.title} curves"):
+            figures.append(curves_figure(f"{self.title}: training and validation curves of the family",
+                                         family_curves(live_dirs, labels)))
+        per_class = {m: r["official"]["per_class"] for m, r in results.items()}
+        cues = class_cues(list(dict.fromkeys(c for classes in per_class.values() for c in classes)))
+        rows = [{"cue": cues[c], "class": c, "model": labels[m], "top1": number(per_class[m][c]["top1"]),
+                 "videos": per_class[m][c]["videos"]}
+                for c in by_cue(cues, cues) for m in results if c in per_class[m]]
+        title = f"{self.title}: top-1 per class of every member, by cue"
+        figures.append(Figure("per_class", title, grouped_bars(title, rows, "class", "top1", "top-1", group="cue",
+                                                               fmt=".0%")))
+        av, sf = first_of_arch(results, "avslowfast"), first_of_arch(results, "slowfast")
+        if av and sf:
+            figures.append(gain_figure(self.title, labels[av], labels[sf],
+                                       {c: v["top1"] for c, v in per_class[av].items()},
+                                       {c: v["top1"] for c, v in per_class[sf].items()}, cues))
+        confusion = av and self.layout.model(self.name, av) / RESULTS_DIR / "confusion.csv"
+        if confusion and not missing_inputs([confusion], f"{self.title} confusion"):
+            figures.append(confusion_figure(confusion, f"{self.title}: confusion of {labels[av]} (videos)",
+                                            by_cue(per_class[av], cues), NO_PREDICTION))
+        return figures
 
 
 def _figure(value: float | None) -> str:
