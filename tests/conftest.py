@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -18,6 +19,11 @@ os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The EPIC-Kitchens world of the tests: 3 participants (one unseen), one 8 s video each a split.
+TINY_EPIC_WORLD = {"participants": 3, "train_videos_per_participant": 1, "validation_videos_per_participant": 1,
+                   "unseen_validation_videos": 1, "video_seconds": 8.0, "sizes": [[64, 48]], "tail_train_segments": 1,
+                   "tail_validation_segments": 1}
 
 # A demo world small enough for stage and DVC tests: 2 train + 1 val video per class.
 TINY_OVERRIDES = {
@@ -49,11 +55,16 @@ TINY_OVERRIDES = {
     # Two members side by side: an experiment on one leaves the other alone.
     "family": {"slowfast": {"arch": "slowfast"}, "avslowfast": {"arch": "avslowfast", "drop_pathway": 0.8}},
     # The fine-tuning flavours, small: 3 participants (one unseen), 8 s videos; 4 Charades videos.
-    "datasets.epic.demo": {"participants": 3, "train_videos_per_participant": 1, "validation_videos_per_participant": 1,
-                  "unseen_validation_videos": 1, "video_seconds": 8.0, "sizes": [[64, 48]],
-                  "tail_train_segments": 1, "tail_validation_segments": 1},
+    "datasets.epic.demo": TINY_EPIC_WORLD,
     "datasets.epic.train.epochs": 1,
     "datasets.epic.train.val_every": 1,
+    # EPIC-55: the same world in its own files (its source is demo@epic's videos), P02 held out
+    "datasets.epic55.demo": copy.deepcopy(TINY_EPIC_WORLD),  # (a copy: one object would be a YAML alias)
+    "datasets.epic55.train.epochs": 1,
+    "datasets.epic55.train.val_every": 1,
+    "datasets.epic55.train.warmup_epochs": 0.0,
+    "datasets.epic55.train.precise_bn_batches": 1,
+    "datasets.epic55.train.drop_last": False,  # P01 alone trains: 2 segments, less than a batch
     "datasets.charades.demo": {"train_videos": 3, "test_videos": 3, "empty_train_videos": 1, "empty_test_videos": 1,
                       "video_seconds": [6.0, 7.0], "sizes": [[64, 48]]},
     "datasets.charades.train.epochs": 1,

@@ -198,6 +198,34 @@ def test_epic_is_fine_tuned_from_the_kinetics_runs_and_scored_on_every_narration
     assert "| AVSlowFast (`avslowfast_tiny_2x8`) |" in summary and "nouns told apart by sound" in summary
 
 
+def test_epic55_is_validated_on_its_held_out_participant_and_predicts_both_test_sets(project):
+    """EPIC-55 from the EPIC-100 demo's videos: a verb and a noun model per member, validated on
+    P02's train labels, the S1 and S2 test sets in the server's files."""
+    from avsf.data import epic55 as files
+    from avsf.data.store import read_index
+    from avsf.evaluate.epic55 import read_epic55_submission
+
+    demo = project / "data/demo/epic55"
+    assert not any((demo / "videos").iterdir())  # its videos are demo@epic's
+    train = files.read_epic55_narrations(demo / files.TRAIN_LABELS)
+    held_out = {n.video_id for n in train if n.participant_id == "P02"}
+    stored = {e.youtube_id: e.split for e in read_index(project / "data/epic55/store/frames/index.csv")}
+    assert held_out and {v for v, split in stored.items() if split == "val"} == held_out
+    assert (project / "data/epic55/train/avslowfast/verb/final.pyth").is_file()
+    assert (project / "data/epic55/train/avslowfast/noun/final.pyth").is_file()
+    metrics = json.loads((project / "reports/epic55/models/avslowfast/metrics.json").read_text())
+    assert metrics["segments"] == sum(n.participant_id == "P02" for n in train) and metrics["heads"] == "separate"
+    assert metrics["official"]["segments"] == metrics["segments"] and "many_shot" in metrics
+    results = project / "reports/epic55/models/avslowfast/results"
+    for test, name in (("s1", "seen.json"), ("s2", "unseen.json")):
+        uids = [n.narration_id for n in files.read_epic55_narrations(demo / files.TEST_TIMESTAMPS[test])]
+        submission = read_epic55_submission(results / name, uids, 5, 8)
+        assert submission.uids == uids and metrics["test_sets"][test]["segments"] == len(uids) > 0
+    summary = (project / "reports/epic55/summary.md").read_text()
+    assert summary.startswith("# EPIC-Kitchens-55") and "| AVSlowFast (`avslowfast_tiny_2x8`) |" in summary
+    assert "Audio helps the nouns most" in summary
+
+
 def test_charades_is_scored_with_both_map_figures_and_written_in_the_official_format(project):
     from avsf.data.charades import read_charades
     from avsf.evaluate.charades import read_charades_predictions
@@ -315,12 +343,14 @@ def test_an_experiment_reruns_exactly_the_stages_its_params_reach_and_metrics_di
     before = json.loads((project / "reports/kinetics/train/avslowfast/summary.json").read_text())
     output = dvc("exp", "run", "-S", "family.avslowfast.drop_pathway=0.0", "-S", "download.retries=5",
                  "-S", "datasets.epic.heads=separate", cwd=project)
-    downloads = {f"download@{d}" for d in ("kinetics", "epic", "charades", "ava", "ucf101", "hmdb51")}
+    downloads = {f"download@{d}" for d in ("kinetics", "epic", "epic55", "charades", "ava", "ucf101", "hmdb51")}
     assert downloads <= ran_stages(output) and not any(s.startswith("demo@") for s in ran_stages(output))
     assert ran_stages(output) - downloads == {
         "train@avslowfast", "evaluate@kinetics-avslowfast", "summary@kinetics",
-        *(f"{stage}@{d}-avslowfast" for stage in ("finetune", "evaluate_finetuned") for d in ("epic", "charades", "ava")),
-        "finetune@epic-slowfast", "evaluate_finetuned@epic-slowfast", "summary@epic", "summary@charades", "summary@ava",
+        *(f"{stage}@{d}-avslowfast" for stage in ("finetune", "evaluate_finetuned")
+          for d in ("epic", "epic55", "charades", "ava")),
+        "finetune@epic-slowfast", "evaluate_finetuned@epic-slowfast", "summary@epic", "summary@epic55", "summary@charades",
+        "summary@ava",
         # the AVS backbones and the references (AVSlowFast's model) and their probes
         "pretrain@avs", "pretrain@avs_rotation", "probe@avs", "probe@avs_rotation", "probe_reference@random",
         "probe_reference@supervised", "summary@ssl"}

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 DATASETS = {
     "kinetics": "pipeline.datasets.kinetics:Kinetics",
     "epic": "pipeline.datasets.epic:EpicKitchens100",
+    "epic55": "pipeline.datasets.epic55:EpicKitchens55",
     "charades": "pipeline.datasets.charades:Charades",
     "ava": "pipeline.datasets.ava:Ava",
     "ucf101": "pipeline.datasets.ucf_hmdb:Ucf101",
