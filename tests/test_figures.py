@@ -24,7 +24,7 @@ from pipeline.summary import member_results, run_summary
 from pipeline.ssl_summary import ssl_figures
 from pipeline.vega import PAGE_TEMPLATE, dvc_page_template
 
-SUMMARIES = ("kinetics", "epic", "charades", "ava", "ssl")
+SUMMARIES = ("kinetics", "epic", "epic55", "charades", "ava", "ssl")
 LABELS = {"slowfast": "SlowFast", "avslowfast": "AVSlowFast"}
 
 
