@@ -106,9 +106,9 @@ def grouped_bars(title: str, rows: list[dict[str, Any]], category: str, value: s
     inner = {"mark": "bar", "encoding": encoding, "width": 360, "height": {"step": BAR}}
     if group is None:
         return figure_spec(title, rows, **inner)
-    return figure_spec(title, rows, facet={"row": {"field": group, "type": "nominal", "title": None, "sort": None,
-                                             "header": {"labelAngle": 0, "labelAlign": "left"}}},
-                 spec=inner, resolve={"scale": {"y": "independent"}})
+    facet = {"row": {"field": group, "type": "nominal", "title": None, "sort": None,
+                     "header": {"labelAngle": 0, "labelAlign": "left"}}}
+    return figure_spec(title, rows, facet=facet, spec=inner, resolve={"scale": {"y": "independent"}})
 
 
 def by_cue(classes: Iterable[str], cues: dict[str, str]) -> list[str]:
@@ -141,9 +141,9 @@ def curves_figure(title: str, rows: list[dict[str, Any]]) -> Figure:
                          "strokeDash": {"field": "split", "type": "nominal", "sort": None},
                          "tooltip": [{"field": k} for k in ("model", "split", "epoch", "value")]},
             "width": 300, "height": 220}
-    return Figure("curves", title, figure_spec(title, rows, facet={"column": {"field": "metric", "type": "nominal",
-                                                                         "title": None, "sort": ["loss", "top-1"]}},
-                                         spec=line, resolve={"scale": {"y": "independent"}}))
+    facet = {"column": {"field": "metric", "type": "nominal", "title": None, "sort": ["loss", "top-1"]}}
+    return Figure("curves", title, figure_spec(title, rows, facet=facet, spec=line,
+                                               resolve={"scale": {"y": "independent"}}))
 
 
 def gain_figure(dataset: str, better: str, base: str, mine: dict[str, float | None],
