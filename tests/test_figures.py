@@ -103,7 +103,7 @@ def test_kinetics_figures_show_the_per_class_figures_curves_gain_and_confusion(p
     assert cells == {("red square", "red square"): 3, ("red square", "beeping"): 1,
                      ("blinking light", "blinking light"): 2, ("blinking light", "(no prediction)"): 2,
                      ("beeping", "beeping"): 4, ("drumming", "whistling"): 4}
-    x = figures["confusion"].spec["layer"][0]["encoding"]["x"]["sort"]
+    x = figures["confusion"].spec["layer"][0]["encoding"]["x"]["scale"]["domain"]
     assert x == ["red square", "blinking light", "beeping", "drumming", "whistling", "(no prediction)"]
 
     rows = figures["curves"].rows
