@@ -106,9 +106,9 @@ def grouped_bars(title: str, rows: list[dict[str, Any]], category: str, value: s
     inner = {"mark": "bar", "encoding": encoding, "width": 360, "height": {"step": BAR}}
     if group is None:
         return figure_spec(title, rows, **inner)
-    return figure_spec(title, rows, facet={"row": {"field": group, "type": "nominal", "title": None, "sort": None,
-                                             "header": {"labelAngle": 0, "labelAlign": "left"}}},
-                 spec=inner, resolve={"scale": {"y": "independent"}})
+    facet = {"row": {"field": group, "type": "nominal", "title": None, "sort": None,
+                     "header": {"labelAngle": 0, "labelAlign": "left"}}}
+    return figure_spec(title, rows, facet=facet, spec=inner, resolve={"scale": {"y": "independent"}})
 
 
 def by_cue(classes: Iterable[str], cues: dict[str, str]) -> list[str]:
@@ -134,16 +134,19 @@ def family_curves(live_dirs: dict[str, Path], labels: dict[str, str]) -> list[di
 
 def curves_figure(title: str, rows: list[dict[str, Any]]) -> Figure:
     """``family_curves``' rows: loss and top-1 side by side, a colour per model, training solid."""
-    line = {"mark": "line",
-            "encoding": {"x": {"field": "epoch", "type": "quantitative"},
-                         "y": {"field": "value", "type": "quantitative", "title": None, "scale": {"zero": False}},
-                         "color": {"field": "model", "type": "nominal", "sort": None},
-                         "strokeDash": {"field": "split", "type": "nominal", "sort": None},
-                         "tooltip": [{"field": k} for k in ("model", "split", "epoch", "value")]},
-            "width": 300, "height": 220}
-    return Figure("curves", title, figure_spec(title, rows, facet={"column": {"field": "metric", "type": "nominal",
-                                                                         "title": None, "sort": ["loss", "top-1"]}},
-                                         spec=line, resolve={"scale": {"y": "independent"}}))
+    x = {"field": "epoch", "type": "quantitative"}
+    y = {"field": "value", "type": "quantitative", "title": None, "scale": {"zero": False}}
+    color = {"field": "model", "type": "nominal", "sort": None}
+    line = {"mark": "line", "encoding": {
+        "x": x, "y": y, "color": color, "strokeDash": {"field": "split", "type": "nominal", "sort": None},
+        "tooltip": [{"field": k} for k in ("model", "split", "epoch", "value")]}}
+    # A dot per epoch too: a run of one epoch (no line) still shows.
+    dots = {"mark": {"type": "point", "filled": True, "size": 15},
+            "encoding": {"x": x, "y": y, "color": color}}
+    layers = {"layer": [line, dots], "width": 300, "height": 220}
+    facet = {"column": {"field": "metric", "type": "nominal", "title": None, "sort": ["loss", "top-1"]}}
+    return Figure("curves", title, figure_spec(title, rows, facet=facet, spec=layers,
+                                               resolve={"scale": {"y": "independent"}}))
 
 
 def gain_figure(dataset: str, better: str, base: str, mine: dict[str, float | None],
@@ -183,8 +186,9 @@ def confusion_figure(path: Path, title: str, class_order: list[str], no_predicti
     counts = Counter(pairs)
     predicted = order + [c for c in (OTHER_CLASSES, no_prediction) if any(p == c for _, p in counts)]
     rows = [{"actual": a, "predicted": p, "videos": n} for (a, p), n in sorted(counts.items())]
-    cell = {"x": {"field": "predicted", "type": "nominal", "sort": predicted, "title": "predicted"},
-            "y": {"field": "actual", "type": "nominal", "sort": order, "title": "true class"}}
+    # Every class a row and a column, whether or not a video lands there: the matrix stays square.
+    cell = {"x": {"field": "predicted", "type": "nominal", "scale": {"domain": predicted}, "title": "predicted"},
+            "y": {"field": "actual", "type": "nominal", "scale": {"domain": order}, "title": "true class"}}
     spec = figure_spec(title, rows, width={"step": 28}, height={"step": 28}, layer=[
         {"mark": "rect", "encoding": {**cell, "color": {"field": "videos", "type": "quantitative",
                                                           "scale": {"scheme": "blues"}},

@@ -63,9 +63,9 @@ def ssl_figures(params: Params) -> list[Figure]:
              {"mark": {"type": "tick", "color": "black", "thickness": 2},
               "encoding": {"x": x, "y": {"field": "mean_top1", "type": "quantitative", "aggregate": "mean"}}}]
     title = "Self-supervised backbones: probe top-1 per split (tick: the mean over the splits)"
-    return [Figure("probe", title, figure_spec(title, rows, facet={"column": {"field": "dataset", "type": "nominal",
-                                                                         "title": None, "sort": None}},
-                                         spec={"layer": layer, "width": {"step": BAR + 4}, "height": 220}))]
+    facet = {"column": {"field": "dataset", "type": "nominal", "title": None, "sort": None}}
+    return [Figure("probe", title, figure_spec(title, rows, facet=facet,
+                                               spec={"layer": layer, "width": {"step": BAR + 4}, "height": 220}))]
 
 
 def pretext_label(params: Params, backbone: str) -> str:

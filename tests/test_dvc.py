@@ -325,7 +325,7 @@ def test_ava_is_stored_at_30_fps_from_second_900_and_scored_with_the_official_fr
 def test_every_summary_embeds_its_figures_and_dvc_plots_shows_them(project):
     plots = json.loads(sh(sys.executable, "-m", "dvc", "plots", "show", "--json", cwd=project).stdout)["data"]
     expected = {"kinetics": ["curves", "per_class", "gain", "confusion"], "epic": ["verbs", "nouns"],
-                "charades": ["per_class"], "ava": ["class_ap"], "ssl": ["probe"]}
+                "epic55": ["verbs", "nouns"], "charades": ["per_class"], "ava": ["class_ap"], "ssl": ["probe"]}
     for report, names in expected.items():
         folder = project / "reports" / report
         assert re.findall(r"\]\(figures/([a-z_]+)\.svg\)", (folder / "summary.md").read_text()) == names, report

@@ -103,7 +103,7 @@ def test_kinetics_figures_show_the_per_class_figures_curves_gain_and_confusion(p
     assert cells == {("red square", "red square"): 3, ("red square", "beeping"): 1,
                      ("blinking light", "blinking light"): 2, ("blinking light", "(no prediction)"): 2,
                      ("beeping", "beeping"): 4, ("drumming", "whistling"): 4}
-    x = figures["confusion"].spec["layer"][0]["encoding"]["x"]["sort"]
+    x = figures["confusion"].spec["layer"][0]["encoding"]["x"]["scale"]["domain"]
     assert x == ["red square", "blinking light", "beeping", "drumming", "whistling", "(no prediction)"]
 
     rows = figures["curves"].rows
@@ -137,22 +137,25 @@ def test_a_figure_without_its_inputs_is_left_out_and_a_missing_value_draws_no_ba
     assert svg_marks((Path(params.layout.reports) / "figures" / f"{figure.name}.svg").read_text()) == 2
 
 
-def test_epic_figures_show_verb_top1_from_the_predictions_and_nouns_by_cue(params):
-    epic = dataset(params, "epic")
+@pytest.mark.parametrize("name, header", [
+    ("epic", "narration_id,participant_id,verb,noun,predicted_verb,predicted_noun,noun_cue"),
+    ("epic55", "uid,participant_id,verb,noun,predicted_verb,predicted_noun,noun_cue")])
+def test_epic_figures_show_verb_top1_from_the_predictions_and_nouns_by_cue(params, name, header):
+    epic = dataset(params, name)
     results = {"slowfast": {"arch": "slowfast"}, "avslowfast": {"arch": "avslowfast"}}
-    header = "narration_id,participant_id,verb,noun,predicted_verb,predicted_noun,noun_cue"
     predictions = {  # (verb, predicted verb, noun, its cue)
         "slowfast": [("take", "take", "kettle", "sound"), ("take", "put", "plate", "appearance"),
                      ("put", "(no prediction)", "kettle", "sound")],
         "avslowfast": [("take", "take", "kettle", "sound"), ("take", "take", "plate", "appearance"),
                        ("put", "put", "kettle", "sound")]}
     for member, rows in predictions.items():
-        write_csv(epic.layout.model("epic", member) / RESULTS_DIR / "predictions.csv", header,
+        write_csv(epic.layout.model(name, member) / RESULTS_DIR / "predictions.csv", header,
                   [(f"P01_{i}", "P01", v, n, p, "tap", cue) for i, (v, p, n, cue) in enumerate(rows)])
-        write_csv(epic.layout.model("epic", member) / PER_CLASS_NAME, "class,value,count",
+        write_csv(epic.layout.model(name, member) / PER_CLASS_NAME, "class,value,count",
                   [("kettle", 50.0 if member == "slowfast" else 100.0, 2), ("plate", 0.0, 1)])
     figures = by_name(epic.figures(results, params))
     assert list(figures) == ["verbs", "nouns"]
+    assert figures["verbs"].title == f"{epic.title}: verb top-1 (%) per verb"
     assert [(r["model"], r["verb"], r["top1"], r["segments"]) for r in figures["verbs"].rows] == [
         ("SlowFast", "take", 50.0, 2), ("SlowFast", "put", 0.0, 1),  # no prediction: a miss
         ("AVSlowFast", "take", 100.0, 2), ("AVSlowFast", "put", 100.0, 1)]

@@ -53,10 +53,11 @@ from pipeline.layout import PER_CLASS_NAME, RESULTS_DIR
 from pipeline.params import FinetuneDatasetSection
 from pipeline.tables import LABELS, claim_line, markdown_table, percent
 
+log = logging.getLogger("avsf.figures")
+
 ACTIONS, EVALUATED = "ava_action_list_v2.2.pbtxt", "ava_action_list_v2.2_for_activitynet_2019.pbtxt"
 GROUND_TRUTH, DETECTIONS = "ava_{split}_v2.2.csv", "ava_{split}_predicted_boxes.csv"
 EXCLUDED = "ava_{split}_excluded_timestamps_v2.2.csv"
-log = logging.getLogger("avsf.figures")
 CLIP_MARGIN_S = 2.0  # the store keeps this much film past a movie's last keyframe (1800 for AVA's 1798)
 
 

@@ -6,12 +6,13 @@
                   paper's form): a verb model and a noun model, each with its own learning rate
     evaluate      one test view per narration (a centre crop), logits averaged over the views;
                   every narration of the split is scored (one whose video failed is a miss)
+    figures       verb top-1 per verb (results/predictions.csv), noun top-1 per noun
+                  (per_class.csv) by the cue that tells it apart, every member side by side
 
 EPIC-Kitchens-100 (:class:`EpicKitchens100`) scores as its official evaluation does: verb /
 noun / action top-1 and top-5 (action: the top 100 verbs x top 100 nouns of the logits), the
 tail classes and the unseen participants; results file ``submission.pkl``. The demo's nouns
-are told apart by look or by sound: the summary gives the nouns by cue. Figures: verb and
-noun top-1 per class, the nouns by cue.
+are told apart by look or by sound: the summary gives the nouns by cue.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class EpicKitchens(Dataset):
     Section = EpicSection
     finetunable = True
     pool = "logit_mean"
+    per_class_value = "noun top-1 (%)"
 
     def video_durations(self) -> dict[str, float]:
         """Video id -> duration (s) of every video the annotation files name."""
@@ -130,6 +132,31 @@ class EpicKitchens(Dataset):
             predicted[rows] = True
         return verb, noun, predicted
 
+    def figures(self, results, params) -> list[Figure]:
+        """Verb top-1 per verb (from results/predictions.csv; a narration without a
+        prediction is a miss, as in the official figures) and noun top-1 per noun
+        (per_class.csv) of every member, the nouns by the cue that tells them apart
+        (predictions.csv's noun_cue; none on real data). Both releases write these files."""
+        paths = {m: self.layout.model(self.name, m) / RESULTS_DIR / PREDICTIONS for m in results}
+        if missing_inputs(paths.values(), f"{self.title} verb and noun figures"):
+            return []
+        labels = model_labels(results)
+        predictions = {m: read_csv(path) for m, path in paths.items()}
+        verbs = [{"model": labels[m], **row} for m, rows in predictions.items() for row in verb_accuracy(rows)]
+        title = f"{self.title}: verb top-1 (%) per verb"
+        figures = [Figure("verbs", title, grouped_bars(title, verbs, "verb", "top1", "top-1 (%)"))]
+        per_class = self.per_class(results)
+        if per_class is not None:
+            cues = {r["noun"]: r["noun_cue"] for rows in predictions.values() for r in rows if r.get("noun_cue")}
+            nouns = [{"model": labels[m], "cue": cues.get(r["class"], "other" if cues else "all nouns"),
+                      "noun": r["class"], "top1": r["value"], "segments": r["count"]}
+                     for m, rows in per_class.items() for r in rows]
+            cue_order = sorted({r["cue"] for r in nouns})
+            nouns.sort(key=lambda r: cue_order.index(r["cue"]))
+            title = f"{self.title}: noun top-1 (%) per noun, by the cue that tells it apart"
+            figures.append(Figure("nouns", title, grouped_bars(title, nouns, "noun", "top1", "top-1 (%)", group="cue")))
+        return figures
+
 
 def noun_cues(nouns: list[str]) -> dict[str, str]:
     """Noun -> the cue that tells it apart, when the nouns are the demo's (else none)."""
@@ -153,7 +180,6 @@ class EpicKitchens100(EpicKitchens):
 
     flavour = EPIC100_FLAVOUR
     title = "EPIC-Kitchens-100"
-    per_class_value = "noun top-1 (%)"
     VERBS, NOUNS, VIDEO_INFO = "EPIC_100_verb_classes.csv", "EPIC_100_noun_classes.csv", "EPIC_100_video_info.csv"
     TAIL = {"verb": "EPIC_100_tail_verbs.csv", "noun": "EPIC_100_tail_nouns.csv"}
 
@@ -268,31 +294,6 @@ class EpicKitchens100(EpicKitchens):
                           **{f"{g}_noun_top1": v["noun_top1"] for g, v in m["noun_groups"].items()}}
                    for name, m in results.items()}
         return summary_markdown(results), metrics
-
-    def figures(self, results, params) -> list[Figure]:
-        """Verb top-1 per verb (from results/predictions.csv; a narration without a
-        prediction is a miss, as in the official figures) and noun top-1 per noun
-        (per_class.csv) of every member, the nouns by the cue that tells them apart
-        (predictions.csv's noun_cue; none on real data)."""
-        paths = {m: self.layout.model(self.name, m) / RESULTS_DIR / PREDICTIONS for m in results}
-        if missing_inputs(paths.values(), f"{self.title} verb and noun figures"):
-            return []
-        labels = model_labels(results)
-        predictions = {m: read_csv(path) for m, path in paths.items()}
-        verbs = [{"model": labels[m], **row} for m, rows in predictions.items() for row in verb_accuracy(rows)]
-        title = f"{self.title}: verb top-1 (%) per verb"
-        figures = [Figure("verbs", title, grouped_bars(title, verbs, "verb", "top1", "top-1 (%)"))]
-        per_class = self.per_class(results)
-        if per_class is not None:
-            cues = {r["noun"]: r["noun_cue"] for rows in predictions.values() for r in rows if r.get("noun_cue")}
-            nouns = [{"model": labels[m], "cue": cues.get(r["class"], "other" if cues else "all nouns"),
-                      "noun": r["class"], "top1": r["value"], "segments": r["count"]}
-                     for m, rows in per_class.items() for r in rows]
-            cue_order = sorted({r["cue"] for r in nouns})
-            nouns.sort(key=lambda r: cue_order.index(r["cue"]))
-            title = f"{self.title}: noun top-1 (%) per noun, by the cue that tells it apart"
-            figures.append(Figure("nouns", title, grouped_bars(title, nouns, "noun", "top1", "top-1 (%)", group="cue")))
-        return figures
 
 
 def verb_accuracy(predictions: list[dict[str, str]]) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ in EPIC-55's own files, splits, scoring and submission.
                   prediction has zero logits) and results/submission.zip holding both
     summary       Table 2's shape: SlowFast vs AVSlowFast on val beside the paper's figures, the
                   claim that audio helps the nouns most checked on this run
+    figures       EPIC-Kitchens': verb and noun top-1 per class on val, the nouns by cue
 
 One model answers both: the test sets are predicted by the run trained without the held-out
 participants (the paper's submissions came from a model trained on all of train).
