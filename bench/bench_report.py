@@ -82,3 +82,15 @@ def report(path: Path, metric: str, value: float | None, unit: str, goal: float 
     if copy_to:
         shutil.copyfile(path, Path(copy_to) / Path(path).name)
     return data
+
+
+def bench_device(name: str):
+    """The torch device ``--device`` names, or None (after saying so) where it is CUDA and
+    none is available: the GPU benches then exit with code 2."""
+    import torch
+
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("error: CUDA is not available; use --device cpu --tiny for a smoke test", file=sys.stderr)
+        return None
+    return device

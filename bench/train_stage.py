@@ -46,7 +46,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by path (tests)
 
-from bench_report import REPO, bench_path, report  # noqa: E402  (puts the repository on sys.path)
+from bench_report import REPO, bench_device, bench_path, report  # noqa: E402  (puts the repository on sys.path)
 from store_common import bench_clip  # noqa: E402
 
 from avsf.data.clip_dataset import collate_clips  # noqa: E402
@@ -220,9 +220,8 @@ def stage_rate(overrides: list[str], timeout: float) -> tuple[float, dict]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("error: CUDA is not available; use --device cpu --tiny for a smoke test", file=sys.stderr)
+    device = bench_device(args.device)
+    if device is None:
         return 2
     cuda = device.type == "cuda"
     smoke = not cuda or args.tiny

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by path (tests)
 
-from bench_report import bench_path, report, same_run_report  # noqa: E402  (puts the repository on sys.path)
+from bench_report import bench_device, bench_path, report, same_run_report  # noqa: E402  (puts the repository on sys.path)
 from bench_report import machine as bench_machine  # noqa: E402
 from avsf.models import HeadConfig, build_model, example_inputs, model_config, to_channels_last  # noqa: E402
 from avsf.models.flops import count_cost  # noqa: E402
@@ -228,9 +228,8 @@ def best_config(results: dict) -> str | None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("error: CUDA is not available; use --device cpu --tiny for a smoke test", file=sys.stderr)
+    device = bench_device(args.device)
+    if device is None:
         return 2
     smoke = device.type != "cuda" or args.tiny
     batch = args.batch or (2 if args.tiny else 32)
