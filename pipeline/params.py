@@ -336,6 +336,11 @@ class TrainParams(Section):
 
     seed: int = 0
     epochs: int = Field(196, gt=0)
+    # The length in the papers' unit off Kinetics: iterations of reference_batch clips. Set, it
+    # wins over epochs, which then follow from the train split's size (at least 1), and
+    # warmup_iterations over warmup_epochs.
+    iterations: int | None = Field(None, gt=0)
+    warmup_iterations: int | None = Field(None, ge=0)
     batch_size: int = Field(1024, gt=0)  # global: split evenly over nodes x tasks_per_node ranks
     workers: int = Field(8, ge=0)  # DataLoader workers per rank
     persistent_workers: bool = True
@@ -376,9 +381,24 @@ class TrainParams(Section):
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> "TrainParams":
-        if self.warmup_epochs > self.epochs:
+        if self.iterations is None and self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must not exceed epochs ({self.epochs})")
+        if self.iterations is not None and (self.warmup_iterations or 0) > self.iterations:
+            raise ValueError(f"warmup_iterations ({self.warmup_iterations}) must not exceed iterations "
+                             f"({self.iterations})")
+        if self.warmup_iterations is not None and self.iterations is None:
+            raise ValueError("warmup_iterations needs iterations (the length in iterations); with epochs: warmup_epochs")
         return self
+
+    def length(self, train_clips: int) -> "TrainParams":
+        """With ``iterations`` set: epochs (and warm-up epochs) for a train split of
+        ``train_clips`` samples, as many clips as the paper's iterations at reference_batch."""
+        if self.iterations is None:
+            return self
+        clips_per_epoch = max(1, train_clips)
+        epochs = max(1, round(self.iterations * self.reference_batch / clips_per_epoch))
+        warmup = (self.warmup_iterations or 0) * self.reference_batch / clips_per_epoch
+        return self.model_copy(update={"epochs": epochs, "warmup_epochs": min(warmup, float(epochs))})
 
 
 class EvaluateParams(Section):
@@ -440,6 +460,7 @@ class SplitDatasetSection(DatasetSection):
 
     train_split: str
     test_split: str
+    recipes: dict[str, str | None] = {}  # member -> a recipe's name (python -m pipeline.recipes); null: none
 
 
 class FinetuneDatasetSection(SplitDatasetSection):
@@ -463,6 +484,7 @@ class PretextParams(Section):
 
     member: str  # the family member whose model is pretrained
     pretexts: list[Literal["avs", "rotation"]] = Field(min_length=1)
+    recipe: str | None = None  # a self-supervised recipe's name (python -m pipeline.recipes); null: none
 
 
 class ProbeParams(Section):
@@ -487,6 +509,8 @@ class ProbeParams(Section):
     base_lr: float = Field(0.1, gt=0)  # linear: the fc's starting lr (half-period cosine to 0)
     weight_decay: float = Field(1e-4, ge=0)
     train: dict[str, Any] = {}  # all: changes to the train section of the fine-tuning runs
+    iterations: int | None = Field(None, gt=0)  # linear: the length in fc steps (A.8: 320k); wins over epochs
+    recipe: str | None = None  # a probe recipe's name (python -m pipeline.recipes); null: none
 
 
 class SslParams(Section):

@@ -47,8 +47,8 @@ from pipeline.evaluate import job_device, load_network
 from pipeline.launch import StageFailed, job_env, run_job
 from pipeline.layout import METRICS_NAME, SSL, Layout, RunPaths
 from pipeline.models import config_from_params
-from pipeline.params import Params, TrainParams
-from pipeline.runs import PROBE_REFERENCES, TrainRun, kinetics_run, pretrain_run, stage_launch
+from pipeline.params import Params, ProbeParams, TrainParams
+from pipeline.runs import PROBE_REFERENCES, TrainRun, kinetics_run, pretrain_run, probe_params, stage_launch
 from pipeline.train import clip_sampling, store_identity
 
 log = logging.getLogger("avsf.probe")
@@ -78,6 +78,8 @@ def run_probe(params: Params, backbone: str) -> None:
     ssl = params.ssl
     if ssl is None:
         raise StageFailed("probe: params has no ssl section")
+    ssl = ssl.model_copy(update={"probe": probe_params(params)})  # with its recipe's values
+    params = params.model_copy(update={"ssl": ssl})
     if backbone not in (*ssl.settings, *PROBE_REFERENCES):
         raise StageFailed(f"probe: no backbone {backbone!r}; backbones: {', '.join((*ssl.settings, *PROBE_REFERENCES))}")
     member, checkpoint = backbone_run(params, backbone)
@@ -102,6 +104,14 @@ def run_probe(params: Params, backbone: str) -> None:
     report["seconds"] = round(time.monotonic() - started, 1)
     write_json(probe_dir(params, backbone) / "probe.json", report)
     write_json(Layout.of(params.layout).model(SSL, backbone) / METRICS_NAME, report)
+
+
+def linear_epochs(probe: ProbeParams, rows: int) -> int:
+    """The fc's passes over ``rows`` feature rows: ssl.probe.epochs, or as many as
+    ssl.probe.iterations steps of batch_size rows make (A.8's 320k iterations at 64)."""
+    if probe.iterations is None:
+        return probe.epochs
+    return max(1, round(probe.iterations * probe.batch_size / max(rows, 1)))
 
 
 def _store(params: Params, data: TransferDataset) -> tuple[Path, Path]:
@@ -183,8 +193,9 @@ class LinearProbeJob:
             train_rows = train.of_videos(index_of[v.video_id] for v in train_videos if v.video_id in index_of)
             label_of = {index_of[v.video_id]: v.label for v in (*train_videos, *test_videos) if v.video_id in index_of}
             targets = torch.tensor([label_of[int(i)] for i in train_rows.video])
-            fc = train_linear_probe(train_rows.values, targets, len(self.splits.classes), probe.epochs,
-                                    probe.batch_size, probe.base_lr, probe.weight_decay, seed=seed + k)
+            fc = train_linear_probe(train_rows.values, targets, len(self.splits.classes),
+                                    linear_epochs(probe, train_rows.values.shape[0]), probe.batch_size,
+                                    probe.base_lr, probe.weight_decay, seed=seed + k)
             stored_test = {index_of[v.video_id]: v.label for v in test_videos if v.video_id in index_of}
             hits, _ = video_top1(fc, test.of_videos(stored_test), stored_test)
             splits_out[str(k)] = {"top1": hits / max(len(test_videos), 1), "train_videos": len(train_videos),

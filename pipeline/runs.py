@@ -34,9 +34,11 @@ from pipeline.params import (
     ModelParams,
     Params,
     ParamsError,
+    ProbeParams,
     TrainParams,
     describe_error,
 )
+from pipeline.recipes import RECIPES, Recipe, recipe
 
 DEFAULT_MEMBER = "model"  # a run of the model section as it is (a stage run without --member)
 PROBE_REFERENCES = ("random", "supervised")  # probed backbones beside ssl.settings
@@ -57,6 +59,7 @@ class TrainRun:
     live_prefix: str = ""  # several models' curves in one directory (EPIC's verb_ and noun_)
     replace_head: bool = False  # the initial weights' head is left out (fine-tuning on other classes)
     origins: dict[str, str] = field(default_factory=dict, repr=False)  # "train.epochs" -> the key set
+    recipe: Recipe | None = None  # the paper configuration it follows (pipeline.recipes)
 
     def key(self, key: str) -> str:
         """The params.yaml key the value of ``key`` (e.g. ``train.batch_size``) came from."""
@@ -101,39 +104,51 @@ def member_params(params: Params, member: str | None, origins: dict[str, str] | 
     return params.model_copy(update={"model": model})
 
 
-def kinetics_run(params: Params, member: str | None) -> TrainRun:
-    """Stage train@<member>: the member trained from scratch on the pretraining dataset."""
+def kinetics_run(params: Params, member: str | None, recipe_name: str | None = None) -> TrainRun:
+    """Stage train@<member>: the member trained from scratch on the pretraining dataset, with
+    the recipe datasets.<kinetics>.recipes.<member> (or ``recipe_name``) names."""
     origins: dict[str, str] = {}
     p = member_params(params, member, origins)
     ds = pretraining_dataset(params)
     name = member or DEFAULT_MEMBER
+    r = run_recipe(params, ds.name, name, p.model.arch, recipe_name)
+    if r is not None:
+        p = with_recipe(p, r, origins)
     p = p.model_copy(update={"launch": stage_launch(params.launch, ds.name, name)})
     return TrainRun(f"train@{name}", name, ds, p, Layout.of(params.layout).run(ds.name, name), ds.train_split,
-                    ds.test_split, origins=origins)
+                    ds.test_split, origins=origins, recipe=r)
 
 
-def finetune_run(params: Params, name: str, member: str | None) -> TrainRun:
+def finetune_run(params: Params, name: str, member: str | None, recipe_name: str | None = None) -> TrainRun:
     """Stage finetune@<name>-<member>: the member's Kinetics run fine-tuned on dataset
-    ``name`` with the dataset section's changes, its head new."""
-    ds = dataset(params, name)
-    section = ds.section
+    ``name`` with the dataset section's changes, its head new; then the recipe
+    datasets.<name>.recipes.<member> (or ``recipe_name``) names, if any."""
     origins: dict[str, str] = {}
     p = member_params(params, member, origins)
-    where = f"datasets.{name}"
     member_name = member or DEFAULT_MEMBER
+    r = run_recipe(params, name, member_name, p.model.arch, recipe_name)
+    if r is not None and r.section:  # the dataset's own keys (EPIC's heads, AVA's boxes)
+        section = params.datasets[name].model_copy(update=dict(r.section))
+        params = params.model_copy(update={"datasets": {**params.datasets, name: section}})
+    ds = dataset(params, name)
+    section = ds.section
+    where = f"datasets.{name}"
     start = section.init_checkpoints.get(member_name) or str(
         Layout.of(params.layout).run(pretraining_dataset(params).name, member_name).out_dir / ckpt.FINAL)
-    model = _merge("model", ModelParams, p.model, (f"{where}.model", section.model), origins=origins)
+    model = _merge("model", ModelParams, p.model, *_start_architecture(params, name, member_name),
+                   (f"{where}.model", section.model), origins=origins)
     sampling = _merge("dataset", DatasetParams, p.dataset, (f"{where}.dataset", section.dataset), origins=origins)
     train = _merge("train", TrainParams, p.train, (f"{where}.train", section.train),
                    (f"{where}.init_checkpoints", {"init_checkpoint": start}), origins=origins)
     p = p.model_copy(update={"model": model, "dataset": sampling, "train": train,
                              "launch": stage_launch(params.launch, name, member_name)})
+    if r is not None:
+        p = with_recipe(p, r, origins)
     return TrainRun(f"finetune@{name}-{member_name}", member_name, ds, p, Layout.of(params.layout).run(name, member_name),
-                    ds.train_split, ds.test_split, replace_head=True, origins=origins)
+                    ds.train_split, ds.test_split, replace_head=True, origins=origins, recipe=r)
 
 
-def pretrain_run(params: Params, setting: str) -> TrainRun:
+def pretrain_run(params: Params, setting: str, recipe_name: str | None = None) -> TrainRun:
     """Stage pretrain@<setting>: its member's model on the pretraining dataset's store without
     labels, with ssl.train's changes and the objective its pretexts make (rotation: the 4-way
     rotation head; avs alone: AV-sync alone; without avs: sync weight 0)."""
@@ -150,25 +165,101 @@ def pretrain_run(params: Params, setting: str) -> TrainRun:
                    (f"ssl.settings.{setting}.pretexts", {**objective, **no_sync}), origins=origins)
     ds = pretraining_dataset(params)
     p = p.model_copy(update={"train": train, "launch": stage_launch(params.launch, SSL, setting)})
+    r = None
+    if recipe_name or s.recipe:
+        key = f"ssl.settings.{setting}.recipe"
+        r = recipe(recipe_name or s.recipe, key)
+        if r.runs_on != SSL or sorted(r.pretexts) != sorted(s.pretexts) or r.arch != p.model.arch:
+            raise ParamsError(f"{key}: {r.name} pretrains a {r.arch} on {' + '.join(r.pretexts) or 'labels'}; setting "
+                              f"{setting} is {p.model.arch} on {' + '.join(s.pretexts)} (python -m pipeline.recipes)")
+        p = with_recipe(p, r, origins)
     return TrainRun(f"pretrain@{setting}", setting, ds, p, Layout.of(params.layout).run(SSL, setting), ds.train_split,
-                    ds.test_split, origins=origins)
+                    ds.test_split, origins=origins, recipe=r)
 
 
 def training_run(params: Params, name: str | None = None, member: str | None = None,
-                 pretext: str | None = None) -> TrainRun:
+                 pretext: str | None = None, recipe_name: str | None = None) -> TrainRun:
     """The run a stage's ``--dataset`` / ``--member`` / ``--pretext`` name (none of them: the
-    model section as it is, trained on Kinetics)."""
+    model section as it is, trained on Kinetics), with ``--recipe`` instead of params.yaml's."""
     if pretext is not None:
         if name is not None or member is not None:
             raise ParamsError("--pretext names the whole run: it takes no --dataset or --member")
-        return pretrain_run(params, pretext)
+        return pretrain_run(params, pretext, recipe_name)
     if name is None or dataset_class(name).pretraining:
         if name is not None:
             params.section(name)
-        return kinetics_run(params, member)
+        return kinetics_run(params, member, recipe_name)
     if not dataset_class(name).finetunable:
         raise ParamsError(f"--dataset {name}: nothing is fine-tuned on {name} (it is probed: stage probe)")
-    return finetune_run(params, name, member)
+    return finetune_run(params, name, member, recipe_name)
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+def run_recipe(params: Params, name: str, member: str, arch: str, override: str | None = None) -> Recipe | None:
+    """The recipe of member ``member``'s run on dataset ``name`` (``override``: a stage's
+    --recipe, else datasets.<name>.recipes.<member>), checked to fit the run."""
+    key = f"datasets.{name}.recipes.{member}"
+    chosen = override or getattr(params.datasets.get(name), "recipes", {}).get(member)
+    if chosen is None:
+        return None
+    where = "--recipe" if override else key
+    r = recipe(chosen, where)
+    if r.runs_on != name:
+        raise ParamsError(f"{where}: {r.name} is a recipe for {r.runs_on}, not {name} (python -m pipeline.recipes)")
+    if r.arch != arch:
+        raise ParamsError(f"{where}: {r.name} trains a {r.arch}; member {member} is a {arch}")
+    return r
+
+
+def with_recipe(p: Params, r: Recipe, origins: dict[str, str]) -> Params:
+    """``p``'s model, dataset and train sections with recipe ``r``'s values (they win)."""
+    prefix = f"recipe {r.name}:"
+    model = _merge("model", ModelParams, p.model, (f"{prefix} model", dict(r.model)), origins=origins)
+    sampling = _merge("dataset", DatasetParams, p.dataset, (f"{prefix} dataset", dict(r.sampling)), origins=origins)
+    train = _merge("train", TrainParams, p.train, (f"{prefix} train", dict(r.train)), origins=origins)
+    return p.model_copy(update={"model": model, "dataset": sampling, "train": train})
+
+
+def probe_params(params: Params) -> ProbeParams:
+    """ssl.probe with its recipe's values (ssl.probe.recipe), if any."""
+    probe = params.ssl.probe
+    if probe.recipe is None:
+        return probe
+    r = recipe(probe.recipe, "ssl.probe.recipe")
+    if r.runs_on != "probe":
+        raise ParamsError(f"ssl.probe.recipe: {r.name} is a recipe for {r.runs_on}, not a probe")
+    return ProbeParams.model_validate({**probe.model_dump(), **r.section})
+
+
+def _start_architecture(params: Params, name: str, member: str) -> list[tuple[str, dict[str, Any]]]:
+    """The network of the Kinetics weights a fine-tuning run starts from, when the member's
+    Kinetics run follows a recipe (its model keys but the head's): the weights fit it."""
+    if params.datasets[name].init_checkpoints.get(member):
+        return []
+    kinetics = pretraining_dataset(params).name
+    start = getattr(params.datasets.get(kinetics), "recipes", {}).get(member)
+    if start is None:
+        return []
+    head_keys = ("num_classes", "head", "dropout", "test_pool")
+    return [(f"recipe {start}: model", {k: v for k, v in recipe(start).model.items() if k not in head_keys})]
+
+
+def recipe_start_check(params: Params, name: str, member: str) -> None:
+    """A fine-tuning recipe starts from the Kinetics weights its paper names: the member's
+    Kinetics run must follow that recipe, or datasets.<name>.init_checkpoints.<member> be set."""
+    r = run_recipe(params, name, member, member_params(params, member).model.arch)
+    if r is None or params.datasets[name].init_checkpoints.get(member):
+        return
+    kinetics = pretraining_dataset(params).name
+    key = f"datasets.{name}.recipes.{member}"
+    if r.starts_from not in RECIPES:
+        raise ValueError(f"{key}: {r.name} starts from {r.starts_from}: set datasets.{name}.init_checkpoints.{member}")
+    if params.datasets[kinetics].recipes.get(member) != r.starts_from:
+        raise ValueError(f"{key}: {r.name} starts from the weights of recipe {r.starts_from}: set "
+                         f"datasets.{kinetics}.recipes.{member}: {r.starts_from} (or datasets.{name}.init_checkpoints."
+                         f"{member})")
 
 
 def target_runs(run: TrainRun) -> list[TrainRun]:
@@ -220,6 +311,23 @@ def check_params(params: Params) -> None:
     _check_ssl(params)
     for run in all_runs(params):
         check_run(run)
+    _check_recipes(params)
+
+
+def _check_recipes(params: Params) -> None:
+    """Every recipe params.yaml names exists and fits its run (all_runs applied them)."""
+    for name, section in params.datasets.items():
+        for member, chosen in getattr(section, "recipes", {}).items():
+            if chosen is not None and member not in params.family:
+                raise ValueError(f"datasets.{name}.recipes.{member}: not a family member; members: "
+                                 f"{', '.join(params.family) or '(none)'}")
+            if chosen is not None and name not in (pretraining_dataset(params).name, *params.finetune.datasets):
+                raise ValueError(f"datasets.{name}.recipes.{member}: {name} is neither the pretraining dataset nor "
+                                 "one of finetune.datasets: nothing trains there")
+            if chosen is not None and name in params.finetune.datasets:
+                recipe_start_check(params, name, member)
+    if params.ssl is not None:
+        probe_params(params)
 
 
 def _check_finetune(params: Params) -> None:

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from avsf.io.atomic import write_json, write_text
-from pipeline.datasets import DATASETS, dataset
+from pipeline.datasets import DATASETS, dataset, pretraining_dataset
 from pipeline.figures import write_figures
 from pipeline.launch import StageFailed
 from pipeline.layout import METRICS_NAME, SSL, Layout
 from pipeline.params import Params
+from pipeline.recipes import recipe
 from pipeline.runs import member_params
 
 log = logging.getLogger("avsf.summary")
@@ -65,8 +66,49 @@ def run_summary(params: Params, report: str) -> None:
         figures = ds.figures(results, params)
     else:
         raise StageFailed(f"summary: no report {report!r}; reports: {', '.join((*DATASETS, SSL))}")
+    markdown += against_the_paper(params, report)
     # The figures first: summary.md never embeds one that is not written.
     markdown += write_figures(layout.reports / report, figures)
     write_text(layout.summary(report), markdown)
     write_json(layout.summary_metrics(report), metrics)
     log.info("summary@%s: %d models, %d figures -> %s", report, len(metrics), len(figures), layout.summary(report))
+
+
+def _lookup(metrics: dict[str, Any], key: str) -> float | None:
+    value: Any = metrics
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def against_the_paper(params: Params, report: str, root: Path = Path()) -> str:
+    """A section of summary.md: every run of the report that followed a recipe on the real
+    dataset (not the demo world), its paper figures beside ours; empty when there is none."""
+    layout = Layout.of(params.layout)
+    if report == SSL:
+        data = pretraining_dataset(params).name
+        runs = {name: s.recipe for name, s in params.ssl.settings.items()} if params.ssl else {}
+    else:
+        data = report
+        runs = dict(getattr(params.datasets[report], "recipes", {}))
+    demo_root = (root / layout.data / "demo").resolve()
+    if Path(params.datasets[data].annotations).resolve().is_relative_to(demo_root):
+        return ""  # the demo world is not the paper's dataset: nothing to compare
+    rows = []
+    for run, name in runs.items():
+        path = root / layout.model(report, run) / METRICS_NAME
+        if name is None or not path.is_file():
+            continue
+        metrics = json.loads(path.read_text())
+        for result in recipe(name).results:
+            ours = _lookup(metrics, result.key) if result.key else None
+            shown = f"{100 * ours:.1f}" if ours is not None else "-"
+            rows.append(f"| {run} | {name} | {result.metric} | {result.value} | {shown} | {result.source} |")
+    if not rows:
+        return ""
+    return "\n".join(["", "## Against the paper", "",
+                      "Runs that followed a recipe (README \"Recipes\") on the real dataset.", "",
+                      "| run | recipe | metric | paper | ours | paper's table |",
+                      "| --- | --- | --- | ---: | ---: | --- |", *rows, ""])

@@ -31,7 +31,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -57,7 +57,7 @@ from pipeline.launch import Requeue, RunClaim, StageFailed, job_env, run_job, se
 from pipeline.layout import RUN_SUMMARY, Layout
 from pipeline.live import LiveLogger, rebuild_summary
 from pipeline.models import config_from_params
-from pipeline.params import DatasetParams, ModelParams, Params
+from pipeline.params import DatasetParams, ModelParams, Params, ParamsError
 from pipeline.runs import TrainRun, target_runs, training_run
 from pipeline.store_check import StoreRecord, check_store, read_store
 
@@ -129,6 +129,61 @@ def store_identity(frames_dir: Path, logmel_dir: Path | None) -> str:
     return digest.hexdigest()[:16]
 
 
+def train_dataset(run: TrainRun, sampling: ClipSampling, sync_negatives: bool = False) -> ClipDataset:
+    """The run's training samples (its dataset's train split in the store)."""
+    frames, logmel_dir = store_dirs(run)
+    uses_audio = config_from_params(run.params.model).audio is not None
+    return ClipDataset(frames, logmel_dir if uses_audio else None, run.dataset.store_split(run.train_split), "train",
+                       sampling, sync_negatives=sync_negatives, labels=run.dataset.label_source(run.train_split),
+                       max_open_shards=run.params.dataset.max_open_shards,
+                       rotation=run.params.train.objective == "rotation")
+
+
+def with_length(run: TrainRun, train_clips: int) -> TrainRun:
+    """The run with its length in epochs for ``train_clips`` training samples (a length in
+    iterations, the papers' unit off Kinetics, becomes epochs here)."""
+    train = run.params.train.length(train_clips)
+    return replace(run, params=run.params.model_copy(update={"train": train}))
+
+
+def recipe_line(run: TrainRun, train_clips: int) -> str:
+    """The effective recipe, as a training stage's first log line: batch (global, per rank),
+    the learning rate after linear scaling, warm-up, length in iterations and epochs."""
+    t = run.params.train
+    ranks = run.params.launch.world_size(STAGE)
+    scale = t.batch_size / t.reference_batch
+    steps_per_epoch = max(1, train_clips // t.batch_size if t.drop_last else -(-train_clips // t.batch_size))
+    warmup_start = t.warmup_start_lr * (1.0 if t.warmup_start_absolute else scale)
+    length = (f"{t.iterations} iterations at {t.reference_batch} (the recipe's unit) = " if t.iterations else "")
+    source = f"recipe {run.recipe.name}" if run.recipe else "params (no recipe)"
+    return (f"train: {run.stage}{f' ({run.target})' if run.target else ''}, {source}: global batch {t.batch_size} "
+            f"({t.batch_size // ranks} per rank x {ranks}), lr {t.base_lr * scale:.4g} ({t.base_lr:g} at "
+            f"{t.reference_batch}, scaled x{scale:.4g}) {t.lr_policy}"
+            f"{f' steps at {t.lr_steps}' if t.lr_policy == 'steps' else ''}, warm-up {t.warmup_epochs:.3g} epochs from "
+            f"{warmup_start:.3g}, {length}{t.epochs} epochs of {train_clips} clips = {t.epochs * steps_per_epoch} "
+            f"iterations at {t.batch_size}, weight decay {t.weight_decay:g}")
+
+
+def check_recipe_store(run: TrainRun, classes: list | dict, store: StoreRecord) -> None:
+    """A recipe is made for its dataset at full size: refuse a store it cannot work on (the
+    demo's 8 classes under a 400-class recipe, 64-pixel frames under 224 crops)."""
+    r, m, d = run.recipe, run.params.model, run.params.dataset
+    if r is None:
+        return
+    frames_dir = store_dirs(run)[0]
+    if run.dataset.class_names() is None and m.head == "classification" and "num_classes" in r.model \
+            and m.num_classes != len(classes):
+        raise ParamsError(f"{run.key('model.num_classes')}: recipe {r.name} is for {m.num_classes} classes "
+                          f"({r.runs_on}), the store {frames_dir} has {len(classes)}: point datasets."
+                          f"{run.dataset.name} at the real dataset, or train without the recipe")
+    short_side = store.decode.get("short_side")
+    smallest = min(d.train_scale)
+    if short_side is not None and short_side < smallest:
+        raise ParamsError(f"{run.key('dataset.train_scale')}: recipe {r.name} samples frames at a short side of "
+                          f"{d.train_scale} for {d.train_crop}-pixel crops, but the store {frames_dir} was decoded at "
+                          f"{short_side} (decode.short_side): decode at {smallest} or more, or train without the recipe")
+
+
 def store_dirs(run: TrainRun) -> tuple[Path, Path]:
     """(frame store, log-mel store) of the run's dataset."""
     layout = Layout.of(run.params.layout)
@@ -163,7 +218,7 @@ def run_fingerprint(run: TrainRun, store: str) -> str:
 
 
 def run_train(params: Params, dataset: str | None = None, member: str | None = None,
-              pretext: str | None = None) -> None:
+              pretext: str | None = None, recipe: str | None = None) -> None:
     """Train a model (the papers' recipe; see the train section of params.yaml) on a dataset's
     store: ``--member m`` on Kinetics, ``--dataset d --member m`` fine-tuned from m's Kinetics
     run with datasets.d's changes, ``--pretext s`` self-supervised on Kinetics without labels.
@@ -177,7 +232,7 @@ def run_train(params: Params, dataset: str | None = None, member: str | None = N
     reports/<dataset>/train/<name>. A killed or preempted run resumes exactly from its last
     checkpoint; a rerun while its job still runs re-attaches to it; Ctrl-C cancels the job.
     """
-    run = training_run(params, dataset, member, pretext)
+    run = training_run(params, dataset, member, pretext, recipe)
     ds, t = run.dataset, run.params.train
     frames_dir = store_dirs(run)[0]
     try:
@@ -186,6 +241,8 @@ def run_train(params: Params, dataset: str | None = None, member: str | None = N
     except (OSError, ValueError) as exc:
         raise StageFailed(f"train: cannot read the frame store {frames_dir}: {exc}") from None
     m = run.params.model
+    if run.recipe is not None:
+        check_recipe_store(run, classes, read_store(frames_dir, None, entries))
     if ds.class_names() is None and t.objective == "labels" and m.head == "classification" \
             and m.num_classes != len(classes):
         raise StageFailed(f"train: {run.key('model.num_classes')} is {m.num_classes} but the store has "
@@ -218,6 +275,9 @@ def _train_one(run: TrainRun, store: StoreRecord | None = None) -> dict[str, Any
     frames_dir, logmel_dir = store_dirs(run)
     uses_audio = config_from_params(run.params.model).audio is not None
     store = store or train_store(run)
+    train_clips = len(train_dataset(run, clip_sampling(run.params.dataset, run.params.model)))
+    run = with_length(run, train_clips)
+    log.info(recipe_line(run, train_clips))
     fingerprint = run_fingerprint(run, store_identity(frames_dir, logmel_dir if uses_audio else None))
     started = time.monotonic()
     t = run.params.train
@@ -326,9 +386,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         logmel = logmel_dir if cfg.audio is not None else None
         shards = p.dataset.max_open_shards
         rotation = t.objective == "rotation"
-        train_set = ClipDataset(frames, logmel, ds.store_split(run.train_split), "train", sampling,
-                                sync_negatives=cfg.has_sync and t.sync_weight > 0,
-                                labels=ds.label_source(run.train_split), max_open_shards=shards, rotation=rotation)
+        train_set = train_dataset(run, sampling, sync_negatives=cfg.has_sync and t.sync_weight > 0)
         val_set = ClipDataset(frames, logmel, ds.store_split(run.val_split), "test", ds.validation_sampling(sampling),
                               labels=ds.label_source(run.val_split), max_open_shards=shards, rotation=rotation)
         global_batch = t.batch_size

@@ -48,13 +48,16 @@ def sync_lateral_params(model: torch.nn.Module) -> int:
                if name.startswith("sync.") and name.split(".")[2] in ("fuse", "a2v"))
 
 
-def count_cost(cfg: ModelConfig, crop: int, device: str = "meta", model: VideoNet | None = None,
+def count_cost(cfg: ModelConfig, crop: int | tuple[int, int], device: str = "meta", model: VideoNet | None = None,
                boxes: torch.Tensor | None = None) -> ModelCost:
-    """Multiply-adds of one eval-mode forward of a batch-1 view at ``crop`` x ``crop``."""
+    """Multiply-adds of one eval-mode forward of a batch-1 view at ``crop`` x ``crop`` (or
+    ``crop`` = (H, W)); a detection head gets one box unless ``boxes`` are given."""
     if model is None:
         model = build_model(cfg, device)
     model.eval()
     inputs = example_inputs(cfg, crop, batch=1, device=device)
+    if boxes is None and cfg.head.kind == "ava":
+        boxes = torch.tensor([[0.0, 0.0, 0.0, 64.0, 64.0]], device=device)  # [batch index, x1, y1, x2, y2]
     counter = FlopCounterMode(display=False, depth=2)
     with torch.no_grad(), counter:
         model(inputs, boxes=boxes)

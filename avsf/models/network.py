@@ -252,15 +252,17 @@ def build_model(cfg: ModelConfig, device: str | torch.device | None = None) -> V
         return VideoNet(cfg)
 
 
-def example_inputs(cfg: ModelConfig, crop: int, batch: int = 1, device: str | torch.device = "cpu",
-                   dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
-    """Random inputs of the right shapes: frames [N, 3, T, crop, crop], log-mel [N, 1, T, F]."""
+def example_inputs(cfg: ModelConfig, crop: int | tuple[int, int], batch: int = 1,
+                   device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+    """Random inputs of the right shapes: frames [N, 3, T, H, W] (``crop``: H = W, or (H, W)),
+    log-mel [N, 1, T, F]."""
+    height, width = (crop, crop) if isinstance(crop, int) else crop
     out = []
     for p in cfg.pathways:
         if isinstance(p, AudioPathwayConfig):
             shape = (batch, p.in_channels, p.frames, p.mel_bins)
         else:
-            shape = (batch, p.in_channels, p.frames, crop, crop)
+            shape = (batch, p.in_channels, p.frames, height, width)
         out.append(torch.randn(shape, device=device, dtype=dtype))
     return out
 

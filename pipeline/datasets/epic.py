@@ -49,6 +49,8 @@ class EpicSection(FinetuneDatasetSection):
     heads: Literal["joint", "separate"] = "joint"
     verb_base_lr: float | None = Field(None, gt=0)  # separate: the verb model's base_lr (null: train's)
     noun_base_lr: float | None = Field(None, gt=0)  # separate: the noun model's
+    verb_iterations: int | None = Field(None, gt=0)  # separate: the verb model's train.iterations (null: train's)
+    noun_iterations: int | None = Field(None, gt=0)  # separate: the noun model's
     action_top_k: int = Field(100, gt=0)  # the action scoring: top k verbs x top k nouns
 
 
@@ -95,7 +97,8 @@ class EpicKitchens(Dataset):
     def target_train(self, train, target):
         if target is None:
             return train
-        return train.model_copy(update={"base_lr": getattr(self.section, f"{target}_base_lr") or train.base_lr})
+        return train.model_copy(update={"base_lr": getattr(self.section, f"{target}_base_lr") or train.base_lr,
+                                        "iterations": getattr(self.section, f"{target}_iterations") or train.iterations})
 
     def record(self) -> dict[str, Any]:
         return {**super().record(), "heads": self.section.heads}
