@@ -257,3 +257,19 @@ def test_the_listing_names_every_recipe_with_its_paper_figure():
     assert subprocess.run([sys.executable, "-m", "pipeline.recipes", "nope"], cwd=REPO, capture_output=True,
                           timeout=60).returncode == 2
     assert math.isclose(RECIPES["kinetics-avslowfast-r101-8x8"].model["beta_a"], 1.0)
+
+
+def test_a_summary_prints_the_paper_beside_ours_for_a_recipe_run_on_the_real_dataset(tmp_path):
+    from pipeline.summary import against_the_paper
+
+    overrides = ("datasets.kinetics.recipes.avslowfast=kinetics-avslowfast-r50-4x16",
+                 f"datasets.kinetics.annotations={tmp_path / 'kinetics-400'}")
+    params = load_params(REPO / "params.yaml", overrides)
+    metrics = tmp_path / "reports/kinetics/models/avslowfast/metrics.json"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps({"official": {"top1": 0.7654}}))
+    text = against_the_paper(params, "kinetics", root=tmp_path)
+    assert "| avslowfast | kinetics-avslowfast-r50-4x16 | top-1 | 77.0 | 76.5 | AVSlowFast Table 3" in text
+    assert "| slowfast |" not in text  # no recipe, no comparison
+    on_demo = load_params(REPO / "params.yaml", (overrides[0], f"datasets.kinetics.annotations={tmp_path}/data/demo/k"))
+    assert against_the_paper(on_demo, "kinetics", root=tmp_path) == ""  # the demo world is not Kinetics
