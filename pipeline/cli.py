@@ -32,7 +32,7 @@ OPTION_HELP = {
     "backbone": "the backbone probed: a setting of ssl.settings, random or supervised (dvc.yaml: probe@<setting>, "
                 "probe_reference@random|supervised)",
     "recipe": "a named paper configuration for this run (python -m pipeline.recipes lists them), instead of "
-              "params.yaml's datasets.<d>.recipes.<member> or ssl.settings.<s>.recipe",
+              "params.yaml's recipes.<dataset>.<member> or recipes.ssl.<setting>",
     "report": "what to summarise: a dataset of params.yaml's datasets, or ssl (the self-supervised backbones)",
 }
 REQUIRED = ("backbone", "report")

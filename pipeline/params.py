@@ -460,7 +460,6 @@ class SplitDatasetSection(DatasetSection):
 
     train_split: str
     test_split: str
-    recipes: dict[str, str | None] = {}  # member -> a recipe's name (python -m pipeline.recipes); null: none
 
 
 class FinetuneDatasetSection(SplitDatasetSection):
@@ -484,7 +483,6 @@ class PretextParams(Section):
 
     member: str  # the family member whose model is pretrained
     pretexts: list[Literal["avs", "rotation"]] = Field(min_length=1)
-    recipe: str | None = None  # a self-supervised recipe's name (python -m pipeline.recipes); null: none
 
 
 class ProbeParams(Section):
@@ -510,7 +508,6 @@ class ProbeParams(Section):
     weight_decay: float = Field(1e-4, ge=0)
     train: dict[str, Any] = {}  # all: changes to the train section of the fine-tuning runs
     iterations: int | None = Field(None, gt=0)  # linear: the length in fc steps (A.8: 320k); wins over epochs
-    recipe: str | None = None  # a probe recipe's name (python -m pipeline.recipes); null: none
 
 
 class SslParams(Section):
@@ -551,6 +548,10 @@ class Params(Section):
     # entry validated by its module's schema (pipeline.datasets), after this one.
     datasets: dict[str, Any] = {}
     ssl: SslParams | None = None
+    # Named paper configurations per run (pipeline.recipes; README "Recipes"): recipes.<dataset>.<member>
+    # for train@<member> (the pretraining dataset) and finetune@<dataset>-<member>, recipes.ssl.<setting>
+    # for pretrain@<setting>, recipes.probe for the probes; null: none. Checked by pipeline.runs.
+    recipes: dict[str, dict[str, str | None] | str | None] = {}
 
     @field_validator("datasets")
     @classmethod

@@ -2,9 +2,9 @@
 
 A recipe is chosen where a run is named in params.yaml (README "Recipes"):
 
-    datasets.<d>.recipes.<member>: <name>     train@<member> (Kinetics), finetune@<d>-<member>
-    ssl.settings.<setting>.recipe: <name>     pretrain@<setting>
-    ssl.probe.recipe: <name>                  probe@<backbone>, probe_reference@<backbone>
+    recipes.<dataset>.<member>: <name>    train@<member> (Kinetics), finetune@<dataset>-<member>
+    recipes.ssl.<setting>: <name>         pretrain@<setting>
+    recipes.probe: <name>                 probe@<backbone>, probe_reference@<backbone>
 
 or on a direct stage run (``python stages/train.py --member avslowfast --recipe <name>``).
 It sets what the paper fixes (model, sampling, input sizes, optimiser, schedule, length in the

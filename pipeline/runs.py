@@ -106,7 +106,7 @@ def member_params(params: Params, member: str | None, origins: dict[str, str] | 
 
 def kinetics_run(params: Params, member: str | None, recipe_name: str | None = None) -> TrainRun:
     """Stage train@<member>: the member trained from scratch on the pretraining dataset, with
-    the recipe datasets.<kinetics>.recipes.<member> (or ``recipe_name``) names."""
+    the recipe recipes.<kinetics>.<member> (or ``recipe_name``) names."""
     origins: dict[str, str] = {}
     p = member_params(params, member, origins)
     ds = pretraining_dataset(params)
@@ -122,7 +122,7 @@ def kinetics_run(params: Params, member: str | None, recipe_name: str | None = N
 def finetune_run(params: Params, name: str, member: str | None, recipe_name: str | None = None) -> TrainRun:
     """Stage finetune@<name>-<member>: the member's Kinetics run fine-tuned on dataset
     ``name`` with the dataset section's changes, its head new; then the recipe
-    datasets.<name>.recipes.<member> (or ``recipe_name``) names, if any."""
+    recipes.<name>.<member> (or ``recipe_name``) names, if any."""
     origins: dict[str, str] = {}
     p = member_params(params, member, origins)
     member_name = member or DEFAULT_MEMBER
@@ -166,9 +166,10 @@ def pretrain_run(params: Params, setting: str, recipe_name: str | None = None) -
     ds = pretraining_dataset(params)
     p = p.model_copy(update={"train": train, "launch": stage_launch(params.launch, SSL, setting)})
     r = None
-    if recipe_name or s.recipe:
-        key = f"ssl.settings.{setting}.recipe"
-        r = recipe(recipe_name or s.recipe, key)
+    chosen = recipe_name or _chosen(params, SSL, setting)
+    if chosen:
+        key = "--recipe" if recipe_name else f"recipes.{SSL}.{setting}"
+        r = recipe(chosen, key)
         if r.runs_on != SSL or sorted(r.pretexts) != sorted(s.pretexts) or r.arch != p.model.arch:
             raise ParamsError(f"{key}: {r.name} pretrains a {r.arch} on {' + '.join(r.pretexts) or 'labels'}; setting "
                               f"{setting} is {p.model.arch} on {' + '.join(s.pretexts)} (python -m pipeline.recipes)")
@@ -194,17 +195,39 @@ def training_run(params: Params, name: str | None = None, member: str | None = N
     return finetune_run(params, name, member, recipe_name)
 
 
+def target_runs(run: TrainRun) -> list[TrainRun]:
+    """The models a run trains: itself, or EPIC's separate verb and noun models, each in
+    ``<out_dir>/<target>`` with its own learning rate, their curves in the run's directory
+    under ``<target>_``."""
+    targets = run.dataset.targets()
+    if targets == [None]:
+        return [run]
+    out = []
+    for target in targets:
+        train = run.dataset.target_train(run.params.train, target)
+        p = run.params.model_copy(update={"train": train,
+                                          "launch": stage_launch(run.params.launch, target)})
+        paths = RunPaths(run.paths.out_dir / target, run.paths.live_dir)
+        out.append(replace(run, params=p, paths=paths, target=target, live_prefix=f"{target}_"))
+    return out
+
+
 # --------------------------------------------------------------------------- recipes
+
+
+def _chosen(params: Params, run_on: str, name: str) -> str | None:
+    """recipes.<run_on>.<name>: the recipe params.yaml names for a run, or None."""
+    chosen = params.recipes.get(run_on) or {}
+    return chosen.get(name) if isinstance(chosen, dict) else None
 
 
 def run_recipe(params: Params, name: str, member: str, arch: str, override: str | None = None) -> Recipe | None:
     """The recipe of member ``member``'s run on dataset ``name`` (``override``: a stage's
-    --recipe, else datasets.<name>.recipes.<member>), checked to fit the run."""
-    key = f"datasets.{name}.recipes.{member}"
-    chosen = override or getattr(params.datasets.get(name), "recipes", {}).get(member)
+    --recipe, else recipes.<name>.<member>), checked to fit the run."""
+    chosen = override or _chosen(params, name, member)
     if chosen is None:
         return None
-    where = "--recipe" if override else key
+    where = "--recipe" if override else f"recipes.{name}.{member}"
     r = recipe(chosen, where)
     if r.runs_on != name:
         raise ParamsError(f"{where}: {r.name} is a recipe for {r.runs_on}, not {name} (python -m pipeline.recipes)")
@@ -223,13 +246,15 @@ def with_recipe(p: Params, r: Recipe, origins: dict[str, str]) -> Params:
 
 
 def probe_params(params: Params) -> ProbeParams:
-    """ssl.probe with its recipe's values (ssl.probe.recipe), if any."""
-    probe = params.ssl.probe
-    if probe.recipe is None:
+    """ssl.probe with the values of the recipe recipes.probe names, if any."""
+    probe, chosen = params.ssl.probe, params.recipes.get("probe")
+    if chosen is None:
         return probe
-    r = recipe(probe.recipe, "ssl.probe.recipe")
+    if not isinstance(chosen, str):
+        raise ParamsError("recipes.probe: one probe recipe's name (probe-linear, probe-all-ucf101, probe-all-hmdb51)")
+    r = recipe(chosen, "recipes.probe")
     if r.runs_on != "probe":
-        raise ParamsError(f"ssl.probe.recipe: {r.name} is a recipe for {r.runs_on}, not a probe")
+        raise ParamsError(f"recipes.probe: {r.name} is a recipe for {r.runs_on}, not a probe")
     return ProbeParams.model_validate({**probe.model_dump(), **r.section})
 
 
@@ -238,8 +263,7 @@ def _start_architecture(params: Params, name: str, member: str) -> list[tuple[st
     Kinetics run follows a recipe (its model keys but the head's): the weights fit it."""
     if params.datasets[name].init_checkpoints.get(member):
         return []
-    kinetics = pretraining_dataset(params).name
-    start = getattr(params.datasets.get(kinetics), "recipes", {}).get(member)
+    start = _chosen(params, pretraining_dataset(params).name, member)
     if start is None:
         return []
     head_keys = ("num_classes", "head", "dropout", "test_pool")
@@ -253,30 +277,12 @@ def recipe_start_check(params: Params, name: str, member: str) -> None:
     if r is None or params.datasets[name].init_checkpoints.get(member):
         return
     kinetics = pretraining_dataset(params).name
-    key = f"datasets.{name}.recipes.{member}"
+    key = f"recipes.{name}.{member}"
     if r.starts_from not in RECIPES:
         raise ValueError(f"{key}: {r.name} starts from {r.starts_from}: set datasets.{name}.init_checkpoints.{member}")
-    if params.datasets[kinetics].recipes.get(member) != r.starts_from:
+    if _chosen(params, kinetics, member) != r.starts_from:
         raise ValueError(f"{key}: {r.name} starts from the weights of recipe {r.starts_from}: set "
-                         f"datasets.{kinetics}.recipes.{member}: {r.starts_from} (or datasets.{name}.init_checkpoints."
-                         f"{member})")
-
-
-def target_runs(run: TrainRun) -> list[TrainRun]:
-    """The models a run trains: itself, or EPIC's separate verb and noun models, each in
-    ``<out_dir>/<target>`` with its own learning rate, their curves in the run's directory
-    under ``<target>_``."""
-    targets = run.dataset.targets()
-    if targets == [None]:
-        return [run]
-    out = []
-    for target in targets:
-        train = run.dataset.target_train(run.params.train, target)
-        p = run.params.model_copy(update={"train": train,
-                                          "launch": stage_launch(run.params.launch, target)})
-        paths = RunPaths(run.paths.out_dir / target, run.paths.live_dir)
-        out.append(replace(run, params=p, paths=paths, target=target, live_prefix=f"{target}_"))
-    return out
+                         f"recipes.{kinetics}.{member}: {r.starts_from} (or datasets.{name}.init_checkpoints.{member})")
 
 
 # --------------------------------------------------------------------------- checks across sections
@@ -315,19 +321,28 @@ def check_params(params: Params) -> None:
 
 
 def _check_recipes(params: Params) -> None:
-    """Every recipe params.yaml names exists and fits its run (all_runs applied them)."""
-    for name, section in params.datasets.items():
-        for member, chosen in getattr(section, "recipes", {}).items():
-            if chosen is not None and member not in params.family:
-                raise ValueError(f"datasets.{name}.recipes.{member}: not a family member; members: "
-                                 f"{', '.join(params.family) or '(none)'}")
-            if chosen is not None and name not in (pretraining_dataset(params).name, *params.finetune.datasets):
-                raise ValueError(f"datasets.{name}.recipes.{member}: {name} is neither the pretraining dataset nor "
-                                 "one of finetune.datasets: nothing trains there")
-            if chosen is not None and name in params.finetune.datasets:
-                recipe_start_check(params, name, member)
-    if params.ssl is not None:
-        probe_params(params)
+    """Every run params.yaml names a recipe for exists, and the recipe fits it (all_runs
+    applied each to its run; here what no run reaches)."""
+    kinetics = pretraining_dataset(params).name if any(dataset_class(n).pretraining for n in params.datasets) else None
+    runs_on = {kinetics: params.family, **{d: params.family for d in params.finetune.datasets},
+               SSL: params.ssl.settings if params.ssl else {}}
+    for name, chosen in params.recipes.items():
+        if name == "probe":
+            if params.ssl is not None:
+                probe_params(params)
+            continue
+        if name not in runs_on or not isinstance(chosen, dict):
+            raise ValueError(f"recipes.{name}: recipes are named per run: recipes.<dataset>.<member> for the "
+                             f"pretraining dataset and finetune.datasets ({', '.join(d for d in runs_on if d)}), "
+                             f"recipes.ssl.<setting>, recipes.probe")
+        for run, picked in chosen.items():
+            if picked is None:
+                continue
+            if run not in runs_on[name]:
+                raise ValueError(f"recipes.{name}.{run}: no such {'setting' if name == SSL else 'member'}; "
+                                 f"{', '.join(runs_on[name]) or '(none)'}")
+            if name in params.finetune.datasets:
+                recipe_start_check(params, name, run)
 
 
 def _check_finetune(params: Params) -> None:

@@ -89,10 +89,9 @@ def against_the_paper(params: Params, report: str, root: Path = Path()) -> str:
     layout = Layout.of(params.layout)
     if report == SSL:
         data = pretraining_dataset(params).name
-        runs = {name: s.recipe for name, s in params.ssl.settings.items()} if params.ssl else {}
     else:
         data = report
-        runs = dict(getattr(params.datasets[report], "recipes", {}))
+    runs = params.recipes.get(report) or {}
     demo_root = (root / layout.data / "demo").resolve()
     if Path(params.datasets[data].annotations).resolve().is_relative_to(demo_root):
         return ""  # the demo world is not the paper's dataset: nothing to compare

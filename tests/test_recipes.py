@@ -139,8 +139,8 @@ def test_iteration_recipes_equal_the_papers(name):
 
 
 def test_epic_55_recipes_train_a_verb_and_a_noun_model_as_a_5():
-    params = load_params(REPO / "params.yaml", ("datasets.kinetics.recipes.avslowfast=kinetics-avslowfast-r101-8x8",
-                                                "datasets.epic55.recipes.avslowfast=epic55-avslowfast-r101-8x8"))
+    params = load_params(REPO / "params.yaml", ("recipes.kinetics.avslowfast=kinetics-avslowfast-r101-8x8",
+                                                "recipes.epic55.avslowfast=epic55-avslowfast-r101-8x8"))
     run = finetune_run(params, "epic55", "avslowfast")
     m, d = run.params.model, run.params.dataset
     assert (m.arch, m.depth, m.frames, m.stride, m.tiny) == ("avslowfast", 101, 8, 8, False)
@@ -157,7 +157,7 @@ def test_epic_55_recipes_train_a_verb_and_a_noun_model_as_a_5():
 
 
 def test_probe_recipes_equal_a_8():
-    params = load_params(REPO / "params.yaml", ("ssl.probe.recipe=probe-linear",))
+    params = load_params(REPO / "params.yaml", ("recipes.probe=probe-linear",))
     probe = probe_params(params)
     assert (probe.mode, probe.iterations, probe.batch_size, probe.base_lr) == ("linear", 320000, 64, 0.01)
     for name, iterations, lr in (("ucf101", 80000, 0.005), ("hmdb51", 30000, 0.01)):
@@ -167,7 +167,7 @@ def test_probe_recipes_equal_a_8():
 
 
 def test_a_recipe_wins_over_the_sections_but_leaves_the_user_s_choices():
-    params = load_params(REPO / "params.yaml", ("datasets.kinetics.recipes.avslowfast=kinetics-avslowfast-r50-4x16",
+    params = load_params(REPO / "params.yaml", ("recipes.kinetics.avslowfast=kinetics-avslowfast-r50-4x16",
                                                 "train.batch_size=64", "train.workers=5"))
     run = kinetics_run(params, "avslowfast")
     t = run.params.train
@@ -182,15 +182,15 @@ def test_a_recipe_wins_over_the_sections_but_leaves_the_user_s_choices():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("datasets.kinetics.recipes.avslowfast=kinetics-slowfast-r50-4x16",
-     "datasets.kinetics.recipes.avslowfast: kinetics-slowfast-r50-4x16 trains a slowfast; member avslowfast"),
-    ("datasets.kinetics.recipes.avslowfast=nope", "datasets.kinetics.recipes.avslowfast: no recipe 'nope'"),
-    ("datasets.charades.recipes.avslowfast=ava-avslowfast-r50-4x16",
+    ("recipes.kinetics.avslowfast=kinetics-slowfast-r50-4x16",
+     "recipes.kinetics.avslowfast: kinetics-slowfast-r50-4x16 trains a slowfast; member avslowfast"),
+    ("recipes.kinetics.avslowfast=nope", "recipes.kinetics.avslowfast: no recipe 'nope'"),
+    ("recipes.charades.avslowfast=ava-avslowfast-r50-4x16",
      "ava-avslowfast-r50-4x16 is a recipe for ava, not charades"),
-    ("datasets.epic55.recipes.avslowfast=epic55-avslowfast-r101-8x8",
-     "starts from the weights of recipe kinetics-avslowfast-r101-8x8: set datasets.kinetics.recipes.avslowfast"),
-    ("ssl.settings.avs.recipe=ssl-avslowfast-r50-8x8-avs-rot", "setting avs is avslowfast on avs"),
-    ("ssl.probe.recipe=kinetics-slow-r50-4x16", "ssl.probe.recipe: kinetics-slow-r50-4x16 is a recipe for kinetics"),
+    ("recipes.epic55.avslowfast=epic55-avslowfast-r101-8x8",
+     "starts from the weights of recipe kinetics-avslowfast-r101-8x8: set recipes.kinetics.avslowfast"),
+    ("recipes.ssl.avs=ssl-avslowfast-r50-8x8-avs-rot", "setting avs is avslowfast on avs"),
+    ("recipes.probe=kinetics-slow-r50-4x16", "recipes.probe: kinetics-slow-r50-4x16 is a recipe for kinetics"),
 ])
 def test_a_recipe_that_does_not_fit_its_run_is_refused_naming_the_key(override, message):
     with pytest.raises(ParamsError, match=".*" + message.replace("(", r"\(").replace(")", r"\)")):
@@ -198,7 +198,7 @@ def test_a_recipe_that_does_not_fit_its_run_is_refused_naming_the_key(override, 
 
 
 def test_the_ssl_recipe_sets_a_8_s_schedule_on_its_setting():
-    params = load_params(REPO / "params.yaml", ("ssl.settings.avs_rotation.recipe=ssl-avslowfast-r50-4x16-avs-rot",))
+    params = load_params(REPO / "params.yaml", ("recipes.ssl.avs_rotation=ssl-avslowfast-r50-4x16-avs-rot",))
     t = pretrain_run(params, "avs_rotation").params.train
     assert (t.iterations, t.warmup_iterations, t.objective, t.sync_weight) == (120000, 10000, "rotation", 1.0)
     # 120k iterations of 1024 clips on a 240k-clip Kinetics: 512 epochs, the warm-up 42.7 of them
@@ -207,7 +207,7 @@ def test_the_ssl_recipe_sets_a_8_s_schedule_on_its_setting():
 
 
 def test_a_recipe_is_refused_on_a_store_it_cannot_work_on(tmp_path):
-    params = load_params(REPO / "params.yaml", ("datasets.kinetics.recipes.avslowfast=kinetics-avslowfast-r50-4x16",))
+    params = load_params(REPO / "params.yaml", ("recipes.kinetics.avslowfast=kinetics-avslowfast-r50-4x16",))
     run = kinetics_run(params, "avslowfast")
     with pytest.raises(ParamsError, match="recipe kinetics-avslowfast-r50-4x16 is for 400 classes.*has 8"):
         check_recipe_store(run, [f"c{i}" for i in range(8)], StoreRecord({"short_side": 256}))
@@ -262,7 +262,7 @@ def test_the_listing_names_every_recipe_with_its_paper_figure():
 def test_a_summary_prints_the_paper_beside_ours_for_a_recipe_run_on_the_real_dataset(tmp_path):
     from pipeline.summary import against_the_paper
 
-    overrides = ("datasets.kinetics.recipes.avslowfast=kinetics-avslowfast-r50-4x16",
+    overrides = ("recipes.kinetics.avslowfast=kinetics-avslowfast-r50-4x16",
                  f"datasets.kinetics.annotations={tmp_path / 'kinetics-400'}")
     params = load_params(REPO / "params.yaml", overrides)
     metrics = tmp_path / "reports/kinetics/models/avslowfast/metrics.json"
