@@ -44,7 +44,7 @@ from avsf.data.clip_dataset import ClipDataset, ClipSampling
 from avsf.data.ledger import Failure, count_by_reason, read_ledger, write_ledger
 from avsf.data.store import CLASSES_NAME, INDEX_NAME, STATS_NAME, read_index, read_meta
 from avsf.io.atomic import remove_stale_temporaries, write_json
-from avsf.io.digest import file_digest
+from avsf.io.digest import file_digest, tree_digest
 from avsf.models import ModelConfig
 from avsf.models.config import WITH_FAST
 from avsf.models.checkpoint import load_pyslowfast_checkpoint, read_checkpoint, trained_temporal_sampling
@@ -64,6 +64,14 @@ from pipeline.store_check import StoreRecord, check_store, read_store
 log = logging.getLogger("avsf.train")
 
 STAGE = "train"
+# The code that computes a trained run's result (the network, the loader, the loss and the loop,
+# the job around them): its digest enters the run's fingerprint, so that a change of it, for which
+# DVC reruns the stage, also retrains instead of reusing the old code's final.pyth or last.pyth.
+# Orchestration (runs, recipes, params, launch, summaries) is left out: what it decides is in the
+# resolved params the fingerprint holds, and a change of a figure must not retrain a week-long run.
+# dvc.yaml's train@/finetune@/pretrain@ deps include these (a test).
+TRAIN_CODE = ("pipeline/train.py", "pipeline/models.py", "avsf/train", "avsf/models", "avsf/data", "avsf/io")
+REPO = Path(__file__).resolve().parents[1]
 # Params that change how a run is watched, stored or tested later, not what it computes.
 NOT_IN_FINGERPRINT = {
     "train": {"workers", "persistent_workers", "log_every", "checkpoint_every", "keep_checkpoints", "signal_delay_s",
@@ -203,8 +211,8 @@ def resolve_device(params: Params, stage: str = STAGE) -> tuple[str, str]:
 
 def run_fingerprint(run: TrainRun, store: str) -> str:
     """What the run's result depends on: the model, the sampling, the recipe, the splits,
-    the ranks, the device and precision, the initial weights, the store, and the dataset's
-    annotations (and which of EPIC's targets the model learns)."""
+    the ranks, the device and precision, the initial weights, the store, the dataset's
+    annotations (and which of EPIC's targets the model learns), and the code (TRAIN_CODE)."""
     p, t = run.params, run.params.train
     init = file_digest(t.init_checkpoint) if t.init_checkpoint else None
     parts = {
@@ -212,6 +220,7 @@ def run_fingerprint(run: TrainRun, store: str) -> str:
         "train": t.model_dump(exclude=NOT_IN_FINGERPRINT["train"]), "splits": [run.train_split, run.val_split],
         "ranks": p.launch.world_size(STAGE), "device": resolve_device(p), "init_checkpoint": init, "store": store,
         "annotations": {"dataset": run.dataset.name, "target": run.target, "files": run.dataset.digest()},
+        "code": tree_digest(TRAIN_CODE, REPO),
     }
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -279,6 +288,11 @@ def _train_one(run: TrainRun, store: StoreRecord | None = None) -> dict[str, Any
     run = with_length(run, train_clips)
     log.info(recipe_line(run, train_clips))
     fingerprint = run_fingerprint(run, store_identity(frames_dir, logmel_dir if uses_audio else None))
+    last = run.paths.out_dir / ckpt.LAST
+    if _fingerprint_of(run.paths.out_dir / ckpt.FINAL) != fingerprint and last.is_file():
+        resumes = _fingerprint_of(last) == fingerprint
+        log.info("train: %s %s", last, "is this run's: it resumes from there" if resumes else
+                 "was written with other settings or code: the run starts afresh")
     started = time.monotonic()
     t = run.params.train
     attach = Path(run.params.launch.log_dir) / STAGE / "running.json"

@@ -273,3 +273,23 @@ def test_a_summary_prints_the_paper_beside_ours_for_a_recipe_run_on_the_real_dat
     assert "| slowfast |" not in text  # no recipe, no comparison
     on_demo = load_params(REPO / "params.yaml", (overrides[0], f"datasets.kinetics.annotations={tmp_path}/data/demo/k"))
     assert against_the_paper(on_demo, "kinetics", root=tmp_path) == ""  # the demo world is not Kinetics
+
+
+def test_the_code_that_trains_is_in_the_run_s_fingerprint_and_in_dvc_yaml_s_deps(tmp_path):
+    import yaml
+
+    from avsf.io.digest import tree_digest
+    from pipeline.train import TRAIN_CODE
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for stage in ("train", "finetune", "pretrain"):
+        deps = stages[stage].get("do", stages[stage])["deps"]
+        assert set(TRAIN_CODE) <= set(deps), stage
+    (tmp_path / "avsf/models").mkdir(parents=True)
+    (tmp_path / "avsf/models/a.py").write_text("x = 1\n")
+    before = tree_digest(("avsf/models",), tmp_path)
+    (tmp_path / "avsf/models/a.py").write_text("x = 2\n")
+    changed = tree_digest(("avsf/models",), tmp_path)
+    assert changed != before
+    (tmp_path / "avsf/models/b.txt").write_text("not code")
+    assert tree_digest(("avsf/models",), tmp_path) == changed

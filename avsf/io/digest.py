@@ -21,3 +21,20 @@ def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def tree_digest(paths: "list[str] | tuple[str, ...]", root: str | os.PathLike, suffix: str = ".py") -> str:
+    """A 16-hex-digit digest of the ``suffix`` files at or below ``paths`` (relative to
+    ``root``): their relative paths and bytes, in sorted order."""
+    from pathlib import Path
+
+    base = Path(root)
+    files = set()
+    for rel in paths:
+        path = base / rel
+        files |= {path} if path.is_file() else set(path.rglob(f"*{suffix}"))
+    h = hashlib.sha256()
+    for path in sorted(files):
+        h.update(f"{path.relative_to(base).as_posix()}\0".encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
