@@ -2,7 +2,8 @@
 
 A stage calls :func:`run_shards` with a picklable function and one argument per shard.
 Each shard becomes one job (one task of a job array on SLURM; locally, at most the cores
-over ``cpus_per_task`` run at once). The call blocks until
+over ``cpus_per_task`` run at once); past a thousand shards (SLURM's array limit), consecutive
+shards share a job. The call blocks until
 every job has finished, as DVC needs, and raises :class:`StageFailed` carrying the job's
 own error when any job fails. A distributed stage (training) calls :func:`run_job`: one job
 of ``nodes x tasks_per_node`` tasks, requeued by submitit when it is preempted or times
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -104,10 +106,17 @@ def run_shards(
     launch: LaunchParams,
     poll_s: float = 0.5,
 ) -> list[Result]:
-    """Run ``fn(shard)`` for every shard as submitit jobs and return their results in order."""
+    """Run ``fn(shard)`` for every shard as submitit jobs and return their results in order:
+    one job per shard, or, past :func:`max_jobs`, consecutive shards together in that many jobs."""
     if not shards:
         return []
     executor = make_executor(stage, launch)
+    limit = max_jobs(executor.cluster)
+    groups = [list(shards[i * len(shards) // limit:(i + 1) * len(shards) // limit]) for i in range(limit)] \
+        if len(shards) > limit else None
+    if groups is not None:
+        log.info("%s: %d shards in %d jobs (at most %d jobs a stage)", stage, len(shards), len(groups), limit)
+        fn, shards = EachShard(fn), groups
     if executor.cluster == "local":
         jobs = _run_local(stage, executor, fn, shards, local_slots(launch, stage), poll_s)
     else:
@@ -116,7 +125,36 @@ def run_shards(
             log.info("%s: job %s on %s, log %s", stage, job.job_id, executor.cluster, job.paths.stdout)
         if executor.cluster != "debug":  # a debug job runs in-process when its result is asked for
             _wait_or_cancel(stage, jobs, poll_s)
-    return _collect(stage, jobs)
+    results = _collect(stage, jobs)
+    return results if groups is None else [r for group in results for r in group]
+
+
+# SLURM refuses a job array of MaxArraySize tasks or more (1001 by default, and a Kinetics decode
+# is 8,000 shards); a thousand jobs also bound what the stages pay per job (a process, imports).
+MAX_JOBS = 1000
+
+
+def max_jobs(cluster: str) -> int:
+    """The most jobs one call of :func:`run_shards` submits: MAX_JOBS, or fewer where SLURM's
+    MaxArraySize (``scontrol show config``) says so."""
+    if cluster != "slurm":
+        return MAX_JOBS
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return MAX_JOBS
+    found = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
+    return min(MAX_JOBS, int(found.group(1)) - 1) if found and int(found.group(1)) > 1 else MAX_JOBS
+
+
+class EachShard:
+    """A job's function over several shards: ``fn`` on each, in order (picklable, as ``fn`` is)."""
+
+    def __init__(self, fn: Callable[[Shard], Result]):
+        self.fn = fn
+
+    def __call__(self, shards: list[Shard]) -> list[Result]:
+        return [self.fn(shard) for shard in shards]
 
 
 def local_slots(launch: LaunchParams, stage: str) -> int:
