@@ -29,10 +29,10 @@ same outputs: DVC's cache and state are emptied and dvc.lock removed, then the t
 are reproduced again; every stage finds its work done (persist outputs: clips and shards
 are kept) and DVC hashes and stores everything anew, as after a first run:
 
-    copy       the project's current settings (DVC's default cache type on a filesystem
-               without reflinks: a copy)
-    hardlink   .dvc/config cache.type = hardlink,symlink
-    uncached   the three data stages' big outputs (clips, frames, logmel) with cache: false
+    copy       the big outputs (clips, frames, logmel) cached with DVC's default cache type
+               (a copy, on a filesystem without reflinks): the project's settings before
+    hardlink   the same with .dvc/config cache.type = hardlink,symlink
+    uncached   the big outputs with cache: false: the project's dvc.yaml now
 
 each with its disk use (data and cache, links counted once), then a forced rerun of decode
 (`dvc repro -f -s decode@kinetics`: what a resumed or changed stage costs DVC before and
@@ -418,6 +418,15 @@ def eval_index() -> dict[str, Any]:
 # --------------------------------------------------------------------------- DVC's settings
 
 
+def uncache(dvc_yaml: str, cached: bool) -> str:
+    """dvc.yaml with the data stages' big outputs (clips, frames, logmel) cached or not."""
+    for key in BIG_OUTPUTS.values():
+        out = rf"(\n( +)- \$\{{layout\.data\}}/\$\{{key\}}/\$\{{DATA\.{key}\}}:\n\2    persist: true[^\n]*)(\n +cache: false[^\n]*)?"
+        dvc_yaml, n = re.subn(out, r"\1" if cached else r"\1\n\2    cache: false", dvc_yaml)
+        assert n == 1, key
+    return dvc_yaml
+
+
 def dvc_variant(project: Path, variant: str) -> dict[str, Any]:
     """DVC's cost under ``variant`` (copy | hardlink | uncached) on the outputs already built:
     cache, state and dvc.lock emptied, the three stages reproduced (each finds its work done),
@@ -426,19 +435,12 @@ def dvc_variant(project: Path, variant: str) -> dict[str, Any]:
     original = project / "dvc.yaml.orig"
     if not original.exists():
         shutil.copy2(dvc_yaml, original)
-    shutil.copy2(original, dvc_yaml)
-    sh(*dvc("config", "--unset", "cache.type"), cwd=project) if "type" in (
-        project / ".dvc/config").read_text() else None
+    # the big outputs cached (copy, hardlink) or not (uncached), whatever the project's dvc.yaml says
+    dvc_yaml.write_text(uncache(original.read_text(), cached=variant != "uncached"))
+    if "type" in (project / ".dvc/config").read_text():
+        sh(*dvc("config", "--unset", "cache.type"), cwd=project)
     if variant == "hardlink":
         sh(*dvc("config", "cache.type", "hardlink,symlink"), cwd=project)
-    elif variant == "uncached":
-        text = dvc_yaml.read_text()
-        for key in BIG_OUTPUTS.values():
-            # `- ${layout.data}/${key}/${DATA.<key>}:` then `persist: true`: add cache: false beside it
-            text, n = re.subn(rf"(\n( +)- \$\{{layout\.data\}}/\$\{{key\}}/\$\{{DATA\.{key}\}}:\n\2    persist: true)",
-                              rf"\1\n\2    cache: false", text)
-            assert n == 1, key
-        dvc_yaml.write_text(text)
     for path in (project / ".dvc/cache", project / ".dvc/tmp", project / "dvc.lock"):
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     # Every file gets a fresh inode and mtime, as a first run's outputs have: DVC's state
