@@ -40,8 +40,8 @@ import numpy as np
 import bench_report  # noqa: F401  (puts the repository on sys.path)
 from bench_report import REPO
 
-from avsf.io.atomic import atomic_output, write_json  # noqa: E402
-from avsf.io.media import write_video  # noqa: E402
+from avsf.io.atomic import atomic_output, write_json
+from avsf.io.media import write_video
 
 TEMPLATE = REPO.parent / "shared" / "reference-annotations" / "kinetics" / "kinetics-400_val.csv"
 COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split", "is_cc")
