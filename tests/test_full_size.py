@@ -1,7 +1,7 @@
 """A paper-size network (AVSlowFast 4x16 R50, not tiny: 40 M parameters) through the train and
 evaluate stages' code, in-process, at a 64 px crop: one training step from known weights,
 precise BN, one evaluation view. (bench/full_size.py runs both paper models at 224 / 256
-through the stage scripts; this is its check within the suite's budget, about 20 s.)"""
+through the stage scripts; this is its check within the suite's budget, about 15 s.)"""
 
 from __future__ import annotations
 
