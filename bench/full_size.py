@@ -27,8 +27,8 @@ clips/s of AVSlowFast 8x8 R50 at 224 on one H100) implies for each model at the 
 rate. Writes reports/bench/full_size.json (one entry: the 4x16 R50's s/iteration, every
 figure under ``models``).
 
-Every params key a model sets is in :data:`MODELS`, every key the bench's scale sets in
-:func:`bench_overrides`.
+Every params key a model sets comes from its Kinetics recipe (:data:`RECIPE_OF`), every key
+the bench's scale sets from :func:`bench_overrides` (and the store's 2 classes).
 """
 
 from __future__ import annotations
@@ -54,32 +54,22 @@ from real_video import real_clips  # noqa: E402
 from avsf.models import preset  # noqa: E402
 from avsf.models.flops import count_cost  # noqa: E402
 
-# The papers' models, one dict of params keys each (AVSlowFast A.4, Table 3; reports/model/flops.md).
-# When pipeline/recipes.py lands, a recipe's name replaces each dict (the paper-fixed keys);
-# what the bench's scale changes (bench_overrides) stays.
-MODELS: dict[str, dict] = {
-    "avslowfast_r50_4x16": {
-        "label": "AVSlowFast 4x16 R50",
-        "epochs_paper": 256,  # T <= 4 (SlowFast Sec. 4)
-        "params": {
-            "model.arch": "avslowfast", "model.depth": 50, "model.frames": 4, "model.stride": 16,
-            "model.beta_a": 0.5, "model.tiny": False, "model.width": None,
-            "dataset.train_scale": [256, 320], "dataset.train_crop": 224,
-            "dataset.test_scale": 256, "dataset.test_crop": 256, "dataset.test_clips": 10, "dataset.test_crops": 3,
-        },
-    },
-    "avslowfast_r101_8x8": {
-        "label": "AVSlowFast 8x8 R101",
-        "epochs_paper": 196,
-        "params": {
-            # beta_A 1: Table 3's 129 G (130.75 G ours; 112.58 G with 1/2), reports/model/flops.md
-            "model.arch": "avslowfast", "model.depth": 101, "model.frames": 8, "model.stride": 8,
-            "model.beta_a": 1.0, "model.tiny": False, "model.width": None,
-            "dataset.train_scale": [256, 340], "dataset.train_crop": 224,  # R101: [256, 340] (A.4)
-            "dataset.test_scale": 256, "dataset.test_crop": 256, "dataset.test_clips": 10, "dataset.test_crops": 3,
-        },
-    },
-}
+# The papers' models: their Kinetics recipes (pipeline/recipes.py: model, sampling, optimiser,
+# schedule, views as AVSlowFast A.4 and Table 3 fix them); what the bench's scale changes
+# (bench_overrides, and the store's classes) goes on top.
+RECIPE_OF = {"avslowfast_r50_4x16": "kinetics-avslowfast-r50-4x16", "avslowfast_r101_8x8": "kinetics-avslowfast-r101-8x8"}
+
+
+def recipe_spec(recipe_name: str) -> dict:
+    """A recipe as the bench uses it: its title, its length in epochs, its values as dotted keys."""
+    from pipeline.recipes import RECIPES
+
+    r = RECIPES[recipe_name]
+    keys = {f"{section}.{k}": v for section, values in r.changes().items() for k, v in values.items()}
+    return {"label": r.title, "recipe": r.name, "epochs_paper": r.train["epochs"], "params": keys}
+
+
+MODELS: dict[str, dict] = {name: recipe_spec(recipe_name) for name, recipe_name in RECIPE_OF.items()}
 
 KINETICS_TRAIN_CLIPS = 240_000  # Kinetics-400's training set, about
 # The README's GPU goal (bench/train_stage.py, bench/train_step.py): 300 training clips/s of

@@ -331,6 +331,8 @@ def _check_recipes(params: Params) -> None:
             if params.ssl is not None:
                 probe_params(params)
             continue
+        if isinstance(chosen, dict) and not any(chosen.values()):
+            continue  # nothing chosen (a dataset params.yaml does not train on may list its members)
         if name not in runs_on or not isinstance(chosen, dict):
             raise ValueError(f"recipes.{name}: recipes are named per run: recipes.<dataset>.<member> for the "
                              f"pretraining dataset and finetune.datasets ({', '.join(d for d in runs_on if d)}), "
