@@ -41,13 +41,15 @@ log = logging.getLogger("avsf.evaluate")
 STAGE = "evaluate"
 
 
-def run_evaluate(params: Params, dataset: str | None = None, member: str | None = None) -> None:
+def run_evaluate(params: Params, dataset: str | None = None, member: str | None = None,
+                 recipe: str | None = None) -> None:
     """Test a trained model (its final.pyth) on the dataset's test split as the dataset's
     official evaluation does: Kinetics' multi-view top-1 / top-5 over every manifest video
     (a missing one is a miss), EPIC-Kitchens' verb / noun / action, Charades' mAP, AVA's
     frame-mAP. Writes metrics.json, per_class.csv and the official results files (results/)
-    to reports/<dataset>/models/<member>."""
-    run = training_run(params, dataset, member)
+    to reports/<dataset>/models/<member>. With a recipe (params.yaml's or --recipe), its test
+    views and sampling."""
+    run = training_run(params, dataset, member, recipe_name=recipe)
     ds = run.dataset
     checkpoints = {r.target: r.paths.out_dir / ckpt.FINAL for r in target_runs(run)}
     for path in checkpoints.values():

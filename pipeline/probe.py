@@ -47,8 +47,8 @@ from pipeline.evaluate import job_device, load_network
 from pipeline.launch import StageFailed, job_env, run_job
 from pipeline.layout import METRICS_NAME, SSL, Layout, RunPaths
 from pipeline.models import config_from_params
-from pipeline.params import Params, ProbeParams, TrainParams
-from pipeline.runs import PROBE_REFERENCES, TrainRun, kinetics_run, pretrain_run, probe_params, stage_launch
+from pipeline.params import Params, ProbeParams, TrainParams, epochs_for
+from pipeline.runs import PROBE_REFERENCES, TrainRun, kinetics_run, pretrain_run, stage_launch
 from pipeline.train import clip_sampling, store_identity
 
 log = logging.getLogger("avsf.probe")
@@ -78,8 +78,6 @@ def run_probe(params: Params, backbone: str) -> None:
     ssl = params.ssl
     if ssl is None:
         raise StageFailed("probe: params has no ssl section")
-    ssl = ssl.model_copy(update={"probe": probe_params(params)})  # with its recipe's values
-    params = params.model_copy(update={"ssl": ssl})
     if backbone not in (*ssl.settings, *PROBE_REFERENCES):
         raise StageFailed(f"probe: no backbone {backbone!r}; backbones: {', '.join((*ssl.settings, *PROBE_REFERENCES))}")
     member, checkpoint = backbone_run(params, backbone)
@@ -109,9 +107,7 @@ def run_probe(params: Params, backbone: str) -> None:
 def linear_epochs(probe: ProbeParams, rows: int) -> int:
     """The fc's passes over ``rows`` feature rows: ssl.probe.epochs, or as many as
     ssl.probe.iterations steps of batch_size rows make (A.8's 320k iterations at 64)."""
-    if probe.iterations is None:
-        return probe.epochs
-    return max(1, round(probe.iterations * probe.batch_size / max(rows, 1)))
+    return probe.epochs if probe.iterations is None else epochs_for(probe.iterations, probe.batch_size, rows)
 
 
 def _store(params: Params, data: TransferDataset) -> tuple[Path, Path]:

@@ -103,7 +103,7 @@ def against_the_paper(params: Params, report: str, root: Path = Path()) -> str:
         metrics = json.loads(path.read_text())
         for result in recipe(name).results:
             ours = _lookup(metrics, result.key) if result.key else None
-            shown = f"{100 * ours:.1f}" if ours is not None else "-"
+            shown = "-" if ours is None else f"{ours if result.percent else 100 * ours:.1f}"
             rows.append(f"| {run} | {name} | {result.metric} | {result.value} | {shown} | {result.source} |")
     if not rows:
         return ""

@@ -49,7 +49,7 @@ def test_a_dead_channel_s_zero_variance_does_not_become_a_316_fold_gain_when_fro
     frozen = FrozenBatchNorm.from_batch_norm(bn).train()
     x = torch.randn(2, 3, 2, 4, 4)
     x[:, 1] = 2.0  # the dead channel's input on the data its statistics came from: its mean
-    assert torch.allclose(frozen(x), bn(x), atol=1e-4)  # (BN computes x * scale + shift: not bit for bit)
+    assert torch.allclose(frozen(x), bn(x), atol=1e-4)  # its bias, up to BN's rounding of x * scale + shift
     x[:, 1] = 3.0  # new data moves it by 1: BN's gain would make that 2 / sqrt(1e-5) = 632
     y = frozen(x)
     assert torch.allclose(y[:, 1], torch.full_like(y[:, 1], -0.3 + 2.0 * 1.0 / (1 + 1e-5) ** 0.5))
