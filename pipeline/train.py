@@ -45,6 +45,7 @@ from avsf.data.ledger import Failure, count_by_reason, read_ledger, write_ledger
 from avsf.data.store import CLASSES_NAME, INDEX_NAME, STATS_NAME, read_index, read_meta
 from avsf.io.atomic import remove_stale_temporaries, write_json
 from avsf.io.digest import file_digest
+from avsf.io.machine import machine_description
 from avsf.models import ModelConfig
 from avsf.models.config import WITH_FAST
 from avsf.models.checkpoint import load_pyslowfast_checkpoint, read_checkpoint, trained_temporal_sampling
@@ -286,7 +287,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             logger = None
             if rank == 0 and owns_run():
                 logger = LiveLogger(run.paths.live_dir, (trainer.global_step, trainer.start_epoch) if resumed else None,
-                                    prefix=run.live_prefix)
+                                    prefix=run.live_prefix, machine=machine_description(trainer.device))
             try:
                 result = trainer.run(logger)
             except RunSuperseded:
@@ -383,6 +384,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             "precise_bn_batches": result.precise_bn_batches,
             "resumed_from": result.resumed_from,
             "fingerprint": self.fingerprint,
+            "machine": machine_description(trainer.device),  # (a string: `dvc metrics diff` leaves it out)
         }
         write_ledger(run.paths.ledger, failures)
         write_json(run.paths.out_dir / RUN_SUMMARY, summary)
@@ -397,7 +399,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         summary = json.loads((run.paths.out_dir / RUN_SUMMARY).read_text())
         if run.target is None:
             write_json(run.paths.summary, summary)
-        rebuild_summary(run.paths.live_dir)
+        rebuild_summary(run.paths.live_dir, summary.get("machine"))
         return summary
 
 
