@@ -59,7 +59,7 @@ def run_evaluate(params: Params, dataset: str | None = None, member: str | None 
     device = resolve_device(run.params, STAGE)
     fingerprint = digest(sorted((str(t), file_digest(p)) for t, p in checkpoints.items()),
                          run.params.dataset.model_dump(), params.evaluate.model_dump(), ds.files_digest(), ds.record(),
-                         device)
+                         device, params.launch.cpu_isa)
     started = time.monotonic()
     out = run_job(STAGE, EvaluationJob(run, checkpoints, params.evaluate), run.params.launch,
                   Path(run.params.launch.log_dir) / STAGE / "running.json", fingerprint)

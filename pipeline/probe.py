@@ -122,7 +122,7 @@ def _linear(params: Params, data: TransferDataset, member: TrainRun, checkpoint:
         raise StageFailed(f"probe: no {data.name} store at {frames_dir}; run stage decode@{data.name} first")
     m = member.params
     fingerprint = digest("probe-linear", file_digest(checkpoint) if checkpoint else None, m.train.seed,
-                         m.model.model_dump(), m.dataset.model_dump(), p.model_dump(),
+                         m.model.model_dump(), m.dataset.model_dump(), p.model_dump(), params.launch.cpu_isa,
                          store_identity(frames_dir, logmel_dir), splits.classes,
                          {k: [[v.video_id for v in side] for side in pair] for k, pair in splits.splits.items()})
     job = LinearProbeJob(params, data, member, checkpoint, splits)

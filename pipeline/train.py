@@ -149,14 +149,16 @@ def resolve_device(params: Params, stage: str = STAGE) -> tuple[str, str]:
 
 def run_fingerprint(run: TrainRun, store: str) -> str:
     """What the run's result depends on: the model, the sampling, the recipe, the splits,
-    the ranks, the device and precision, the initial weights, the store, and the dataset's
-    annotations (and which of EPIC's targets the model learns)."""
+    the ranks, the device and precision (on the CPU, the math libraries' pinned instruction
+    set), the initial weights, the store, and the dataset's annotations (and which of EPIC's
+    targets the model learns)."""
     p, t = run.params, run.params.train
     init = file_digest(t.init_checkpoint) if t.init_checkpoint else None
     parts = {
         "model": p.model.model_dump(), "dataset": p.dataset.model_dump(exclude=NOT_IN_FINGERPRINT["dataset"]),
         "train": t.model_dump(exclude=NOT_IN_FINGERPRINT["train"]), "splits": [run.train_split, run.val_split],
         "ranks": p.launch.world_size(STAGE), "device": resolve_device(p), "init_checkpoint": init, "store": store,
+        "cpu_isa": p.launch.cpu_isa if resolve_device(p)[0] == "cpu" else None,  # (the float results follow it)
         "annotations": {"dataset": run.dataset.name, "target": run.target, "files": run.dataset.digest()},
     }
     blob = json.dumps(parts, sort_keys=True, default=str)

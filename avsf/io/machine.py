@@ -24,12 +24,13 @@ from pathlib import Path
 PIN_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_CBWR",
                  "MKL_ENABLE_INSTRUCTIONS", "NPY_DISABLE_CPU_FEATURES")
 # launch.cpu_isa: the environment every job starts with (read by the libraries as they load).
-# avx2: torch's own kernels and oneDNN's at AVX2, which every x86-64 CPU since 2013-2015 has,
+# avx2: torch's own kernels and oneDNN's at AVX2, which x86-64 server CPUs have had since 2013,
 # and MKL on its COMPATIBLE branch, the one it documents as giving the same results on Intel
 # and other (AMD) CPUs (its AVX2 branch is Intel's alone: elsewhere it falls back to the
 # CPU's own). An AVX-512 machine then computes what an AVX2 one does: without the pin a few
 # training steps of the demo's model end in other weights (tests/test_machine.py). Cost on
-# an AMD EPYC: 1.14x the CPU time of a training step (README "What holds across machines").
+# an AMD EPYC: 1.15x the CPU time of a training step (bench/isa_pin.py; README "What holds
+# across machines").
 CPU_ISA_PINS: dict[str, dict[str, str]] = {
     "native": {},
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE"},
