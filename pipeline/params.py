@@ -94,6 +94,8 @@ class LaunchParams(Section):
     slurm: SlurmParams = SlurmParams()
     stage_resources: dict[str, ResourceOverride] = {}
     stage_slurm: dict[str, SlurmOverride] = {}
+    # the math libraries' instruction set in every job (avsf.io.machine.CPU_ISA_PINS)
+    cpu_isa: Literal["avx2", "native"] = "avx2"
 
     @field_validator("stage_resources", "stage_slurm")
     @classmethod

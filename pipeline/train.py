@@ -45,6 +45,7 @@ from avsf.data.ledger import Failure, count_by_reason, read_ledger, write_ledger
 from avsf.data.store import CLASSES_NAME, INDEX_NAME, STATS_NAME, read_index, read_meta
 from avsf.io.atomic import remove_stale_temporaries, write_json
 from avsf.io.digest import file_digest, tree_digest
+from avsf.io.machine import machine_description
 from avsf.models import ModelConfig
 from avsf.models.config import WITH_FAST
 from avsf.models.checkpoint import load_pyslowfast_checkpoint, read_checkpoint, trained_temporal_sampling
@@ -220,14 +221,16 @@ def resolve_device(params: Params, stage: str = STAGE) -> tuple[str, str]:
 
 def run_fingerprint(run: TrainRun, store: str) -> str:
     """What the run's result depends on: the model, the sampling, the recipe, the splits,
-    the ranks, the device and precision, the initial weights, the store, the dataset's
-    annotations (and which of EPIC's targets the model learns), and the code (TRAIN_CODE)."""
+    the ranks, the device and precision (on the CPU, the math libraries' pinned instruction
+    set), the initial weights, the store, the dataset's annotations (and which of EPIC's
+    targets the model learns), and the code (TRAIN_CODE)."""
     p, t = run.params, run.params.train
     init = file_digest(t.init_checkpoint) if t.init_checkpoint else None
     parts = {
         "model": p.model.model_dump(), "dataset": p.dataset.model_dump(exclude=NOT_IN_FINGERPRINT["dataset"]),
         "train": t.model_dump(exclude=NOT_IN_FINGERPRINT["train"]), "splits": [run.train_split, run.val_split],
         "ranks": p.launch.world_size(STAGE), "device": resolve_device(p), "init_checkpoint": init, "store": store,
+        "cpu_isa": p.launch.cpu_isa if resolve_device(p)[0] == "cpu" else None,  # (the float results follow it)
         "annotations": {"dataset": run.dataset.name, "target": run.target, "files": run.dataset.digest()},
         "code": tree_digest(TRAIN_CODE, REPO, exclude=NOT_TRAIN_CODE),
     }
@@ -378,7 +381,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             logger = None
             if rank == 0 and owns_run():
                 logger = LiveLogger(run.paths.live_dir, (trainer.global_step, trainer.start_epoch) if resumed else None,
-                                    prefix=run.live_prefix)
+                                    prefix=run.live_prefix, machine=machine_description(trainer.device))
             try:
                 result = trainer.run(logger)
             except RunSuperseded:
@@ -473,6 +476,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             "precise_bn_batches": result.precise_bn_batches,
             "resumed_from": result.resumed_from,
             "fingerprint": self.fingerprint,
+            "machine": machine_description(trainer.device),  # (a string: `dvc metrics diff` leaves it out)
         }
         write_ledger(run.paths.ledger, failures)
         write_json(run.paths.out_dir / RUN_SUMMARY, summary)
@@ -487,7 +491,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         summary = json.loads((run.paths.out_dir / RUN_SUMMARY).read_text())
         if run.target is None:
             write_json(run.paths.summary, summary)
-        rebuild_summary(run.paths.live_dir)
+        rebuild_summary(run.paths.live_dir, summary.get("machine"))
         return summary
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from avsf.io.machine import cpu_description
 from conftest import REPO, run_stage, write_params
 from pipeline.layout import REPORTS, Layout
 from pipeline.params import load_params
@@ -126,6 +127,12 @@ def test_evaluate_scores_every_manifest_video_and_the_summary_shows_the_family(p
     assert "SlowFast beats Slow-only on the motion classes: **not measured**" in summary  # no Slow-only member here
     plots = json.loads(sh(sys.executable, "-m", "dvc", "plots", "show", "--json", cwd=project).stdout)["data"]
     assert "reports/kinetics/models/slowfast/per_class.csv" in plots
+    # The machine that trained and evaluated it (here in-process jobs: launch.cluster debug, no pin),
+    # under the summary's title, and a string `dvc metrics show` shows as it is
+    assert metrics["machine"].startswith(cpu_description() + ", torch ") and metrics["trained_on"] == metrics["machine"]
+    assert summary.split("\n\n")[1] == f"Machine: trained and evaluated on {metrics['machine']}."
+    shown = json.loads(sh(sys.executable, "-m", "dvc", "metrics", "show", "--json", cwd=project).stdout)
+    assert shown[""]["data"]["reports/kinetics/models/avslowfast/metrics.json"]["data"]["machine"] == metrics["machine"]
 
 
 def test_every_stage_declares_exactly_where_the_layout_puts_its_outputs():
@@ -262,7 +269,9 @@ def test_ssl_pretrains_without_labels_probes_every_backbone_on_three_splits_and_
                 assert side["test_videos"] == len(splits.splits[int(k)][1]) and side["missing"] == 0
                 assert side["train_clips"] == 2 * side["train_videos"]  # ssl.probe.train_views
             assert result["mean_top1"] == pytest.approx(np.mean([s["top1"] for s in result["splits"].values()]))
+        assert report["machine"].startswith(cpu_description()) and ("trained_on" in report) == (backbone != "random")
     summary = (project / "reports/ssl/summary.md").read_text()
+    assert summary.split("\n\n")[1].startswith("Machine: trained and evaluated on ")
     assert "| AVS + ROT (`avs_rotation`) | AVSlowFast |" in summary and "| ROT (`rotation`) | SlowFast |" in summary
     assert "beats random weights" in summary and "AVS + rotation (`avs_rotation`) beats AVS alone" in summary
 

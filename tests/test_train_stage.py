@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from avsf.data.store import read_meta
+from avsf.io.machine import cpu_description
 from avsf.train import checkpoint as ckpt
 from avsf.train.engine import drop_audio_draw
 from pipeline.runs import pretrain_run
@@ -111,6 +112,11 @@ def test_a_run_writes_checkpoints_curves_metrics_and_an_empty_ledger(reference):
     metrics = json.loads((reference / "reports/kinetics/train/model/summary.json").read_text())
     assert metrics["epochs"] == EPOCHS and metrics["ranks"] == 1 and metrics["final"]["videos"] == 4
     assert metrics["load_failures"] == 0 and metrics["precise_bn_batches"] == 2
+    # The machine that trained, as its job saw it, in both metrics files DVC reads (a string:
+    # `dvc metrics diff` shows no change for it): pinned by launch.cpu_isa's default, avx2
+    live = json.loads((reference / "reports/kinetics/train/model/metrics.json").read_text())
+    assert live["machine"] == metrics["machine"] and metrics["machine"].startswith(cpu_description() + ", torch ")
+    assert metrics["machine"].endswith(", math pinned to avx2")
     assert [s for s, _ in curve(reference, "steps", "loss")] == [str(s) for s in range(1, EPOCHS * 3 + 1)]
     assert [s for s, _ in curve(reference, "epochs", "val_top1")] == [str(e) for e in range(1, EPOCHS + 1)]
     assert (reference / "data/kinetics/train/model/ledger.csv").read_text().splitlines() == ["id,stage,reason,detail"]
