@@ -1,7 +1,9 @@
 """Run a stage's work through submitit: locally, on SLURM, or in-process for debugging.
 
 A stage calls :func:`run_shards` with a picklable function and one argument per shard.
-Each shard becomes one job (one task of a job array on SLURM). The call blocks until
+Each shard becomes one job (one task of a job array on SLURM; locally, at most the cores
+over ``cpus_per_task`` run at once); past a thousand shards (SLURM's array limit), consecutive
+shards share a job. The call blocks until
 every job has finished, as DVC needs, and raises :class:`StageFailed` carrying the job's
 own error when any job fails. A distributed stage (training) calls :func:`run_job`: one job
 of ``nodes x tasks_per_node`` tasks, requeued by submitit when it is preempted or times
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -135,17 +138,95 @@ def run_shards(
     launch: LaunchParams,
     poll_s: float = 0.5,
 ) -> list[Result]:
-    """Run ``fn(shard)`` for every shard as submitit jobs and return their results in order."""
+    """Run ``fn(shard)`` for every shard as submitit jobs and return their results in order:
+    one job per shard, or, past :func:`max_jobs`, consecutive shards together in that many jobs."""
     if not shards:
         return []
     executor = make_executor(stage, launch)
+    limit = max_jobs(executor.cluster)
+    groups = [list(shards[i * len(shards) // limit:(i + 1) * len(shards) // limit]) for i in range(limit)] \
+        if len(shards) > limit else None
+    if groups is not None:
+        log.info("%s: %d shards in %d jobs (at most %d jobs a stage)", stage, len(shards), len(groups), limit)
+        fn, shards = EachShard(fn), groups
     with job_environment(launch, executor.cluster):
-        jobs = executor.map_array(fn, list(shards))
-    for job in jobs:
-        log.info("%s: job %s on %s, log %s", stage, job.job_id, executor.cluster, job.paths.stdout)
-    if executor.cluster != "debug":  # a debug job runs in-process when its result is asked for
-        _wait_or_cancel(stage, jobs, poll_s)
-    return _collect(stage, jobs)
+        if executor.cluster == "local":
+            jobs = _run_local(stage, executor, fn, shards, local_slots(launch, stage), poll_s)
+        else:
+            jobs = executor.map_array(fn, list(shards))
+    if executor.cluster != "local":
+        for job in jobs:
+            log.info("%s: job %s on %s, log %s", stage, job.job_id, executor.cluster, job.paths.stdout)
+        if executor.cluster != "debug":  # a debug job runs in-process when its result is asked for
+            _wait_or_cancel(stage, jobs, poll_s)
+    results = _collect(stage, jobs)
+    return results if groups is None else [r for group in results for r in group]
+
+
+# SLURM refuses a job array of MaxArraySize tasks or more (1001 by default, and a Kinetics decode
+# is 8,000 shards); a thousand jobs also bound what the stages pay per job (a process, imports).
+MAX_JOBS = 1000
+
+
+def max_jobs(cluster: str) -> int:
+    """The most jobs one call of :func:`run_shards` submits: MAX_JOBS, or fewer where SLURM's
+    MaxArraySize (``scontrol show config``) says so."""
+    if cluster != "slurm":
+        return MAX_JOBS
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return MAX_JOBS
+    found = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
+    return min(MAX_JOBS, int(found.group(1)) - 1) if found and int(found.group(1)) > 1 else MAX_JOBS
+
+
+class EachShard:
+    """A job's function over several shards: ``fn`` on each, in order (picklable, as ``fn`` is)."""
+
+    def __init__(self, fn: Callable[[Shard], Result]):
+        self.fn = fn
+
+    def __call__(self, shards: list[Shard]) -> list[Result]:
+        return [self.fn(shard) for shard in shards]
+
+
+def local_slots(launch: LaunchParams, stage: str) -> int:
+    """How many of a stage's local jobs run at once: the cores this process may use over each
+    job's ``cpus_per_task``, at least 1. (submitit's local executor starts every job at once:
+    a Kinetics-size decode is 8,000 shards, 8,000 processes of 260 MB each.)"""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cpus // launch.resources_for(stage).cpus_per_task)
+
+
+def _run_local(stage: str, executor: submitit.Executor, fn: Callable[[Shard], Result], shards: Sequence[Shard],
+               slots: int, poll_s: float) -> list[submitit.Job]:
+    """Submit ``fn(shard)`` as local jobs, at most ``slots`` running at a time, and wait for
+    all of them; the jobs in shard order. Ctrl-C cancels the running ones and submits no more."""
+    jobs: list[submitit.Job] = []
+    running: list[submitit.Job] = []
+    log.info("%s: %d jobs on local, at most %d at a time", stage, len(shards), slots)
+    try:
+        for shard in shards:
+            while len(running) >= slots:
+                time.sleep(poll_s)
+                still = [job for job in running if not job.done()]
+                if len(still) < len(running):
+                    log.info("%s: %d/%d jobs finished", stage, len(jobs) - len(still), len(shards))
+                running = still
+            job = executor.submit(fn, shard)
+            log.info("%s: job %s on local, log %s", stage, job.job_id, job.paths.stdout)
+            jobs.append(job)
+            running.append(job)
+        _wait(stage, jobs, poll_s)
+    except KeyboardInterrupt:
+        for job in running:
+            if not job.done():
+                job.cancel(check=False)
+        log.warning("%s: interrupted: cancelled job(s) %s; %d not started", stage,
+                    ", ".join(str(j.job_id) for j in running), len(shards) - len(jobs))
+        raise
+    return jobs
 
 
 def _collect(stage: str, jobs: Sequence[submitit.Job]) -> list[Any]:

@@ -62,6 +62,13 @@ def describe_job(shard: int) -> dict:
     }
 
 
+def timed_sleep(shard: tuple[str, int]) -> tuple[float, float]:
+    """Sleeps 0.5 s; returns when it started and ended (wall clock), to tell which jobs overlapped."""
+    started = time.time()
+    time.sleep(0.5)
+    return started, time.time()
+
+
 def fail_on_shard_one(shard: int) -> int:
     if shard == 1:
         raise ValueError(f"shard {shard} is broken: no frames in clip_{shard}.mp4")

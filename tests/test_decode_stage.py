@@ -278,3 +278,10 @@ def test_loaders_and_the_spectrogram_stage_need_no_ingest_code():
                           ("av", "avsf.data.decode", "pipeline.decode")) == []
     deps = stage_deps("spectrogram")
     assert "pipeline/decode.py" not in deps and "avsf/data/decode.py" not in deps and "pipeline/shards.py" in deps
+
+
+def test_decode_and_download_jobs_do_not_import_torch():
+    """A data job validates params, whose schema reads the model configs, but needs no torch: at
+    Kinetics scale a decode is 8,000 jobs, each of which paid a second and 180 MB for it."""
+    assert loaded_modules("stages.decode, stages.download, pipeline.decode, pipeline.download, "
+                          "avsf.models", ("torch",)) == []

@@ -111,6 +111,28 @@ def test_local_directory_and_file_url(tmp_path):
         assert err.value.reason == "missing_source"
 
 
+def test_a_local_source_lists_its_directory_once_whatever_the_number_of_videos(tmp_path, monkeypatch):
+    """One listing per source, not a glob per video (quadratic in a Kinetics-size directory)."""
+    videos = tmp_path / "videos"
+    (videos / "Class").mkdir(parents=True)
+    for i in range(50):
+        (videos / f"v{i}.mp4").write_bytes(b"x")
+    (videos / "v7.webm").write_bytes(b"x")  # mp4 preferred
+    (videos / "v8.mkv.part").write_bytes(b"x")  # unfinished: not a source
+    (videos / "Class" / "nested.avi").write_bytes(b"x")  # <class>/<id>.<ext>, as UCF101's
+    (videos / "Class" / "v9.mkv").write_bytes(b"x")  # the top level comes first
+    listed = []
+    scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda path: listed.append(path) or scandir(path))
+    source = LocalSource(videos)
+    assert [source.fetch(f"v{i}", tmp_path) for i in range(50)] == [videos / f"v{i}.mp4" for i in range(50)]
+    assert source.fetch("nested", tmp_path) == videos / "Class" / "nested.avi"
+    for absent in ("absent", "v", "v8.mkv"):
+        with pytest.raises(FetchError, match="missing_source|no "):
+            source.fetch(absent, tmp_path)
+    assert len(listed) == 2  # the directory and its one folder, once
+
+
 def test_open_source_rejects_what_it_cannot_read(tmp_path):
     with pytest.raises(SourceUnavailable, match="not found"):
         open_source(str(tmp_path / "absent"))

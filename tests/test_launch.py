@@ -19,9 +19,11 @@ from _jobs import (
     report_claim,
     square,
     square_later_shards_first,
+    timed_sleep,
 )
 from conftest import write_params
-from pipeline.launch import StageFailed, make_executor, run_job, run_shards
+import pipeline.launch
+from pipeline.launch import StageFailed, local_slots, make_executor, max_jobs, run_job, run_shards
 from pipeline.params import LaunchParams
 
 pytestmark = pytest.mark.usefixtures("job_can_import_tests")
@@ -55,6 +57,38 @@ def test_local_runs_one_job_per_shard_each_in_its_own_process(tmp_path):
     # Each job logs under <log_dir>/<stage>/<job id>/.
     for job_id in job_ids:
         assert list((tmp_path / "logs" / "probe" / job_id).glob("*_log.out"))
+
+
+def test_local_runs_at_most_cores_over_cpus_per_task_jobs_at_once(tmp_path):
+    """submitit's local executor would start every shard's job at once (a Kinetics-size decode:
+    8,000 processes); the stage keeps cores // cpus_per_task of them running."""
+    cores = len(os.sched_getaffinity(0))
+    one_at_a_time = launch(tmp_path, "local", resources={"timeout_min": 5, "cpus_per_task": cores, "mem_gb": 1})
+    assert local_slots(one_at_a_time, "probe") == 1
+    spans = run_shards("probe", timed_sleep, [("a", i) for i in range(3)], one_at_a_time)
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))  # in order, never side by side
+    assert local_slots(launch(tmp_path, "local"), "probe") == cores  # (cpus_per_task 1)
+    assert local_slots(launch(tmp_path, "local", stage_resources={"decode": {"cpus_per_task": 2}}),
+                       "decode") == max(1, cores // 2)
+
+
+def test_past_the_job_limit_consecutive_shards_share_a_job(tmp_path, monkeypatch):
+    """SLURM refuses an array of MaxArraySize tasks or more (1001 by default; a Kinetics decode
+    is 8,000 shards): past the limit, shards are grouped into that many jobs, results in order."""
+    monkeypatch.setattr(pipeline.launch, "MAX_JOBS", 2)
+    jobs = run_shards("probe", describe_job, [10, 11, 12, 13, 14], launch(tmp_path, "local"))
+    assert [job["shard"] for job in jobs] == [10, 11, 12, 13, 14]
+    pids = [job["pid"] for job in jobs]
+    assert pids[0] == pids[1] and pids[2] == pids[3] == pids[4] and pids[0] != pids[2]
+
+
+def test_the_job_limit_follows_slurms_max_array_size(monkeypatch):
+    assert max_jobs("local") == max_jobs("debug") == 1000
+    config = subprocess.CompletedProcess([], 0, "ClusterName = c\nMaxArraySize            = 300\nMaxJobCount = 1\n", "")
+    monkeypatch.setattr(pipeline.launch.subprocess, "run", lambda *args, **kwargs: config)
+    assert max_jobs("slurm") == 299
+    config.stdout = "MaxArraySize = 40000\n"
+    assert max_jobs("slurm") == 1000
 
 
 def test_no_shards_submit_nothing(tmp_path):
