@@ -309,6 +309,9 @@ def _train_one(run: TrainRun, store: StoreRecord | None = None) -> dict[str, Any
         # (DVC reran the stage for a change that is not this run's, e.g. another run's recipe:
         # no job is submitted to find that out)
         log.info("train: %s is already this run's result: nothing to train", final)
+        removed = remove_stale_temporaries(run.paths.out_dir)  # of a write that was killed, as the job would
+        if removed:
+            log.info("train: removed %d temporary file(s) of a killed write from %s", removed, run.paths.out_dir)
         return TrainJob(run, fingerprint, store)._finished()
     if last.is_file():
         resumes = _fingerprint_of(last) == fingerprint
