@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import platform
 import json
 import shlex
 import shutil
@@ -25,19 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from avsf.io.atomic import write_json  # noqa: E402
-
-
-def machine() -> str:
-    """The CPU this runs on, e.g. 'AMD EPYC (x86_64, 2 cores)'."""
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model or platform.processor() or 'cpu'} ({platform.machine()}, {os.cpu_count()} cores)"
+from avsf.io.machine import cpu_description as machine  # noqa: E402,F401 (the CPU every report names)
 
 
 def bench_path(name: str) -> Path:

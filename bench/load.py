@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import av
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from bench_report import REPO, report
-from store_common import CLIP_FPS, bench_clip, build_store, pin_to_one_core
+from store_common import CLIP_FPS, bench_clip, build_store, clips_per_s, pin_to_one_core
 
 from avsf.data.clip_dataset import ClipDataset, ClipSampling
 from avsf.data.decode import DecodeSettings
@@ -57,15 +56,6 @@ def mp4_clip(path: Path, sampling: ClipSampling, duration: float) -> torch.Tenso
     crop = torch.from_numpy(batch[:, top : top + side, left : left + side]).permute(0, 3, 1, 2)
     out = F.interpolate(crop, size=(sampling.train_crop,) * 2, mode="bilinear", align_corners=False, antialias=False)
     return out.permute(1, 0, 2, 3).contiguous()
-
-
-def clips_per_s(make_one, count: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        make_one()
-    started = time.perf_counter()
-    for _ in range(count):
-        make_one()
-    return count / (time.perf_counter() - started)
 
 
 def main(argv=None) -> None:

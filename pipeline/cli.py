@@ -32,7 +32,8 @@ OPTION_HELP = {
     "backbone": "the backbone probed: a setting of ssl.settings, random or supervised (dvc.yaml: probe@<setting>, "
                 "probe_reference@random|supervised)",
     "recipe": "a named paper configuration for this run (python -m pipeline.recipes lists them), instead of "
-              "params.yaml's recipes.<dataset>.<member> or recipes.ssl.<setting>",
+              "params.yaml's recipes.<dataset>.<member> or recipes.ssl.<setting>; evaluate a run trained with "
+              "--recipe with the same --recipe (its test views)",
     "report": "what to summarise: a dataset of params.yaml's datasets, or ssl (the self-supervised backbones)",
 }
 REQUIRED = ("backbone", "report")

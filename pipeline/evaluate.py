@@ -15,6 +15,7 @@ A rerun with the same checkpoints, store and settings re-attaches to a running j
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -26,12 +27,13 @@ import torch
 from avsf.data.clip_dataset import ClipDataset
 from avsf.io.atomic import write_json
 from avsf.io.digest import digest, file_digest
+from avsf.io.machine import joined, machine_description
 from avsf.models import build_model
 from avsf.models.serialize import config_from_dict
 from avsf.train import checkpoint as ckpt
 from pipeline.cli import configure_logging
 from pipeline.launch import StageFailed, job_env, run_job, set_job_threads
-from pipeline.layout import METRICS_NAME, Layout
+from pipeline.layout import METRICS_NAME, RUN_SUMMARY, Layout
 from pipeline.params import EvaluateParams, Params
 from pipeline.runs import TrainRun, target_runs, training_run
 from pipeline.train import clip_sampling, resolve_device, store_dirs
@@ -41,13 +43,15 @@ log = logging.getLogger("avsf.evaluate")
 STAGE = "evaluate"
 
 
-def run_evaluate(params: Params, dataset: str | None = None, member: str | None = None) -> None:
+def run_evaluate(params: Params, dataset: str | None = None, member: str | None = None,
+                 recipe: str | None = None) -> None:
     """Test a trained model (its final.pyth) on the dataset's test split as the dataset's
     official evaluation does: Kinetics' multi-view top-1 / top-5 over every manifest video
     (a missing one is a miss), EPIC-Kitchens' verb / noun / action, Charades' mAP, AVA's
     frame-mAP. Writes metrics.json, per_class.csv and the official results files (results/)
-    to reports/<dataset>/models/<member>."""
-    run = training_run(params, dataset, member)
+    to reports/<dataset>/models/<member>. With a recipe (params.yaml's or --recipe), its test
+    views and sampling."""
+    run = training_run(params, dataset, member, recipe_name=recipe)
     ds = run.dataset
     checkpoints = {r.target: r.paths.out_dir / ckpt.FINAL for r in target_runs(run)}
     for path in checkpoints.values():
@@ -57,13 +61,15 @@ def run_evaluate(params: Params, dataset: str | None = None, member: str | None 
     device = resolve_device(run.params, STAGE)
     fingerprint = digest(sorted((str(t), file_digest(p)) for t, p in checkpoints.items()),
                          run.params.dataset.model_dump(), params.evaluate.model_dump(), ds.files_digest(), ds.record(),
-                         device)
+                         device, params.launch.cpu_isa)
     started = time.monotonic()
     out = run_job(STAGE, EvaluationJob(run, checkpoints, params.evaluate), run.params.launch,
                   Path(run.params.launch.log_dir) / STAGE / "running.json", fingerprint)
     out_dir = Layout.of(params.layout).model(ds.name, run.name)
     metrics, line = ds.score(run, out, truth, out_dir)
-    write_json(out_dir / METRICS_NAME, metrics)
+    # (strings: `dvc metrics diff` leaves them out)
+    machines = {"machine": out.get("machine"), "trained_on": trained_on(checkpoints.values())}
+    write_json(out_dir / METRICS_NAME, {**metrics, **{k: v for k, v in machines.items() if v}})
     log.info("evaluate: %s; %.1f s", line, time.monotonic() - started)
 
 
@@ -100,7 +106,20 @@ class EvaluationJob:
             out.update(model=cfg.name, checkpoint_epoch=int(state.get("epoch", -1)) + 1, test_crop=sampling.test_crop,
                        test_scale=sampling.test_scale, views_per_video=sampling.test_clips * sampling.test_crops)
         out["gflops_per_view"], out["params_m"] = round(out["gflops_per_view"], 4), round(out["params_m"], 4)
+        out["machine"] = machine_description(device)
         return out
+
+
+def trained_on(checkpoints) -> str | None:
+    """The machine(s) that trained ``checkpoints`` (our final.pyth files), from the run's
+    summary beside each; None where none records one (an official checkpoint, an older run)."""
+    machines = []
+    for path in checkpoints:
+        try:
+            machines.append(json.loads((Path(path).parent / RUN_SUMMARY).read_text()).get("machine"))
+        except (OSError, ValueError, AttributeError):
+            pass
+    return joined(machines)
 
 
 def job_device(params: Params, settings: EvaluateParams, stage: str = STAGE) -> torch.device:

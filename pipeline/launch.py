@@ -19,14 +19,16 @@ import json
 import logging
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import submitit
 from submitit.core.utils import FailedJobError, UncompletedJobError
@@ -34,6 +36,7 @@ from submitit.local.local import LocalJob
 from tqdm import tqdm
 
 from avsf.io.atomic import write_json
+from avsf.io.machine import CPU_ISA_PINS
 from pipeline.params import LaunchParams
 
 log = logging.getLogger(__name__)
@@ -95,8 +98,37 @@ def make_executor(stage: str, launch: LaunchParams, requeue: Requeue | None = No
             extra["slurm_qos"] = slurm.qos
         if slurm.additional_parameters:
             extra["slurm_additional_parameters"] = dict(slurm.additional_parameters)
+        pins = CPU_ISA_PINS[launch.cpu_isa]
+        if pins:  # (also where sbatch passes no environment on: SBATCH_EXPORT=NONE)
+            extra["slurm_setup"] = [f"export {k}={shlex.quote(v)}" for k, v in pins.items()]
         executor.update_parameters(**extra)
     return executor
+
+
+@contextmanager
+def job_environment(launch: LaunchParams, cluster: str) -> Iterator[None]:
+    """While jobs are submitted, os.environ with launch.cpu_isa's pins of the math
+    libraries (:data:`avsf.io.machine.CPU_ISA_PINS`): a local job's process and a SLURM job
+    start with them, so they hold from the job's first torch import on. The debug executor
+    runs jobs in this process, whose libraries may already have chosen their code: there
+    the pins are not applied (jobs' metrics name the instruction set they used)."""
+    pins = CPU_ISA_PINS[launch.cpu_isa]
+    if not pins or cluster == "debug":
+        if pins:
+            log.warning("launch.cpu_isa %s is not applied to in-process (debug) jobs: this process's math "
+                        "libraries keep the instruction set they chose", launch.cpu_isa)
+        yield
+        return
+    before = {k: os.environ.get(k) for k in pins}
+    os.environ.update(pins)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def run_shards(
@@ -117,10 +149,12 @@ def run_shards(
     if groups is not None:
         log.info("%s: %d shards in %d jobs (at most %d jobs a stage)", stage, len(shards), len(groups), limit)
         fn, shards = EachShard(fn), groups
-    if executor.cluster == "local":
-        jobs = _run_local(stage, executor, fn, shards, local_slots(launch, stage), poll_s)
-    else:
-        jobs = executor.map_array(fn, list(shards))
+    with job_environment(launch, executor.cluster):
+        if executor.cluster == "local":
+            jobs = _run_local(stage, executor, fn, shards, local_slots(launch, stage), poll_s)
+        else:
+            jobs = executor.map_array(fn, list(shards))
+    if executor.cluster != "local":
         for job in jobs:
             log.info("%s: job %s on %s, log %s", stage, job.job_id, executor.cluster, job.paths.stdout)
         if executor.cluster != "debug":  # a debug job runs in-process when its result is asked for
@@ -297,7 +331,8 @@ def run_job(stage: str, fn: Callable[..., Result], launch: LaunchParams, attach_
         claim = RunClaim(str(attach_file), uuid.uuid4().hex)
         record = {"cluster": executor.cluster, "run": claim.token, "fingerprint": fingerprint, "job_id": None}
         write_json(attach_file, record)  # before the job exists: it checks the claim as it starts
-        job = executor.submit(fn, claim) if with_claim else executor.submit(fn)
+        with job_environment(launch, executor.cluster):
+            job = executor.submit(fn, claim) if with_claim else executor.submit(fn)
         write_json(attach_file, {**record, "job_id": str(job.job_id), "folder": str(job.paths.folder),
                                  "tasks": list(range(job.num_tasks))})
         log.info("%s: job %s on %s (%d task(s)), log %s", stage, job.job_id, executor.cluster, job.num_tasks,

@@ -24,11 +24,12 @@ log = logging.getLogger("avsf.train")
 STEP, EPOCH = "steps", "epochs"  # ("step" is DVCLive's own key in metrics.json)
 
 
-def rebuild_summary(live_dir: str | os.PathLike) -> bool:
+def rebuild_summary(live_dir: str | os.PathLike, machine: str | None = None) -> bool:
     """Write ``<live_dir>/metrics.json`` as DVCLive's make_summary does (the last point of
-    every curve by kind, and the last epoch as ``step``) from the curves alone: DVC removes
-    it before it reruns a stage whose finished run then trains nothing. False without curves."""
-    summary: dict = {}
+    every curve by kind, and the last epoch as ``step``) from the curves alone, with the
+    ``machine`` that trained: DVC removes it before it reruns a stage whose finished run then
+    trains nothing. False without curves."""
+    summary: dict = {"machine": machine} if machine else {}
     for kind in (STEP, EPOCH):
         for path in sorted((Path(live_dir) / "plots" / "metrics" / kind).glob("*.tsv")):
             with path.open(newline="") as f:
@@ -37,7 +38,7 @@ def rebuild_summary(live_dir: str | os.PathLike) -> bool:
                 summary.setdefault(kind, {})[path.stem] = float(rows[-1][path.stem])
                 if kind == EPOCH:
                     summary["step"] = max(summary.get("step", 0), int(rows[-1]["step"]))
-    if not summary:
+    if not summary.keys() - {"machine"}:
         return False
     write_json(Path(live_dir) / "metrics.json", summary)
     return True
@@ -65,11 +66,13 @@ def prune_curves(live_dir: str | os.PathLike, steps_done: int, epochs_done: int,
 class LiveLogger:
     """:class:`avsf.train.engine.TrainLogger` on DVCLive."""
 
-    def __init__(self, live_dir: str | os.PathLike, resume_at: tuple[int, int] | None, prefix: str = ""):
+    def __init__(self, live_dir: str | os.PathLike, resume_at: tuple[int, int] | None, prefix: str = "",
+                 machine: str | None = None):
         """``resume_at``: (steps, epochs) done by the checkpoint the run resumes from; None
         for a fresh run, which clears the curves of earlier runs. With ``prefix`` (several
         models' curves in one directory, e.g. EPIC's ``verb_`` and ``noun_``) the curves are
-        named ``<prefix><name>`` and a fresh run clears only its own."""
+        named ``<prefix><name>`` and a fresh run clears only its own. ``machine``: the
+        machine's description, kept in the summary (metrics.json) as ``machine``."""
         self.prefix = prefix
         if resume_at is not None or prefix:
             dropped = prune_curves(live_dir, *(resume_at or (0, 0)), prefix=prefix)
@@ -83,6 +86,8 @@ class LiveLogger:
         except Exception as exc:  # noqa: BLE001 - e.g. a git repository without a commit yet, no dvclive
             log.warning("train: DVCLive cannot start here (%s: %s): no curves are written", type(exc).__name__, exc)
             self.live = None
+        if self.live is not None and machine:
+            self.live.summary["machine"] = machine  # (a string: `dvc metrics diff` leaves it out)
 
     def log_step(self, step: int, values: dict[str, float]) -> None:
         if self.live is None:

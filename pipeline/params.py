@@ -94,6 +94,8 @@ class LaunchParams(Section):
     slurm: SlurmParams = SlurmParams()
     stage_resources: dict[str, ResourceOverride] = {}
     stage_slurm: dict[str, SlurmOverride] = {}
+    # the math libraries' instruction set in every job (avsf.io.machine.CPU_ISA_PINS)
+    cpu_isa: Literal["avx2", "native"] = "avx2"
 
     @field_validator("stage_resources", "stage_slurm")
     @classmethod
@@ -329,6 +331,12 @@ class ModelParams(Section):
 # --------------------------------------------------------------------------- train, evaluate
 
 
+def epochs_for(iterations: int, batch: int, samples: int) -> int:
+    """Passes over ``samples`` that ``iterations`` steps of ``batch`` make (at least 1): a
+    length in the papers' unit (iterations) in ours (epochs)."""
+    return max(1, round(iterations * batch / max(1, samples)))
+
+
 class TrainParams(Section):
     """Stages ``train@<member>``, ``finetune@<dataset>-<member>`` and ``pretrain@<setting>``:
     the papers' Kinetics recipe (AVSlowFast A.4, SlowFast Sec. 4) by default. Learning rates
@@ -391,13 +399,15 @@ class TrainParams(Section):
         return self
 
     def length(self, train_clips: int) -> "TrainParams":
-        """With ``iterations`` set: epochs (and warm-up epochs) for a train split of
-        ``train_clips`` samples, as many clips as the paper's iterations at reference_batch."""
+        """With ``iterations`` set: epochs for a train split of ``train_clips`` samples, as many
+        clips as the paper's iterations at reference_batch, and the warm-up's epochs from
+        ``warmup_iterations`` when set (otherwise warmup_epochs stays)."""
         if self.iterations is None:
             return self
-        clips_per_epoch = max(1, train_clips)
-        epochs = max(1, round(self.iterations * self.reference_batch / clips_per_epoch))
-        warmup = (self.warmup_iterations or 0) * self.reference_batch / clips_per_epoch
+        epochs = epochs_for(self.iterations, self.reference_batch, train_clips)
+        if self.warmup_iterations is None:
+            return self.model_copy(update={"epochs": epochs, "warmup_epochs": min(self.warmup_epochs, float(epochs))})
+        warmup = self.warmup_iterations * self.reference_batch / max(1, train_clips)
         return self.model_copy(update={"epochs": epochs, "warmup_epochs": min(warmup, float(epochs))})
 
 
@@ -618,6 +628,10 @@ def validate_params(raw: dict[str, Any]) -> Params:
         check_params(params)
     except ValueError as exc:
         raise ParamsError(str(exc)) from None
+    if params.ssl is not None:  # the probe recipe, once, for every stage that reads ssl.probe
+        from pipeline.runs import probe_params
+
+        params = params.model_copy(update={"ssl": params.ssl.model_copy(update={"probe": probe_params(params)})})
     return params
 
 

@@ -36,6 +36,7 @@ from avsf.data.ucf_hmdb import SplitLabels, TransferSplits
 from avsf.evaluate.probe import Features, extract_features, train_linear_probe, video_top1
 from avsf.io.atomic import write_json
 from avsf.io.digest import digest, file_digest
+from avsf.io.machine import joined, machine_description
 from avsf.models import build_model
 from avsf.train import checkpoint as ckpt
 from avsf.train.engine import model_inputs
@@ -43,12 +44,12 @@ from avsf.train.sampler import item_seed
 from pipeline.cli import configure_logging
 from pipeline.datasets import dataset
 from pipeline.datasets.ucf_hmdb import STORE_SPLIT, TransferDataset
-from pipeline.evaluate import job_device, load_network
+from pipeline.evaluate import job_device, load_network, trained_on
 from pipeline.launch import StageFailed, job_env, run_job
 from pipeline.layout import METRICS_NAME, SSL, Layout, RunPaths
 from pipeline.models import config_from_params
-from pipeline.params import Params, ProbeParams, TrainParams
-from pipeline.runs import PROBE_REFERENCES, TrainRun, kinetics_run, pretrain_run, probe_params, stage_launch
+from pipeline.params import Params, ProbeParams, TrainParams, epochs_for
+from pipeline.runs import PROBE_REFERENCES, TrainRun, kinetics_run, pretrain_run, stage_launch
 from pipeline.train import clip_sampling, store_identity
 
 log = logging.getLogger("avsf.probe")
@@ -78,8 +79,6 @@ def run_probe(params: Params, backbone: str) -> None:
     ssl = params.ssl
     if ssl is None:
         raise StageFailed("probe: params has no ssl section")
-    ssl = ssl.model_copy(update={"probe": probe_params(params)})  # with its recipe's values
-    params = params.model_copy(update={"ssl": ssl})
     if backbone not in (*ssl.settings, *PROBE_REFERENCES):
         raise StageFailed(f"probe: no backbone {backbone!r}; backbones: {', '.join((*ssl.settings, *PROBE_REFERENCES))}")
     member, checkpoint = backbone_run(params, backbone)
@@ -102,6 +101,10 @@ def run_probe(params: Params, backbone: str) -> None:
         log.info("probe: %s on %s (%s): top-1 %s, mean %.3f", backbone, name, ssl.probe.mode,
                  ", ".join(f"split {k} {v['top1']:.3f}" for k, v in result["splits"].items()), result["mean_top1"])
     report["seconds"] = round(time.monotonic() - started, 1)
+    # (strings: `dvc metrics diff` leaves them out)
+    machines = {"machine": joined(r.pop("machine", None) for r in report["datasets"].values()),
+                "trained_on": trained_on([checkpoint] if checkpoint else [])}
+    report.update({k: v for k, v in machines.items() if v})
     write_json(probe_dir(params, backbone) / "probe.json", report)
     write_json(Layout.of(params.layout).model(SSL, backbone) / METRICS_NAME, report)
 
@@ -109,9 +112,7 @@ def run_probe(params: Params, backbone: str) -> None:
 def linear_epochs(probe: ProbeParams, rows: int) -> int:
     """The fc's passes over ``rows`` feature rows: ssl.probe.epochs, or as many as
     ssl.probe.iterations steps of batch_size rows make (A.8's 320k iterations at 64)."""
-    if probe.iterations is None:
-        return probe.epochs
-    return max(1, round(probe.iterations * probe.batch_size / max(rows, 1)))
+    return probe.epochs if probe.iterations is None else epochs_for(probe.iterations, probe.batch_size, rows)
 
 
 def _store(params: Params, data: TransferDataset) -> tuple[Path, Path]:
@@ -127,7 +128,7 @@ def _linear(params: Params, data: TransferDataset, member: TrainRun, checkpoint:
         raise StageFailed(f"probe: no {data.name} store at {frames_dir}; run stage decode@{data.name} first")
     m = member.params
     fingerprint = digest("probe-linear", file_digest(checkpoint) if checkpoint else None, m.train.seed,
-                         m.model.model_dump(), m.dataset.model_dump(), p.model_dump(),
+                         m.model.model_dump(), m.dataset.model_dump(), p.model_dump(), params.launch.cpu_isa,
                          store_identity(frames_dir, logmel_dir), splits.classes,
                          {k: [[v.video_id for v in side] for side in pair] for k, pair in splits.splits.items()})
     job = LinearProbeJob(params, data, member, checkpoint, splits)
@@ -204,7 +205,7 @@ class LinearProbeJob:
                                   "train_clips": int(train_rows.values.shape[0])}
         return {"splits": splits_out, "mean_top1": float(np.mean([s["top1"] for s in splits_out.values()])),
                 "classes": len(self.splits.classes), "feature_dim": int(train.values.shape[1]),
-                "failed_clips": len(failed)}
+                "failed_clips": len(failed), "machine": machine_description(device)}
 
 
 def _fine_tuned(params: Params, data: TransferDataset, member: TrainRun, checkpoint: Path | None, backbone: str,
@@ -214,6 +215,7 @@ def _fine_tuned(params: Params, data: TransferDataset, member: TrainRun, checkpo
 
     ssl = params.ssl
     out: dict[str, Any] = {}
+    machines = []
     for k, (train_videos, test_videos) in splits.splits.items():
         # (the train section's recipe with ssl.probe.train's changes: not the pretext's)
         train = TrainParams.model_validate({**params.train.model_dump(), **ssl.probe.train,
@@ -224,9 +226,10 @@ def _fine_tuned(params: Params, data: TransferDataset, member: TrainRun, checkpo
         run = TrainRun(f"probe@{backbone}", f"split{k}", data, run_params, RunPaths(run_dir, run_dir / "live"),
                        f"train{k}", f"test{k}", replace_head=True)
         summary = _train_one(run)
+        machines.append(summary.get("machine"))
         stored = summary["final"].get("videos", 0)
         top1 = summary["final"].get("top1", 0.0) * stored / max(len(test_videos), 1)  # a missing video is a miss
         out[str(k)] = {"top1": top1, "train_videos": len(train_videos), "test_videos": len(test_videos),
                        "missing": len(test_videos) - stored, "epochs": summary["epochs"]}
     return {"splits": out, "mean_top1": float(np.mean([s["top1"] for s in out.values()])),
-            "classes": len(splits.classes)}
+            "classes": len(splits.classes), "machine": joined(machines)}

@@ -14,13 +14,14 @@ scale linearly from the recipe's reference batch to train.batch_size). Each reci
 paper's figures: results (table and row) and multiply-adds x views.
 
     python -m pipeline.recipes            the list: paper figure, GFLOPs x views, params
-    python -m pipeline.recipes NAME       one recipe as params.yaml keys (to copy and change)
+    python -m pipeline.recipes NAME       one recipe as params.yaml holds it (to copy, change, and
+                                          use with the recipe's name set back to null)
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import yaml
@@ -33,7 +34,8 @@ class PaperResult:
     metric: str  # top-1, mAP, verb top-1, UCF101 top-1 ...
     value: float
     source: str  # paper, table and row
-    key: str = ""  # where ours is in the run's metrics.json (a dotted path; fractions, shown x100)
+    key: str = ""  # where ours is in the run's metrics.json (a dotted path)
+    percent: bool = False  # ours is stored in percent (EPIC's official scoring), not as a fraction
 
 
 @dataclass(frozen=True)
@@ -62,17 +64,18 @@ class Recipe:
     def arch(self) -> str | None:
         return self.model.get("arch")
 
-    @property
-    def iteration_based(self) -> bool:
-        return self.train.get("iterations") is not None
-
-    def changes(self) -> dict[str, dict[str, Any]]:
-        """The recipe as params.yaml sections (what ``python -m pipeline.recipes NAME`` prints)."""
-        out = {"model": dict(self.model), "dataset": dict(self.sampling), "train": dict(self.train)}
-        if self.section:
-            where = "ssl.probe" if self.runs_on == "probe" else f"datasets.{self.runs_on}"
-            out[where] = dict(self.section)
-        return {k: v for k, v in out.items() if v}
+    def changes(self) -> dict[str, Any]:
+        """The recipe as params.yaml would hold it (what ``python -m pipeline.recipes NAME``
+        prints): the model, dataset and train sections' values, nested under the dataset's
+        section for a fine-tuning recipe (``datasets.<d>.{model,dataset,train}``), under
+        ``ssl.probe`` for a probe recipe."""
+        sections = {"model": dict(self.model), "dataset": dict(self.sampling), "train": dict(self.train)}
+        sections = {k: v for k, v in sections.items() if v}
+        if self.runs_on == "probe":
+            return {"ssl": {"probe": dict(self.section)}}
+        if self.runs_on in ("kinetics", "ssl"):
+            return sections
+        return {"datasets": {self.runs_on: {**dict(self.section), **sections}}}
 
 
 # --------------------------------------------------------------------------- shared parts
@@ -88,6 +91,12 @@ AVSLOWFAST_TRAIN = dict(sync_weight=1.0, hard_negatives_from=0.5, hard_negative_
 NO_SYNC = dict(sync_weight=0.0)
 KINETICS_MODEL = dict(tiny=False, width=None, num_classes=400, head="classification", dropout=0.5,
                       test_pool=None)
+# The papers' network options (SlowFast Sec. 3, AVSlowFast Sec. 3-4), set by every recipe
+ARCHITECTURE = dict(alpha_f=None, beta_f=0.125, alpha_a=None, beta_a=0.5, lateral_stages=[1, 2, 3, 4],
+                    nonlocal_blocks=False, nonlocal_layout="pyslowfast", temporal_layout="suffix_50_50",
+                    sync_margin=0.99, sync_scale=0.5, mel_bins=80)
+# What every recipe's optimiser fixes besides its LR and schedule (synchronous SGD, plain momentum)
+SGD = dict(momentum=0.9, nesterov=False, lr_gamma=0.1, bn_weight_decay=0.0)
 AVSLOWFAST_MODEL = dict(drop_pathway=0.8, drop_pathway_mode="fusion", sync=True, fusion="a_fs",
                         fusion_stages=[3, 4], fusion_pool5=True, beta_a=0.5)
 R50_SAMPLING = dict(train_scale=[256, 320], train_crop=224, flip=True, test_scale=256, test_crop=256)
@@ -102,8 +111,14 @@ LONG_FROM_SHORT_NOTE = ("SlowFast Sec. 4: 16x8 models start from their 8x8 count
                         "NL models from the ones without NL: set train.init_checkpoint to that run's final.pyth")
 
 
+def _family_name(arch: str) -> str:
+    return {"slow": "Slow-only", "slowfast": "SlowFast", "avslowfast": "AVSlowFast", "audio": "Audio-only"}[arch]
+
+
 def _backbone(arch: str, depth: int, frames: int, stride: int, **extra: Any) -> dict[str, Any]:
-    model = {"arch": arch, "depth": depth, "frames": frames, "stride": stride, **KINETICS_MODEL}
+    """Every model key of the paper's network (the ones a recipe does not name would come from
+    the user's sections: a recipe fixes the whole network)."""
+    model = {**ARCHITECTURE, "arch": arch, "depth": depth, "frames": frames, "stride": stride, **KINETICS_MODEL}
     if arch == "avslowfast":
         model |= AVSLOWFAST_MODEL
         if depth == 101:
@@ -192,7 +207,8 @@ ONE_CENTRE_CROP = dict(test_clips=1, test_crops=1)
 
 
 def _finetune_model(arch: str, depth: int, frames: int, stride: int, **extra: Any) -> dict[str, Any]:
-    """A Kinetics backbone for fine-tuning: the head is the dataset's (its classes)."""
+    """A Kinetics backbone without its head (a fine-tuning dataset's head has its classes;
+    self-supervised pretraining has its pretexts')."""
     model = _backbone(arch, depth, frames, stride, **extra)
     del model["num_classes"], model["head"]
     return model
@@ -200,8 +216,9 @@ def _finetune_model(arch: str, depth: int, frames: int, stride: int, **extra: An
 
 def _epic55(arch: str, title: str, values: tuple[float, float, float]) -> Recipe:
     model = _finetune_model(arch, 101, 8, 8)
-    row = f"AVSlowFast Table 2, validation, {'AVSlowFast' if arch == 'avslowfast' else 'SlowFast'}"
-    results = tuple(PaperResult(f"{kind} top-1", v, row, f"{kind}_top1") for kind, v in zip(("verb", "noun", "action"), values))
+    row = f"AVSlowFast Table 2, validation, {_family_name(arch)}"
+    results = tuple(PaperResult(f"{kind} top-1", v, row, f"{kind}_top1", percent=True)
+                    for kind, v in zip(("verb", "noun", "action"), values))
     return Recipe(f"epic55-{arch}-r101-8x8", "epic55", title, model, _sampling(model, **ONE_CENTRE_CROP),
                   EPIC55_TRAIN, EPIC55_SECTION, results=results, gmacs=129.0 if arch == "avslowfast" else 106.0,
                   views=1, starts_from=f"kinetics-{arch}-r101-8x8",
@@ -233,12 +250,12 @@ EPIC = [_epic55("avslowfast", "AVSlowFast 8x8 R101, EPIC-Kitchens-55", (58.7, 31
 # per-class sigmoid, scores max-pooled over the clips; the rest as Kinetics.
 CHARADES_TRAIN = dict(iterations=40000, warmup_iterations=None, reference_batch=8, base_lr=0.07, lr_policy="steps",
                       lr_steps=[0.8], warmup_epochs=0.0, momentum=0.9, weight_decay=1e-4, bn_weight_decay=0.0,
-                      freeze_bn=False, precise_bn_batches=200, objective="labels", **NO_SYNC)
+                      freeze_bn=False, precise_bn_batches=400, objective="labels", **NO_SYNC)  # 400: T > 4
 
 
 def _charades(arch: str, value: float, gmacs: float) -> Recipe:
     model = _finetune_model(arch, 101, 16, 8, nonlocal_blocks=True, dropout=0.7)
-    title = f"{'AVSlowFast' if arch == 'avslowfast' else 'SlowFast'} 16x8 R101+NL, Charades"
+    title = f"{_family_name(arch)} 16x8 R101+NL, Charades"
     return Recipe(f"charades-{arch}-r101-nl-16x8", "charades", title, model, _sampling(model, **KINETICS_VIEWS),
                   CHARADES_TRAIN, results=(PaperResult("mAP", value, f"AVSlowFast Table 4, {title.split(',')[0]}", "map"),),
                   gmacs=gmacs, views=30, starts_from=f"kinetics-{arch}-r101-nl-16x8",
@@ -269,7 +286,7 @@ def _ava(arch: str, depth: int, frames: int, stride: int, value: float, gmacs: f
     if nl:
         model["nonlocal_layout"] = "pyslowfast"  # 1x2x2: the cost Table 7 prints
     name = f"ava-{arch}-r{depth}{'-nl' if nl else ''}-{frames}x{stride}"
-    title = f"{'AVSlowFast' if arch == 'avslowfast' else 'SlowFast'} {frames}x{stride} R{depth}{'+NL' if nl else ''}"
+    title = f"{_family_name(arch)} {frames}x{stride} R{depth}{'+NL' if nl else ''}"
     return Recipe(name, "ava", f"{title}, AVA v2.2", model, _sampling(model, test_scale=256), AVA_TRAIN, AVA_SECTION,
                   results=(PaperResult("mAP", value, f"AVSlowFast Table 7, AVA v2.2, {title}", "map"),), gmacs=gmacs, views=1,
                   view_size=(256, 320), starts_from=f"kinetics-{arch}-r{depth}-{frames}x{stride}",
@@ -284,27 +301,28 @@ AVA = [
     _ava("slowfast", 101, 8, 8, 27.4, 184.0),
     _ava("avslowfast", 101, 8, 8, 28.6, 210.0, notes=(R101_AUDIO_NOTE,)),
 ]
-# The AVA challenge 2019 report: SlowFast 8x8 R101 from Kinetics-600, 12k iterations (58 epochs of
+# The AVA challenge 2019 report: SlowFast 8x8 R101+NL from Kinetics-600, 12k iterations (58 epochs of
 # ~211k boxes: batch ~1024), warm-up 1k, weight decay 1e-7, boxes > 0.8; v2.2 val 29.0 mAP.
-_REPORT_MODEL = _finetune_model("slowfast", 101, 8, 8, dropout=0.5)
+_REPORT_MODEL = _finetune_model("slowfast", 101, 8, 8, nonlocal_blocks=True, nonlocal_layout="pyslowfast", dropout=0.5)
 AVA.append(Recipe(
-    "ava-slowfast-r101-8x8-report", "ava", "SlowFast 8x8 R101, AVA challenge 2019 report", _REPORT_MODEL,
+    "ava-slowfast-r101-nl-8x8-report", "ava", "SlowFast 8x8 R101+NL, AVA challenge 2019 report", _REPORT_MODEL,
     _sampling(_REPORT_MODEL, test_scale=256),
-    {**AVA_TRAIN, "iterations": 12000, "warmup_iterations": 1000, "reference_batch": 1024, "base_lr": 1.6,
-     "warmup_start_lr": 0.16},
+    {**AVA_TRAIN, "iterations": 12000, "warmup_iterations": 1000, "reference_batch": 1024, "base_lr": 0.8,
+     "warmup_start_lr": 0.08},
     AVA_SECTION, results=(PaperResult("mAP", 29.0, "AVA 2019 report Table 2, SlowFast 8x8, AVA v2.2, val", "map"),),
-    views=1, view_size=(256, 320), starts_from="Kinetics-600 SlowFast 8x8 R101 weights (datasets.ava.init_checkpoints)",
-    notes=("batch 1024 and LR 1.6: '12k iterations, 58 epochs of ~211k' and 'the other hyper-parameters as Kinetics'",
-           AVA_STEPS_NOTE)))
+    views=1, view_size=(256, 320), starts_from="Kinetics-600 SlowFast 8x8 R101+NL weights (datasets.ava.init_checkpoints)",
+    notes=("batch 1024 from '12k iterations, 58 epochs of ~211k'; the LR is not given for AVA: 0.8 at 1024 is the "
+           "report's Kinetics-600 LR ('all other hyper-parameters as in the Kinetics experiments')",
+           "the report's Table 2: 'the backbone is R-101+NL'", AVA_STEPS_NOTE)))
 
 # --------------------------------------------------------------------------- self-supervised (A.8)
 
 # Pretraining: Kinetics-400 without labels, 120k iterations at 1024 (64 x 16 machines), LR 1.6,
-# x0.1 at 80k, 100k, 110k, warm-up 10k iterations from the LR 0.001 (not scaled), easy negatives
-# for the first 60k iterations then 1/4 hard.
+# x0.1 at 80k, 100k, 110k, warm-up 10k iterations from the LR 0.001 (at 1024: scaled with the
+# batch like the LR, it stays 1/1600 of it), easy negatives for the first 60k iterations then 1/4 hard.
 SSL_TRAIN = dict(iterations=120000, warmup_iterations=10000, reference_batch=1024, base_lr=1.6, lr_policy="steps",
                  lr_steps=[80 / 120, 100 / 120, 110 / 120], warmup_epochs=0.0, warmup_start_lr=0.001,
-                 warmup_start_absolute=True, momentum=0.9, weight_decay=1e-4, bn_weight_decay=0.0, freeze_bn=False,
+                 warmup_start_absolute=False, momentum=0.9, weight_decay=1e-4, bn_weight_decay=0.0, freeze_bn=False,
                  hard_negatives_from=0.5, hard_negative_fraction=0.25, precise_bn_batches=200)
 SSL_COST_NOTE = ("Table A.1 counts AVSlowFast 4x16 R50 at 36.2 G where Table 5 counts the same network at 39.8 G: "
                  "its figures are matched as ratios to its own 4x16 row")
@@ -312,12 +330,15 @@ SSL_COST_NOTE = ("Table A.1 counts AVSlowFast 4x16 R50 at 36.2 G where Table 5 c
 
 def _ssl(arch: str, frames: int, stride: int, pretexts: tuple[str, ...], results: tuple[PaperResult, ...],
          gmacs: float, mparams: float) -> Recipe:
-    model = _backbone(arch, 50, frames, stride)
-    del model["num_classes"], model["head"]
+    model = _finetune_model(arch, 50, frames, stride)
     name = f"ssl-{arch}-r50-{frames}x{stride}-{'-'.join('rot' if p == 'rotation' else p for p in pretexts)}"
-    title = f"{'AVSlowFast' if arch == 'avslowfast' else 'SlowFast'} {frames}x{stride} R50 ({' + '.join(pretexts)})"
-    return Recipe(name, "ssl", title, model, _sampling(model), SSL_TRAIN, pretexts=pretexts, results=results,
-                  gmacs=gmacs, mparams=mparams, notes=(SSL_COST_NOTE,))
+    title = f"{_family_name(arch)} {frames}x{stride} R50 ({' + '.join(pretexts)})"
+    notes = (SSL_COST_NOTE,) + (("Table A.1's 34.2 G / 33.0 M are Table 5a's SlowFast without laterals (ours: 34.16 G "
+                                 "/ 33.07 M); the recipe keeps the laterals of every SlowFast (its checkpoints load)",)
+                                if arch == "slowfast" else ())
+    train = {**SSL_TRAIN, "precise_bn_batches": 200 if frames <= 4 else 400}
+    return Recipe(name, "ssl", title, model, _sampling(model), train, pretexts=pretexts, results=results,
+                  gmacs=gmacs, mparams=mparams, notes=notes)
 
 
 def _linear(ucf: float, hmdb: float, where: str) -> tuple[PaperResult, ...]:
@@ -357,7 +378,8 @@ for _name, _iterations, _lr, _value in (("ucf101", 80000, 0.005, 87.0), ("hmdb51
         starts_from="a pretrain@<setting> backbone",
         notes=("Table A.2's figure is a 16x4 R50 backbone's",)))
 
-RECIPES: dict[str, Recipe] = {r.name: r for r in KINETICS + EPIC + CHARADES + AVA + SSL + PROBES}
+RECIPES: dict[str, Recipe] = {r.name: replace(r, train={**SGD, **r.train}) if r.train else r
+                               for r in KINETICS + EPIC + CHARADES + AVA + SSL + PROBES}
 
 
 def recipe(name: str, where: str = "recipe") -> Recipe:

@@ -135,9 +135,12 @@ def finetune_run(params: Params, name: str, member: str | None, recipe_name: str
     where = f"datasets.{name}"
     start = section.init_checkpoints.get(member_name) or str(
         Layout.of(params.layout).run(pretraining_dataset(params).name, member_name).out_dir / ckpt.FINAL)
-    model = _merge("model", ModelParams, p.model, *_start_architecture(params, name, member_name),
-                   (f"{where}.model", section.model), origins=origins)
-    sampling = _merge("dataset", DatasetParams, p.dataset, (f"{where}.dataset", section.dataset), origins=origins)
+    if r is not None:
+        recipe_start_check(params, name, member_name, r, "--recipe" if recipe_name else f"recipes.{name}.{member_name}")
+    start_model, start_sampling = _start_architecture(params, name, member_name)
+    model = _merge("model", ModelParams, p.model, *start_model, (f"{where}.model", section.model), origins=origins)
+    sampling = _merge("dataset", DatasetParams, p.dataset, *start_sampling, (f"{where}.dataset", section.dataset),
+                      origins=origins)
     train = _merge("train", TrainParams, p.train, (f"{where}.train", section.train),
                    (f"{where}.init_checkpoints", {"init_checkpoint": start}), origins=origins)
     p = p.model_copy(update={"model": model, "dataset": sampling, "train": train,
@@ -165,13 +168,12 @@ def pretrain_run(params: Params, setting: str, recipe_name: str | None = None) -
                    (f"ssl.settings.{setting}.pretexts", {**objective, **no_sync}), origins=origins)
     ds = pretraining_dataset(params)
     p = p.model_copy(update={"train": train, "launch": stage_launch(params.launch, SSL, setting)})
-    r = None
-    chosen = recipe_name or _chosen(params, SSL, setting)
-    if chosen:
-        key = "--recipe" if recipe_name else f"recipes.{SSL}.{setting}"
-        r = recipe(chosen, key)
-        if r.runs_on != SSL or sorted(r.pretexts) != sorted(s.pretexts) or r.arch != p.model.arch:
-            raise ParamsError(f"{key}: {r.name} pretrains a {r.arch} on {' + '.join(r.pretexts) or 'labels'}; setting "
+    r = _recipe_for(recipe_name or _chosen(params, SSL, setting),
+                    "--recipe" if recipe_name else f"recipes.{SSL}.{setting}", SSL)
+    if r is not None:
+        if sorted(r.pretexts) != sorted(s.pretexts) or r.arch != p.model.arch:
+            where = "--recipe" if recipe_name else f"recipes.{SSL}.{setting}"
+            raise ParamsError(f"{where}: {r.name} pretrains a {r.arch} on {' + '.join(r.pretexts)}; setting "
                               f"{setting} is {p.model.arch} on {' + '.join(s.pretexts)} (python -m pipeline.recipes)")
         p = with_recipe(p, r, origins)
     return TrainRun(f"pretrain@{setting}", setting, ds, p, Layout.of(params.layout).run(SSL, setting), ds.train_split,
@@ -221,25 +223,35 @@ def _chosen(params: Params, run_on: str, name: str) -> str | None:
     return chosen.get(name) if isinstance(chosen, dict) else None
 
 
+def _recipe_for(chosen: str | None, where: str, runs_on: str) -> Recipe | None:
+    """The recipe ``chosen`` names at ``where`` (a params key or --recipe), made for
+    ``runs_on``; None for none."""
+    if chosen is None:
+        return None
+    r = recipe(chosen, where)
+    if r.runs_on != runs_on:
+        raise ParamsError(f"{where}: {r.name} is a recipe for {r.runs_on}, not {runs_on} (python -m pipeline.recipes)")
+    return r
+
+
 def run_recipe(params: Params, name: str, member: str, arch: str, override: str | None = None) -> Recipe | None:
     """The recipe of member ``member``'s run on dataset ``name`` (``override``: a stage's
     --recipe, else recipes.<name>.<member>), checked to fit the run."""
-    chosen = override or _chosen(params, name, member)
-    if chosen is None:
-        return None
     where = "--recipe" if override else f"recipes.{name}.{member}"
-    r = recipe(chosen, where)
-    if r.runs_on != name:
-        raise ParamsError(f"{where}: {r.name} is a recipe for {r.runs_on}, not {name} (python -m pipeline.recipes)")
-    if r.arch != arch:
+    r = _recipe_for(override or _chosen(params, name, member), where, name)
+    if r is not None and r.arch != arch:
         raise ParamsError(f"{where}: {r.name} trains a {r.arch}; member {member} is a {arch}")
     return r
 
 
 def with_recipe(p: Params, r: Recipe, origins: dict[str, str]) -> Params:
-    """``p``'s model, dataset and train sections with recipe ``r``'s values (they win)."""
+    """``p``'s model, dataset and train sections with recipe ``r``'s values. The network is
+    the recipe's whole (every model key not its own at the papers' default, the schema's),
+    but the head of a recipe that leaves it to the dataset (fine-tuning, pretexts)."""
     prefix = f"recipe {r.name}:"
-    model = _merge("model", ModelParams, p.model, (f"{prefix} model", dict(r.model)), origins=origins)
+    head = {k: getattr(p.model, k) for k in ("head", "num_classes") if k not in r.model}
+    papers = {**ModelParams().model_dump(), **head, **dict(r.model)}
+    model = _merge("model", ModelParams, p.model, (f"{prefix} model", papers), origins=origins)
     sampling = _merge("dataset", DatasetParams, p.dataset, (f"{prefix} dataset", dict(r.sampling)), origins=origins)
     train = _merge("train", TrainParams, p.train, (f"{prefix} train", dict(r.train)), origins=origins)
     return p.model_copy(update={"model": model, "dataset": sampling, "train": train})
@@ -248,41 +260,38 @@ def with_recipe(p: Params, r: Recipe, origins: dict[str, str]) -> Params:
 def probe_params(params: Params) -> ProbeParams:
     """ssl.probe with the values of the recipe recipes.probe names, if any."""
     probe, chosen = params.ssl.probe, params.recipes.get("probe")
-    if chosen is None:
-        return probe
-    if not isinstance(chosen, str):
+    if chosen is not None and not isinstance(chosen, str):
         raise ParamsError("recipes.probe: one probe recipe's name (probe-linear, probe-all-ucf101, probe-all-hmdb51)")
-    r = recipe(chosen, "recipes.probe")
-    if r.runs_on != "probe":
-        raise ParamsError(f"recipes.probe: {r.name} is a recipe for {r.runs_on}, not a probe")
-    return ProbeParams.model_validate({**probe.model_dump(), **r.section})
+    r = _recipe_for(chosen, "recipes.probe", "probe")
+    return probe if r is None else ProbeParams.model_validate({**probe.model_dump(), **r.section})
 
 
-def _start_architecture(params: Params, name: str, member: str) -> list[tuple[str, dict[str, Any]]]:
+def _start_architecture(params: Params, name: str, member: str) -> tuple[list, list]:
     """The network of the Kinetics weights a fine-tuning run starts from, when the member's
-    Kinetics run follows a recipe (its model keys but the head's): the weights fit it."""
+    Kinetics run follows a recipe: its model keys but the head's, and the log-mel length that
+    network takes (the weights fit); as (model changes, dataset changes) for _merge."""
     if params.datasets[name].init_checkpoints.get(member):
-        return []
+        return [], []
     start = _chosen(params, pretraining_dataset(params).name, member)
     if start is None:
-        return []
+        return [], []
+    r = recipe(start)
     head_keys = ("num_classes", "head", "dropout", "test_pool")
-    return [(f"recipe {start}: model", {k: v for k, v in recipe(start).model.items() if k not in head_keys})]
+    return ([(f"recipe {start}: model", {k: v for k, v in r.model.items() if k not in head_keys})],
+            [(f"recipe {start}: dataset", {"spec_frames": r.sampling["spec_frames"]})])
 
 
-def recipe_start_check(params: Params, name: str, member: str) -> None:
+def recipe_start_check(params: Params, name: str, member: str, r: Recipe, where: str) -> None:
     """A fine-tuning recipe starts from the Kinetics weights its paper names: the member's
     Kinetics run must follow that recipe, or datasets.<name>.init_checkpoints.<member> be set."""
-    r = run_recipe(params, name, member, member_params(params, member).model.arch)
-    if r is None or params.datasets[name].init_checkpoints.get(member):
+    if params.datasets[name].init_checkpoints.get(member):
         return
     kinetics = pretraining_dataset(params).name
-    key = f"recipes.{name}.{member}"
     if r.starts_from not in RECIPES:
-        raise ValueError(f"{key}: {r.name} starts from {r.starts_from}: set datasets.{name}.init_checkpoints.{member}")
+        raise ParamsError(f"{where}: {r.name} starts from {r.starts_from}: set datasets.{name}.init_checkpoints.{member}")
     if _chosen(params, kinetics, member) != r.starts_from:
-        raise ValueError(f"{key}: {r.name} starts from the weights of recipe {r.starts_from}: set "
-                         f"recipes.{kinetics}.{member}: {r.starts_from} (or datasets.{name}.init_checkpoints.{member})")
+        raise ParamsError(f"{where}: {r.name} starts from the weights of recipe {r.starts_from}: set "
+                          f"recipes.{kinetics}.{member}: {r.starts_from} (or datasets.{name}.init_checkpoints.{member})")
 
 
 # --------------------------------------------------------------------------- checks across sections
@@ -331,6 +340,8 @@ def _check_recipes(params: Params) -> None:
             if params.ssl is not None:
                 probe_params(params)
             continue
+        if isinstance(chosen, dict) and not any(chosen.values()):
+            continue  # nothing chosen (a dataset params.yaml does not train on may list its members)
         if name not in runs_on or not isinstance(chosen, dict):
             raise ValueError(f"recipes.{name}: recipes are named per run: recipes.<dataset>.<member> for the "
                              f"pretraining dataset and finetune.datasets ({', '.join(d for d in runs_on if d)}), "
@@ -341,8 +352,6 @@ def _check_recipes(params: Params) -> None:
             if run not in runs_on[name]:
                 raise ValueError(f"recipes.{name}.{run}: no such {'setting' if name == SSL else 'member'}; "
                                  f"{', '.join(runs_on[name]) or '(none)'}")
-            if name in params.finetune.datasets:
-                recipe_start_check(params, name, run)
 
 
 def _check_finetune(params: Params) -> None:

@@ -13,7 +13,7 @@ holds those instead of the measured mean and std (which it keeps as ``measured``
 dataset normalises with them (the authors' features: their Kinetics -7.03 and 4.66).
 
 Resumable like ``decode``: a shard whose fingerprint (the code's LOGMEL_VERSION, settings,
-its frame shard, the stats split's clips) matches is kept.
+its frame shard, the stats split's clips, launch.cpu_isa) matches is kept.
 """
 
 from __future__ import annotations
@@ -126,7 +126,8 @@ def run_spectrogram(params: Params, dataset: str | None = None) -> None:
         stats_clips = frozenset(c for c in clip_ids if c in stats_ids)
         shards.append(SpectrogramShard(
             i, str(frames_path), str(out_dir / name), tuple(clip_ids), stats_clips, settings,
-            fingerprint(STAGE, LOGMEL_VERSION, asdict(settings), source, clip_ids, sorted(stats_clips)),
+            fingerprint(STAGE, LOGMEL_VERSION, asdict(settings), source, clip_ids, sorted(stats_clips),
+                        params.launch.cpu_isa),  # (MKL's branch changes the values: README "What holds across machines")
         ))
     todo = prepare_out_dir(STAGE, out_dir, shards)
     run_shards(STAGE, spectrogram_shard, todo, stage_launch(params.launch, ds.name))

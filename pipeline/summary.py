@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from avsf.io.atomic import write_json, write_text
+from avsf.io.machine import cpu_description, joined
 from pipeline.datasets import DATASETS, dataset, pretraining_dataset
 from pipeline.figures import write_figures
 from pipeline.launch import StageFailed
@@ -53,10 +54,11 @@ def run_summary(params: Params, report: str) -> None:
     the end of summary.md."""
     layout = Layout.of(params.layout)
     if report == SSL:
-        from pipeline.ssl_summary import ssl_figures, ssl_summary
+        from pipeline.ssl_summary import ssl_figures, ssl_results, ssl_summary
 
         markdown, metrics = ssl_summary(params)
         figures = ssl_figures(params)
+        results = ssl_results(params)
     elif report in DATASETS:
         ds = dataset(params, report)
         results = member_results(params, report)
@@ -66,6 +68,7 @@ def run_summary(params: Params, report: str) -> None:
         figures = ds.figures(results, params)
     else:
         raise StageFailed(f"summary: no report {report!r}; reports: {', '.join((*DATASETS, SSL))}")
+    markdown = with_line(markdown, machine_line(results))
     markdown += against_the_paper(params, report)
     # The figures first: summary.md never embeds one that is not written.
     markdown += write_figures(layout.reports / report, figures)
@@ -103,7 +106,7 @@ def against_the_paper(params: Params, report: str, root: Path = Path()) -> str:
         metrics = json.loads(path.read_text())
         for result in recipe(name).results:
             ours = _lookup(metrics, result.key) if result.key else None
-            shown = f"{100 * ours:.1f}" if ours is not None else "-"
+            shown = "-" if ours is None else f"{ours if result.percent else 100 * ours:.1f}"
             rows.append(f"| {run} | {name} | {result.metric} | {result.value} | {shown} | {result.source} |")
     if not rows:
         return ""
@@ -111,3 +114,24 @@ def against_the_paper(params: Params, report: str, root: Path = Path()) -> str:
                       "Runs that followed a recipe (README \"Recipes\") on the real dataset.", "",
                       "| run | recipe | metric | paper | ours | paper's table |",
                       "| --- | --- | --- | ---: | ---: | --- |", *rows, ""])
+
+
+def machine_line(results: dict[str, dict[str, Any]]) -> str:
+    """The summary's "Machine:" line: what trained and what evaluated its results, as their
+    metrics record it (``trained_on``, ``machine``): float results differ between CPUs."""
+    trained = joined(r.get("trained_on") for r in results.values())
+    evaluated = joined(r.get("machine") for r in results.values())
+    if trained is None and evaluated is None:
+        return (f"Machine: not recorded in these results' metrics (written before they named their machine); "
+                f"this summary was written on {cpu_description()}.")
+    if trained == evaluated:
+        return f"Machine: trained and evaluated on {trained}."
+    return f"Machine: trained on {trained or 'a machine not recorded'}; evaluated on {evaluated or 'a machine not recorded'}."
+
+
+def with_line(markdown: str, line: str) -> str:
+    """``markdown`` with the paragraph ``line`` after its title (its first line, a heading)."""
+    title, _, rest = markdown.partition("\n")
+    if not title.startswith("#"):
+        return f"{line}\n\n{markdown}"
+    return "\n\n".join((title, line, rest.lstrip("\n")))

@@ -45,6 +45,7 @@ from avsf.data.ledger import Failure, count_by_reason, read_ledger, write_ledger
 from avsf.data.store import CLASSES_NAME, INDEX_NAME, STATS_NAME, read_index, read_meta
 from avsf.io.atomic import remove_stale_temporaries, write_json
 from avsf.io.digest import file_digest, tree_digest
+from avsf.io.machine import machine_description
 from avsf.models import ModelConfig
 from avsf.models.config import WITH_FAST
 from avsf.models.checkpoint import load_pyslowfast_checkpoint, read_checkpoint, trained_temporal_sampling
@@ -52,6 +53,7 @@ from avsf.models.flops import inference_params
 from avsf.train import checkpoint as ckpt
 from avsf.train.engine import RunSuperseded, Trainer, TrainResult, TrainSettings
 from avsf.train.recipe import LRSchedule, steps_to_epochs
+from avsf.train.sampler import EpochSampler
 from pipeline.cli import configure_logging
 from pipeline.launch import Requeue, RunClaim, StageFailed, job_env, run_job, set_job_threads, slurm_job_state
 from pipeline.layout import RUN_SUMMARY, Layout
@@ -64,13 +66,15 @@ from pipeline.store_check import StoreRecord, check_store, read_store
 log = logging.getLogger("avsf.train")
 
 STAGE = "train"
-# The code that computes a trained run's result (the network, the loader, the loss and the loop,
-# the job around them): its digest enters the run's fingerprint, so that a change of it, for which
-# DVC reruns the stage, also retrains instead of reusing the old code's final.pyth or last.pyth.
-# Orchestration (runs, recipes, params, launch, summaries) is left out: what it decides is in the
-# resolved params the fingerprint holds, and a change of a figure must not retrain a week-long run.
-# dvc.yaml's train@/finetune@/pretrain@ deps include these (a test).
-TRAIN_CODE = ("pipeline/train.py", "pipeline/models.py", "avsf/train", "avsf/models", "avsf/data", "avsf/io")
+# The code that computes a trained run's result (the network, the loader, the dataset's labels,
+# heads and losses, the loop, the job around them): its digest enters the run's fingerprint, so
+# that a change of it, for which DVC reruns the stage, also retrains instead of reusing the old
+# code's final.pyth or last.pyth. Orchestration (runs, recipes, params, launch) is left out, as is
+# the demo world's renderer: what they decide is in the resolved params and the store the
+# fingerprint holds. dvc.yaml's train@/finetune@/pretrain@ deps include these (a test).
+TRAIN_CODE = ("pipeline/train.py", "pipeline/models.py", "pipeline/datasets", "avsf/train", "avsf/models", "avsf/data",
+              "avsf/io")
+NOT_TRAIN_CODE = ("avsf/data/demo",)
 REPO = Path(__file__).resolve().parents[1]
 # Params that change how a run is watched, stored or tested later, not what it computes.
 NOT_IN_FINGERPRINT = {
@@ -160,7 +164,8 @@ def recipe_line(run: TrainRun, train_clips: int) -> str:
     t = run.params.train
     ranks = run.params.launch.world_size(STAGE)
     scale = t.batch_size / t.reference_batch
-    steps_per_epoch = max(1, train_clips // t.batch_size if t.drop_last else -(-train_clips // t.batch_size))
+    steps_per_epoch = EpochSampler(max(1, train_clips), t.batch_size // ranks, world_size=ranks,
+                                   drop_last=t.drop_last).batches_per_epoch
     warmup_start = t.warmup_start_lr * (1.0 if t.warmup_start_absolute else scale)
     length = (f"{t.iterations} iterations at {t.reference_batch} (the recipe's unit) = " if t.iterations else "")
     source = f"recipe {run.recipe.name}" if run.recipe else "params (no recipe)"
@@ -169,21 +174,26 @@ def recipe_line(run: TrainRun, train_clips: int) -> str:
             f"{t.reference_batch}, scaled x{scale:.4g}) {t.lr_policy}"
             f"{f' steps at {t.lr_steps}' if t.lr_policy == 'steps' else ''}, warm-up {t.warmup_epochs:.3g} epochs from "
             f"{warmup_start:.3g}, {length}{t.epochs} epochs of {train_clips} clips = {t.epochs * steps_per_epoch} "
-            f"iterations at {t.batch_size}, weight decay {t.weight_decay:g}")
+            f"iterations at {t.batch_size}, weight decay {t.weight_decay:g}, from "
+            f"{t.init_checkpoint or 'scratch'}{_start_warning(run)}")
 
 
-def check_recipe_store(run: TrainRun, classes: list | dict, store: StoreRecord) -> None:
-    """A recipe is made for its dataset at full size: refuse a store it cannot work on (the
-    demo's 8 classes under a 400-class recipe, 64-pixel frames under 224 crops)."""
-    r, m, d = run.recipe, run.params.model, run.params.dataset
+def _start_warning(run: TrainRun) -> str:
+    """Where the run starts otherwise than its recipe says (a 16x8 or NL Kinetics recipe from
+    its shorter or NL-free counterpart's weights: SlowFast Sec. 4)."""
+    r, t = run.recipe, run.params.train
+    if r is None or r.starts_from is None or t.init_checkpoint:
+        return ""
+    return f" (NOT as recipe {r.name}: it starts from {r.starts_from}'s weights; set train.init_checkpoint)"
+
+
+def check_recipe_store(run: TrainRun, store: StoreRecord) -> None:
+    """A recipe is made for its dataset at full size: refuse a store decoded too small for it
+    (64-pixel frames under 224 crops; the classes are checked for every run)."""
+    r, d = run.recipe, run.params.dataset
     if r is None:
         return
     frames_dir = store_dirs(run)[0]
-    if run.dataset.class_names() is None and m.head == "classification" and "num_classes" in r.model \
-            and m.num_classes != len(classes):
-        raise ParamsError(f"{run.key('model.num_classes')}: recipe {r.name} is for {m.num_classes} classes "
-                          f"({r.runs_on}), the store {frames_dir} has {len(classes)}: point datasets."
-                          f"{run.dataset.name} at the real dataset, or train without the recipe")
     short_side = store.decode.get("short_side")
     smallest = min(d.train_scale)
     if short_side is not None and short_side < smallest:
@@ -211,16 +221,18 @@ def resolve_device(params: Params, stage: str = STAGE) -> tuple[str, str]:
 
 def run_fingerprint(run: TrainRun, store: str) -> str:
     """What the run's result depends on: the model, the sampling, the recipe, the splits,
-    the ranks, the device and precision, the initial weights, the store, the dataset's
-    annotations (and which of EPIC's targets the model learns), and the code (TRAIN_CODE)."""
+    the ranks, the device and precision (on the CPU, the math libraries' pinned instruction
+    set), the initial weights, the store, the dataset's annotations (and which of EPIC's
+    targets the model learns), and the code (TRAIN_CODE)."""
     p, t = run.params, run.params.train
     init = file_digest(t.init_checkpoint) if t.init_checkpoint else None
     parts = {
         "model": p.model.model_dump(), "dataset": p.dataset.model_dump(exclude=NOT_IN_FINGERPRINT["dataset"]),
         "train": t.model_dump(exclude=NOT_IN_FINGERPRINT["train"]), "splits": [run.train_split, run.val_split],
         "ranks": p.launch.world_size(STAGE), "device": resolve_device(p), "init_checkpoint": init, "store": store,
+        "cpu_isa": p.launch.cpu_isa if resolve_device(p)[0] == "cpu" else None,  # (the float results follow it)
         "annotations": {"dataset": run.dataset.name, "target": run.target, "files": run.dataset.digest()},
-        "code": tree_digest(TRAIN_CODE, REPO),
+        "code": tree_digest(TRAIN_CODE, REPO, exclude=NOT_TRAIN_CODE),
     }
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -250,10 +262,12 @@ def run_train(params: Params, dataset: str | None = None, member: str | None = N
     except (OSError, ValueError) as exc:
         raise StageFailed(f"train: cannot read the frame store {frames_dir}: {exc}") from None
     m = run.params.model
-    if run.recipe is not None:
-        check_recipe_store(run, classes, read_store(frames_dir, None, entries))
     if ds.class_names() is None and t.objective == "labels" and m.head == "classification" \
             and m.num_classes != len(classes):
+        if run.recipe is not None:  # a params error: the recipe does not fit this store
+            raise ParamsError(f"{run.key('model.num_classes')}: recipe {run.recipe.name} is for {m.num_classes} "
+                              f"classes ({run.recipe.runs_on}), the store {frames_dir} has {len(classes)}: point "
+                              f"datasets.{ds.name} at the real dataset, or train without the recipe")
         raise StageFailed(f"train: {run.key('model.num_classes')} is {m.num_classes} but the store has "
                           f"{len(classes)} classes ({frames_dir / CLASSES_NAME}); set model.num_classes={len(classes)}")
     store_split = ds.store_split(run.train_split)
@@ -262,6 +276,8 @@ def run_train(params: Params, dataset: str | None = None, member: str | None = N
     if t.init_checkpoint and not Path(t.init_checkpoint).is_file():
         hint = f" (stage train@{member}, the member's Kinetics run, writes it)" if run.replace_head else ""
         raise StageFailed(f"train: {run.key('train.init_checkpoint')}: no such file: {t.init_checkpoint}{hint}")
+    if run.recipe is not None:
+        check_recipe_store(run, read_store(frames_dir, None, entries))
     store = train_store(run)
     runs = target_runs(run)
     if runs == [run]:
@@ -288,8 +304,16 @@ def _train_one(run: TrainRun, store: StoreRecord | None = None) -> dict[str, Any
     run = with_length(run, train_clips)
     log.info(recipe_line(run, train_clips))
     fingerprint = run_fingerprint(run, store_identity(frames_dir, logmel_dir if uses_audio else None))
-    last = run.paths.out_dir / ckpt.LAST
-    if _fingerprint_of(run.paths.out_dir / ckpt.FINAL) != fingerprint and last.is_file():
+    final, last = run.paths.out_dir / ckpt.FINAL, run.paths.out_dir / ckpt.LAST
+    if _fingerprint_of(final) == fingerprint and (run.paths.out_dir / RUN_SUMMARY).is_file():
+        # (DVC reran the stage for a change that is not this run's, e.g. another run's recipe:
+        # no job is submitted to find that out)
+        log.info("train: %s is already this run's result: nothing to train", final)
+        removed = remove_stale_temporaries(run.paths.out_dir)  # of a write that was killed, as the job would
+        if removed:
+            log.info("train: removed %d temporary file(s) of a killed write from %s", removed, run.paths.out_dir)
+        return TrainJob(run, fingerprint, store)._finished()
+    if last.is_file():
         resumes = _fingerprint_of(last) == fingerprint
         log.info("train: %s %s", last, "is this run's: it resumes from there" if resumes else
                  "was written with other settings or code: the run starts afresh")
@@ -360,7 +384,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             logger = None
             if rank == 0 and owns_run():
                 logger = LiveLogger(run.paths.live_dir, (trainer.global_step, trainer.start_epoch) if resumed else None,
-                                    prefix=run.live_prefix)
+                                    prefix=run.live_prefix, machine=machine_description(trainer.device))
             try:
                 result = trainer.run(logger)
             except RunSuperseded:
@@ -455,6 +479,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             "precise_bn_batches": result.precise_bn_batches,
             "resumed_from": result.resumed_from,
             "fingerprint": self.fingerprint,
+            "machine": machine_description(trainer.device),  # (a string: `dvc metrics diff` leaves it out)
         }
         write_ledger(run.paths.ledger, failures)
         write_json(run.paths.out_dir / RUN_SUMMARY, summary)
@@ -469,7 +494,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         summary = json.loads((run.paths.out_dir / RUN_SUMMARY).read_text())
         if run.target is None:
             write_json(run.paths.summary, summary)
-        rebuild_summary(run.paths.live_dir)
+        rebuild_summary(run.paths.live_dir, summary.get("machine"))
         return summary
 
 

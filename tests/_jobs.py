@@ -111,3 +111,37 @@ def square_stage(params: Params) -> None:
 def failing_stage(params: Params) -> None:
     """Test stage: three shards, the second of which fails."""
     run_shards("failing", fail_on_shard_one, [0, 1, 2], params.launch)
+
+
+def train_steps(shard: int) -> dict:
+    """Two training steps of a tiny AVSlowFast (forward and backward, the sync loss, SGD with
+    momentum) on fixed random inputs, on one thread: the instruction set torch's kernels ran
+    at, the math pins the job was given, and a digest of the weights it ends with."""
+    import hashlib
+
+    import torch
+    import torch.nn.functional as F
+
+    from avsf.io.machine import PIN_VARIABLES
+    from avsf.models import build_model, example_inputs, model_config
+    from avsf.models.network import to_channels_last
+    from avsf.models.sync import sync_loss
+
+    torch.set_num_threads(1)
+    torch.manual_seed(shard)
+    cfg = model_config("avslowfast", 50, 2, 8, tiny=True)
+    model = to_channels_last(build_model(cfg)).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    inputs = [to_channels_last(x) if x.dim() == 5 else x for x in example_inputs(cfg, crop=32, batch=4)]
+    negative, labels = torch.randn_like(inputs[2]), torch.arange(4) % cfg.head.num_classes
+    for step in range(2):
+        logits, levels = model(inputs, drop_audio=False, negative_audio=negative)
+        loss = F.cross_entropy(logits, labels) + sync_loss(levels, torch.ones(4, dtype=torch.bool), cfg.sync.margin)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    digest = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        digest.update(name.encode() + value.detach().contiguous().numpy().tobytes())
+    return {"isa": torch.backends.cpu.get_cpu_capability(), "digest": digest.hexdigest(),
+            "pins": {k: os.environ[k] for k in PIN_VARIABLES if k in os.environ}}

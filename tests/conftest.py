@@ -134,3 +134,26 @@ def stage_deps(stage: str) -> list[str]:
 def tiny_params(tmp_path: Path) -> Path:
     """A tiny params.yaml in a fresh working directory (``tmp_path``)."""
     return write_params(tmp_path / "params.yaml")
+
+
+@pytest.fixture(scope="session")
+def train_store(tmp_path_factory) -> Path:
+    """tests/train_factory.py's store, built once for every module that trains on it (each
+    copies it into its own project or only reads it)."""
+    from train_factory import make_store
+
+    root = tmp_path_factory.mktemp("train-store")
+    make_store(root)
+    return root / "data" / "kinetics" / "store"
+
+
+@pytest.fixture(scope="session")
+def train_reference(train_store, tmp_path_factory) -> Path:
+    """An uninterrupted run of stage train on that store (train_factory.EPOCHS epochs, the local
+    executor): what every interrupted run, local or on SLURM, must end identical to."""
+    from train_factory import job_logs, project, run
+
+    root = project(tmp_path_factory.mktemp("reference"), train_store, "run")
+    done = run(root)
+    assert done.returncode == 0, done.stderr + job_logs(root)
+    return root

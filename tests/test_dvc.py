@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from avsf.io.machine import cpu_description
 from conftest import REPO, run_stage, write_params
 from pipeline.layout import REPORTS, Layout
 from pipeline.params import load_params
@@ -126,6 +127,12 @@ def test_evaluate_scores_every_manifest_video_and_the_summary_shows_the_family(p
     assert "SlowFast beats Slow-only on the motion classes: **not measured**" in summary  # no Slow-only member here
     plots = json.loads(sh(sys.executable, "-m", "dvc", "plots", "show", "--json", cwd=project).stdout)["data"]
     assert "reports/kinetics/models/slowfast/per_class.csv" in plots
+    # The machine that trained and evaluated it (here in-process jobs: launch.cluster debug, no pin),
+    # under the summary's title, and a string `dvc metrics show` shows as it is
+    assert metrics["machine"].startswith(cpu_description() + ", torch ") and metrics["trained_on"] == metrics["machine"]
+    assert summary.split("\n\n")[1] == f"Machine: trained and evaluated on {metrics['machine']}."
+    shown = json.loads(sh(sys.executable, "-m", "dvc", "metrics", "show", "--json", cwd=project).stdout)
+    assert shown[""]["data"]["reports/kinetics/models/avslowfast/metrics.json"]["data"]["machine"] == metrics["machine"]
 
 
 def test_every_stage_declares_exactly_where_the_layout_puts_its_outputs():
@@ -262,7 +269,9 @@ def test_ssl_pretrains_without_labels_probes_every_backbone_on_three_splits_and_
                 assert side["test_videos"] == len(splits.splits[int(k)][1]) and side["missing"] == 0
                 assert side["train_clips"] == 2 * side["train_videos"]  # ssl.probe.train_views
             assert result["mean_top1"] == pytest.approx(np.mean([s["top1"] for s in result["splits"].values()]))
+        assert report["machine"].startswith(cpu_description()) and ("trained_on" in report) == (backbone != "random")
     summary = (project / "reports/ssl/summary.md").read_text()
+    assert summary.split("\n\n")[1].startswith("Machine: trained and evaluated on ")
     assert "| AVS + ROT (`avs_rotation`) | AVSlowFast |" in summary and "| ROT (`rotation`) | SlowFast |" in summary
     assert "beats random weights" in summary and "AVS + rotation (`avs_rotation`) beats AVS alone" in summary
 
@@ -334,18 +343,28 @@ def test_every_summary_embeds_its_figures_and_dvc_plots_shows_them(project):
 
 
 # Last in this module: it changes the project for the tests after it. One `dvc exp run` for
-# several checks, since each costs a pass over every stage.
+# several checks. It runs only the stages the checks read (each costs a stage's run): the
+# downloads with the decodes after them as targets, AVSlowFast's Kinetics run, and SlowFast's
+# EPIC fine-tuning and evaluation; `dvc status` then names every other stage the params
+# reach, out of date, which a full run would have rerun (each is reached through its params).
 def test_an_experiment_reruns_exactly_the_stages_its_params_reach_and_metrics_diff_shows_it(project):
     """download.retries reruns the downloads and nothing after them (their clips are the
     same); AVSlowFast's DropPathway retrains it, what is fine-tuned or probed from it and the
     summaries, nothing of SlowFast; datasets.epic.heads=separate refits both EPIC members as a
     verb and a noun model."""
     before = json.loads((project / "reports/kinetics/train/avslowfast/summary.json").read_text())
+    datasets = ("kinetics", "epic", "epic55", "charades", "ava", "ucf101", "hmdb51")
     output = dvc("exp", "run", "-S", "family.avslowfast.drop_pathway=0.0", "-S", "download.retries=5",
-                 "-S", "datasets.epic.heads=separate", cwd=project)
-    downloads = {f"download@{d}" for d in ("kinetics", "epic", "epic55", "charades", "ava", "ucf101", "hmdb51")}
-    assert downloads <= ran_stages(output) and not any(s.startswith("demo@") for s in ran_stages(output))
-    assert ran_stages(output) - downloads == {
+                 "-S", "datasets.epic.heads=separate", *(f"decode@{d}" for d in datasets), "train@avslowfast",
+                 "evaluate_finetuned@epic-slowfast", cwd=project)
+    ran = ran_stages(output)
+    downloads = {f"download@{d}" for d in datasets}
+    assert downloads <= ran and not any(s.startswith(("demo@", "decode@")) for s in ran)
+    assert ran - downloads == {"train@avslowfast", "spectrogram@epic", "finetune@epic-slowfast",
+                               "evaluate_finetuned@epic-slowfast"}
+    stale = set(json.loads(sh(sys.executable, "-m", "dvc", "status", "--json", cwd=project).stdout))
+    assert not ran & stale
+    assert (ran | stale) - downloads == {
         "train@avslowfast", "evaluate@kinetics-avslowfast", "summary@kinetics",
         *(f"{stage}@{d}-avslowfast" for stage in ("finetune", "evaluate_finetuned")
           for d in ("epic", "epic55", "charades", "ava")),

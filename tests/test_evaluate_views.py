@@ -14,7 +14,6 @@ from avsf.data.clip_dataset import ClipDataset, ClipSampling, collate_clips
 from avsf.evaluate.views import ViewScores, predict_views
 from avsf.models import HeadConfig, build_model, model_config
 from avsf.train.engine import model_inputs
-from train_factory import make_store
 
 SAMPLING = ClipSampling(num_frames=2, stride=8, alpha=4, test_scale=32, test_crop=32, test_clips=2, test_crops=3,
                         spec_frames=32)
@@ -39,10 +38,8 @@ def test_views_average_softmax_and_leave_out_the_views_that_failed():
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("views-store")
-    make_store(root)
-    return root / "data" / "kinetics" / "store"
+def store(train_store) -> Path:
+    return train_store
 
 
 def val_set(store: Path) -> ClipDataset:

@@ -20,7 +20,7 @@ from pipeline.datasets import dataset
 from pipeline.figures import FIGURES_DIR, confusion_figure, write_figures
 from pipeline.layout import PER_CLASS_NAME, REPORTS, RESULTS_DIR, Layout
 from pipeline.params import load_params
-from pipeline.summary import member_results, run_summary
+from pipeline.summary import member_results, run_summary, with_line
 from pipeline.ssl_summary import ssl_figures
 from pipeline.vega import PAGE_TEMPLATE, dvc_page_template
 
@@ -232,13 +232,17 @@ def test_the_summary_stage_embeds_the_figures_it_writes(params, tmp_path):
     """summary@ava on the committed AVA evaluations: summary.md is the table, then its figure."""
     reports = Path(params.layout.reports)
     shutil.copytree(REPO / "reports/ava/models", reports / "ava/models")
+    for path in (reports / "ava/models").glob("*/metrics.json"):  # as the evaluation records them
+        path.write_text(json.dumps({**json.loads(path.read_text()), "machine": "CPU A", "trained_on": "CPU B"}))
     (reports / "ava" / FIGURES_DIR).mkdir()
     (reports / "ava" / FIGURES_DIR / "stale.svg").write_text("<svg/>")
     run_summary(params, "ava")
     summary = (reports / "ava/summary.md").read_text()
     table, figures = summary.split("\n## Figures\n")
     markdown, _ = dataset(params, "ava").summary(member_results(params, "ava"), None, params)
-    assert table == markdown
+    # the paper's table, with the machines that trained and evaluated its models under its title
+    assert table.split("\n\n")[1] == "Machine: trained on CPU B; evaluated on CPU A."
+    assert table == with_line(markdown, "Machine: trained on CPU B; evaluated on CPU A.")
     assert re.findall(r"!\[[^]]+\]\(figures/([^)]+)\)", figures) == ["class_ap.svg"]
     assert [p.name for p in (reports / "ava" / FIGURES_DIR).iterdir()] == ["class_ap.svg"]
 

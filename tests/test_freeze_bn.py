@@ -33,3 +33,25 @@ def test_a_frozen_model_keeps_its_bn_buffers_through_training_and_its_checkpoint
     assert not torch.equal(before["head.projection.weight"], after["head.projection.weight"])
     fresh = build_model(model_config("slowfast", 50, 4, 16, tiny=True, head=HeadConfig(num_classes=3)))
     fresh.load_state_dict(after)  # an ordinary network loads a frozen one's checkpoint
+
+
+def test_a_dead_channel_s_zero_variance_does_not_become_a_316_fold_gain_when_frozen():
+    """A channel BN never saw vary (running_var 0) keeps its output on that data and gets
+    gain weight / 1 elsewhere, not weight / sqrt(eps); every other channel is BN's, bit for bit."""
+    from avsf.models.freeze import FrozenBatchNorm
+
+    bn = nn.BatchNorm3d(3).eval()
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.tensor([0.5, 2.0, -1.0]))
+        bn.running_var.copy_(torch.tensor([0.25, 0.0, 4.0]))
+        bn.weight.copy_(torch.tensor([1.5, 2.0, 0.5]))
+        bn.bias.copy_(torch.tensor([0.1, -0.3, 0.2]))
+    frozen = FrozenBatchNorm.from_batch_norm(bn).train()
+    x = torch.randn(2, 3, 2, 4, 4)
+    x[:, 1] = 2.0  # the dead channel's input on the data its statistics came from: its mean
+    assert torch.allclose(frozen(x), bn(x), atol=1e-4)  # its bias, up to BN's rounding of x * scale + shift
+    x[:, 1] = 3.0  # new data moves it by 1: BN's gain would make that 2 / sqrt(1e-5) = 632
+    y = frozen(x)
+    assert torch.allclose(y[:, 1], torch.full_like(y[:, 1], -0.3 + 2.0 * 1.0 / (1 + 1e-5) ** 0.5))
+    assert bn(x)[:, 1].max() > 600
+    assert torch.equal(y[:, [0, 2]], bn(x)[:, [0, 2]])

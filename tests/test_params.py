@@ -158,7 +158,7 @@ def stage_main(stage: str):
 
 STAGE_ARGS = {"probe": ["--backbone", "random"], "summary": ["--report", "kinetics"]}  # required options
 UNKNOWN_KEY_ERROR = ("error: params.yaml: launch.clustr: unknown key; allowed: cluster, log_dir, resources, slurm, "
-                     "stage_resources, stage_slurm")
+                     "stage_resources, stage_slurm, cpu_isa")
 
 
 @pytest.mark.parametrize("stage", STAGES)

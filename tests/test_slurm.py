@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import submitit
 
 from _jobs import (
     describe_job,
@@ -107,8 +108,11 @@ def test_a_failing_job_fails_the_stage_with_its_own_error(tmp_path):
     assert "_1 (log " in message  # the array task that failed, and where its log is
 
 
-def test_a_job_killed_outside_python_fails_the_stage_instead_of_hanging_it(tmp_path):
+def test_a_job_killed_outside_python_fails_the_stage_instead_of_hanging_it(tmp_path, monkeypatch):
     """No result file is ever written: the stage learns the job's end from SLURM (sacct)."""
+    # submitit then waits 15 s for a result file that a slow shared filesystem may not show
+    # yet; here the file system is local: 2 s.
+    monkeypatch.setattr(submitit.Job, "_results_timeout_s", 2)
     with pytest.raises(StageFailed) as failed:
         run_shards("decode", die_without_a_word, [0], launch(tmp_path))
     assert "has not produced any output (state: FAILED)" in str(failed.value)

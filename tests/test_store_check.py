@@ -15,19 +15,12 @@ from avsf.data.store import INDEX_NAME, META_ATTR, read_index
 from pipeline.launch import StageFailed
 from pipeline.params import ParamsError
 from pipeline.store_check import check_store, read_store
-from train_factory import make_store, train_params
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("check-store")
-    make_store(root)
-    return root / "data" / "kinetics" / "store"
+from train_factory import train_params
 
 
 @pytest.fixture
-def store(built, tmp_path) -> Path:
-    shutil.copytree(built, tmp_path / "store")
+def store(train_store, tmp_path) -> Path:
+    shutil.copytree(train_store, tmp_path / "store")
     return tmp_path / "store"
 
 

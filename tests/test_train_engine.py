@@ -25,7 +25,7 @@ from avsf.train.sampler import EpochSampler
 from pipeline.runs import pretrain_run, training_run
 from pipeline.launch import RunClaim
 from pipeline.train import TrainJob
-from train_factory import make_store, model_weights, precise_bn_rank, same_weights, train_params
+from train_factory import model_weights, precise_bn_rank, same_weights, train_params
 
 
 # --------------------------------------------------------------------------- recipe
@@ -119,10 +119,8 @@ def test_training_drops_the_last_incomplete_batch_as_pyslowfast(size, world, bat
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("train-store")
-    make_store(root)
-    return root / "data" / "kinetics" / "store"
+def store(train_store) -> Path:
+    return train_store
 
 
 def run_dir(tmp_path: Path, store: Path, overrides: dict | None = None, name: str = "run"):

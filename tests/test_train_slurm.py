@@ -17,7 +17,7 @@ import torch
 
 from avsf.train import checkpoint as ckpt
 from test_slurm import PARTITION, scontrol_job
-from train_factory import (assert_same_run, curve, job_logs, job_record, job_submitted, make_store, project, run,
+from train_factory import (assert_same_run, curve, job_logs, job_record, job_submitted, project, run,
                            start, train_params, wait_for)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.skipif(PARTITION is None, reason="no idle SLURM node")]
@@ -27,10 +27,8 @@ ON_SLURM = {"launch.cluster": "slurm", "launch.slurm.partition": PARTITION, "lau
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("slurm-store")
-    make_store(root)
-    return root / "data" / "kinetics" / "store"
+def store(train_store):
+    return train_store
 
 
 def squeue(job_id: str) -> str:
@@ -50,12 +48,10 @@ def start_when_requeued(job_id: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(store, tmp_path_factory):
-    """An uninterrupted run on SLURM."""
-    root = project(tmp_path_factory.mktemp("slurm-reference"), store, "reference", ON_SLURM)
-    done = run(root)
-    assert done.returncode == 0, done.stderr + job_logs(root)
-    return root
+def reference(train_reference):
+    """An uninterrupted run, on the local executor (conftest's): a run requeued on SLURM must
+    end identical to it, whichever launcher ran it."""
+    return train_reference
 
 
 def fingerprint(path) -> str:

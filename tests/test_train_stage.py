@@ -15,27 +15,23 @@ import pytest
 import torch
 
 from avsf.data.store import read_meta
+from avsf.io.machine import cpu_description
 from avsf.train import checkpoint as ckpt
 from avsf.train.engine import drop_audio_draw
 from pipeline.runs import pretrain_run
 from pipeline.params import ParamsError, load_params
-from train_factory import (EPOCHS, assert_same_run, curve, job_logs, job_record, job_submitted, make_store, project,
-                           run, start, task_pids, train_params, wait_for)
+from train_factory import (EPOCHS, assert_same_run, curve, job_logs, job_record, job_submitted, log_says,
+                           project, run, stage_killed_job_held, start, task_pids, train_params, wait_for)
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("stage-store")
-    make_store(root)
-    return root / "data" / "kinetics" / "store"
+def store(train_store) -> Path:
+    return train_store
 
 
 @pytest.fixture(scope="module")
-def reference(store, tmp_path_factory) -> Path:
-    """An uninterrupted run."""
-    root = project(tmp_path_factory.mktemp("reference"), store, "run")
-    done = run(root)
-    assert done.returncode == 0, done.stderr
-    return root
+def reference(train_reference) -> Path:
+    """An uninterrupted run (conftest's, shared with tests/test_train_slurm.py)."""
+    return train_reference
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -111,6 +107,11 @@ def test_a_run_writes_checkpoints_curves_metrics_and_an_empty_ledger(reference):
     metrics = json.loads((reference / "reports/kinetics/train/model/summary.json").read_text())
     assert metrics["epochs"] == EPOCHS and metrics["ranks"] == 1 and metrics["final"]["videos"] == 4
     assert metrics["load_failures"] == 0 and metrics["precise_bn_batches"] == 2
+    # The machine that trained, as its job saw it, in both metrics files DVC reads (a string:
+    # `dvc metrics diff` shows no change for it): pinned by launch.cpu_isa's default, avx2
+    live = json.loads((reference / "reports/kinetics/train/model/metrics.json").read_text())
+    assert live["machine"] == metrics["machine"] and metrics["machine"].startswith(cpu_description() + ", torch ")
+    assert metrics["machine"].endswith(", math pinned to avx2")
     assert [s for s, _ in curve(reference, "steps", "loss")] == [str(s) for s in range(1, EPOCHS * 3 + 1)]
     assert [s for s, _ in curve(reference, "epochs", "val_top1")] == [str(e) for e in range(1, EPOCHS + 1)]
     assert (reference / "data/kinetics/train/model/ledger.csv").read_text().splitlines() == ["id,stage,reason,detail"]
@@ -131,7 +132,9 @@ def test_a_run_writes_checkpoints_curves_metrics_and_an_empty_ledger(reference):
     listing = sorted(p.name for p in out.iterdir())
     plant_killed_writes(out)
     again = run(reference)
-    assert again.returncode == 0 and "already this run's result: nothing to train" in job_logs(reference)
+    # (found by the stage itself: no job is submitted for it)
+    assert again.returncode == 0 and "already this run's result: nothing to train" in again.stderr
+    assert "removed 3 temporary file(s)" in again.stderr
     assert sorted(p.name for p in out.iterdir()) == listing
     assert [json.loads(p.read_text()) if p.suffix == ".json" else p.read_text() for p in removed] == [
         json.loads(t) if p.suffix == ".json" else t for p, t in zip(removed, before)]
@@ -169,11 +172,10 @@ def test_a_rerun_while_the_job_runs_re_attaches_to_it(store, reference, tmp_path
     proc = start(root)
     wait_for(lambda: job_submitted(root), what="the job")
     job_id = job_record(root)["job_id"]
-    os.kill(proc.pid, signal.SIGKILL)  # the stage alone: its job keeps running
-    proc.wait(timeout=30)
-    done = run(root)
-    assert done.returncode == 0, done.stderr
-    assert f"re-attaching to job {job_id}" in done.stderr
+    with stage_killed_job_held(proc):  # the stage alone: its job keeps running
+        rerun = start(root)
+        wait_for(lambda: log_says(root, f"re-attaching to job {job_id}"), what="the re-attach")
+    assert rerun.wait(timeout=240) == 0, (root / "stage.log").read_text()
     jobs = [p.name for p in (root / "logs/submitit/kinetics/model/train").iterdir() if p.is_dir() and p.name != "%j"]
     assert jobs == [job_id]  # ("%j" holds submitit's submission files)
     assert not (root / "logs/submitit/kinetics/model/train/running.json").exists()
@@ -280,11 +282,11 @@ def test_a_rerun_with_other_params_cancels_the_running_job_and_starts_its_own(st
     proc = start(root)
     wait_for(lambda: job_submitted(root), what="the job")
     old = job_record(root)["job_id"]
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    done = run(root, "--set", "train.epochs=2")
-    assert done.returncode == 0, done.stderr
-    assert f"job {old} still runs with other settings" in done.stderr and "cancelling it" in done.stderr
+    with stage_killed_job_held(proc):
+        rerun = start(root, "--set", "train.epochs=2")
+        wait_for(lambda: log_says(root, f"job {old} still runs with other settings"), what="the rerun")
+    assert rerun.wait(timeout=240) == 0, (root / "stage.log").read_text()
+    assert "cancelling it" in (root / "stage.log").read_text()
     assert not Path(f"/proc/{old}").exists() or b"zombie" in Path(f"/proc/{old}/status").read_bytes().lower()
     assert json.loads((root / "reports/kinetics/train/model/summary.json").read_text())["epochs"] == 2
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -101,6 +104,25 @@ def run(root: Path, *args: str, timeout: float = 240) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=timeout)
     (root / "stage.log").open("a").write(done.stdout + done.stderr)
     return done
+
+
+@contextmanager
+def stage_killed_job_held(proc: subprocess.Popen):
+    """SIGKILL the stage alone while its local job (submitit's controller and task, in the
+    stage's process group) is held stopped, and let the job go on when the block ends: the job
+    is then still running when a rerun of the stage looks for it, however slow the rerun is
+    to start on a loaded machine (a free job of a few seconds could end before that)."""
+    os.killpg(proc.pid, signal.SIGSTOP)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    try:
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)
+
+
+def log_says(root: Path, text: str) -> bool:
+    return text in (root / "stage.log").read_text()
 
 
 def wait_for(predicate, timeout: float = 120, what: str = "") -> None:

@@ -23,18 +23,23 @@ def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def tree_digest(paths: "list[str] | tuple[str, ...]", root: str | os.PathLike, suffix: str = ".py") -> str:
+def tree_digest(paths: "list[str] | tuple[str, ...]", root: str | os.PathLike, suffix: str = ".py",
+                exclude: "list[str] | tuple[str, ...]" = ()) -> str:
     """A 16-hex-digit digest of the ``suffix`` files at or below ``paths`` (relative to
-    ``root``): their relative paths and bytes, in sorted order."""
+    ``root``), but those at or below ``exclude``: their relative paths and bytes, in sorted
+    order. A path that does not exist is an error (a digest of nothing would never change)."""
     from pathlib import Path
 
     base = Path(root)
     files = set()
     for rel in paths:
         path = base / rel
+        if not path.exists():
+            raise FileNotFoundError(f"tree_digest: no {path}")
         files |= {path} if path.is_file() else set(path.rglob(f"*{suffix}"))
+    skipped = tuple(base / rel for rel in exclude)
     h = hashlib.sha256()
-    for path in sorted(files):
+    for path in sorted(f for f in files if not any(f.is_relative_to(x) for x in skipped)):
         h.update(f"{path.relative_to(base).as_posix()}\0".encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]

@@ -42,6 +42,9 @@ VIDEO_CODECS = ("libx264", "mpeg4")
 # thread count) make the same frames the same bytes on every machine, as X264_ASM does for x264.
 MPEG4_QUANTISER = 3
 MPEG4_OPTIONS = {"dct": "int", "idct": "simple"}
+# Matroska's muxer writes a random segment UID and random track UIDs into every file (the
+# same frames made other bytes, sometimes another size, on every run); bitexact writes none.
+BITEXACT_FORMATS = (".mkv", ".mka", ".webm")
 
 
 def fps_fraction(fps: float | Fraction) -> Fraction:
@@ -92,7 +95,9 @@ class ClipWriter:
         if codec not in VIDEO_CODECS:
             raise ValueError(f"video codec {codec!r}: expected one of {', '.join(VIDEO_CODECS)}")
         self.codec = codec
-        self.container = av.open(os.fspath(path), mode="w")
+        bitexact = os.fspath(path).lower().endswith(BITEXACT_FORMATS)
+        self.container = av.open(os.fspath(path), mode="w",
+                                 container_options={"fflags": "+bitexact"} if bitexact else None)
         self.fps, self.crf, self.preset, self.pix_fmt = fps_fraction(fps), crf, preset, pix_fmt
         self.variable_rate, self.rotation, self.audio_spec = variable_rate, rotation, audio
         self.keyint = keyint

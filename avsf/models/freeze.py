@@ -9,7 +9,11 @@ it by the fixed affine map BN computes in eval mode, in train mode too::
     y = x * scale + shift                     (per channel, any of 2-D to 5-D input)
 
 It runs BN's own eval-mode kernel (so its output is the replaced layer's, bit for bit) and
-never updates the statistics. It keeps BN's ``state_dict`` keys (``weight``, ``bias``,
+never updates the statistics. One exception: a channel whose running variance is exactly 0
+(it never varied: a dead channel upstream) gets variance 1, not BN's gain of 1/sqrt(eps), about
+316. On the data its statistics came from that channel's input is its mean, so its output is
+its bias either way; fine-tuned on other data (EPIC from Kinetics, A.5) the x316 gain blew the logits up to NaN
+within a few steps wherever a small model had a dead channel. It keeps BN's ``state_dict`` keys (``weight``, ``bias``,
 ``running_mean``, ``running_var``, ``num_batches_tracked``), as buffers, so the same
 checkpoints load into frozen and unfrozen models, and has no parameters, so the optimizer
 never sees them (nor does precise BN, which looks for BatchNorm layers).
@@ -49,7 +53,8 @@ class FrozenBatchNorm(nn.Module):
                 frozen.weight.copy_(bn.weight)
                 frozen.bias.copy_(bn.bias)
             frozen.running_mean.copy_(bn.running_mean)
-            frozen.running_var.copy_(bn.running_var)
+            dead = bn.running_var == 0  # see the module's docstring
+            frozen.running_var.copy_(torch.where(dead, torch.ones_like(bn.running_var), bn.running_var))
             frozen.num_batches_tracked.copy_(bn.num_batches_tracked)
         return frozen.to(device=bn.running_mean.device, dtype=bn.running_mean.dtype)
 
