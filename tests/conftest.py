@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -157,3 +159,27 @@ def train_reference(train_store, tmp_path_factory) -> Path:
     done = run(root)
     assert done.returncode == 0, done.stderr + job_logs(root)
     return root
+
+
+# tests/test_dvc.py's project, built in the background from the session's start when test_dvc
+# runs with other tests (tests/dvc_project.py says why); test_dvc's items then run last.
+DVC_PROJECT = pytest.StashKey["object"]()
+
+
+@pytest.hookimpl(trylast=True)  # after -k / -m deselection
+def pytest_collection_modifyitems(session, config, items):
+    dvc_items = [item for item in items if item.path.name == "test_dvc.py"]
+    if not dvc_items or len(dvc_items) == len(items) or config.option.collectonly:
+        return
+    items[:] = [item for item in items if item.path.name != "test_dvc.py"] + dvc_items
+    from dvc_project import Build
+
+    config.stash[DVC_PROJECT] = Build(Path(tempfile.mkdtemp(prefix="avsf-test-dvc-")) / "project")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    build = session.config.stash.get(DVC_PROJECT, None)
+    if build is not None:
+        build.stop()
+        if exitstatus == 0:  # a failed session keeps the project to look at
+            shutil.rmtree(build.root.parent, ignore_errors=True)

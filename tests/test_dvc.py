@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, run_stage, write_params
+from conftest import DVC_PROJECT, REPO, run_stage
+from dvc_project import FIRST_REPRO, Build, dvc, sh
 from pipeline.layout import REPORTS, Layout
 from pipeline.params import load_params
 from pipeline.runs import finetune_run, kinetics_run, pretrain_run
@@ -23,52 +21,17 @@ from pipeline.runs import finetune_run, kinetics_run, pretrain_run
 # The module's project fixture runs the whole tiny pipeline once: more than a single test's time.
 pytestmark = pytest.mark.timeout(1800)
 
-PROJECT_FILES = ("dvc.yaml", "stages", "pipeline", "avsf", "reports")
-
-
-def sh(*cmd: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
-    return result
-
-
-def dvc(*args: str, cwd: Path) -> str:
-    result = sh(sys.executable, "-m", "dvc", *args, cwd=cwd)
-    return result.stdout + result.stderr
-
 
 def ran_stages(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A copy of the project with tiny params, as its own git + DVC repository, reproduced once."""
-    root = tmp_path_factory.mktemp("project")
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "bench")
-    for name in PROJECT_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=ignore)
-        elif source.exists():
-            shutil.copy2(source, root / name)
-    # Jobs in-process (submitit's debug executor): the stages' own work as it runs anywhere,
-    # without a second interpreter per stage (test_launch and test_slurm cover the executors).
-    # Batches of 4: the 15 training clips make 3 steps, a curve, with the last incomplete batch dropped.
-    write_params(root / "params.yaml", {"launch.cluster": "debug", "train.batch_size": 4, "train.reference_batch": 4})
-    (root / ".gitignore").write_text((REPO / ".gitignore").read_text())
-    sh("git", "init", "-q", cwd=root)
-    dvc("init", "-q", cwd=root)
-    dvc("config", "core.analytics", "false", cwd=root)
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "commit", "-qm", "project", cwd=root)  # as a user's project has (DVCLive reads the revision)
-    first = dvc("repro", cwd=root)
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "commit", "-qm", "tiny pipeline", cwd=root)
-    (root / "first_repro.log").write_text(first)
-    return root
+def project(request, tmp_path_factory) -> Path:
+    """tests/dvc_project.py's project: started at the session's start by conftest when other
+    tests run too, else here."""
+    build = request.config.stash.get(DVC_PROJECT, None) or Build(tmp_path_factory.mktemp("dvc") / "project")
+    return build.wait(timeout=1500)
 
 
 def stage_names(root: Path) -> set[str]:
@@ -77,7 +40,7 @@ def stage_names(root: Path) -> set[str]:
 
 
 def test_repro_runs_every_stage_and_writes_metrics(project):
-    assert ran_stages((project / "first_repro.log").read_text()) == stage_names(project)
+    assert ran_stages((project / FIRST_REPRO).read_text()) == stage_names(project)
     demo = json.loads((project / "reports/kinetics/metrics/demo.json").read_text())
     assert demo["rows"] == 8 * 3 + 1  # 3 videos per class, plus one val row whose source is missing
     assert demo["videos"] == 8 * 3
