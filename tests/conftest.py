@@ -117,6 +117,42 @@ def run_stage(stage: str, *args: str, cwd: Path, timeout: float = 300) -> subpro
     )
 
 
+def stage_main(stage: str):
+    """The click command of ``stages/<stage>.py``, imported in this process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"stage_{stage}", REPO / "stages" / f"{stage}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def invoke_stage(stage: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``run_stage`` for a run that stops at its params (exit 2): the stage's command in this
+    process (click's runner) instead of an interpreter of its own, which costs seconds and
+    adds nothing that tests/test_params.py's script runs do not check. A run that gets past
+    its params fails the test: that one needs run_stage."""
+    from unittest import mock
+
+    from click.testing import CliRunner
+
+    import pipeline.cli
+
+    def past_params() -> None:
+        raise AssertionError(f"stages/{stage}.py {' '.join(args)} got past its params: run it with run_stage")
+
+    before = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with mock.patch.object(pipeline.cli, "configure_logging", past_params):
+            result = CliRunner().invoke(stage_main(stage), list(args))
+    finally:
+        os.chdir(before)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess([f"stages/{stage}.py", *args], result.exit_code, result.stdout, result.stderr)
+
+
 def loaded_modules(imports: str, watched: tuple[str, ...]) -> list[str]:
     """Which of the ``watched`` modules a fresh interpreter has loaded after ``import IMPORTS``."""
     code = f"import sys; import {imports}; print(','.join(sorted(m for m in {watched!r} if m in sys.modules)))"
