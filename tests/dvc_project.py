@@ -1,5 +1,6 @@
 """The project of tests/test_dvc.py: a copy of the repository's pipeline with tiny params, as
-its own git + DVC repository, reproduced once (`dvc repro` of every stage: minutes).
+its own git + DVC repository, reproduced once (`dvc repro` of every stage: minutes), and a
+copy of that with an experiment run (`dvc exp run`).
 
 ``python tests/dvc_project.py ROOT`` builds it. When the suite runs test_dvc with other
 tests, conftest starts that at the session's start and runs test_dvc last: the build needs
@@ -21,6 +22,15 @@ REPO = TESTS.parent
 PROJECT_FILES = ("dvc.yaml", "stages", "pipeline", "avsf", "reports")
 LOG = "build.log"  # beside the project: what the build printed
 FIRST_REPRO = "first_repro.log"  # in the project: the output of its `dvc repro`
+EXPERIMENT = "experiment"  # beside the project: a copy of it after the repro, with an experiment run
+EXPERIMENT_LOG = "exp_run.log"  # in that copy: the output of its `dvc exp run`
+DATASETS = ("kinetics", "epic", "epic55", "charades", "ava", "ucf101", "hmdb51")
+# The experiment test_dvc checks: three params, and as targets only the stages its checks
+# read (each costs a stage's run): the downloads with the decodes after them, AVSlowFast's
+# Kinetics run, SlowFast's EPIC fine-tuning and evaluation. `dvc status` names the rest.
+EXPERIMENT_ARGS = ("-S", "family.avslowfast.drop_pathway=0.0", "-S", "download.retries=5",
+                   "-S", "datasets.epic.heads=separate", *(f"decode@{d}" for d in DATASETS), "train@avslowfast",
+                   "evaluate_finetuned@epic-slowfast")
 
 
 def sh(*cmd: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -60,6 +70,11 @@ def build(root: Path) -> None:
     sh("git", "add", "-A", cwd=root)
     sh("git", "commit", "-qm", "tiny pipeline", cwd=root)
     (root / FIRST_REPRO).write_text(first)
+    # The experiment changes its project: it runs in a copy, so that the project stays as the
+    # repro left it for the other tests.
+    experiment = root.parent / EXPERIMENT
+    shutil.copytree(root, experiment, symlinks=True)
+    (experiment / EXPERIMENT_LOG).write_text(dvc("exp", "run", *EXPERIMENT_ARGS, cwd=experiment))
 
 
 class Build:
