@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -115,6 +117,42 @@ def run_stage(stage: str, *args: str, cwd: Path, timeout: float = 300) -> subpro
     )
 
 
+def stage_main(stage: str):
+    """The click command of ``stages/<stage>.py``, imported in this process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"stage_{stage}", REPO / "stages" / f"{stage}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def invoke_stage(stage: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``run_stage`` for a run that stops at its params (exit 2): the stage's command in this
+    process (click's runner) instead of an interpreter of its own, which costs seconds and
+    adds nothing that tests/test_params.py's script runs do not check. A run that gets past
+    its params fails the test: that one needs run_stage."""
+    from unittest import mock
+
+    from click.testing import CliRunner
+
+    import pipeline.cli
+
+    def past_params() -> None:
+        raise AssertionError(f"stages/{stage}.py {' '.join(args)} got past its params: run it with run_stage")
+
+    before = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with mock.patch.object(pipeline.cli, "configure_logging", past_params):
+            result = CliRunner().invoke(stage_main(stage), list(args))
+    finally:
+        os.chdir(before)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess([f"stages/{stage}.py", *args], result.exit_code, result.stdout, result.stderr)
+
+
 def loaded_modules(imports: str, watched: tuple[str, ...]) -> list[str]:
     """Which of the ``watched`` modules a fresh interpreter has loaded after ``import IMPORTS``."""
     code = f"import sys; import {imports}; print(','.join(sorted(m for m in {watched!r} if m in sys.modules)))"
@@ -157,3 +195,27 @@ def train_reference(train_store, tmp_path_factory) -> Path:
     done = run(root)
     assert done.returncode == 0, done.stderr + job_logs(root)
     return root
+
+
+# tests/test_dvc.py's project, built in the background from the session's start when test_dvc
+# runs with other tests (tests/dvc_project.py says why); test_dvc's items then run last.
+DVC_PROJECT = pytest.StashKey["object"]()
+
+
+@pytest.hookimpl(trylast=True)  # after -k / -m deselection
+def pytest_collection_modifyitems(session, config, items):
+    dvc_items = [item for item in items if item.path.name == "test_dvc.py"]
+    if not dvc_items or len(dvc_items) == len(items) or config.option.collectonly:
+        return
+    items[:] = [item for item in items if item.path.name != "test_dvc.py"] + dvc_items
+    from dvc_project import Build
+
+    config.stash[DVC_PROJECT] = Build(Path(tempfile.mkdtemp(prefix="avsf-test-dvc-")) / "project")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    build = session.config.stash.get(DVC_PROJECT, None)
+    if build is not None:
+        build.stop()
+        if exitstatus == 0:  # a failed session keeps the project to look at
+            shutil.rmtree(build.root.parent, ignore_errors=True)

@@ -165,7 +165,7 @@ def test_stage_fails_only_when_nothing_could_be_fetched(world, tmp_path):
 def test_bad_params_exit_2_with_one_line_and_write_nothing(world, tmp_path, override, message):
     root, w = world
     params = write_params(tmp_path, w)
-    result = run_stage(params, "--set", override)
+    result = conftest.invoke_stage("download", "--params", str(params), "--set", override, cwd=REPO)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +13,8 @@ import pytest
 import yaml
 
 from avsf.io.machine import cpu_description
-from conftest import REPO, run_stage, write_params
+from conftest import DVC_PROJECT, REPO, run_stage
+from dvc_project import DATASETS, EXPERIMENT, EXPERIMENT_LOG, FIRST_REPRO, Build, dvc, sh
 from pipeline.layout import REPORTS, Layout
 from pipeline.params import load_params
 from pipeline.runs import finetune_run, kinetics_run, pretrain_run
@@ -24,52 +22,17 @@ from pipeline.runs import finetune_run, kinetics_run, pretrain_run
 # The module's project fixture runs the whole tiny pipeline once: more than a single test's time.
 pytestmark = pytest.mark.timeout(1800)
 
-PROJECT_FILES = ("dvc.yaml", "stages", "pipeline", "avsf", "reports")
-
-
-def sh(*cmd: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
-    return result
-
-
-def dvc(*args: str, cwd: Path) -> str:
-    result = sh(sys.executable, "-m", "dvc", *args, cwd=cwd)
-    return result.stdout + result.stderr
-
 
 def ran_stages(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A copy of the project with tiny params, as its own git + DVC repository, reproduced once."""
-    root = tmp_path_factory.mktemp("project")
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "bench")
-    for name in PROJECT_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=ignore)
-        elif source.exists():
-            shutil.copy2(source, root / name)
-    # Jobs in-process (submitit's debug executor): the stages' own work as it runs anywhere,
-    # without a second interpreter per stage (test_launch and test_slurm cover the executors).
-    # Batches of 4: the 15 training clips make 3 steps, a curve, with the last incomplete batch dropped.
-    write_params(root / "params.yaml", {"launch.cluster": "debug", "train.batch_size": 4, "train.reference_batch": 4})
-    (root / ".gitignore").write_text((REPO / ".gitignore").read_text())
-    sh("git", "init", "-q", cwd=root)
-    dvc("init", "-q", cwd=root)
-    dvc("config", "core.analytics", "false", cwd=root)
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "commit", "-qm", "project", cwd=root)  # as a user's project has (DVCLive reads the revision)
-    first = dvc("repro", cwd=root)
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "commit", "-qm", "tiny pipeline", cwd=root)
-    (root / "first_repro.log").write_text(first)
-    return root
+def project(request, tmp_path_factory) -> Path:
+    """tests/dvc_project.py's project: started at the session's start by conftest when other
+    tests run too, else here."""
+    build = request.config.stash.get(DVC_PROJECT, None) or Build(tmp_path_factory.mktemp("dvc") / "project")
+    return build.wait(timeout=1500)
 
 
 def stage_names(root: Path) -> set[str]:
@@ -78,7 +41,7 @@ def stage_names(root: Path) -> set[str]:
 
 
 def test_repro_runs_every_stage_and_writes_metrics(project):
-    assert ran_stages((project / "first_repro.log").read_text()) == stage_names(project)
+    assert ran_stages((project / FIRST_REPRO).read_text()) == stage_names(project)
     demo = json.loads((project / "reports/kinetics/metrics/demo.json").read_text())
     assert demo["rows"] == 8 * 3 + 1  # 3 videos per class, plus one val row whose source is missing
     assert demo["videos"] == 8 * 3
@@ -342,23 +305,19 @@ def test_every_summary_embeds_its_figures_and_dvc_plots_shows_them(project):
         assert {f"reports/{report}/figures/{n}.svg" for n in names} <= set(plots), report
 
 
-# Last in this module: it changes the project for the tests after it. One `dvc exp run` for
-# several checks. It runs only the stages the checks read (each costs a stage's run): the
-# downloads with the decodes after them as targets, AVSlowFast's Kinetics run, and SlowFast's
-# EPIC fine-tuning and evaluation; `dvc status` then names every other stage the params
-# reach, out of date, which a full run would have rerun (each is reached through its params).
+# The experiment ran in a copy of the project (tests/dvc_project.py: EXPERIMENT_ARGS, the
+# params and the stages run); `dvc status` then names every other stage the params reach, out
+# of date, which a full run would have rerun (each is reached through its params).
 def test_an_experiment_reruns_exactly_the_stages_its_params_reach_and_metrics_diff_shows_it(project):
     """download.retries reruns the downloads and nothing after them (their clips are the
     same); AVSlowFast's DropPathway retrains it, what is fine-tuned or probed from it and the
     summaries, nothing of SlowFast; datasets.epic.heads=separate refits both EPIC members as a
     verb and a noun model."""
     before = json.loads((project / "reports/kinetics/train/avslowfast/summary.json").read_text())
-    datasets = ("kinetics", "epic", "epic55", "charades", "ava", "ucf101", "hmdb51")
-    output = dvc("exp", "run", "-S", "family.avslowfast.drop_pathway=0.0", "-S", "download.retries=5",
-                 "-S", "datasets.epic.heads=separate", *(f"decode@{d}" for d in datasets), "train@avslowfast",
-                 "evaluate_finetuned@epic-slowfast", cwd=project)
+    project = project.parent / EXPERIMENT
+    output = (project / EXPERIMENT_LOG).read_text()
     ran = ran_stages(output)
-    downloads = {f"download@{d}" for d in datasets}
+    downloads = {f"download@{d}" for d in DATASETS}
     assert downloads <= ran and not any(s.startswith(("demo@", "decode@")) for s in ran)
     assert ran - downloads == {"train@avslowfast", "spectrogram@epic", "finetune@epic-slowfast",
                                "evaluate_finetuned@epic-slowfast"}

@@ -16,7 +16,7 @@ from avsf.data import epic55 as files
 from avsf.data.demo.epic import EpicWorldSpec, plan_epic_world
 from avsf.data.demo.epic55 import epic55_narrations, write_epic55_annotations
 from avsf.evaluate.epic55 import epic55_metrics, read_epic55_submission
-from conftest import REPO, run_stage, write_params
+from conftest import REPO, invoke_stage, write_params
 from pipeline.datasets import DATASETS, dataset
 from pipeline.datasets.epic55 import PAPER_VALIDATION, Epic55Section, summary_markdown
 from pipeline.params import ParamsError, load_params
@@ -71,7 +71,7 @@ def test_a_wrong_epic55_setting_is_one_line_naming_its_key(override, message):
 ])
 def test_a_stage_exits_2_on_a_wrong_epic55_setting_and_writes_nothing(tmp_path, override, message):
     write_params(tmp_path / "params.yaml")
-    result = run_stage("demo", "--dataset", "epic55", "--set", override, cwd=tmp_path)
+    result = invoke_stage("demo", "--dataset", "epic55", "--set", override, cwd=tmp_path)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
