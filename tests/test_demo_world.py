@@ -17,6 +17,7 @@ from avsf.data.demo.world import (
     Actor,
     Scene,
     render_audio,
+    jump_pixels,
     render_frames,
 )
 from avsf.io.media import MediaError, probe
@@ -148,3 +149,29 @@ def test_raw_videos_encode_as_planned_and_corrupt_ones_do_not_open(tmp_path):
     assert write_raw_video(missing, tmp_path) is None
     assert not (tmp_path / f"{missing.youtube_id}.mp4").exists()
     assert not list(tmp_path.glob(".*"))  # no temporaries left behind
+
+
+def test_light_from_above_shades_every_shape_top_bright_bottom_dark_and_moves_with_it():
+    # A red square (appearance: full colour, no flicker) lit at 0.5: its top row is its colour
+    # x 1.5 (clipped at 255), its bottom row x 0.5, linear between; the background is untouched.
+    flat, lit = scene_of("red square", events=()), replace(scene_of("red square", events=()), light=0.5)
+    flat_frame, lit_frame = next(render_frames(flat)), next(render_frames(lit))
+    shape = np.any(flat_frame != next(render_frames(replace(flat, actors=()))), axis=2)
+    rows = np.nonzero(shape.any(axis=1))[0]
+    np.testing.assert_array_equal(lit_frame[~shape], flat_frame[~shape])
+    top, bottom = lit_frame[rows[0]][shape[rows[0]]], lit_frame[rows[-1]][shape[rows[-1]]]
+    assert (top == [255, 60, 60]).all() and (bottom == [110, 20, 20]).all()
+    red = lit_frame[rows, :, 0][shape[rows]].reshape(len(rows), -1)[:, 0].astype(int)
+    assert (np.diff(red) <= 0).all() and red[0] > red[-1]
+    # Turned upside down, the picture is not what the world renders: the pretext has a target.
+    assert not np.array_equal(np.rot90(lit_frame, 2), lit_frame)
+    # A jumping bar carries its shading up with it: its column is the resting one, lifted.
+    bar = Actor(CLASS_BY_NAME["drumming"], (0.3, 0.3, 0.6, 0.7), 0.0, 1.0, (0.0,))
+    scene = Scene(160, 120, 30.0, 1.0, (bar,), seed=7, light=0.5)
+    frames = list(render_frames(scene))
+    jumping, resting = frames[0][:, 72], frames[10][:, 72]  # the bar's middle column; its event is over at 10
+    lift = jump_pixels(120)
+    background = next(render_frames(replace(scene, actors=())))[:, 72]
+    body = np.nonzero((resting != background).any(axis=1))[0]  # the bar's rows at rest
+    np.testing.assert_array_equal(jumping[body - lift], resting[body])
+    assert resting[body[0], 0] > resting[body[-1], 0]

@@ -44,6 +44,7 @@ class KineticsWorldSpec:
     no_audio_fraction: float = 0.1
     corrupt_videos: int = 1
     missing_sources: int = 1
+    light: float = 0.0  # light from above on the actors (world.Scene.light): 0 flat, as the world was first
 
     def __post_init__(self) -> None:
         # (messages start with the field: the params error names it)
@@ -58,6 +59,8 @@ class KineticsWorldSpec:
             raise ValueError("sizes: must be even [width, height] pairs of at least 16 (H.264 needs even sizes)")
         if not 0 <= self.no_audio_fraction <= 1 or self.corrupt_videos < 0 or self.missing_sources < 0:
             raise ValueError("no_audio_fraction: must be in [0, 1] (corrupt_videos and missing_sources >= 0)")
+        if not 0 <= self.light < 1:
+            raise ValueError("light: must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,7 @@ def _plan_video(spec: KineticsWorldSpec, rng: np.random.Generator, youtube_id: s
         tint=tuple(float(v) for v in rng.uniform(0.3, 0.7, size=3)),
         sample_rate=sample_rate,
         channels=int(rng.integers(1, 3)),
+        light=spec.light,
     )
     start = int(rng.integers(0, int(duration - spec.clip_seconds) + 1))
     return DemoVideo(youtube_id, cls.name, split, start, start + spec.clip_seconds, scene)

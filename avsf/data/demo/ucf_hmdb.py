@@ -134,6 +134,11 @@ class UcfWorldSpec:
     fps: float = 25.0
     sample_rate: int = 22050  # PCM: 44 kB a second (the default worlds: 26 MB of sound, 5 MB of pictures)
     channels: int = 1
+    light: float = 0.0  # light from above on the actors (world.Scene.light), as the Kinetics flavour's
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.light < 1:
+            raise ValueError("light: must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,11 @@ class HmdbWorldSpec:
     fps: float = 30.0
     sample_rate: int = 22050  # PCM: 44 kB a second (the default worlds: 26 MB of sound, 5 MB of pictures)
     channels: int = 1
+    light: float = 0.0  # light from above on the actors (world.Scene.light), as the Kinetics flavour's
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.light < 1:
+            raise ValueError("light: must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -263,7 +273,7 @@ def _scene(spec: UcfWorldSpec | HmdbWorldSpec, rng: np.random.Generator, cls: Pr
     actor = placed_actor(rng, cls.look, 0.0, duration, width, height, float(rng.uniform(*ACTOR_SIZE)),
                          cls.movement, travel)
     return Scene(width=width, height=height, fps=spec.fps, duration=duration, actors=(actor,), seed=seed,
-                 tint=tint, sample_rate=spec.sample_rate, channels=spec.channels)
+                 tint=tint, sample_rate=spec.sample_rate, channels=spec.channels, light=spec.light)
 
 
 # --------------------------------------------------------------------------- writing

@@ -103,6 +103,10 @@ class Scene:
     tint: tuple[float, float, float] = (0.5, 0.5, 0.5)
     sample_rate: int | None = 48000  # None: no audio stream
     channels: int = 1
+    # Light from above: every actor's shape this much brighter at its top and darker at its
+    # bottom, linearly (0: flat). A world with light tells up from down: the rotation pretext
+    # (avsf.data.rotation) can only be learned where it does, and only from the actors.
+    light: float = 0.0
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -164,24 +168,45 @@ def render_frames(scene: Scene) -> Iterator[np.ndarray]:
     """The scene's frames, uint8 [H, W, 3], at ``scene.fps``."""
     background = _background(scene)
     masks = [_shape_mask(a, scene.width, scene.height) for a in scene.actors]
+    shades = [_shading(mask, scene.light) if scene.light else None for mask in masks]
     jump = jump_pixels(scene.height)
     for index in range(scene.num_frames):
         t = index / scene.fps
         frame = background.copy()
-        for actor, mask in zip(scene.actors, masks):
+        for actor, mask, shade in zip(scene.actors, masks, shades):
             if not actor.start <= t < actor.end:
                 continue
+            shift = (0, 0)
             if actor.movement != "still":
-                mask = np.roll(mask, _displacement(actor, t, scene.width, scene.height), axis=(0, 1))
+                shift = _displacement(actor, t, scene.width, scene.height)
             level = _visual_level(actor, t)
             pulsing = _in_event(actor, t)
             if pulsing and actor.cls.pulse == "jump":
-                mask = np.roll(mask, -jump, axis=0)
+                shift = (shift[0] - jump, shift[1])
+            if shift != (0, 0):
+                mask = np.roll(mask, shift, axis=(0, 1))
             color = np.asarray(actor.cls.color, np.float32) * level
             if pulsing and actor.cls.pulse == "flash":
                 color = np.minimum(color + 90.0, 255.0)
-            frame[mask] = color.astype(np.uint8)
+            if shade is None:
+                frame[mask] = color.astype(np.uint8)
+            else:
+                shade = np.roll(shade, shift[0])
+                rows = np.nonzero(mask)[0]
+                frame[mask] = np.clip(color[None, :] * shade[rows, None], 0, 255).astype(np.uint8)
         yield frame
+
+
+def _shading(mask: np.ndarray, light: float) -> np.ndarray:
+    """Per image row, the factor a shape lit from above is multiplied by: 1 + light at the
+    top row of ``mask``, 1 - light at its bottom row, linear between (a shape moves with its
+    rows: the caller rolls this as it rolls the mask)."""
+    rows = np.nonzero(mask.any(axis=1))[0]
+    if not len(rows):
+        return np.ones(mask.shape[0], np.float32)
+    top, bottom = rows[0], rows[-1]
+    depth = np.clip((np.arange(mask.shape[0]) - top) / max(bottom - top, 1), 0.0, 1.0)
+    return (1.0 + light * (1.0 - 2.0 * depth)).astype(np.float32)
 
 
 def jump_pixels(height: int) -> int:
