@@ -223,7 +223,8 @@ def test_every_stop_signal_is_a_stop_request(monkeypatch):
 
 
 def test_ctrl_c_cancels_the_job(store, tmp_path):
-    root = project(tmp_path, store, "interrupted")
+    # Long enough that the job cannot end by itself between its start and the Ctrl-C on an idle machine.
+    root = project(tmp_path, store, "interrupted", {"train.epochs": 500})
     proc = start(root)
     wait_for(lambda: job_submitted(root), what="the job")
     controller = int(job_record(root)["job_id"])
