@@ -141,6 +141,23 @@ def test_every_stage_declares_exactly_where_the_layout_puts_its_outputs():
     assert declared == {stage: {str(p) for p in paths} for stage, paths in expected.items()}
 
 
+
+def test_every_stage_that_starts_from_weights_depends_on_them():
+    """A probe reads its backbone's final.pyth, a fine-tuning its Kinetics run's: each is a dependency,
+    so that a retrained backbone reruns what was computed from it (a probe once missed it)."""
+    from dvc.repo import Repo
+
+    params = load_params(REPO / "params.yaml")
+    with Repo(str(REPO)) as repo:
+        deps = {stage.addressing: {d.def_path for d in stage.deps} for stage in repo.index.stages}
+    expected = {f"probe@{s}": pretrain_run(params, s).paths.out_dir / "final.pyth" for s in params.ssl.settings}
+    expected["probe_reference@supervised"] = kinetics_run(params, params.ssl.supervised_member).paths.out_dir / "final.pyth"
+    for d in params.finetune.datasets:
+        for m in params.finetune.members:
+            expected[f"finetune@{d}-{m}"] = kinetics_run(params, m).paths.out_dir / "final.pyth"
+    for stage, weights in expected.items():
+        assert str(weights) in deps[stage], stage
+
 def test_epic_is_fine_tuned_from_the_kinetics_runs_and_scored_on_every_narration(project):
     import pickle
 
