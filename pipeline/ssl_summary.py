@@ -9,37 +9,43 @@ figure: probe top-1 per backbone and split.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+from pipeline.claims import Claim, Column, Report, claims_metrics, seed_runs, seeds_section, spread
 from pipeline.figures import BAR, Figure, figure_spec, number
 from pipeline.launch import StageFailed
 from pipeline.layout import METRICS_NAME, SSL, Layout
 from pipeline.params import Params
 from pipeline.probe import backbone_run
 from pipeline.runs import PROBE_REFERENCES
-from pipeline.tables import LABELS, claim_line, markdown_table, percent
+from pipeline.tables import LABELS, markdown_table, percent
 
 DATASET_LABELS = {"ucf101": "UCF101", "hmdb51": "HMDB51"}
 PRETEXT_LABELS = {"avs": "AVS", "rotation": "ROT"}
 
 
-def ssl_summary(params: Params) -> tuple[str, dict[str, Any]]:
+def ssl_summary(params: Params, experiments: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
     """summary.md and summary.json: every backbone's probe top-1 on each transfer dataset
     (mean over the splits, and per split), and whether the self-supervised backbones beat
-    random weights and AVS + rotation beats either pretext alone."""
+    random weights and AVS + rotation beats either pretext alone, on this run and over the
+    seeds of ``experiments`` (with each pretext's own figures)."""
     results = ssl_results(params)
-    return summary_markdown(params, results), {b: {d: r["mean_top1"] for d, r in m["datasets"].items()}
-                                               for b, m in results.items()}
+    report = seeds_report(params)
+    metrics: dict[str, Any] = {b: {d: r["mean_top1"] for d, r in m["datasets"].items()} for b, m in results.items()}
+    metrics["claims"] = claims_metrics(report, experiments, params.train.seed, results)
+    seeds = [*seeds_section(report, experiments), *pretexts_over_seeds(experiments)]
+    return summary_markdown(params, results) + "\n".join(seeds) + "\n", metrics
 
 
-def ssl_results(params: Params) -> dict[str, dict[str, Any]]:
-    """Every backbone's probe metrics.json: the references, then each pretext setting."""
+def ssl_results(params: Params, root: Path = Path()) -> dict[str, dict[str, Any]]:
+    """Every backbone's probe metrics.json (under ``root``): the references, then each pretext setting."""
     ssl = params.ssl
     if ssl is None:
         raise StageFailed("summary: params.yaml has no ssl section")
     results: dict[str, dict[str, Any]] = {}
     for backbone in (*PROBE_REFERENCES, *ssl.settings):
-        path = Layout.of(params.layout).model(SSL, backbone) / METRICS_NAME
+        path = root / Layout.of(params.layout).model(SSL, backbone) / METRICS_NAME
         if not path.is_file():
             stage = f"probe_reference@{backbone}" if backbone in PROBE_REFERENCES else f"probe@{backbone}"
             raise StageFailed(f"summary: {path} is missing; run stage {stage} first")
@@ -105,7 +111,7 @@ def summary_markdown(params: Params, results: dict[str, dict[str, Any]]) -> str:
         f"(each split's figure beside it); a test video missing from the store counts as a miss. {sizes}.", "",
         *markdown_table(header, rows), "",
         "## The paper's claims on this run", "",
-        *claims(params, results),
+        *(claim.line for claim in claims(params, results)),
     ]) + "\n"
 
 
@@ -118,15 +124,95 @@ def _mean(results: dict[str, dict[str, Any]], backbone: str) -> float | None:
     return 100 * sum(values) / len(values)
 
 
-def claims(params: Params, results: dict[str, dict[str, Any]]) -> list[str]:
+def claims(params: Params, results: dict[str, dict[str, Any]]) -> list[Claim]:
+    """The paper's claims on one run's probes: every pretext setting beats random weights, AVS
+    + rotation beats each pretext alone (mean top-1 over the transfer datasets)."""
     settings = params.ssl.settings
     both = [b for b, s in settings.items() if set(s.pretexts) == {"avs", "rotation"}]
     alone = [b for b, s in settings.items() if len(s.pretexts) == 1]
-    lines = [claim_line(f"the self-supervised `{b}` backbone beats random weights (mean top-1 over the datasets)",
-                        _mean(results, b), _mean(results, "random"), "%") for b in settings]
+    out = [Claim(f"{b}_vs_random", f"the self-supervised `{b}` backbone beats random weights (mean top-1 over the "
+                 f"datasets)", _mean(results, b), _mean(results, "random"), "%", about=(b, "random")) for b in settings]
     for b in both:
         for other in alone:
-            lines.append(claim_line(f"AVS + rotation (`{b}`) beats {PRETEXT_LABELS[settings[other].pretexts[0]]} "
-                                    f"alone (`{other}`; the paper, UCF101 split 1: 77.0 vs 71.9 ROT, 73.2 AVS)",
-                                    _mean(results, b), _mean(results, other), "%"))
-    return lines
+            out.append(Claim(f"{b}_vs_{other}", f"AVS + rotation (`{b}`) beats "
+                             f"{PRETEXT_LABELS[settings[other].pretexts[0]]} alone (`{other}`; the paper, UCF101 split "
+                             f"1: 77.0 vs 71.9 ROT, 73.2 AVS)", _mean(results, b), _mean(results, other), "%",
+                             about=(b, other)))
+    return out
+
+
+# --------------------------------------------------------------------------- over seeds
+
+
+def seeds_report(params: Params) -> Report:
+    """The seeds' section: each backbone's top-1 per transfer dataset and their mean, the
+    claims, and where one is not reproduced the rotation pretext's own accuracy beside chance."""
+    datasets = list(params.ssl.probe.datasets)
+    columns = [*(Column(f"{DATASET_LABELS.get(d, d)} top-1", lambda r, d=d: 100 * r["datasets"][d]["mean_top1"])
+                 for d in datasets),
+               Column("mean", lambda r: sum(100 * x["mean_top1"] for x in r["datasets"].values()) / len(r["datasets"]))]
+    return Report(SSL, lambda results: claims(params, results), columns,
+                  label=lambda b, _: f"{pretext_label(params, b)} (`{b}`)", reason=pretext_reason,
+                  member_header="pretext")
+
+
+def pretext_figures(params: Params, root: Path = Path()) -> dict[str, dict[str, Any]]:
+    """Each pretext setting's own figures, from its training summary (under ``root``): its
+    pretexts, the final validation (``final``: rotation_top1 where it learns rotation), the
+    last epoch's sync loss (AVS records no accuracy), and chance for each accuracy."""
+    from avsf.data.rotation import ROTATIONS
+
+    out = {}
+    for setting, section in params.ssl.settings.items():
+        path = root / Layout.of(params.layout).run(SSL, setting).summary
+        if not path.is_file():
+            raise StageFailed(f"{path} is missing; run stage pretrain@{setting} first")
+        summary = json.loads(path.read_text())
+        out[setting] = {"pretexts": list(section.pretexts), "final": summary.get("final", {}),
+                        "sync_loss": summary.get("last_epoch", {}).get("sync_loss"),
+                        "chance": {"rotation_top1": 1 / ROTATIONS} if "rotation" in section.pretexts else {}}
+    return out
+
+
+def pretext_reason(claim: Claim, runs: list[dict[str, Any]]) -> str | None:
+    """Beside a claim on a setting that learns rotation: that pretext's own val accuracy on
+    each seed, and chance (None when the record has none)."""
+    parts = []
+    for setting in claim.about:
+        seeds = [(r["seed"], r.get("pretexts", {}).get(setting, {})) for r in runs]
+        seeds = [(seed, f) for seed, f in seeds if f.get("final", {}).get("rotation_top1") is not None]
+        if not seeds:
+            continue
+        chance = seeds[0][1].get("chance", {}).get("rotation_top1")
+        accuracies = ", ".join(f"{100 * f['final']['rotation_top1']:.0f}%" for _, f in seeds)
+        parts.append(f"`{setting}`'s own rotation pretext reached {accuracies} val accuracy on "
+                     f"seed{'s' if len(seeds) > 1 else ''} {', '.join(str(seed) for seed, _ in seeds)}"
+                     + ("" if chance is None else f" (chance {100 * chance:.0f}%)"))
+    return "; ".join(parts) or None
+
+
+def pretexts_over_seeds(experiments: dict[str, Any] | None) -> list[str]:
+    """Each pretext setting's own figures over the record's seeds (mean (min..max))."""
+    runs = [r for r in seed_runs(experiments) if r.get("pretexts")]
+    if not runs:
+        return []
+    rows = []
+    for setting in dict.fromkeys(s for r in runs for s in r["pretexts"]):
+        figures = [r["pretexts"][setting] for r in runs if setting in r["pretexts"]]
+        label = " + ".join(PRETEXT_LABELS.get(p, p) for p in figures[0]["pretexts"])
+        rows.append([f"{label} (`{setting}`)", str(len(figures)), _rotation(figures), _sync(figures)])
+    return ["", "Each pretext's own figures over the seeds: rotation, the val accuracy of its rotation head (chance in "
+                "brackets); AVS, the sync loss of the last training epoch (it records no accuracy).", "",
+            *markdown_table(["setting", "seeds", "rotation val top-1", "AVS sync loss"], rows)]
+
+
+def _rotation(figures: list[dict[str, Any]]) -> str:
+    values = [100 * f["final"]["rotation_top1"] for f in figures if f["final"].get("rotation_top1") is not None]
+    if not values:
+        return "-"
+    chance = figures[0]["chance"].get("rotation_top1")
+    return spread(values) + ("" if chance is None else f" [{100 * chance:.1f}]")
+
+
+def _sync(figures: list[dict[str, Any]]) -> str:
+    return spread([f.get("sync_loss") for f in figures if "avs" in f["pretexts"]], digits=3)

@@ -2,9 +2,11 @@
 dataset's module writes its own), or the self-supervised backbones' (``ssl``).
 
     reports/<d>/models/<member>/metrics.json (every member evaluated on d)
-    reports/<d>/experiments.json              (optional: seeds and ablations, scripts/)
-    ──Dataset.summary──> reports/<d>/summary.md (the table, the papers' claims checked)
-                         reports/<d>/summary.json (the same figures for `dvc metrics`)
+    reports/<d>/experiments.json              (optional: seeds and ablations, scripts/experiments.py)
+    ──Dataset.summary──> reports/<d>/summary.md (the table, the papers' claims checked on this
+                                                 run and over the seeds: pipeline/claims.py)
+                         reports/<d>/summary.json (the same figures for `dvc metrics`, and
+                                                   each claim's counts under `claims`)
     ──Dataset.figures──> reports/<d>/figures/*.svg (embedded at the end of summary.md)
 """
 
@@ -56,7 +58,7 @@ def run_summary(params: Params, report: str) -> None:
     if report == SSL:
         from pipeline.ssl_summary import ssl_figures, ssl_results, ssl_summary
 
-        markdown, metrics = ssl_summary(params)
+        markdown, metrics = ssl_summary(params, read_experiments(layout.experiments(report)))
         figures = ssl_figures(params)
         results = ssl_results(params)
     elif report in DATASETS:
@@ -74,7 +76,7 @@ def run_summary(params: Params, report: str) -> None:
     markdown += write_figures(layout.reports / report, figures)
     write_text(layout.summary(report), markdown)
     write_json(layout.summary_metrics(report), metrics)
-    log.info("summary@%s: %d models, %d figures -> %s", report, len(metrics), len(figures), layout.summary(report))
+    log.info("summary@%s: %d models, %d figures -> %s", report, len(results), len(figures), layout.summary(report))
 
 
 def _lookup(metrics: dict[str, Any], key: str) -> float | None:

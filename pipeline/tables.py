@@ -1,5 +1,5 @@
 """What the summaries of every dataset share: model labels as the papers name them, figures
-with their standard errors, markdown tables, the claims' lines."""
+with their standard errors, markdown tables (the claims: pipeline/claims.py)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,3 @@ def percent(p: float | None, n: int | None = None) -> str:
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |",
             *("| " + " | ".join(row) + " |" for row in rows)]
-
-
-def claim_line(claim: str, mine: float | None, theirs: float | None, unit: str = "") -> str:
-    """'- claim: **holds** (0.812 vs 0.700)' ('81.2% vs 70.0%' with ``unit`` '%'), or **not
-    measured** when a figure is missing."""
-    if mine is None or theirs is None:
-        return f"- {claim}: **not measured**"
-    shown = f"{mine:.1f}% vs {theirs:.1f}%" if unit == "%" else f"{mine:.3f} vs {theirs:.3f}"
-    return f"- {claim}: **{'holds' if mine > theirs else 'does not hold'}** ({shown})"

@@ -114,7 +114,7 @@ def test_the_summary_states_both_claims_from_the_probes():
 
     results = {"random": result(0.2, 0.2), "supervised": result(0.8, 0.6), "rotation": result(0.3, 0.1),
                "avs": result(0.5, 0.3), "avs_rotation": result(0.6, 0.4)}
-    lines = claims(params, results)
+    lines = [claim.line for claim in claims(params, results)]
     assert lines[0] == ("- the self-supervised `rotation` backbone beats random weights (mean top-1 over the "
                         "datasets): **does not hold** (20.0% vs 20.0%)")
     assert lines[2].endswith("**holds** (50.0% vs 20.0%)")

@@ -46,12 +46,13 @@ from avsf.data.ava_clips import DETECTION_SCORE, TRAIN_IOU, AvaKeyframes
 from avsf.data.demo import ava as demo
 from avsf.data.kinetics import Segment
 from avsf.io.atomic import write_csv
+from pipeline.claims import Claim, Column, Report, claims_metrics, hundred, with_seeds
 from pipeline.datasets.base import Dataset, DownloadPlan, Flavour
 from pipeline.figures import Figure, grouped_bars, model_labels, number
 from pipeline.launch import StageFailed
 from pipeline.layout import PER_CLASS_NAME, RESULTS_DIR
 from pipeline.params import FinetuneDatasetSection
-from pipeline.tables import LABELS, claim_line, markdown_table, percent
+from pipeline.tables import LABELS, markdown_table, percent
 
 log = logging.getLogger("avsf.figures")
 
@@ -249,7 +250,9 @@ class Ava(Dataset):
     def summary(self, results, experiments, params) -> tuple[str, dict[str, Any]]:
         metrics = {name: {"map": m["map"], **{f"map_{g}": v for g, v in m["group_map"].items()}}
                    for name, m in results.items()}
-        return summary_markdown(results), metrics
+        report = seeds_report(results)
+        metrics["claims"] = claims_metrics(report, experiments, params.train.seed, results)
+        return with_seeds(summary_markdown(results), report, experiments), metrics
 
     def figures(self, results, params) -> list[Figure]:
         """AP per class of every member (metrics.json's class_ap, as the summary's table), the
@@ -293,13 +296,6 @@ def summary_markdown(results: dict[str, dict[str, Any]]) -> str:
     classes = by_frequency(first["class_count"])
     class_rows = [[c, str(first["class_count"][c]), *(percent(m["class_ap"].get(c)) for m in results.values())]
                   for c in classes]
-    by_arch = {m["arch"]: m for m in reversed(list(results.values()))}
-    av, sf = by_arch.get("avslowfast"), by_arch.get("slowfast")
-
-    def group(m: dict | None, g: str) -> float | None:
-        value = m["group_map"].get(g) if m else None
-        return None if value is None else 100 * value
-
     return "\n".join([
         "# AVA: action detection fine-tuned from Kinetics (AVSlowFast Table 7's shape, in miniature)", "",
         f"Split `{first['split']}`: {first['keyframes']} keyframes scored ({first['excluded']} excluded), "
@@ -311,8 +307,28 @@ def summary_markdown(results: dict[str, dict[str, Any]]) -> str:
         "## AP per class (most frequent first, as SlowFast Fig. 3)", "",
         *markdown_table(["class", "boxes", *(LABELS.get(m["arch"], n) for n, m in results.items())], class_rows), "",
         "## The paper's claims on this run", "",
-        claim_line("AVSlowFast beats SlowFast on the actions defined by their sound", group(av, "sound"),
-                   group(sf, "sound"), "%"),
-        claim_line("AVSlowFast beats SlowFast in frame-mAP (the paper: 27.3 -> 28.6)", av and 100 * (av["map"] or 0),
-                   sf and 100 * (sf["map"] or 0), "%"),
+        *(claim.line for claim in claims(results)),
     ]) + "\n"
+
+
+def claims(results: dict[str, dict[str, Any]]) -> list[Claim]:
+    """The papers' claims on one run's per-member metrics (the first member of each arch)."""
+    by_arch = {m["arch"]: m for m in reversed(list(results.values()))}
+    av, sf = by_arch.get("avslowfast"), by_arch.get("slowfast")
+
+    def group(m: dict | None, g: str) -> float | None:
+        value = m["group_map"].get(g) if m else None
+        return None if value is None else 100 * value
+
+    pair = ("avslowfast", "slowfast")
+    return [Claim("sound", "AVSlowFast beats SlowFast on the actions defined by their sound", group(av, "sound"),
+                  group(sf, "sound"), "%", about=pair),
+            Claim("map", "AVSlowFast beats SlowFast in frame-mAP (the paper: 27.3 -> 28.6)",
+                  av and 100 * (av["map"] or 0), sf and 100 * (sf["map"] or 0), "%", about=pair)]
+
+
+def seeds_report(results: dict[str, dict[str, Any]]) -> Report:
+    """The seeds' section: frame-mAP and the mean AP of each kind of action, the claims."""
+    groups = sorted({g for m in results.values() for g in m["group_map"]})
+    return Report("ava", claims, [Column("frame-mAP", lambda m: hundred(m["map"])),
+                                  *(Column(f"{g} mAP", lambda m, g=g: hundred(m["group_map"].get(g))) for g in groups)])

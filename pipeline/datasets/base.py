@@ -235,7 +235,9 @@ class Dataset:
     def summary(self, results: dict[str, dict[str, Any]], experiments: dict[str, Any] | None,
                 params: Params) -> tuple[str, dict[str, Any]]:
         """summary.md and summary.json of the members' evaluations (``results``: member ->
-        its metrics.json with its ``arch``), with the seeds and ablations of ``experiments``."""
+        its metrics.json with its ``arch``), with the seeds and ablations of ``experiments``:
+        the papers' claims as :class:`pipeline.claims.Claim` on this run and over the seeds
+        (:func:`pipeline.claims.seeds_section`), their counts in summary.json's ``claims``."""
         raise NotImplementedError
 
     def figures(self, results: dict[str, dict[str, Any]], params: Params) -> list[Figure]:

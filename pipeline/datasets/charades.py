@@ -26,11 +26,12 @@ from avsf.data.charades import CharadesLabels, read_charades, read_charades_clas
 from avsf.data.demo import charades as demo
 from avsf.data.kinetics import ManifestError, Segment
 from avsf.io.atomic import write_csv
+from pipeline.claims import Claim, Column, Report, claims_metrics, hundred, with_seeds
 from pipeline.datasets.base import Dataset, DownloadPlan, Flavour
 from pipeline.launch import StageFailed
 from pipeline.layout import PER_CLASS_NAME, RESULTS_DIR
 from pipeline.params import FinetuneDatasetSection
-from pipeline.tables import LABELS, claim_line, markdown_table, percent
+from pipeline.tables import LABELS, markdown_table, percent
 
 CLASSES_FILE = "Charades_v1_classes.txt"
 
@@ -145,21 +146,30 @@ class Charades(Dataset):
 
     def summary(self, results, experiments, params) -> tuple[str, dict[str, Any]]:
         metrics = {name: {"map": m["map_official"], "map_sklearn": m["map_sklearn"]} for name, m in results.items()}
-        return summary_markdown(results), metrics
+        metrics["claims"] = claims_metrics(seeds_report(), experiments, params.train.seed, results)
+        return with_seeds(summary_markdown(results), seeds_report(), experiments), metrics
 
 
 def _finite(value: float) -> float | None:
     return None if not np.isfinite(value) else round(float(value), 6)
 
 
-def _map_claim(av: dict | None, sf: dict | None) -> str:
-    """The claim on the official mAP; on the sklearn-style one, said so, where the official
-    figure is undefined (a class without a positive in the split makes it NaN)."""
+def claims(results: dict[str, dict[str, Any]]) -> list[Claim]:
+    """The paper's claim on the official mAP; on the sklearn-style one, said so, where the
+    official figure is undefined (a class without a positive in the split makes it NaN)."""
+    by_arch = {m["arch"]: m for m in reversed(list(results.values()))}
+    av, sf = by_arch.get("avslowfast"), by_arch.get("slowfast")
     claim = "AVSlowFast beats SlowFast in mAP (the paper: 42.5 -> 43.7)"
     if av and sf and av["map_official"] is not None and sf["map_official"] is not None:
-        return claim_line(claim + ", official", av["map_official"], sf["map_official"])
-    return claim_line(claim + ", sklearn-style (the official mAP is undefined here)", av and av["map_sklearn"],
-                      sf and sf["map_sklearn"])
+        return [Claim("map", claim + ", official", av["map_official"], sf["map_official"], about=("avslowfast", "slowfast"))]
+    return [Claim("map", claim + ", sklearn-style (the official mAP is undefined here)", av and av["map_sklearn"],
+                  sf and sf["map_sklearn"], about=("avslowfast", "slowfast"))]
+
+
+def seeds_report() -> Report:
+    """The seeds' section: both mAPs, the claim."""
+    return Report("charades", claims, [Column("mAP (official)", lambda m: hundred(m["map_official"])),
+                                       Column("mAP (sklearn-style)", lambda m: hundred(m["map_sklearn"]))])
 
 
 def summary_markdown(results: dict[str, dict[str, Any]]) -> str:
@@ -167,8 +177,6 @@ def summary_markdown(results: dict[str, dict[str, Any]]) -> str:
     rows = [[f"{LABELS.get(m['arch'], name)} (`{m['model']}`)", percent(m["map_official"]), percent(m["map_sklearn"]),
              f"{m['params_m']:.3f}", f"{m['gflops_per_view']:.3f} x {m['views_per_video']}"]
             for name, m in results.items()]
-    by_arch = {m["arch"]: m for m in reversed(list(results.values()))}
-    av, sf = by_arch.get("avslowfast"), by_arch.get("slowfast")
     return "\n".join([
         "# Charades: fine-tuned from Kinetics (AVSlowFast Table 4's shape, in miniature)", "",
         f"Split `{first['split']}`: {first['videos']} videos ({first['videos_without_actions']} with an empty `actions` "
@@ -178,5 +186,5 @@ def summary_markdown(results: dict[str, dict[str, Any]]) -> str:
         f"every class). mAP (sklearn-style): per class with positives, over the predicted videos, ties grouped.", "",
         *markdown_table(["model", "mAP (official)", "mAP (sklearn-style)", "params (M)", "GFLOPs x views"], rows), "",
         "## The paper's claim on this run", "",
-        _map_claim(av, sf),
+        *(claim.line for claim in claims(results)),
     ]) + "\n"

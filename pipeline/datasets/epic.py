@@ -30,12 +30,13 @@ from avsf.data.demo import epic as demo
 from avsf.data.epic import EpicSegments, read_epic_annotations, read_epic_classes, read_epic_video_info, read_id_list
 from avsf.data.kinetics import ManifestError, Segment
 from avsf.io.atomic import write_csv
+from pipeline.claims import Claim, Column, Report, claims_metrics, with_seeds
 from pipeline.datasets.base import Dataset, DownloadPlan, Flavour
 from pipeline.figures import Figure, grouped_bars, missing_inputs, model_labels, read_csv
 from pipeline.launch import StageFailed
 from pipeline.layout import PER_CLASS_NAME, RESULTS_DIR
 from pipeline.params import FinetuneDatasetSection
-from pipeline.tables import LABELS, claim_line, markdown_table
+from pipeline.tables import LABELS, markdown_table
 
 log = logging.getLogger("avsf.epic")
 
@@ -302,7 +303,9 @@ class EpicKitchens100(EpicKitchens):
         metrics = {name: {**{f"{k}_top1": m[f"{k}_top1"] for k in KINDS}, **{f"{k}_top5": m[f"{k}_top5"] for k in KINDS},
                           **{f"{g}_noun_top1": v["noun_top1"] for g, v in m["noun_groups"].items()}}
                    for name, m in results.items()}
-        return summary_markdown(results), metrics
+        report = seeds_report(results)
+        metrics["claims"] = claims_metrics(report, experiments, params.train.seed, results)
+        return with_seeds(summary_markdown(results), report, experiments), metrics
 
 
 def verb_accuracy(predictions: list[dict[str, str]]) -> list[dict[str, Any]]:
@@ -348,16 +351,30 @@ def summary_markdown(results: dict[str, dict[str, Any]]) -> str:
              f"the dataset's tail-class and unseen-participant subsets "
              f"({first['tail'].get('verb_segments', '-')} / {first['tail'].get('noun_segments', '-')} / "
              f"{first['tail'].get('action_segments', '-')} and {first['unseen'].get('segments', '-')} narrations).",
-             "", *markdown_table(header, rows), "", "## The paper's claim on this run", ""]
+             "", *markdown_table(header, rows), "", "## The paper's claim on this run", "",
+             *(claim.line for claim in claims(results))]
+    return "\n".join(lines) + "\n"
+
+
+def claims(results: dict[str, dict[str, Any]]) -> list[Claim]:
+    """The paper's claims on one run's per-member metrics (the first member of each arch)."""
     by_arch = {m["arch"]: m for m in reversed(list(results.values()))}
 
     def sound(arch: str) -> float | None:
         group = by_arch.get(arch, {}).get("noun_groups", {}).get("sound")
         return None if group is None else group["noun_top1"]
 
-    lines.append(claim_line("AVSlowFast beats SlowFast on the nouns told apart by sound", sound("avslowfast"),
-                            sound("slowfast"), "%"))
     av, sf = by_arch.get("avslowfast"), by_arch.get("slowfast")
-    lines.append(claim_line("AVSlowFast beats SlowFast on nouns overall (the paper: +4.3 top-1 on EPIC-55)",
-                            av and av["noun_top1"], sf and sf["noun_top1"], "%"))
-    return "\n".join(lines) + "\n"
+    pair = ("avslowfast", "slowfast")
+    return [Claim("sound_nouns", "AVSlowFast beats SlowFast on the nouns told apart by sound", sound("avslowfast"),
+                  sound("slowfast"), "%", about=pair),
+            Claim("nouns", "AVSlowFast beats SlowFast on nouns overall (the paper: +4.3 top-1 on EPIC-55)",
+                  av and av["noun_top1"], sf and sf["noun_top1"], "%", about=pair)]
+
+
+def seeds_report(results: dict[str, dict[str, Any]]) -> Report:
+    """The seeds' section: verb, noun and action top-1 and the nouns by cue, the claims."""
+    cues = list(dict.fromkeys(g for m in results.values() for g in m["noun_groups"]))
+    return Report("epic", claims, [*(Column(f"{k} top-1", lambda m, k=k: m[f"{k}_top1"]) for k in KINDS),
+                                   *(Column(f"nouns by {c}", lambda m, c=c: m["noun_groups"].get(c, {}).get("noun_top1"))
+                                     for c in cues)])

@@ -18,7 +18,6 @@ on from scratch, and the self-supervised pretraining's store.
 from __future__ import annotations
 
 import json
-import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from avsf.data.demo import kinetics as demo
 from avsf.data.kinetics import ManifestError, class_names, read_manifest
 from avsf.data.ledger import Failure
 from avsf.io.atomic import write_csv
+from pipeline.claims import Claim, Column, Report, claims_metrics, composite, hundred, seeds_section, spread
 from pipeline.datasets.base import Dataset, DownloadPlan, Flavour
 from pipeline.figures import (Figure, by_cue, confusion_figure, curves_figure, family_curves, first_of_arch,
                               gain_figure, grouped_bars, missing_inputs, model_labels, number)
@@ -227,6 +227,7 @@ class Kinetics(Dataset):
         metrics = {name: {"top1": m["top1"], "top5": m["top5"],
                           **{f"{g}_top1": v["top1"] for g, v in m["official"]["groups"].items()}}
                    for name, m in results.items()}
+        metrics["claims"] = claims_metrics(seeds_report(_groups(results)), experiments, params.train.seed, results)
         return summary_markdown(results, experiments), metrics
 
     def figures(self, results, params) -> list[Figure]:
@@ -264,9 +265,9 @@ def _figure(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def claims(results: dict[str, dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
-    """The papers' claims in miniature, on one run's per-member metrics: (claim, held or None
-    when a member it needs is missing, the figures)."""
+def claims(results: dict[str, dict[str, Any]]) -> list[Claim]:
+    """The papers' claims in miniature, on one run's per-member metrics (each not measured
+    when a member it needs is missing)."""
     by_arch: dict[str, dict[str, Any]] = {}
     for m in results.values():  # the first member of each arch stands for it
         by_arch.setdefault(m["arch"], m)
@@ -276,32 +277,34 @@ def claims(results: dict[str, dict[str, Any]]) -> list[tuple[str, bool | None, s
         g = m and m["official"]["groups"].get(name)
         return None if not g else g["top1"]
 
-    out = []
-    for claim, (a, b, g) in {
-        "SlowFast beats Slow-only on the motion classes": ("slowfast", "slow", "motion"),
-        "AVSlowFast beats SlowFast on the sound classes": ("avslowfast", "slowfast", "sound"),
-    }.items():
-        x, y = group(a, g), group(b, g)
-        out.append((claim, None if x is None or y is None else x > y,
-                    "" if x is None or y is None else f"{x:.3f} vs {y:.3f}"))
+    out = [Claim(key, text, group(a, g), group(b, g), about=(a, b)) for key, text, (a, b, g) in (
+        ("slowfast_motion", "SlowFast beats Slow-only on the motion classes", ("slowfast", "slow", "motion")),
+        ("avslowfast_sound", "AVSlowFast beats SlowFast on the sound classes", ("avslowfast", "slowfast", "sound")),
+    )]
     # Audio-only: above every visual-only member on the sound classes, below the best of them
     # on the appearance and motion classes (Slow-only cannot see the flicker, and the
     # audiovisual classes sound distinct too, so neither says what audio alone lacks).
     audio, visual = by_arch.get("audio"), [a for a in ("slow", "fast", "slowfast") if a in by_arch]
-    claim = "Audio-only is strong only on the sound classes (above the visual models there, below the best of them on appearance and motion)"
-    if audio is None or not visual:
-        out.append((claim, None, ""))
-    else:
-        parts, held = [], True
-        for g, above in (("sound", True), ("appearance", False), ("motion", False)):
-            mine, theirs = group("audio", g), [group(a, g) for a in visual]
-            if mine is None or None in theirs:
-                continue
-            best = max(theirs)
-            held &= mine > best if above else mine < best
-            parts.append(f"{g} {mine:.3f} vs the visual models' best {best:.3f}")
-        out.append((claim, held if parts else None, "; ".join(parts)))
+    parts = []
+    for g, above in (("sound", True), ("appearance", False), ("motion", False)):
+        if audio is None or not visual:
+            break
+        mine, theirs = group("audio", g), [group(a, g) for a in visual]
+        if mine is None or None in theirs:
+            continue
+        parts.append(Claim(g, g, mine, max(theirs), above=above, label=g, versus="the visual models' best "))
+    out.append(composite("audio_only_sound", "Audio-only is strong only on the sound classes (above the visual "
+                         "models there, below the best of them on appearance and motion)", parts,
+                         about=("audio", *visual)))
     return out
+
+
+def seeds_report(groups: list[str]) -> Report:
+    """The seeds' section of the summary: top-1 and each group's, the claims."""
+
+    return Report("kinetics", claims, [Column("top-1", lambda m: hundred(m["top1"])),
+                                       *(Column(g, lambda m, g=g: hundred((m["official"]["groups"].get(g) or {}).get("top1")))
+                                         for g in groups)])
 
 
 def _groups(results: dict[str, dict[str, Any]]) -> list[str]:
@@ -335,49 +338,16 @@ def summary_markdown(results: dict[str, dict[str, Any]], experiments: dict | Non
     lines += ["", f"Over the {available['videos']} videos that have a prediction: " + ", ".join(
         f"{LABELS.get(m['arch'], n)} {percent(m['available']['top1'])}" for n, m in results.items()) + " top-1.",
         "", "## The papers' claims on this run", ""]
-    for claim, held, figures in claims(results):
-        mark = "not measured" if held is None else ("holds" if held else "does not hold")
-        lines.append(f"- {claim}: **{mark}**" + (f" ({figures})" if figures else ""))
-    if experiments:
-        lines += experiments_markdown(experiments, groups)
-    else:
-        lines += ["", "Seeds and ablations: not measured yet (`python scripts/kinetics_experiments.py`)."]
+    lines += [claim.line for claim in claims(results)]
+    lines += experiments_markdown(experiments, groups)
     return "\n".join(lines) + "\n"
 
 
-def _spread(values: list[float | None]) -> str:
-    values = [v for v in values if v is not None]  # a group with no video in the split
-    if not values:
-        return "-"
-    mean = statistics.fmean(values)
-    if len(values) == 1:
-        return f"{100 * mean:.1f}"
-    return f"{100 * mean:.1f} ({100 * min(values):.1f}..{100 * max(values):.1f})"
-
-
-def experiments_markdown(experiments: dict[str, Any], groups: list[str]) -> list[str]:
-    """The seeds (every member per seed) and the ablations (AVSlowFast per setting), each as
-    mean (min..max) over the seeds measured, and the claims per seed."""
-    runs = experiments["runs"]
-    lines = ["", "## Over seeds", "",
-             f"`{experiments['command']}` on {experiments['machine']}, {experiments['date']}: "
-             f"{experiments['seconds'] / 60:.0f} minutes. Mean (min..max) over the seeds.", ""]
-    family_runs = [r for r in runs if r["kind"] == "seed"]
-    members = list(dict.fromkeys(n for r in family_runs for n in r["results"]))
-    lines += ["| model | seeds | top-1 | " + " | ".join(groups) + " |",
-              "| --- | --- | --- | " + " | ".join("---" for _ in groups) + " |"]
-    for name in members:
-        ms = [r["results"][name] for r in family_runs if name in r["results"]]
-        cells = [_spread([m["official"]["groups"][g]["top1"] for m in ms
-                          if g in m["official"]["groups"]]) for g in groups]
-        lines.append(f"| {LABELS.get(ms[0]['arch'], name)} | {len(ms)} | {_spread([m['top1'] for m in ms])} | "
-                     + " | ".join(cells) + " |")
-    lines += ["", "Claims per seed:", ""]
-    table = [(r["seed"], claims(r["results"])) for r in family_runs]
-    for i, (claim, _, _) in enumerate(table[0][1] if table else []):
-        held = [seed for seed, cs in table if cs[i][1]]
-        lines.append(f"- {claim}: {len(held)} of {len(table)} seeds"
-                     + "".join(f"; seed {seed}: {cs[i][2]}" for seed, cs in table))
+def experiments_markdown(experiments: dict[str, Any] | None, groups: list[str]) -> list[str]:
+    """The seeds (every member per seed, the claims over them: pipeline.claims) and the
+    ablations (AVSlowFast per setting), each as mean (min..max) over the seeds measured."""
+    lines = seeds_section(seeds_report(groups), experiments)
+    runs = (experiments or {}).get("runs", [])
     ablations = [r for r in runs if r["kind"] == "ablation"]
     if ablations:
         lines += ["", "## Ablations of AVSlowFast (Table 5), as `dvc exp run -S` experiments", "",
@@ -386,9 +356,6 @@ def experiments_markdown(experiments: dict[str, Any], groups: list[str]) -> list
         settings = list(dict.fromkeys(r["label"] for r in ablations))
         for label in settings:
             ms = [r["results"][r["member"]] for r in ablations if r["label"] == label]
-            cells = [_spread([m["official"]["groups"][g]["top1"] for m in ms
-                              if g in m["official"]["groups"]]) for g in groups]
-            lines.append(f"| {label} | {len(ms)} | {_spread([m['top1'] for m in ms])} | " + " | ".join(cells) + " |")
-    for note in experiments.get("notes", []):
-        lines += ["", note]
+            lines.append(f"| {label} | {len(ms)} | " + " | ".join(spread([c.value(m) for m in ms])
+                                                               for c in seeds_report(groups).columns) + " |")
     return lines
