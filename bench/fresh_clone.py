@@ -56,6 +56,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PYTHONPATH"] = str(where)  # the clone's code, not an editable install of another checkout
     log: list[tuple[float, str]] = []
+    load_before = os.getloadavg()[0]
     started = time.monotonic()
     with subprocess.Popen(command, cwd=where, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, bufsize=1) as proc:
@@ -67,7 +68,9 @@ def main() -> None:
     (where / "logs" / f"fresh_clone_{args.target}.log").write_text(
         "".join(f"{t:9.1f} {line}\n" for t, line in log))
     summary = [line for _, line in log if re.search(r"\d+ (passed|failed)", line)]
-    extra = {"commit": commit, "returncode": proc.returncode, "minutes": round(seconds / 60, 2)}
+    extra = {"commit": commit, "returncode": proc.returncode, "minutes": round(seconds / 60, 2),
+             # other work on the machine inflates the figure: the 1-minute load average around the run
+             "load_average": {"before": load_before, "after": os.getloadavg()[0]}}
     if args.target == "demo":
         extra["stage_seconds"] = stage_seconds(log)
     else:
