@@ -470,6 +470,54 @@ def test_youtube_through_a_yt_dlp_stand_in(monkeypatch, tmp_path, raw_bytes):
     assert not (tmp_path / "cache" / "ok.mp4").exists()
 
 
+def test_youtube_lists_its_download_cache_once_whatever_the_number_of_videos(monkeypatch, tmp_path):
+    """With download.keep_raw the cache holds every video fetched so far: one listing per
+    source, not a glob per video (quadratic in a Kinetics-size cache)."""
+    fetched = []
+
+    class YoutubeDL:  # yt-dlp's API, as the test above; no network
+        def __init__(self, options):
+            self.template = options["outtmpl"]
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def extract_info(self, url, download):
+            fetched.append(url.rsplit("=", 1)[1])
+            info = {"id": fetched[-1], "ext": "mp4"}
+            Path(self.prepare_filename(info)).write_bytes(b"fetched")
+            return info
+
+        def prepare_filename(self, info):
+            return self.template.replace("%(ext)s", info["ext"])
+
+    fake = types.ModuleType("yt_dlp")
+    fake.YoutubeDL, fake.utils = YoutubeDL, types.SimpleNamespace(DownloadError=RuntimeError)
+    monkeypatch.setitem(sys.modules, "yt_dlp", fake)
+    cache = tmp_path / "cache"
+    (cache / ".locks").mkdir(parents=True)
+    for i in range(40):
+        (cache / f"v{i}.mp4").write_bytes(b"cached")
+    (cache / "v7.webm").write_bytes(b"cached")  # mp4 preferred
+    (cache / "v40.f18.mp4.part").write_bytes(b"x")  # yt-dlp's unfinished download: fetched again
+    (cache / "v41.mp4.ytdl").write_bytes(b"x")
+    listed = []
+    scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda path: listed.append(path) or scandir(path))
+    source = open_source("youtube", FAST)
+    assert source.fetch("v0", cache) == cache / "v0.mp4"
+    (cache / "v5.mp4").unlink()  # trimmed and deleted by an earlier job since the listing
+    got = [source.fetch(f"v{i}", cache) for i in range(1, 43)]
+    assert got == [cache / f"v{i}.mp4" for i in range(1, 43)]
+    assert fetched == ["v5", "v40", "v41", "v42"]  # the rest were in the cache
+    assert (cache / "v5.mp4").read_bytes() == b"fetched"
+    assert source.fetch("v42", cache) == cache / "v42.mp4" and fetched[-1] == "v42" and len(fetched) == 4
+    assert len(listed) == 1  # the cache, once
+
+
 # --------------------------------------------------------------------------- ledger
 
 
