@@ -295,6 +295,9 @@ def kinetics(measured: dict, md5_core: float, disk: float, meta_s: float) -> dic
                        "450 GB of clips (issue 23)"}
 
 
+MARK = ".avsf-dvc-hashing"  # marks --work as this bench's own, which it may delete
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/avsf-dvc-hashing"))
@@ -308,7 +311,11 @@ def main() -> None:
     args = parser.parse_args()
     if 1 not in args.jobs:
         parser.error("--jobs must include 1")
+    if args.work.exists() and any(args.work.iterdir()) and not (args.work / MARK).is_file():
+        parser.error(f"--work {args.work} holds files this bench did not write: name a new or empty folder")
     shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
+    (args.work / MARK).write_text("bench/dvc_hashing.py's throwaway project: deleted by its next run\n")
     started = time.time()
     rounds, md5, disk = [], {1: [], 2: []}, {1: [], 4: []}
     try:

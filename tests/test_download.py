@@ -428,11 +428,13 @@ def test_youtube_without_the_extra_names_it(monkeypatch):
         open_source("youtube")
 
 
-def test_youtube_through_a_yt_dlp_stand_in(monkeypatch, tmp_path, raw_bytes):
-    """The calls avsf makes of yt-dlp, against a stand-in with the same API."""
+class _DownloadError(Exception):
+    pass
 
-    class DownloadError(Exception):
-        pass
+
+def fake_yt_dlp(monkeypatch, fetch) -> None:
+    """yt-dlp's API as avsf calls it, without a network: ``fetch(video_id)`` gives the bytes
+    the download writes (or raises _DownloadError, yt-dlp's)."""
 
     class YoutubeDL:
         def __init__(self, options):
@@ -445,21 +447,29 @@ def test_youtube_through_a_yt_dlp_stand_in(monkeypatch, tmp_path, raw_bytes):
             return False
 
         def extract_info(self, url, download):
-            video = url.rsplit("=", 1)[1]
-            if video == "gone":
-                raise DownloadError("ERROR: [youtube] gone: Video unavailable. This video has been removed")
-            if video == "offline":
-                raise DownloadError("ERROR: Unable to download webpage: <urlopen error [Errno -3]>")
-            info = {"id": video, "ext": "mp4"}
-            Path(self.prepare_filename(info)).write_bytes(raw_bytes)
+            info = {"id": url.rsplit("=", 1)[1], "ext": "mp4"}
+            Path(self.prepare_filename(info)).write_bytes(fetch(info["id"]))
             return info
 
         def prepare_filename(self, info):
             return self.template.replace("%(ext)s", info["ext"])
 
     fake = types.ModuleType("yt_dlp")
-    fake.YoutubeDL, fake.utils = YoutubeDL, types.SimpleNamespace(DownloadError=DownloadError)
+    fake.YoutubeDL, fake.utils = YoutubeDL, types.SimpleNamespace(DownloadError=_DownloadError)
     monkeypatch.setitem(sys.modules, "yt_dlp", fake)
+
+
+def test_youtube_through_a_yt_dlp_stand_in(monkeypatch, tmp_path, raw_bytes):
+    """The calls avsf makes of yt-dlp, against a stand-in with the same API."""
+
+    def fetch(video: str) -> bytes:
+        if video == "gone":
+            raise _DownloadError("ERROR: [youtube] gone: Video unavailable. This video has been removed")
+        if video == "offline":
+            raise _DownloadError("ERROR: Unable to download webpage: <urlopen error [Errno -3]>")
+        return raw_bytes
+
+    fake_yt_dlp(monkeypatch, fetch)
     source = open_source("youtube", FAST)
     assert isinstance(source, YoutubeSource) and source.downloads
     segs = {yid: [Segment(yid, 1, 2)] for yid in ("ok", "gone", "offline")}
@@ -474,29 +484,7 @@ def test_youtube_lists_its_download_cache_once_whatever_the_number_of_videos(mon
     """With download.keep_raw the cache holds every video fetched so far: one listing per
     source, not a glob per video (quadratic in a Kinetics-size cache)."""
     fetched = []
-
-    class YoutubeDL:  # yt-dlp's API, as the test above; no network
-        def __init__(self, options):
-            self.template = options["outtmpl"]
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def extract_info(self, url, download):
-            fetched.append(url.rsplit("=", 1)[1])
-            info = {"id": fetched[-1], "ext": "mp4"}
-            Path(self.prepare_filename(info)).write_bytes(b"fetched")
-            return info
-
-        def prepare_filename(self, info):
-            return self.template.replace("%(ext)s", info["ext"])
-
-    fake = types.ModuleType("yt_dlp")
-    fake.YoutubeDL, fake.utils = YoutubeDL, types.SimpleNamespace(DownloadError=RuntimeError)
-    monkeypatch.setitem(sys.modules, "yt_dlp", fake)
+    fake_yt_dlp(monkeypatch, lambda video: fetched.append(video) or b"fetched")
     cache = tmp_path / "cache"
     (cache / ".locks").mkdir(parents=True)
     for i in range(40):
@@ -515,6 +503,8 @@ def test_youtube_lists_its_download_cache_once_whatever_the_number_of_videos(mon
     assert fetched == ["v5", "v40", "v41", "v42"]  # the rest were in the cache
     assert (cache / "v5.mp4").read_bytes() == b"fetched"
     assert source.fetch("v42", cache) == cache / "v42.mp4" and fetched[-1] == "v42" and len(fetched) == 4
+    (cache / "v43.mkv").write_bytes(b"another job's")  # fetched by another job since the listing
+    assert source.fetch("v43", cache) == cache / "v43.mkv" and len(fetched) == 4
     assert len(listed) == 1  # the cache, once
 
 

@@ -336,6 +336,8 @@ class YoutubeSource:
         cached = self._cached_files(cache_dir)
         # a file listed may be gone since: trimmed and deleted (keep_raw false) by a job before
         done = [p for p in (cache_dir / name for name in cached.get(youtube_id, ())) if p.is_file()]
+        if not done:  # or written since the listing (another job's fetch of the same video): a few stats
+            done = [p for p in (cache_dir / f"{youtube_id}{ext}" for ext in _PREFERRED_EXTS) if p.is_file()]
         if done:
             return min(done, key=_ext_preference)
         options = {
