@@ -1,5 +1,6 @@
 """What one run of the whole pipeline measured, per report, as scripts/experiments.py records
-it in reports/<report>/experiments.json after each seed's ``dvc exp run``:
+it after each seed's ``dvc exp run`` (in logs/experiments.json; reports/<report>/experiments.json
+at the end):
 
     kinetics, epic, epic55, charades, ava   results: each member's metrics.json with its arch
                                             (pipeline.summary.member_results)

@@ -12,8 +12,10 @@ train@avslowfast and its evaluation rerun). After each experiment every chosen r
 are read from the workspace (pipeline.experiments.collect: each member's metrics, for ssl each
 backbone's probe and each pretext's own figures) and the records so far are saved
 (logs/experiments.json). At the end, or when a run fails, the workspace is brought back to the
-committed params and outputs (``git checkout``, ``dvc checkout``); each report's runs go to
-reports/<report>/experiments.json and ``dvc repro`` rewrites the summaries with them: mean and
+committed params and outputs (``git checkout``, ``dvc checkout``) and each report's runs
+finished so far go to reports/<report>/experiments.json; after the last run, ``dvc repro``
+rewrites the summaries with them (after a failure, run it yourself if the partial record is
+worth showing): mean and
 min..max over the seeds, each claim's count of seeds where it holds, its mean difference and
 standard error, and its verdict (pipeline/claims.py). Every experiment also stays in ``dvc exp
 show``.
@@ -54,6 +56,17 @@ PARTIAL = ROOT / "logs" / "experiments.json"
 def sh(*cmd: str, capture: bool = False) -> str:
     print("+", " ".join(cmd), flush=True)
     return subprocess.run(cmd, cwd=ROOT, check=True, text=True, capture_output=capture).stdout or ""
+
+
+def ablation_sets(base, changes: dict) -> list[str]:
+    """``dvc exp run -S`` values of one ablation of family.avslowfast: its changes, and where it
+    turns AV-sync off, the self-supervised settings that pretrain that member on AV-sync
+    deleted (params refuse them without it; no pretraining runs in a Kinetics ablation)."""
+    sets = [f"family.{AV}.{k}={json.dumps(v)}" for k, v in changes.items()]
+    if changes.get("sync", True) is False and base.ssl is not None:
+        sets += [f"~ssl.settings.{name}" for name, s in base.ssl.settings.items()
+                 if s.member == AV and "avs" in s.pretexts]
+    return sets
 
 
 def experiment(sets: list[str], targets: list[str], reports: list[str]) -> tuple[dict[str, dict], float]:
@@ -112,16 +125,17 @@ def main() -> None:
             save(kinetics, {"kind": "ablation", "seed": seed, "label": DEFAULT_LABEL, "member": AV, "set": sets,
                             "results": {AV: av}, "seconds": 0.0})
             for label, changes in ABLATIONS:  # from this seed's workspace: only the AV member reruns
-                sets = [f"train.seed={seed}", *(f"family.{AV}.{k}={json.dumps(v)}" for k, v in changes.items())]
+                sets = [f"train.seed={seed}", *ablation_sets(base, changes)]
                 entries, seconds = experiment(sets, [f"evaluate@{kinetics}-{AV}"], [kinetics])
                 save(kinetics, {"kind": "ablation", "seed": seed, "label": label, "member": AV, "set": sets,
                                 "results": {AV: entries[kinetics]["results"][AV]}, "seconds": round(seconds, 1)})
-    finally:  # back to the committed params and outputs, whatever happened
+    finally:  # back to the committed params and outputs, whatever happened, keeping the runs finished so far
         sh("git", "checkout", "--", "params.yaml", "dvc.lock", "reports")
+        layout = Layout.of(base.layout)
+        for report, record in records.items():
+            if record["runs"]:
+                (ROOT / layout.experiments(report)).write_text(json.dumps(record, indent=1) + "\n")
         sh(sys.executable, "-m", "dvc", "checkout", "--force")
-    layout = Layout.of(base.layout)
-    for report, record in records.items():
-        (ROOT / layout.experiments(report)).write_text(json.dumps(record, indent=1) + "\n")
     sh(sys.executable, "-m", "dvc", "repro")
     runs = sum(len(r["runs"]) for r in records.values())
     print(f"{runs} runs of {', '.join(records)} in {(time.monotonic() - started) / 60:.1f} min -> "

@@ -205,7 +205,8 @@ DVC_PROJECT = pytest.StashKey["object"]()
 @pytest.hookimpl(trylast=True)  # after -k / -m deselection
 def pytest_collection_modifyitems(session, config, items):
     dvc_items = [item for item in items if item.path.name == "test_dvc.py"]
-    if not dvc_items or len(dvc_items) == len(items) or config.option.collectonly:
+    uses_project = any("project" in getattr(item, "fixturenames", ()) for item in dvc_items)
+    if not uses_project or len(dvc_items) == len(items) or config.option.collectonly:
         return
     items[:] = [item for item in items if item.path.name != "test_dvc.py"] + dvc_items
     from dvc_project import Build

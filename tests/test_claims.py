@@ -310,3 +310,25 @@ def test_collect_reads_each_reports_results_and_each_pretexts_own_figures_from_a
                                                                                  "rotation_top1": 0.29},
                                              "sync_loss": 0.56, "chance": {"rotation_top1": 0.25}}
     assert entry["pretexts"]["avs"]["chance"] == {} and entry["pretexts"]["avs"]["sync_loss"] == 0.56
+
+
+def test_every_ablation_the_experiments_script_runs_gives_params_that_load(params, tmp_path, monkeypatch):
+    """Each ablation's `dvc exp run -S` values, applied as DVC applies them, give a params.yaml
+    the stages accept (AV-sync off once stopped the script: the AVS pretrainings need it)."""
+    import importlib.util
+    import shutil
+
+    from dvc.utils.hydra import apply_overrides
+
+    monkeypatch.setattr("sys.argv", ["experiments.py"])
+    spec = importlib.util.spec_from_file_location("experiments_script", REPO / "scripts" / "experiments.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    for label, changes in script.ABLATIONS:
+        path = tmp_path / "params.yaml"
+        shutil.copy(REPO / "params.yaml", path)
+        apply_overrides(path, ["train.seed=1", *script.ablation_sets(params, changes)])
+        ablated = load_params(path)
+        assert all(ablated.family[script.AV][k] == v for k, v in changes.items()), label
+    sync_off = script.ablation_sets(params, {"sync": False})
+    assert sorted(sync_off[1:]) == ["~ssl.settings.avs", "~ssl.settings.avs_rotation"]

@@ -163,8 +163,12 @@ def test_light_from_above_shades_every_shape_top_bright_bottom_dark_and_moves_wi
     assert (top == [255, 60, 60]).all() and (bottom == [110, 20, 20]).all()
     red = lit_frame[rows, :, 0][shape[rows]].reshape(len(rows), -1)[:, 0].astype(int)
     assert (np.diff(red) <= 0).all() and red[0] > red[-1]
-    # Turned upside down, the picture is not what the world renders: the pretext has a target.
-    assert not np.array_equal(np.rot90(lit_frame, 2), lit_frame)
+    # The flavours that take it light every scene of theirs.
+    from avsf.data.demo.ucf_hmdb import HmdbWorldSpec, UcfWorldSpec, plan_hmdb_world, plan_ucf_world
+
+    assert {v.scene.light for v in plan_world(replace(SPEC, light=0.3)) if v.scene} == {0.3}
+    assert {v.scene.light for v in plan_ucf_world(UcfWorldSpec(light=0.3))} == {0.3}
+    assert {v.scene.light for v in plan_hmdb_world(HmdbWorldSpec(light=0.3))} == {0.3}
     # A jumping bar carries its shading up with it: its column is the resting one, lifted.
     bar = Actor(CLASS_BY_NAME["drumming"], (0.3, 0.3, 0.6, 0.7), 0.0, 1.0, (0.0,))
     scene = Scene(160, 120, 30.0, 1.0, (bar,), seed=7, light=0.5)

@@ -428,11 +428,13 @@ def test_youtube_without_the_extra_names_it(monkeypatch):
         open_source("youtube")
 
 
-def test_youtube_through_a_yt_dlp_stand_in(monkeypatch, tmp_path, raw_bytes):
-    """The calls avsf makes of yt-dlp, against a stand-in with the same API."""
+class _DownloadError(Exception):
+    pass
 
-    class DownloadError(Exception):
-        pass
+
+def fake_yt_dlp(monkeypatch, fetch) -> None:
+    """yt-dlp's API as avsf calls it, without a network: ``fetch(video_id)`` gives the bytes
+    the download writes (or raises _DownloadError, yt-dlp's)."""
 
     class YoutubeDL:
         def __init__(self, options):
@@ -445,21 +447,29 @@ def test_youtube_through_a_yt_dlp_stand_in(monkeypatch, tmp_path, raw_bytes):
             return False
 
         def extract_info(self, url, download):
-            video = url.rsplit("=", 1)[1]
-            if video == "gone":
-                raise DownloadError("ERROR: [youtube] gone: Video unavailable. This video has been removed")
-            if video == "offline":
-                raise DownloadError("ERROR: Unable to download webpage: <urlopen error [Errno -3]>")
-            info = {"id": video, "ext": "mp4"}
-            Path(self.prepare_filename(info)).write_bytes(raw_bytes)
+            info = {"id": url.rsplit("=", 1)[1], "ext": "mp4"}
+            Path(self.prepare_filename(info)).write_bytes(fetch(info["id"]))
             return info
 
         def prepare_filename(self, info):
             return self.template.replace("%(ext)s", info["ext"])
 
     fake = types.ModuleType("yt_dlp")
-    fake.YoutubeDL, fake.utils = YoutubeDL, types.SimpleNamespace(DownloadError=DownloadError)
+    fake.YoutubeDL, fake.utils = YoutubeDL, types.SimpleNamespace(DownloadError=_DownloadError)
     monkeypatch.setitem(sys.modules, "yt_dlp", fake)
+
+
+def test_youtube_through_a_yt_dlp_stand_in(monkeypatch, tmp_path, raw_bytes):
+    """The calls avsf makes of yt-dlp, against a stand-in with the same API."""
+
+    def fetch(video: str) -> bytes:
+        if video == "gone":
+            raise _DownloadError("ERROR: [youtube] gone: Video unavailable. This video has been removed")
+        if video == "offline":
+            raise _DownloadError("ERROR: Unable to download webpage: <urlopen error [Errno -3]>")
+        return raw_bytes
+
+    fake_yt_dlp(monkeypatch, fetch)
     source = open_source("youtube", FAST)
     assert isinstance(source, YoutubeSource) and source.downloads
     segs = {yid: [Segment(yid, 1, 2)] for yid in ("ok", "gone", "offline")}
@@ -468,6 +478,34 @@ def test_youtube_through_a_yt_dlp_stand_in(monkeypatch, tmp_path, raw_bytes):
     assert results["gone"].reason == "youtube_unavailable"
     assert results["offline"].reason == "network_error"
     assert not (tmp_path / "cache" / "ok.mp4").exists()
+
+
+def test_youtube_lists_its_download_cache_once_whatever_the_number_of_videos(monkeypatch, tmp_path):
+    """With download.keep_raw the cache holds every video fetched so far: one listing per
+    source, not a glob per video (quadratic in a Kinetics-size cache)."""
+    fetched = []
+    fake_yt_dlp(monkeypatch, lambda video: fetched.append(video) or b"fetched")
+    cache = tmp_path / "cache"
+    (cache / ".locks").mkdir(parents=True)
+    for i in range(40):
+        (cache / f"v{i}.mp4").write_bytes(b"cached")
+    (cache / "v7.webm").write_bytes(b"cached")  # mp4 preferred
+    (cache / "v40.f18.mp4.part").write_bytes(b"x")  # yt-dlp's unfinished download: fetched again
+    (cache / "v41.mp4.ytdl").write_bytes(b"x")
+    listed = []
+    scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda path: listed.append(path) or scandir(path))
+    source = open_source("youtube", FAST)
+    assert source.fetch("v0", cache) == cache / "v0.mp4"
+    (cache / "v5.mp4").unlink()  # trimmed and deleted by an earlier job since the listing
+    got = [source.fetch(f"v{i}", cache) for i in range(1, 43)]
+    assert got == [cache / f"v{i}.mp4" for i in range(1, 43)]
+    assert fetched == ["v5", "v40", "v41", "v42"]  # the rest were in the cache
+    assert (cache / "v5.mp4").read_bytes() == b"fetched"
+    assert source.fetch("v42", cache) == cache / "v42.mp4" and fetched[-1] == "v42" and len(fetched) == 4
+    (cache / "v43.mkv").write_bytes(b"another job's")  # fetched by another job since the listing
+    assert source.fetch("v43", cache) == cache / "v43.mkv" and len(fetched) == 4
+    assert len(listed) == 1  # the cache, once
 
 
 # --------------------------------------------------------------------------- ledger

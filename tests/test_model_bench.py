@@ -79,3 +79,12 @@ def test_a_report_is_copied_as_written_and_read_back_only_by_its_own_run(tmp_pat
     monkeypatch.setenv("AVSF_BENCH_RUN", "run-2")
     assert bench_report.same_run_report("x") is None
     assert bench_report.report(bench_report.bench_path("y"), "peer", 3.0, "clips/s", None)["goal_met"] is None
+
+
+def test_fresh_clone_times_each_dvc_stage_from_its_line_to_the_next_and_the_last_to_the_end(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    bench = load_bench("fresh_clone")
+    log = [(0.5, "+ python3 -m dvc repro"), (1.0, "Running stage 'demo@kinetics':"), (3.0, "> python stages/demo.py"),
+           (4.25, "Running stage 'download@kinetics':"), (9.0, "Updating lock file 'dvc.lock'")]
+    assert bench.stage_seconds(log, end=10.0) == {"demo@kinetics": 3.2, "download@kinetics": 5.8}
+    assert bench.stage_seconds([], end=3.0) == {}

@@ -309,7 +309,12 @@ _UNAVAILABLE = re.compile(
 
 
 class YoutubeSource:
-    """YouTube through yt-dlp, one progressive mp4 per id (no ffmpeg needed for merging)."""
+    """YouTube through yt-dlp, one progressive mp4 per id (no ffmpeg needed for merging).
+
+    A video already in the download cache (an earlier run's, kept by ``download.keep_raw``) is
+    not fetched again. The cache is listed once, on the first fetch, not searched once per
+    video: with ``keep_raw`` it holds every video fetched so far, and a glob per video made a
+    Kinetics-size run quadratic, as it did the local source's."""
 
     downloads = True
     FORMAT = "b[ext=mp4]/b"
@@ -324,9 +329,15 @@ class YoutubeSource:
             ) from None
         self.yt_dlp = yt_dlp
         self.settings = settings
+        self._cached: dict[Path, dict[str, list[str]]] = {}  # cache dir -> id -> its files' names
+        self._lock = threading.Lock()  # download's worker threads share one source
 
     def fetch(self, youtube_id: str, cache_dir: Path) -> Path:
-        done = [p for p in cache_dir.glob(f"{youtube_id}.*") if p.suffix not in (PART_SUFFIX, ".ytdl")]
+        cached = self._cached_files(cache_dir)
+        # a file listed may be gone since: trimmed and deleted (keep_raw false) by a job before
+        done = [p for p in (cache_dir / name for name in cached.get(youtube_id, ())) if p.is_file()]
+        if not done:  # or written since the listing (another job's fetch of the same video): a few stats
+            done = [p for p in (cache_dir / f"{youtube_id}{ext}" for ext in _PREFERRED_EXTS) if p.is_file()]
         if done:
             return min(done, key=_ext_preference)
         options = {
@@ -350,7 +361,25 @@ class YoutubeSource:
             raise FetchError(reason, message) from None
         if not path.is_file():
             raise FetchError("youtube_unavailable", f"yt-dlp reported {path} but wrote no file")
+        with self._lock:
+            cached.setdefault(youtube_id, []).append(path.name)
         return path
+
+    def _cached_files(self, cache_dir: Path) -> dict[str, list[str]]:
+        """Video id -> the names of its finished downloads in ``cache_dir`` (every ``<id>.*``
+        file but yt-dlp's unfinished ``.part`` and ``.ytdl``), listed on the first call."""
+        with self._lock:
+            if cache_dir not in self._cached:
+                index: dict[str, list[str]] = {}
+                try:
+                    with os.scandir(cache_dir) as entries:
+                        for entry in entries:
+                            if not entry.name.endswith(".ytdl"):
+                                _add_file(index, entry, entry.name)
+                except FileNotFoundError:  # nothing fetched yet: yt-dlp makes it
+                    pass
+                self._cached[cache_dir] = index
+            return self._cached[cache_dir]
 
 
 # --------------------------------------------------------------------------- trimming

@@ -372,9 +372,13 @@ def claims(results: dict[str, dict[str, Any]]) -> list[Claim]:
                   av and av["noun_top1"], sf and sf["noun_top1"], "%", about=pair)]
 
 
-def seeds_report(results: dict[str, dict[str, Any]]) -> Report:
-    """The seeds' section: verb, noun and action top-1 and the nouns by cue, the claims."""
+def seeds_columns(results: dict[str, dict[str, Any]]) -> list[Column]:
+    """The seeds' table of EPIC-100 and EPIC-55: verb, noun and action top-1, the nouns by cue."""
     cues = list(dict.fromkeys(g for m in results.values() for g in m["noun_groups"]))
-    return Report("epic", claims, [*(Column(f"{k} top-1", lambda m, k=k: m[f"{k}_top1"]) for k in KINDS),
-                                   *(Column(f"nouns by {c}", lambda m, c=c: m["noun_groups"].get(c, {}).get("noun_top1"))
-                                     for c in cues)])
+    return [*(Column(f"{k} top-1", lambda m, k=k: m[f"{k}_top1"]) for k in KINDS),
+            *(Column(f"nouns by {c}", lambda m, c=c: m["noun_groups"].get(c, {}).get("noun_top1")) for c in cues)]
+
+
+def seeds_report(results: dict[str, dict[str, Any]]) -> Report:
+    """The seeds' section: :func:`seeds_columns`, the claims."""
+    return Report("epic", claims, seeds_columns(results))

@@ -48,9 +48,9 @@ from avsf.data.epic import EpicNarration, EpicSegments
 from avsf.data.kinetics import ManifestError
 from avsf.io.atomic import write_csv
 from pipeline.datasets import dataset_class
-from pipeline.claims import Claim, Column, Report, claims_metrics, with_seeds
+from pipeline.claims import Claim, Report, claims_metrics, with_seeds
 from pipeline.datasets.base import Flavour
-from pipeline.datasets.epic import KINDS, EpicKitchens, EpicSection, noun_cues, pct
+from pipeline.datasets.epic import KINDS, EpicKitchens, EpicSection, noun_cues, pct, seeds_columns
 from pipeline.launch import StageFailed
 from pipeline.layout import PER_CLASS_NAME, RESULTS_DIR, Layout
 from pipeline.params import ParamsError
@@ -400,8 +400,5 @@ def claims(results: dict[str, dict[str, Any]]) -> list[Claim]:
 
 
 def seeds_report(results: dict[str, dict[str, Any]]) -> Report:
-    """The seeds' section: verb, noun and action top-1 and the nouns by cue, the claims."""
-    cues = list(dict.fromkeys(g for m in results.values() for g in m["noun_groups"]))
-    return Report("epic55", claims, [*(Column(f"{k} top-1", lambda m, k=k: m[f"{k}_top1"]) for k in KINDS),
-                                     *(Column(f"nouns by {c}", lambda m, c=c: m["noun_groups"].get(c, {}).get("noun_top1"))
-                                       for c in cues)])
+    """The seeds' section: EPIC-100's columns (verb, noun, action, nouns by cue), the claims."""
+    return Report("epic55", claims, seeds_columns(results))

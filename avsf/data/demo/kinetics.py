@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from avsf.data.demo.world import CLASSES, Scene, encode_scene, random_actor
+from avsf.data.demo.world import CLASSES, Scene, check_light, encode_scene, random_actor
 from avsf.io.atomic import atomic_output, write_text
 
 SPLITS = ("train", "val")
@@ -59,8 +59,7 @@ class KineticsWorldSpec:
             raise ValueError("sizes: must be even [width, height] pairs of at least 16 (H.264 needs even sizes)")
         if not 0 <= self.no_audio_fraction <= 1 or self.corrupt_videos < 0 or self.missing_sources < 0:
             raise ValueError("no_audio_fraction: must be in [0, 1] (corrupt_videos and missing_sources >= 0)")
-        if not 0 <= self.light < 1:
-            raise ValueError("light: must be in [0, 1)")
+        check_light(self.light)
 
 
 @dataclass(frozen=True)

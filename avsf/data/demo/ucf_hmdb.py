@@ -39,7 +39,7 @@ from typing import Sequence
 
 import numpy as np
 
-from avsf.data.demo.world import FLICKER_HZ, DemoClass, Movement, Scene, encode_scene, placed_actor
+from avsf.data.demo.world import FLICKER_HZ, DemoClass, Movement, Scene, check_light, encode_scene, placed_actor
 from avsf.data.ucf_hmdb import (
     HMDB_SPLITS,
     HmdbVideo,
@@ -137,8 +137,7 @@ class UcfWorldSpec:
     light: float = 0.0  # light from above on the actors (world.Scene.light), as the Kinetics flavour's
 
     def __post_init__(self) -> None:
-        if not 0 <= self.light < 1:
-            raise ValueError("light: must be in [0, 1)")
+        check_light(self.light)
 
 
 @dataclass(frozen=True)
@@ -158,8 +157,7 @@ class HmdbWorldSpec:
     light: float = 0.0  # light from above on the actors (world.Scene.light), as the Kinetics flavour's
 
     def __post_init__(self) -> None:
-        if not 0 <= self.light < 1:
-            raise ValueError("light: must be in [0, 1)")
+        check_light(self.light)
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,12 @@ def placed_actor(rng: np.random.Generator, cls: DemoClass, start: float, end: fl
     )
 
 
+def check_light(light: float) -> None:
+    """A flavour's ``light`` setting (:attr:`Scene.light`): in [0, 1) (the message names the field)."""
+    if not 0 <= light < 1:
+        raise ValueError("light: must be in [0, 1)")
+
+
 # --------------------------------------------------------------------------- pictures
 
 
