@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 from pipeline.tables import LABELS
 
 MARGIN_SE = 2.0  # the mean difference a claim must reach, in standard errors
+SAME = 1e-9  # per-seed differences within this (relative) of each other are the same difference
 ONE_SEED = "the margin not measured (one seed: no standard error)"
 
 
@@ -134,8 +135,13 @@ class OverSeeds:
 
     @property
     def standard_error(self) -> float | None:
-        """sd of the per-seed differences / sqrt(n) (a paired comparison); None under 2 seeds."""
-        return statistics.stdev(self.margins) / math.sqrt(self.n) if self.n >= 2 else None
+        """sd of the per-seed differences / sqrt(n) (a paired comparison); None under 2 seeds.
+        Differences equal but for float rounding (83.3 - 0.0 and 91.7 - 8.3 points) count as
+        equal: their sd is 0, not a billionth that would make the margin a billion."""
+        if self.n < 2:
+            return None
+        sd = statistics.stdev(self.margins)
+        return 0.0 if sd <= SAME * max(1.0, max(abs(m) for m in self.margins)) else sd / math.sqrt(self.n)
 
     @property
     def margin_se(self) -> float | None:

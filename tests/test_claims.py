@@ -75,6 +75,10 @@ def test_the_same_difference_on_every_seed_holds_and_leaves_no_infinite_figure_i
     assert "mean difference +0.100 ± 0.000 (the same on every seed)" in c.line()
     assert c.metrics() == {"held": 3, "seeds": 3, "reproduced": 1}
     json.dumps(c.metrics(), allow_nan=False)
+    # The same difference in % from other figures: equal but for float rounding (a real pair, EPIC's).
+    rounded = over_seeds([(s, [Claim("k", "A beats B", a, b, "%")]) for s, (a, b) in
+                          enumerate([(100.0, 100 * 1 / 6), (100 * 11 / 12, 100 * 1 / 12)])])[0]
+    assert rounded.standard_error == 0.0 and "(the same on every seed)" in rounded.line()
 
 
 def test_a_seed_missing_a_member_is_left_out_of_the_count_and_named():
