@@ -21,7 +21,8 @@ from typing import Any, Callable, Sequence
 from pipeline.tables import LABELS
 
 MARGIN_SE = 2.0  # the mean difference a claim must reach, in standard errors
-SAME = 1e-9  # per-seed differences within this (relative) of each other are the same difference
+SAME = 1e-4  # per-seed differences within this (of a fraction; 0.01 in points) are the same: metrics
+             # files keep 4 decimals (EPIC-55's 11/12 - 1/12 and 1 - 1/6 read 83.34 and 83.33 points)
 ONE_SEED = "the margin not measured (one seed: no standard error)"
 
 
@@ -136,12 +137,12 @@ class OverSeeds:
     @property
     def standard_error(self) -> float | None:
         """sd of the per-seed differences / sqrt(n) (a paired comparison); None under 2 seeds.
-        Differences equal but for float rounding (83.3 - 0.0 and 91.7 - 8.3 points) count as
-        equal: their sd is 0, not a billionth that would make the margin a billion."""
+        Differences equal but for the rounding of the figures (:data:`SAME`) have sd 0, not a
+        ten-thousandth that would make the margin a million standard errors."""
         if self.n < 2:
             return None
         sd = statistics.stdev(self.margins)
-        return 0.0 if sd <= SAME * max(1.0, max(abs(m) for m in self.margins)) else sd / math.sqrt(self.n)
+        return 0.0 if sd <= SAME * (100 if self.claim.unit == "%" else 1) else sd / math.sqrt(self.n)
 
     @property
     def margin_se(self) -> float | None:

@@ -79,6 +79,12 @@ def test_the_same_difference_on_every_seed_holds_and_leaves_no_infinite_figure_i
     rounded = over_seeds([(s, [Claim("k", "A beats B", a, b, "%")]) for s, (a, b) in
                           enumerate([(100.0, 100 * 1 / 6), (100 * 11 / 12, 100 * 1 / 12)])])[0]
     assert rounded.standard_error == 0.0 and "(the same on every seed)" in rounded.line()
+    # ... and as metrics files keep them, to 4 decimals; a real difference of 0.1 point is not
+    stored = over_seeds([(s, [Claim("k", "A beats B", a, b, "%")]) for s, (a, b) in
+                         enumerate([(100.0, 16.67), (91.67, 8.33), (100.0, 16.57)])])
+    assert stored[0].standard_error is not None and stored[0].standard_error > 0
+    assert over_seeds([(s, [Claim("k", "A beats B", a, b, "%")]) for s, (a, b) in
+                       enumerate([(100.0, 16.67), (91.67, 8.33)])])[0].standard_error == 0.0
 
 
 def test_a_seed_missing_a_member_is_left_out_of_the_count_and_named():
