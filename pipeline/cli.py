@@ -67,6 +67,9 @@ def stage_command(run: Callable[..., None], *options: str) -> click.Command:
             sys.exit(2)
         configure_logging()
         signal.signal(signal.SIGTERM, _interrupt)  # DVC stops a stage with SIGTERM: cancel its jobs too
+        # Ctrl-C cancels the jobs even where the stage inherited SIGINT ignored (a shell's background
+        # command starts so, and Python then leaves it ignored): a kill -INT still stops it.
+        signal.signal(signal.SIGINT, _interrupt)
         try:
             run(params, **selection)
         except ParamsError as exc:  # a selection params.yaml lacks, or params that do not fit the stage's inputs
