@@ -112,6 +112,15 @@ def hundred(value: float | None) -> float | None:
     return None if value is None else 100 * value
 
 
+def by_arch(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each arch's result among a run's members (each with its ``arch``): the first member of
+    an arch stands for it in the claims."""
+    first: dict[str, dict[str, Any]] = {}
+    for m in results.values():
+        first.setdefault(m["arch"], m)
+    return first
+
+
 # --------------------------------------------------------------------------- over seeds
 
 

@@ -46,7 +46,7 @@ from avsf.data.ava_clips import DETECTION_SCORE, TRAIN_IOU, AvaKeyframes
 from avsf.data.demo import ava as demo
 from avsf.data.kinetics import Segment
 from avsf.io.atomic import write_csv
-from pipeline.claims import Claim, Column, Report, claims_metrics, hundred, with_seeds
+from pipeline.claims import Claim, Column, Report, by_arch, claims_metrics, hundred, with_seeds
 from pipeline.datasets.base import Dataset, DownloadPlan, Flavour
 from pipeline.figures import Figure, grouped_bars, model_labels, number
 from pipeline.launch import StageFailed
@@ -313,8 +313,8 @@ def summary_markdown(results: dict[str, dict[str, Any]]) -> str:
 
 def claims(results: dict[str, dict[str, Any]]) -> list[Claim]:
     """The papers' claims on one run's per-member metrics (the first member of each arch)."""
-    by_arch = {m["arch"]: m for m in reversed(list(results.values()))}
-    av, sf = by_arch.get("avslowfast"), by_arch.get("slowfast")
+    of_arch = by_arch(results)
+    av, sf = of_arch.get("avslowfast"), of_arch.get("slowfast")
 
     def group(m: dict | None, g: str) -> float | None:
         value = m["group_map"].get(g) if m else None

@@ -26,7 +26,7 @@ from avsf.data.charades import CharadesLabels, read_charades, read_charades_clas
 from avsf.data.demo import charades as demo
 from avsf.data.kinetics import ManifestError, Segment
 from avsf.io.atomic import write_csv
-from pipeline.claims import Claim, Column, Report, claims_metrics, hundred, with_seeds
+from pipeline.claims import Claim, Column, Report, by_arch, claims_metrics, hundred, with_seeds
 from pipeline.datasets.base import Dataset, DownloadPlan, Flavour
 from pipeline.launch import StageFailed
 from pipeline.layout import PER_CLASS_NAME, RESULTS_DIR
@@ -157,8 +157,8 @@ def _finite(value: float) -> float | None:
 def claims(results: dict[str, dict[str, Any]]) -> list[Claim]:
     """The paper's claim on the official mAP; on the sklearn-style one, said so, where the
     official figure is undefined (a class without a positive in the split makes it NaN)."""
-    by_arch = {m["arch"]: m for m in reversed(list(results.values()))}
-    av, sf = by_arch.get("avslowfast"), by_arch.get("slowfast")
+    of_arch = by_arch(results)
+    av, sf = of_arch.get("avslowfast"), of_arch.get("slowfast")
     claim = "AVSlowFast beats SlowFast in mAP (the paper: 42.5 -> 43.7)"
     if av and sf and av["map_official"] is not None and sf["map_official"] is not None:
         return [Claim("map", claim + ", official", av["map_official"], sf["map_official"], about=("avslowfast", "slowfast"))]

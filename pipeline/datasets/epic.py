@@ -30,7 +30,7 @@ from avsf.data.demo import epic as demo
 from avsf.data.epic import EpicSegments, read_epic_annotations, read_epic_classes, read_epic_video_info, read_id_list
 from avsf.data.kinetics import ManifestError, Segment
 from avsf.io.atomic import write_csv
-from pipeline.claims import Claim, Column, Report, claims_metrics, with_seeds
+from pipeline.claims import Claim, Column, Report, by_arch, claims_metrics, with_seeds
 from pipeline.datasets.base import Dataset, DownloadPlan, Flavour
 from pipeline.figures import Figure, grouped_bars, missing_inputs, model_labels, read_csv
 from pipeline.launch import StageFailed
@@ -358,13 +358,13 @@ def summary_markdown(results: dict[str, dict[str, Any]]) -> str:
 
 def claims(results: dict[str, dict[str, Any]]) -> list[Claim]:
     """The paper's claims on one run's per-member metrics (the first member of each arch)."""
-    by_arch = {m["arch"]: m for m in reversed(list(results.values()))}
+    of_arch = by_arch(results)
 
     def sound(arch: str) -> float | None:
-        group = by_arch.get(arch, {}).get("noun_groups", {}).get("sound")
+        group = of_arch.get(arch, {}).get("noun_groups", {}).get("sound")
         return None if group is None else group["noun_top1"]
 
-    av, sf = by_arch.get("avslowfast"), by_arch.get("slowfast")
+    av, sf = of_arch.get("avslowfast"), of_arch.get("slowfast")
     pair = ("avslowfast", "slowfast")
     return [Claim("sound_nouns", "AVSlowFast beats SlowFast on the nouns told apart by sound", sound("avslowfast"),
                   sound("slowfast"), "%", about=pair),

@@ -48,7 +48,7 @@ from avsf.data.epic import EpicNarration, EpicSegments
 from avsf.data.kinetics import ManifestError
 from avsf.io.atomic import write_csv
 from pipeline.datasets import dataset_class
-from pipeline.claims import Claim, Report, claims_metrics, with_seeds
+from pipeline.claims import Claim, Report, by_arch, claims_metrics, with_seeds
 from pipeline.datasets.base import Flavour
 from pipeline.datasets.epic import KINDS, EpicKitchens, EpicSection, noun_cues, pct, seeds_columns
 from pipeline.launch import StageFailed
@@ -341,8 +341,8 @@ def summary_markdown(results: dict[str, dict[str, Any]]) -> str:
                for c in cues),
              f"{m['gflops_per_view']:.3f} x {m['views_per_segment']}"]
             for name, m in results.items()]
-    by_arch = {m["arch"]: m for m in reversed(list(results.values()))}
-    av, sf = by_arch.get("avslowfast"), by_arch.get("slowfast")
+    of_arch = by_arch(results)
+    av, sf = of_arch.get("avslowfast"), of_arch.get("slowfast")
     ours = gains(av, sf)
     if av and sf:
         rows.append(["Δ AVSlowFast − SlowFast", *(_signed(ours[f]) for f in figures), *blank])
@@ -376,8 +376,8 @@ def summary_markdown(results: dict[str, dict[str, Any]]) -> str:
 
 def claims(results: dict[str, dict[str, Any]]) -> list[Claim]:
     """The paper's claims on one run's per-member metrics (the first member of each arch)."""
-    by_arch = {m["arch"]: m for m in reversed(list(results.values()))}
-    av, sf = by_arch.get("avslowfast"), by_arch.get("slowfast")
+    of_arch = by_arch(results)
+    av, sf = of_arch.get("avslowfast"), of_arch.get("slowfast")
     ours, theirs = gains(av, sf), gains(PAPER_VALIDATION["avslowfast"], PAPER_VALIDATION["slowfast"])
     others = [ours["verb_top1"], ours["action_top1"]]
     pair = ("avslowfast", "slowfast")

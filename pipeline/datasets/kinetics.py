@@ -29,7 +29,7 @@ from avsf.data.demo import kinetics as demo
 from avsf.data.kinetics import ManifestError, class_names, read_manifest
 from avsf.data.ledger import Failure
 from avsf.io.atomic import write_csv
-from pipeline.claims import Claim, Column, Report, claims_metrics, composite, hundred, seeds_section, spread
+from pipeline.claims import Claim, Column, Report, by_arch, claims_metrics, composite, hundred, seeds_section, spread
 from pipeline.datasets.base import Dataset, DownloadPlan, Flavour
 from pipeline.figures import (Figure, by_cue, confusion_figure, curves_figure, family_curves, first_of_arch,
                               gain_figure, grouped_bars, missing_inputs, model_labels, number)
@@ -268,12 +268,10 @@ def _figure(value: float | None) -> str:
 def claims(results: dict[str, dict[str, Any]]) -> list[Claim]:
     """The papers' claims in miniature, on one run's per-member metrics (each not measured
     when a member it needs is missing)."""
-    by_arch: dict[str, dict[str, Any]] = {}
-    for m in results.values():  # the first member of each arch stands for it
-        by_arch.setdefault(m["arch"], m)
+    of_arch = by_arch(results)
 
     def group(arch: str, name: str) -> float | None:
-        m = by_arch.get(arch)
+        m = of_arch.get(arch)
         g = m and m["official"]["groups"].get(name)
         return None if not g else g["top1"]
 
@@ -284,7 +282,7 @@ def claims(results: dict[str, dict[str, Any]]) -> list[Claim]:
     # Audio-only: above every visual-only member on the sound classes, below the best of them
     # on the appearance and motion classes (Slow-only cannot see the flicker, and the
     # audiovisual classes sound distinct too, so neither says what audio alone lacks).
-    audio, visual = by_arch.get("audio"), [a for a in ("slow", "fast", "slowfast") if a in by_arch]
+    audio, visual = of_arch.get("audio"), [a for a in ("slow", "fast", "slowfast") if a in of_arch]
     parts = []
     for g, above in (("sound", True), ("appearance", False), ("motion", False)):
         if audio is None or not visual:
