@@ -9,6 +9,9 @@ Resumable: each shard records a fingerprint of what it was built from (settings,
 files as their download records name them), and a rerun keeps every shard whose fingerprint
 still matches, so a killed run
 redoes only the shards it had not finished (pipeline/shards.py, shared with ``spectrogram``).
+Each shard also records the fingerprint of its audio alone (the clips, fps and sample rate:
+not short_side or jpeg_quality), which ``spectrogram`` builds on, so a change to the frames
+only rebuilds no log-mel shard.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class DecodeShard:
     clips_dir: str
     settings: DecodeSettings
     fingerprint: str
+    audio_fingerprint: str
 
 
 def decode_shard(shard: DecodeShard) -> dict[str, Any]:
@@ -88,7 +92,8 @@ def decode_shard(shard: DecodeShard) -> dict[str, Any]:
                 continue
             clips.append({"clip_id": record.clip_id, "num_frames": len(clip.frames), "fps": clip.fps,
                           "duration": clip.duration, "has_audio": clip.has_audio, "notes": clip.notes})
-        meta = {"stage": STAGE, "fingerprint": shard.fingerprint, "settings": asdict(shard.settings), "clips": clips,
+        meta = {"stage": STAGE, "fingerprint": shard.fingerprint, "audio_fingerprint": shard.audio_fingerprint,
+                "settings": asdict(shard.settings), "clips": clips,
                 "failures": failures, "seconds": time.monotonic() - started}
         writer.set_meta(meta)
     return meta
@@ -120,11 +125,14 @@ def run_decode(params: Params, dataset: str | None = None) -> None:
     settings = DecodeSettings(fps=p.fps, short_side=p.short_side, jpeg_quality=p.jpeg_quality,
                               sample_rate=p.sample_rate)
     out_dir = layout.frames(ds.name)
-    shards = [
-        DecodeShard(i, str(out_dir / shard_name(i)), tuple(chunk), str(clips_dir), settings,
-                    fingerprint(STAGE, DECODER_VERSION, asdict(settings), [_clip_identity(clips_dir, r) for r in chunk]))
-        for i, chunk in enumerate(chunks(records, p.clips_per_shard))
-    ]
+    shards = []
+    for i, chunk in enumerate(chunks(records, p.clips_per_shard)):
+        identities = [_clip_identity(clips_dir, r) for r in chunk]
+        shards.append(DecodeShard(
+            i, str(out_dir / shard_name(i)), tuple(chunk), str(clips_dir), settings,
+            fingerprint(STAGE, DECODER_VERSION, asdict(settings), identities),
+            # the audio is resampled and cut to the frames' span: fps and sample rate, not the pixels
+            fingerprint(STAGE, "audio", DECODER_VERSION, settings.fps, settings.sample_rate, identities)))
     todo = prepare_out_dir(STAGE, out_dir, shards)
     run_shards(STAGE, decode_shard, todo, stage_launch(params.launch, ds.name))
     metas = [read_meta(s.path) for s in shards]

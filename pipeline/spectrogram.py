@@ -13,7 +13,8 @@ holds those instead of the measured mean and std (which it keeps as ``measured``
 dataset normalises with them (the authors' features: their Kinetics -7.03 and 4.66).
 
 Resumable like ``decode``: a shard whose fingerprint (the code's LOGMEL_VERSION, settings,
-its frame shard, the stats split's clips, launch.cpu_isa) matches is kept.
+its frame shard's audio, the stats split's clips, launch.cpu_isa) matches is kept: a change
+to decode.jpeg_quality or decode.short_side rebuilds the frames and no log-mel shard.
 """
 
 from __future__ import annotations
@@ -122,7 +123,9 @@ def run_spectrogram(params: Params, dataset: str | None = None) -> None:
     shards = []
     for i, (name, clip_ids) in enumerate(sorted(by_shard.items())):
         frames_path = frames_dir / name
-        source = (read_meta(frames_path) or {}).get("fingerprint")
+        # the frame shard's audio (a store from before decode recorded it: the shard's own)
+        made = read_meta(frames_path) or {}
+        source = made.get("audio_fingerprint", made.get("fingerprint"))
         stats_clips = frozenset(c for c in clip_ids if c in stats_ids)
         shards.append(SpectrogramShard(
             i, str(frames_path), str(out_dir / name), tuple(clip_ids), stats_clips, settings,

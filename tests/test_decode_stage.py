@@ -150,9 +150,12 @@ def test_a_muted_track_is_marked_silent_and_left_out_of_the_statistics(tmp_path)
 
 
 def test_rerun_keeps_complete_shards_and_a_changed_param_rebuilds(built, tmp_path, monkeypatch):
+    """A changed decode param rebuilds every frame shard; one that leaves the audio as it is
+    (jpeg_quality) rebuilds no log-mel shard, one that moves it (fps) rebuilds them all."""
     root, params = built
     monkeypatch.chdir(root)
     before = store_hashes(KINETICS.frames("kinetics"))
+    logmel_before = store_hashes(KINETICS.logmel("kinetics"))
     shard = root / KINETICS.frames("kinetics") / "shard-00000.h5"
     stamp = shard.stat().st_mtime_ns
     run_decode(params)
@@ -163,8 +166,18 @@ def test_rerun_keeps_complete_shards_and_a_changed_param_rebuilds(built, tmp_pat
     assert load(root, KINETICS.metrics("kinetics", "decode"))["shards_reused"] == 0
     after = store_hashes(KINETICS.frames("kinetics"))
     assert after.keys() == before.keys() and all(after[k] != before[k] for k in before)
+    run_spectrogram(lower)
+    assert load(root, KINETICS.metrics("kinetics", "spectrogram"))["shards_reused"] == 4
+    assert store_hashes(KINETICS.logmel("kinetics")) == logmel_before
+    (tmp_path / "fps").mkdir()
+    _, slower = store_params(tmp_path / "fps", {"decode.fps": 15})
+    run_decode(slower)
+    run_spectrogram(slower)
+    assert load(root, KINETICS.metrics("kinetics", "spectrogram"))["shards_reused"] == 0
     run_decode(params)  # back to the module's store for the other tests
+    run_spectrogram(params)
     assert store_hashes(KINETICS.frames("kinetics")) == before
+    assert store_hashes(KINETICS.logmel("kinetics")) == logmel_before
 
 
 def test_shards_follow_what_made_each_clip_not_its_mtime(tmp_path, monkeypatch):
