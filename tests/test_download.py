@@ -121,16 +121,18 @@ def test_a_local_source_lists_its_directory_once_whatever_the_number_of_videos(t
     (videos / "v8.mkv.part").write_bytes(b"x")  # unfinished: not a source
     (videos / "Class" / "nested.avi").write_bytes(b"x")  # <class>/<id>.<ext>, as UCF101's
     (videos / "Class" / "v9.mkv").write_bytes(b"x")  # the top level comes first
+    (videos / ".locks").mkdir()  # a download cache's locks, when the source is one
+    (videos / ".locks" / "locked.lock").write_bytes(b"")
     listed = []
     scandir = os.scandir
     monkeypatch.setattr(os, "scandir", lambda path: listed.append(path) or scandir(path))
     source = LocalSource(videos)
     assert [source.fetch(f"v{i}", tmp_path) for i in range(50)] == [videos / f"v{i}.mp4" for i in range(50)]
     assert source.fetch("nested", tmp_path) == videos / "Class" / "nested.avi"
-    for absent in ("absent", "v", "v8.mkv"):
+    for absent in ("absent", "v", "v8.mkv", "locked"):
         with pytest.raises(FetchError, match="missing_source|no "):
             source.fetch(absent, tmp_path)
-    assert len(listed) == 2  # the directory and its one folder, once
+    assert len(listed) == 2  # the directory and its one folder, once (not .locks)
 
 
 def test_open_source_rejects_what_it_cannot_read(tmp_path):
@@ -249,12 +251,43 @@ def test_download_video_clips_outcomes(tmp_path):
         "good_000000_000001.json", "good_000000_000001.mp4", "good_000001_000002.json", "good_000001_000002.mp4"]
 
 
+def test_a_replaced_source_video_is_cut_again_and_a_copy_is_not(tmp_path):
+    """A clip records the raw video it was cut from (name, size, its first and last bytes): a
+    rerun cuts again the clips of a video replaced under the same name, keeps those of a video
+    copied over (same bytes, a new mtime: staged on a node's scratch disk), and keeps a clip
+    whose source is gone."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_indexed(videos / "v.mp4", 3.0, 25)
+    cfg, segment = settings(tmp_path), Segment("v", 0, 1, "train", "a")
+    clip = cfg.out_dir / "v_000000_000001.mp4"
+
+    def status() -> str:
+        [outcome] = download_video_clips("v", [segment], LocalSource(videos), cfg)
+        return outcome.status
+
+    assert status() == "downloaded"
+    copy = videos / "copy.tmp"
+    copy.write_bytes((videos / "v.mp4").read_bytes())
+    os.replace(copy, videos / "v.mp4")
+    os.utime(videos / "v.mp4", ns=(1, 1))
+    assert status() == "skipped_existing"
+    write_indexed(videos / "v.mp4", 3.0, 30)  # another video under the same name
+    assert status() == "downloaded"
+    assert av.open(str(clip)).streams.video[0].average_rate == 30
+    (videos / "v.mp4").unlink()
+    assert status() == "skipped_existing"
+
+
 def test_an_unforeseen_error_fails_its_video_only(tmp_path):
     class FlakySource:
         downloads = True
 
         def fetch(self, youtube_id, cache_dir):
             raise RuntimeError("disk on fire")
+
+        def identity(self, youtube_id):
+            return None
 
     [outcome] = download_video_clips("x", [Segment("x", 0, 1)], FlakySource(), settings(tmp_path))
     assert (outcome.status, outcome.reason, outcome.detail) == ("failed", "unexpected_error",

@@ -9,7 +9,8 @@ Data flow for one YouTube id and its segments::
 A clip is video re-encoded from the first frame shown at ``start`` and the source's audio
 from that instant, copied packet for packet where mp4 can hold it (:func:`trim_clip`). Its
 record's fingerprint (:func:`clip_fingerprint`) lets a rerun keep exactly the clips made by
-the same code and settings.
+the same code and settings, and, for a local source, from the same raw video
+(:meth:`LocalSource.identity`): a video replaced under the same name is trimmed again.
 
 Sources: a local directory or ``file://`` URL holding ``<youtube_id>.<ext>``; an http(s) URL
 prefix (or a template with ``{youtube_id}``), fetched with resume, retries and timeouts; or
@@ -108,11 +109,16 @@ class FetchSettings:
 
 class Source(Protocol):
     """Where raw videos come from. ``downloads`` is True when ``fetch`` writes into the cache
-    (so the raw file may be deleted after trimming), False when it returns the source's own file."""
+    (so the raw file may be deleted after trimming), False when it returns the source's own file.
+    ``identity`` names the raw video a clip would be cut from without fetching it, or None where
+    that cannot be known cheaply (a remote): a clip records it, and one recorded with another
+    identity is cut again."""
 
     downloads: bool
 
     def fetch(self, youtube_id: str, cache_dir: Path) -> Path: ...
+
+    def identity(self, youtube_id: str) -> str | None: ...
 
 
 def open_source(spec: str, settings: FetchSettings = FetchSettings()) -> Source:
@@ -158,6 +164,18 @@ class LocalSource:
             raise FetchError("missing_source", f"no {youtube_id}.<ext> in {self.root}")
         return min((self.root / name for name in candidates), key=_ext_preference)
 
+    def identity(self, youtube_id: str) -> str | None:
+        """The video's file name and size and a digest of its first and last 64 KiB (where a
+        container keeps its headers and index), or None when it is not there (a clip cut from
+        a source since removed is kept). Not the mtime: staging a copy of the source on a
+        node's scratch disk must not trim every clip again; and not the whole file: a rerun
+        would read every raw video to decide what to skip."""
+        try:
+            path = self.fetch(youtube_id, self.root)
+            return file_identity(path, name=str(path.relative_to(self.root)))
+        except (FetchError, OSError):
+            return None
+
     def _files(self) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
         """Video id -> the names of its files (relative to the root), at the top level and one
         folder down: every ``<id>.<anything>`` file, as the glob ``<id>.*`` matches it, except
@@ -168,6 +186,8 @@ class LocalSource:
                 nested: dict[str, list[str]] = {}
                 with os.scandir(self.root) as entries:
                     for entry in entries:
+                        if entry.name.startswith("."):  # .locks of a download cache, .git, ...
+                            continue
                         if entry.is_dir():
                             with os.scandir(entry.path) as inner:
                                 for file in inner:
@@ -176,6 +196,18 @@ class LocalSource:
                             _add_file(top, entry, entry.name)
                 self._listing = top, nested
         return self._listing
+
+
+def file_identity(path: Path, name: str, edge_bytes: int = 1 << 16) -> str:
+    """``name``, the file's size and the blake2b of its first and last ``edge_bytes``."""
+    size = path.stat().st_size
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        h.update(f.read(edge_bytes))
+        if size > edge_bytes:
+            f.seek(max(edge_bytes, size - edge_bytes))
+            h.update(f.read(edge_bytes))
+    return f"{name}:{size}:{h.hexdigest()}"
 
 
 def _add_file(index: dict[str, list[str]], entry: os.DirEntry, name: str) -> None:
@@ -212,6 +244,9 @@ class HttpSource:
 
     def url_for(self, youtube_id: str) -> str:
         return self.template.format(youtube_id=urllib.parse.quote(youtube_id))
+
+    def identity(self, youtube_id: str) -> str | None:
+        return None  # known only by fetching it
 
     def fetch(self, youtube_id: str, cache_dir: Path) -> Path:
         url = self.url_for(youtube_id)
@@ -331,6 +366,9 @@ class YoutubeSource:
         self.settings = settings
         self._cached: dict[Path, dict[str, list[str]]] = {}  # cache dir -> id -> its files' names
         self._lock = threading.Lock()  # download's worker threads share one source
+
+    def identity(self, youtube_id: str) -> str | None:
+        return None  # known only by fetching it
 
     def fetch(self, youtube_id: str, cache_dir: Path) -> Path:
         cached = self._cached_files(cache_dir)
@@ -686,11 +724,14 @@ def clip_fingerprint(segment: Segment, trim: TrimSettings) -> str:
     return digest("download", DOWNLOAD_VERSION, asdict(trim), segment.time_start, segment.time_end)
 
 
-def existing_clip(path: Path, fingerprint: str) -> dict[str, Any] | None:
-    """The record of a complete clip at ``path`` made with ``fingerprint``, or None: a clip that
-    is missing, does not probe, has no record, or was made with other settings or code."""
+def existing_clip(path: Path, fingerprint: str, source: str | None = None) -> dict[str, Any] | None:
+    """The record of a complete clip at ``path`` made with ``fingerprint`` from the raw video
+    ``source`` names (None: unknown, any), or None: a clip that is missing, does not probe, has
+    no record, or was made with other settings or code, or from another raw video."""
     record = read_clip_record(path)
     if record is None or record.get("fingerprint") != fingerprint:
+        return None
+    if source is not None and record.get("source") != source:
         return None
     try:
         probe(path)
@@ -715,8 +756,9 @@ def download_video_clips(youtube_id: str, segments: Sequence[Segment], source: S
 def _download(youtube_id: str, segments: Sequence[Segment], source: Source,
               settings: ClipSettings) -> list[ClipOutcome]:
     outcomes, pending = {}, []
+    source_identity = source.identity(youtube_id)
     for s in segments:
-        record = existing_clip(clip_path(settings.out_dir, s), clip_fingerprint(s, settings.trim))
+        record = existing_clip(clip_path(settings.out_dir, s), clip_fingerprint(s, settings.trim), source_identity)
         if record is not None:
             outcomes[s] = ClipOutcome(s, "skipped_existing", duration=record["duration"], notes=record["notes"])
         else:
@@ -728,7 +770,7 @@ def _download(youtube_id: str, segments: Sequence[Segment], source: Source,
             raw_info = probe(raw)  # one verdict on the raw file, instead of one per segment
             for s in pending:
                 try:
-                    outcomes[s] = _make_clip(raw, raw_info, s, settings)
+                    outcomes[s] = _make_clip(raw, raw_info, s, settings, source_identity)
                 except Exception as exc:  # noqa: BLE001
                     outcomes[s] = _failed(s, exc)
         except Exception as exc:  # noqa: BLE001 - the raw video is unusable
@@ -740,7 +782,8 @@ def _download(youtube_id: str, segments: Sequence[Segment], source: Source,
     return [outcomes[s] for s in segments]
 
 
-def _make_clip(raw: Path, raw_info: MediaInfo, segment: Segment, settings: ClipSettings) -> ClipOutcome:
+def _make_clip(raw: Path, raw_info: MediaInfo, segment: Segment, settings: ClipSettings,
+               source_identity: str | None) -> ClipOutcome:
     """Trim one segment; its record is written just before the clip gets its final name, and
     a stale clip is removed first, so a kill at any moment never pairs a record with the
     wrong clip."""
@@ -748,7 +791,8 @@ def _make_clip(raw: Path, raw_info: MediaInfo, segment: Segment, settings: ClipS
     dest.unlink(missing_ok=True)
     clip = trim_clip(raw, dest, segment.time_start, segment.time_end, settings.trim, raw_info,
                      before_rename=lambda clip: write_json(clip_record_path(dest), {
-                         "fingerprint": clip_fingerprint(segment, settings.trim), "sha256": clip.sha256,
+                         "fingerprint": clip_fingerprint(segment, settings.trim), "source": source_identity,
+                         "sha256": clip.sha256,
                          "duration": clip.duration, "notes": clip.notes, "settings": asdict(settings.trim)}))
     return ClipOutcome(segment, "downloaded", duration=clip.duration, notes=clip.notes)
 
