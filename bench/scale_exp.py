@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scale import REPO, STAGES, TARGETS, dvc, load, make_project, run_watched, sh, timed  # noqa: E402
+from scale import REPO, TARGETS, dvc, load, make_project, run_watched, sh, timed  # noqa: E402
 
 
 def watched_run(project: Path, cmd: list[str], log_name: str) -> dict[str, Any]:

@@ -60,7 +60,7 @@ TINY_OVERRIDES = {
     "datasets.epic.demo": TINY_EPIC_WORLD,
     "datasets.epic.train.epochs": 1,
     "datasets.epic.train.val_every": 1,
-    # EPIC-55: the same world in its own files (its source is demo@epic's videos), P02 held out
+    # EPIC-55: the same world in its own files (its own videos), P02 held out
     "datasets.epic55.demo": copy.deepcopy(TINY_EPIC_WORLD),  # (a copy: one object would be a YAML alias)
     "datasets.epic55.train.epochs": 1,
     "datasets.epic55.train.val_every": 1,

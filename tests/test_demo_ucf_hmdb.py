@@ -68,14 +68,14 @@ def hmdb_plan():
 def ucf_files(ucf_plan, tmp_path_factory):
     out = tmp_path_factory.mktemp("ucf")
     write_ucf_annotations(out, ucf_plan)
-    return out / "splits"
+    return out
 
 
 @pytest.fixture(scope="module")
 def hmdb_files(hmdb_plan, tmp_path_factory):
     out = tmp_path_factory.mktemp("hmdb")
     write_hmdb_annotations(out, hmdb_plan)
-    return out / "splits"
+    return out
 
 
 # --------------------------------------------------------------------------- classes
@@ -272,8 +272,8 @@ def test_written_worlds_decode_with_their_frames_and_sound(tmp_path):
     worlds = [(tmp_path / "ucf", write_ucf_world(ucf_spec, tmp_path / "ucf")),
               (tmp_path / "hmdb", write_hmdb_world(hmdb_spec, tmp_path / "hmdb"))]
     assert (tmp_path / "ucf/videos/HandstandPushups/v_HandStandPushups_g01_c01.avi").is_file()
-    assert read_ucf_split(tmp_path / "ucf/splits/testlist03.txt", [c.name for c in UCF_CLASSES])[0].group == 3
-    assert len(read_hmdb_splits(tmp_path / "hmdb/splits", 2)[1]) == len(HMDB_CLASSES)
+    assert read_ucf_split(tmp_path / "ucf/testlist03.txt", [c.name for c in UCF_CLASSES])[0].group == 3
+    assert len(read_hmdb_splits(tmp_path / "hmdb", 2)[1]) == len(HMDB_CLASSES)
     for out, plan in worlds:
         assert sorted(p.relative_to(out / "videos").as_posix() for p in (out / "videos").rglob("*")
                       if p.is_file()) == sorted(v.path for v in plan)

@@ -6,10 +6,8 @@ import os
 import socket
 import sys
 import threading
-import time
 import types
 from fractions import Fraction
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import av
@@ -32,6 +30,7 @@ from avsf.data.download import (
 from avsf.data.kinetics import Segment
 from avsf.data.ledger import Failure, append_ledger, count_by_reason, read_ledger, write_ledger
 from avsf.io.media import MediaError, write_video
+from file_server import FileServer
 
 BITS = 8
 FAST = FetchSettings(retries=3, backoff_s=0.01, timeout_s=5.0, chunk_bytes=4096)
@@ -297,67 +296,6 @@ def test_an_unforeseen_error_fails_its_video_only(tmp_path):
 # --------------------------------------------------------------------------- http
 
 
-class FileServer:
-    """Serves ``files`` over http on 127.0.0.1 with Range support and scripted misbehaviour:
-    ``fail_first[name]`` requests answer 503, ``cut_first[name]`` requests send only
-    ``cut_bytes`` of the body before closing, ``slow[name]`` seconds pass before an answer."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.fail_first: dict[str, int] = {}
-        self.cut_first: dict[str, int] = {}
-        self.slow: dict[str, float] = {}
-        self.cut_bytes = 1000
-        self.requests: list[tuple[str, str | None]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                name = self.path.lstrip("/")
-                server.requests.append((name, self.headers.get("Range")))
-                time.sleep(server.slow.get(name, 0))
-                if server.fail_first.get(name, 0) > 0:
-                    server.fail_first[name] -= 1
-                    return self.send_error(503, "busy")
-                if name not in server.files:
-                    return self.send_error(404)
-                body, start = server.files[name], 0
-                if (wanted := self.headers.get("Range")) is not None:
-                    start = int(wanted.removeprefix("bytes=").split("-")[0])
-                    if start >= len(body):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(body)}")
-                        self.end_headers()
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
-                self.end_headers()
-                if server.cut_first.get(name, 0) > 0:
-                    server.cut_first[name] -= 1
-                    self.wfile.write(body[start : start + server.cut_bytes])
-                    self.wfile.flush()
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                self.wfile.write(body[start:])
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.handle_error = lambda *args: None  # clients that time out close on us
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def server():
     s = FileServer()
@@ -511,6 +449,11 @@ def test_youtube_through_a_yt_dlp_stand_in(monkeypatch, tmp_path, raw_bytes):
     assert results["gone"].reason == "youtube_unavailable"
     assert results["offline"].reason == "network_error"
     assert not (tmp_path / "cache" / "ok.mp4").exists()
+    # With keep_raw, the download cache made a local source later keeps the clips cut from it.
+    kept = settings(tmp_path / "kept", keep_raw=True)
+    assert download_video_clips("ok", segs["ok"], source, kept)[0].status == "downloaded"
+    cache = LocalSource(kept.raw_cache)
+    assert download_video_clips("ok", segs["ok"], cache, kept)[0].status == "skipped_existing"
 
 
 def test_youtube_lists_its_download_cache_once_whatever_the_number_of_videos(monkeypatch, tmp_path):

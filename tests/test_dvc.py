@@ -243,7 +243,7 @@ def test_ssl_pretrains_without_labels_probes_every_backbone_on_three_splits_and_
         report = json.loads((project / f"reports/ssl/models/{backbone}/metrics.json").read_text())
         assert report == json.loads((project / f"data/ssl/probe/{backbone}/probe.json").read_text())
         for name, result in report["datasets"].items():
-            splits = read_transfer_splits(name, project / f"data/demo/{name}/splits")
+            splits = read_transfer_splits(name, project / f"data/demo/{name}")
             assert list(result["splits"]) == ["1", "2", "3"]
             for k, side in result["splits"].items():
                 assert side["test_videos"] == len(splits.splits[int(k)][1]) and side["missing"] == 0

@@ -5,6 +5,7 @@ cache intact: no stage writes through a link into it (README "DVC at Kinetics sc
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from avsf.data.store import read_meta
+from file_server import FileServer
 from clip_factory import ClipSpec, write_clip
 from conftest import REPO, write_params
 
@@ -40,8 +42,9 @@ def git(*args: str, cwd: Path) -> None:
     subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
 
 
-def make_project(root: Path) -> Path:
-    """The project's dvc.yaml, code and DVC config, with 6 Kinetics rows from 3 real videos."""
+def make_project(root: Path, overrides: dict | None = None) -> Path:
+    """The project's dvc.yaml, code and DVC config, with 6 Kinetics rows from 3 real videos
+    (sources/videos) and ``overrides`` of its params."""
     for name in ("dvc.yaml", "stages", "pipeline", "avsf"):
         source = REPO / name
         if source.is_dir():
@@ -61,6 +64,7 @@ def make_project(root: Path) -> Path:
         "datasets.kinetics.manifests": ["kinetics.csv"],
         "decode.clips_per_shard": 1,  # six shards: the kill lands between two of them
         "decode.short_side": 48,
+        **(overrides or {}),
     })
     (root / ".gitignore").write_text("__pycache__/\n/logs/\n/data/\n/sources/\n")
     git("init", "-q", cwd=root)
@@ -138,3 +142,25 @@ def test_a_killed_data_stage_rerun_leaves_dvc_status_clean_and_the_cache_intact(
     for path in objects:
         name = path.parent.name + path.name.removesuffix(".dir")
         assert hashlib.md5(path.read_bytes()).hexdigest() == name, path
+
+
+def test_dvc_repro_downloads_from_an_http_source_and_takes_youtube_as_one(tmp_path):
+    """A remote source is no path DVC can hash: download@<d> depends on the annotations and the
+    params, so `dvc repro` fetches from an http template, and a `youtube` source is a changed
+    param for `dvc status`, not a missing file (both stopped DVC when the source was a dep)."""
+    server = FileServer()
+    try:
+        root = make_project(tmp_path, {"datasets.kinetics.source": server.url + "/raw/{youtube_id}.mp4"})
+        for video in (root / "sources/videos").iterdir():
+            server.files[f"raw/{video.name}"] = video.read_bytes()
+        dvc("repro", "download@kinetics", cwd=root)
+        metrics = json.loads((root / "reports/kinetics/metrics/download.json").read_text())
+        assert (metrics["downloaded"], metrics["failed"]) == (6, 0)
+        assert sorted({name for name, _ in server.requests}) == [f"raw/vid{i}.mp4" for i in range(3)]
+        assert "up to date" in dvc("status", "download@kinetics", cwd=root)
+    finally:
+        server.close()
+    params = (root / "params.yaml").read_text()
+    (root / "params.yaml").write_text(params.replace(server.url + "/raw/{youtube_id}.mp4", "youtube"))
+    status = dvc("status", "download@kinetics", cwd=root)
+    assert "download@kinetics" in status and "modified:" in status and "datasets.kinetics" in status, status

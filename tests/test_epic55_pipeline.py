@@ -52,12 +52,6 @@ def epic55(root: Path, *overrides: str):
     ("datasets.epic55.test_split=s1", "datasets.epic55.test_split: Input should be 'val' (got 's1')"),
     ("datasets.epic55.heads=both", "datasets.epic55.heads: Input should be 'joint' or 'separate'"),
     ("datasets.epic55.val_participant=[P01]", "datasets.epic55.val_participant: unknown key; allowed: annotations"),
-    ("datasets.epic55.demo.seed=1", "datasets.epic55.demo: {'seed': 1} is not datasets.epic.demo ({}): the source "
-                                    "(data/demo/epic/videos) holds that world's videos"),
-    ("datasets.epic55.source=data/demo/epic55/videos", "datasets.epic55.source: the EPIC-Kitchens-55 demo renders no "
-                                                       "videos of its own; point it at the EPIC-Kitchens-100 demo's"),
-    ("datasets.epic55.source=data/demo/ava/videos", "datasets.epic55.source: data/demo/ava/videos holds demo@ava's "
-                                                    "videos, not an EPIC-Kitchens world's"),
 ])
 def test_a_wrong_epic55_setting_is_one_line_naming_its_key(override, message):
     with pytest.raises(ParamsError) as err:
@@ -67,7 +61,7 @@ def test_a_wrong_epic55_setting_is_one_line_naming_its_key(override, message):
 
 @pytest.mark.parametrize("override, message", [
     ("datasets.epic55.val_participants=[kitchen2]", "datasets.epic55.val_participants: 'kitchen2' is not a participant id"),
-    ("datasets.epic55.demo.participants=5", "datasets.epic55.demo: {'participants': 5"),
+    ("datasets.epic55.demo.participant=5", "datasets.epic55.demo.participant: unknown key"),
 ])
 def test_a_stage_exits_2_on_a_wrong_epic55_setting_and_writes_nothing(tmp_path, override, message):
     write_params(tmp_path / "params.yaml")
@@ -235,6 +229,8 @@ def test_epic55_is_registered_fine_tuned_and_summarised_by_dvc_yaml():
     expected = {"demo@epic55", "download@epic55", "decode@epic55", "spectrogram@epic55", "summary@epic55",
                 *(f"{stage}@epic55-{m}" for stage in ("finetune", "evaluate_finetuned") for m in params.finetune.members)}
     assert expected <= set(stages)
-    # Its videos are demo@epic's: download@epic55 depends on them, demo@epic55 writes none.
-    assert "data/demo/epic/videos" in {d.def_path for d in stages["download@epic55"].deps}
+    # Its demo renders its own videos: download@epic55 depends on its own annotations (the demo
+    # world, videos included), not on another stage's videos.
+    deps = {d.def_path for d in stages["download@epic55"].deps}
+    assert "data/demo/epic55" in deps and not any(p.startswith("data/demo/epic/") for p in deps)
     assert "avsf/data/epic55.py" in {d.def_path for d in stages["demo@epic55"].deps}

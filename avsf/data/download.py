@@ -767,10 +767,13 @@ def _download(youtube_id: str, segments: Sequence[Segment], source: Source,
         raw = None
         try:
             raw = source.fetch(youtube_id, settings.raw_cache)
+            # a fetched video's own identity: the download cache, made a local source later
+            # (download.keep_raw), then keeps these clips
+            made_from = source_identity or file_identity(raw, raw.name)
             raw_info = probe(raw)  # one verdict on the raw file, instead of one per segment
             for s in pending:
                 try:
-                    outcomes[s] = _make_clip(raw, raw_info, s, settings, source_identity)
+                    outcomes[s] = _make_clip(raw, raw_info, s, settings, made_from)
                 except Exception as exc:  # noqa: BLE001
                     outcomes[s] = _failed(s, exc)
         except Exception as exc:  # noqa: BLE001 - the raw video is unusable
@@ -783,7 +786,7 @@ def _download(youtube_id: str, segments: Sequence[Segment], source: Source,
 
 
 def _make_clip(raw: Path, raw_info: MediaInfo, segment: Segment, settings: ClipSettings,
-               source_identity: str | None) -> ClipOutcome:
+               made_from: str) -> ClipOutcome:
     """Trim one segment; its record is written just before the clip gets its final name, and
     a stale clip is removed first, so a kill at any moment never pairs a record with the
     wrong clip."""
@@ -791,7 +794,7 @@ def _make_clip(raw: Path, raw_info: MediaInfo, segment: Segment, settings: ClipS
     dest.unlink(missing_ok=True)
     clip = trim_clip(raw, dest, segment.time_start, segment.time_end, settings.trim, raw_info,
                      before_rename=lambda clip: write_json(clip_record_path(dest), {
-                         "fingerprint": clip_fingerprint(segment, settings.trim), "source": source_identity,
+                         "fingerprint": clip_fingerprint(segment, settings.trim), "source": made_from,
                          "sha256": clip.sha256,
                          "duration": clip.duration, "notes": clip.notes, "settings": asdict(settings.trim)}))
     return ClipOutcome(segment, "downloaded", duration=clip.duration, notes=clip.notes)

@@ -24,12 +24,12 @@ in EPIC-55's own files, splits, scoring and submission.
 One model answers both: the test sets are predicted by the run trained without the held-out
 participants (the paper's submissions came from a model trained on all of train).
 
-The demo (flavour :data:`EPIC55_FLAVOUR`) is the EPIC-100 demo world as it is, written in
-EPIC-55's files (avsf.data.demo.epic55): its train split is the train labels, its validation
-split the S1 / S2 test sets. Stage demo@<d> writes only those files: the videos are demo@epic's,
-which ``source`` points at (data/demo/epic/videos), so they are kept on disk once; the
-section's ``demo`` must then describe the same world as that dataset's (checked on load).
-None of P26-P31 is in the demo world: its params hold out a participant of its own.
+The demo (flavour :data:`EPIC55_FLAVOUR`) is an EPIC-100 demo world (the same settings give
+the same videos) written in EPIC-55's files (avsf.data.demo.epic55): its train split is the
+train labels, its validation split the S1 / S2 test sets. Stage demo@epic55 renders its own
+videos, so that download@epic55 depends on its own dataset's files only (as every dataset's
+download does: its annotations, never another stage's videos). None of P26-P31 is in the
+demo world: its params hold out a participant of its own.
 """
 
 from __future__ import annotations
@@ -47,12 +47,11 @@ from avsf.data.demo import epic55 as demo
 from avsf.data.epic import EpicNarration, EpicSegments
 from avsf.data.kinetics import ManifestError
 from avsf.io.atomic import write_csv
-from pipeline.datasets import dataset_class
 from pipeline.claims import Claim, Report, by_arch, claims_metrics, with_seeds
 from pipeline.datasets.base import Flavour
 from pipeline.datasets.epic import KINDS, EpicKitchens, EpicSection, noun_cues, pct, seeds_columns
 from pipeline.launch import StageFailed
-from pipeline.layout import PER_CLASS_NAME, RESULTS_DIR, Layout
+from pipeline.layout import PER_CLASS_NAME, RESULTS_DIR
 from pipeline.params import ParamsError
 from pipeline.tables import LABELS, markdown_table
 
@@ -93,12 +92,8 @@ class Epic55Section(EpicSection):
         return value
 
 
-def _no_video(video: Any, videos_dir: str) -> None:  # noqa: ARG001 - the Flavour's signature
-    """The EPIC-55 demo renders no video: its source is the EPIC-100 demo world's videos."""
-    return None
-
-
-EPIC55_FLAVOUR = Flavour(epic_demo.EpicWorldSpec, epic_demo.plan_epic_world, _no_video, demo.write_epic55_annotations,
+EPIC55_FLAVOUR = Flavour(epic_demo.EpicWorldSpec, epic_demo.plan_epic_world, epic_demo.write_epic_video,
+                         demo.write_epic55_annotations,
                          lambda v: f"{v.video_id}.MP4", demo.epic55_counts)
 
 
@@ -180,28 +175,6 @@ class EpicKitchens55(EpicKitchens):
 
     def record(self) -> dict[str, Any]:
         return {**super().record(), "val_participants": list(self.section.val_participants)}
-
-    # ------------------------------------------------------------------ checks and the demo
-
-    def check(self, params) -> None:
-        """A source that is another dataset's demo videos must come with that world's settings
-        (the EPIC-55 demo renders none of its own)."""
-        layout = Layout.of(params.layout)
-        source, key = Path(self.section.source), f"datasets.{self.name}"
-        if source == layout.demo(self.name) / "videos":
-            raise ValueError(f"{key}.source: the {self.title} demo renders no videos of its own; point it at the "
-                             f"EPIC-Kitchens-100 demo's ({layout.demo('epic') / 'videos'}, stage demo@epic)")
-        for name, other in params.datasets.items():
-            if name == self.name or source != layout.demo(name) / "videos":
-                continue
-            flavour = dataset_class(name).flavour
-            if flavour is None or flavour.Spec is not self.flavour.Spec:
-                raise ValueError(f"{key}.source: {source} holds demo@{name}'s videos, not an EPIC-Kitchens world's")
-            mine = self.flavour.spec(self.demo_settings(), f"{key}.demo")
-            if mine != flavour.spec(dict(other.demo), f"datasets.{name}.demo"):
-                raise ValueError(f"{key}.demo: {dict(self.section.demo)} is not datasets.{name}.demo "
-                                 f"({dict(other.demo)}): the source ({source}) holds that world's videos, so both "
-                                 f"must describe the same world")
 
     # ------------------------------------------------------------------ evaluation
 

@@ -12,7 +12,7 @@ actor of its class for its whole length.
 UCF101 flavour (25 fps, as UCF101)::
 
     <out_dir>/videos/<Class>/v_<Class>_g<GG>_c<CC>.avi
-    <out_dir>/splits/classInd.txt, trainlist0{1,2,3}.txt, testlist0{1,2,3}.txt   (CRLF)
+    <out_dir>/classInd.txt, trainlist0{1,2,3}.txt, testlist0{1,2,3}.txt   (CRLF)
 
 A group's clips come from one long video (one background); split k tests on groups
 ``(k-1)*test_groups+1 ... k*test_groups`` and trains on the others, as UCF101's three splits
@@ -22,9 +22,12 @@ files are ``v_HandStandPushups_*`` (the case differs from the class list's).
 HMDB51 flavour (30 fps, as HMDB51)::
 
     <out_dir>/videos/<class>/<source>_<class>_<body>_<camera>_np1_<view>_<quality>_<k>.avi
-    <out_dir>/splits/<class>_test_split{1,2,3}.txt     <video>.avi <1 train | 2 test | 0 unused>
+    <out_dir>/<class>_test_split{1,2,3}.txt     <video>.avi <1 train | 2 test | 0 unused>
 
-Each split is its own random partition of every class's videos. Files are AVI with
+Each split is its own random partition of every class's videos. The split files lie beside
+``videos/`` (the datasets put them in a folder of their own): the stage reading them
+(download, through DVC) then depends on the whole world, so a change to the videos alone
+(light, the renderer) makes the clips again. Files are AVI with
 MPEG-4 Part 2 video (what both datasets hold) and 16-bit PCM audio (exactly in sync: AVI
 cannot say where AAC's priming ends); everything is deterministic in the spec's seed, and
 the split files come from avsf.data.ucf_hmdb's writers.
@@ -52,7 +55,6 @@ from avsf.data.ucf_hmdb import (
 from avsf.io.atomic import atomic_output
 
 SPLITS = HMDB_SPLITS  # (1, 2, 3): both datasets have three
-SPLIT_DIR = "splits"  # under out_dir, the split files of either flavour
 TRAIN, TEST, UNUSED = 1, 2, 0  # a video's tag in a split (HMDB51's numbers)
 SLOW_FLICKER_HZ = FLICKER_HZ / 2  # 3.75 Hz: at 30 fps still constant at stride 16 (2 periods), plain at stride 2
 ACTOR_SIZE = (0.3, 0.42)  # the shape's side, in frame heights
@@ -287,9 +289,9 @@ def write_probe_video(video: ProbeVideo, videos_dir: str | os.PathLike) -> Path:
 
 
 def write_ucf_annotations(out_dir: str | os.PathLike, plan: Sequence[ProbeVideo]) -> None:
-    """``splits/classInd.txt``, ``trainlist0{1,2,3}.txt`` (with labels) and ``testlist0{1,2,3}.txt``
+    """``classInd.txt``, ``trainlist0{1,2,3}.txt`` (with labels) and ``testlist0{1,2,3}.txt``
     (without), with the readers' own writers (CRLF, as UCF101's)."""
-    split_dir = Path(out_dir) / SPLIT_DIR
+    split_dir = Path(out_dir)
     write_ucf_classes(split_dir / "classInd.txt", [c.name for c in UCF_CLASSES])
     for k in SPLITS:
         rows = split_rows(plan, k)
@@ -298,10 +300,10 @@ def write_ucf_annotations(out_dir: str | os.PathLike, plan: Sequence[ProbeVideo]
 
 
 def write_hmdb_annotations(out_dir: str | os.PathLike, plan: Sequence[ProbeVideo]) -> None:
-    """``splits/<class>_test_split{1,2,3}.txt``, with the readers' own writer."""
+    """``<class>_test_split{1,2,3}.txt``, with the readers' own writer."""
     for k in SPLITS:
         rows = split_rows(plan, k)
-        write_hmdb_split(Path(out_dir) / SPLIT_DIR, k, [c.name for c in HMDB_CLASSES],
+        write_hmdb_split(Path(out_dir), k, [c.name for c in HMDB_CLASSES],
                          rows[TRAIN], rows[TEST], rows[UNUSED])
 
 
