@@ -49,6 +49,7 @@ from avsf.io.media import MediaError
 from pipeline.launch import StageFailed, job_progress, run_shards, stage_launch
 from pipeline.datasets import stage_dataset
 from pipeline.layout import Layout
+from pipeline.manifest import write_manifest
 from pipeline.notes import count_notes
 from pipeline.params import Params
 from pipeline.shards import carry_ledger, chunks, prepare_out_dir
@@ -146,6 +147,8 @@ def run_decode(params: Params, dataset: str | None = None) -> None:
     ]
     write_index(out_dir / INDEX_NAME, entries)
     write_json(out_dir / CLASSES_NAME, class_list(clips_dir, records))
+    made = {Path(s.path).name: f"fingerprint:{meta['fingerprint']}" for s, meta in zip(shards, metas)}
+    write_manifest(out_dir, lambda path: made.get(path.name))
     failures = [Failure(f["id"], STAGE, f["reason"], f["detail"]) for meta in metas for f in meta["failures"]]
     upstream = carry_ledger(layout.ledger(ds.name, "download"), failures, ledger)
 

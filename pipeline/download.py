@@ -29,13 +29,14 @@ from avsf.data.download import (
     download_video_clips,
     open_source,
 )
-from avsf.data.kinetics import CLASS_LIST_NAME, CLIP_INDEX_NAME, ClipRecord, Segment, write_clip_index
+from avsf.data.kinetics import CLASS_LIST_NAME, CLIP_INDEX_NAME, ClipRecord, Segment, read_clip_record, write_clip_index
 from avsf.data.ledger import Failure, count_by_reason, write_ledger
 from avsf.io.atomic import atomic_output, remove_stale_temporaries, write_json
 from pipeline.datasets.base import Dataset
 from pipeline.launch import StageFailed, job_progress, run_shards, stage_launch
 from pipeline.datasets import stage_dataset
 from pipeline.layout import Layout
+from pipeline.manifest import write_manifest
 from pipeline.notes import count_notes
 from pipeline.params import DownloadParams, Params
 
@@ -165,6 +166,7 @@ def run_download(params: Params, dataset: str | None = None) -> None:
         for o in present])
     # Class i is the same name whatever failed: the classes come from the manifests' rows.
     write_json(out_dir / CLASS_LIST_NAME, plan.classes)
+    write_manifest(out_dir, _clip_digest)
     write_ledger(ledger, failures)
 
     seconds = time.monotonic() - started
@@ -179,6 +181,14 @@ def run_download(params: Params, dataset: str | None = None) -> None:
              metrics["cut_short"], notes_text, ledger)
     if total_rows and not present:
         raise StageFailed(f"download: none of {total_rows} manifest rows gave a clip; see {ledger}")
+
+
+def _clip_digest(path: Path) -> str | None:
+    """A clip's sha256 as its record holds it (the record itself is hashed in the manifest)."""
+    if path.suffix != ".mp4":
+        return None
+    record = read_clip_record(path)
+    return f"sha256:{record['sha256']}" if record and record.get("sha256") else None
 
 
 def summarize(outcomes: list[ClipOutcome], failures: list[Failure], total_rows: int, seconds: float) -> dict:

@@ -24,6 +24,7 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import h5py
@@ -36,6 +37,7 @@ from avsf.io.atomic import write_json
 from pipeline.launch import StageFailed, job_progress, run_shards, set_job_threads, stage_launch
 from pipeline.datasets import stage_dataset
 from pipeline.layout import Layout
+from pipeline.manifest import write_manifest
 from pipeline.params import Params
 from pipeline.shards import carry_ledger, prepare_out_dir
 
@@ -152,6 +154,8 @@ def run_spectrogram(params: Params, dataset: str | None = None) -> None:
     if p.fixed_stats is not None:  # what the dataset normalises with; the measured ones kept beside
         stats.update(mean=p.fixed_stats[0], std=p.fixed_stats[1], measured={"mean": mean, "std": std})
     write_json(out_dir / STATS_NAME, stats)
+    made = {Path(s.path).name: f"fingerprint:{m['fingerprint']}" for s, m in zip(shards, metas)}
+    write_manifest(out_dir, lambda path: made.get(path.name))
 
     failures = [Failure(f["id"], STAGE, f["reason"], f["detail"]) for m in metas for f in m["failures"]]
     upstream = carry_ledger(layout.ledger(ds.name, "decode"), failures, ledger)

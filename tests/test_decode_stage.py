@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import math
 import os
@@ -13,11 +15,12 @@ import pytest
 from avsf.data.download import ClipSettings, LocalSource, TrimSettings, download_video_clips
 from avsf.data.kinetics import ClipRecord, Segment, clip_record_path, write_clip_index
 from avsf.data.ledger import Failure, read_ledger, write_ledger
-from avsf.data.store import INDEX_NAME, StoreReader, read_index, store_hashes
+from avsf.data.store import INDEX_NAME, StoreReader, read_index, read_meta, store_hashes
 from avsf.io.media import write_video
 from clip_factory import KINETICS, ClipSpec, build_store, store_params, write_clip, write_clips_dir, write_garbled
 from conftest import loaded_modules, run_stage, stage_deps
 from pipeline.decode import run_decode
+from pipeline.manifest import MANIFEST_NAME
 from pipeline.spectrogram import run_spectrogram
 
 SPECS = [
@@ -156,6 +159,8 @@ def test_rerun_keeps_complete_shards_and_a_changed_param_rebuilds(built, tmp_pat
     monkeypatch.chdir(root)
     before = store_hashes(KINETICS.frames("kinetics"))
     logmel_before = store_hashes(KINETICS.logmel("kinetics"))
+    manifests = {store: (root / KINETICS.frames("kinetics").parent / store / MANIFEST_NAME) for store in ("frames", "logmel")}
+    manifests_before = {store: path.read_bytes() for store, path in manifests.items()}
     shard = root / KINETICS.frames("kinetics") / "shard-00000.h5"
     stamp = shard.stat().st_mtime_ns
     run_decode(params)
@@ -169,6 +174,9 @@ def test_rerun_keeps_complete_shards_and_a_changed_param_rebuilds(built, tmp_pat
     run_spectrogram(lower)
     assert load(root, KINETICS.metrics("kinetics", "spectrogram"))["shards_reused"] == 4
     assert store_hashes(KINETICS.logmel("kinetics")) == logmel_before
+    # What DVC tracks: the frames' manifest changed, the log-mel one did not (nothing after it reruns)
+    assert manifests["frames"].read_bytes() != manifests_before["frames"]
+    assert manifests["logmel"].read_bytes() == manifests_before["logmel"]
     (tmp_path / "fps").mkdir()
     _, slower = store_params(tmp_path / "fps", {"decode.fps": 15})
     run_decode(slower)
@@ -178,6 +186,26 @@ def test_rerun_keeps_complete_shards_and_a_changed_param_rebuilds(built, tmp_pat
     run_spectrogram(params)
     assert store_hashes(KINETICS.frames("kinetics")) == before
     assert store_hashes(KINETICS.logmel("kinetics")) == logmel_before
+    assert {store: path.read_bytes() for store, path in manifests.items()} == manifests_before
+
+
+def test_each_store_lists_its_files_in_a_manifest_with_what_made_them(built):
+    """The manifest DVC tracks instead of the store's bytes (pipeline/manifest.py): every file
+    with its size; a shard by the fingerprint its meta records, small files by their md5."""
+    root, _ = built
+    for store in (KINETICS.frames("kinetics"), KINETICS.logmel("kinetics")):
+        directory = root / store
+        with open(directory / MANIFEST_NAME, newline="") as f:
+            rows = list(csv.DictReader(f))
+        files = sorted(p.name for p in directory.iterdir() if p.name != MANIFEST_NAME)
+        assert [r["name"] for r in rows] == files and any(name.startswith("shard-") for name in files)
+        for row in rows:
+            path = directory / row["name"]
+            assert int(row["bytes"]) == path.stat().st_size
+            if row["name"].startswith("shard-"):
+                assert row["identity"] == f"fingerprint:{read_meta(path)['fingerprint']}"
+            else:
+                assert row["identity"] == f"md5:{hashlib.md5(path.read_bytes()).hexdigest()}"
 
 
 def test_shards_follow_what_made_each_clip_not_its_mtime(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import conftest
+from avsf.io.digest import file_digest
 from avsf.io.media import probe, write_video
 from pipeline.layout import Layout
 
@@ -112,7 +113,17 @@ def test_stage_makes_clips_index_ledger_and_metrics_then_skips_them(world, tmp_p
     has_audio = {r["clip_id"]: "audio_copied" in json.loads(r["notes"] or "{}") for r in index}
     assert has_audio == {f"vid-{i:03d}_x_000000_000001": i % 3 != 0 for i in range(6)}
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [*(e + ".mp4" for e in expected), *(e + ".json" for e in expected), "clips.csv", "classes.json"])
+        [*(e + ".mp4" for e in expected), *(e + ".json" for e in expected), "clips.csv", "classes.json",
+         "manifest.csv"])
+    # What DVC tracks of the folder (pipeline/manifest.py): each clip by the sha256 its record holds
+    manifest = {r["name"]: r for r in read_csv(out / "manifest.csv")}
+    assert sorted(manifest) == sorted(p.name for p in out.iterdir() if p.name != "manifest.csv")
+    for e in expected:
+        record = json.loads((out / f"{e}.json").read_text())
+        clip = manifest[f"{e}.mp4"]
+        assert clip["identity"] == f"sha256:{record['sha256']}" == f"sha256:{file_digest(out / f'{e}.mp4')}"
+        assert int(clip["bytes"]) == (out / f"{e}.mp4").stat().st_size
+        assert manifest[f"{e}.json"]["identity"].startswith("md5:")
     # Every label of the manifests, "yoga" too, though its only good video is vid-002.
     assert json.loads((out / "classes.json").read_text()) == sorted(LABELS)
 
@@ -139,6 +150,7 @@ def test_stage_makes_clips_index_ledger_and_metrics_then_skips_them(world, tmp_p
     assert (metrics["downloaded"], metrics["skipped_existing"], metrics["failed"]) == (0, 6, 2)
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.mp4")} == mtimes
     assert read_csv(out / "clips.csv") == index
+    assert {r["name"]: r for r in read_csv(out / "manifest.csv")} == manifest
 
 
 def test_stage_fails_only_when_nothing_could_be_fetched(world, tmp_path):
@@ -234,7 +246,8 @@ def test_kill_9_mid_write_then_rerun_finishes(tmp_path, cluster):
     assert metrics["failed"] == 2 and metrics["total_rows"] == 26
     clips = sorted(p.name for p in out.iterdir())
     paths = [r["path"] for r in read_csv(out / "clips.csv")]
-    assert clips == sorted(["clips.csv", "classes.json", *paths, *(p.replace(".mp4", ".json") for p in paths)])
+    assert clips == sorted(["clips.csv", "classes.json", "manifest.csv", *paths,
+                            *(p.replace(".mp4", ".json") for p in paths)])
     assert len(paths) == 24
     for name in clips:
         if name.endswith(".mp4"):

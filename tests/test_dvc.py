@@ -15,7 +15,7 @@ import yaml
 from avsf.io.machine import cpu_description
 from conftest import DVC_PROJECT, REPO, run_stage
 from dvc_project import DATASETS, EXPERIMENT, EXPERIMENT_LOG, FIRST_REPRO, Build, dvc, sh
-from pipeline.layout import REPORTS, Layout
+from pipeline.layout import DATA, REPORTS, Layout
 from pipeline.params import load_params
 from pipeline.runs import finetune_run, kinetics_run, pretrain_run
 
@@ -118,10 +118,12 @@ def test_every_stage_declares_exactly_where_the_layout_puts_its_outputs():
     expected: dict[str, set] = {"model_report": {layout.model_report() / "flops.json", layout.model_report() / "flops.md"}}
     for d in params.datasets:
         expected[f"demo@{d}"] = {layout.demo(d), layout.metrics(d, "demo")}
-        expected[f"download@{d}"] = {layout.annotations(d), layout.clips(d), layout.ledger(d, "download"),
-                                     layout.metrics(d, "download")}
-        expected[f"decode@{d}"] = {layout.frames(d), layout.ledger(d, "decode"), layout.metrics(d, "decode")}
-        expected[f"spectrogram@{d}"] = {layout.logmel(d), layout.ledger(d, "spectrogram"),
+        # the data folders by their manifests (pipeline/manifest.py): DVC never hashes their bytes
+        expected[f"download@{d}"] = {layout.annotations(d), layout.clips(d) / DATA["manifest"],
+                                     layout.ledger(d, "download"), layout.metrics(d, "download")}
+        expected[f"decode@{d}"] = {layout.frames(d) / DATA["manifest"], layout.ledger(d, "decode"),
+                                   layout.metrics(d, "decode")}
+        expected[f"spectrogram@{d}"] = {layout.logmel(d) / DATA["manifest"], layout.ledger(d, "spectrogram"),
                                         layout.metrics(d, "spectrogram")}
     for m in params.family:
         expected[f"train@{m}"] = run(kinetics_run(params, m).paths)
@@ -140,6 +142,20 @@ def test_every_stage_declares_exactly_where_the_layout_puts_its_outputs():
                                          layout.reports / report / REPORTS["figures"]}
     assert declared == {stage: {str(p) for p in paths} for stage, paths in expected.items()}
 
+
+
+def test_no_stage_depends_on_a_data_folder_only_on_its_manifest():
+    """A dependency on the clips or a store folder would make DVC hash its terabytes again."""
+    from dvc.repo import Repo
+
+    params = load_params(REPO / "params.yaml")
+    layout = Layout.of(params.layout)
+    folders = {str(f(d)) for d in params.datasets for f in (layout.clips, layout.frames, layout.logmel)}
+    with Repo(str(REPO)) as repo:
+        deps = {(stage.addressing, d.def_path) for stage in repo.index.stages for d in stage.deps}
+    assert not {(stage, path) for stage, path in deps if path in folders}
+    manifests = {path for _, path in deps if path.endswith("/" + DATA["manifest"])}
+    assert manifests == {f"{folder}/{DATA['manifest']}" for folder in folders}
 
 
 def test_every_stage_that_starts_from_weights_depends_on_them():
