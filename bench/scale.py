@@ -1,7 +1,8 @@
 """Kinetics scale on one machine: the data stages and DVC around them at N clips.
 
     python bench/scale.py [--clips 2000 8000 32000] [--work /tmp/avsf-scale] [--short-side 32]
-                          [--dvc-variants copy hardlink uncached] [--code DIR] [--keep]
+                          [--dvc-variants copy hardlink uncached manifest] [--code DIR] [--keep]
+    python bench/scale.py --project DIR [--dvc-variants uncached manifest] [--code DIR]
 
 For each N: a Kinetics-400-shaped workload (bench/kinetics_workload.py: the real manifest
 format, 400 classes, missing, corrupt and silent sources, short small videos linked per id)
@@ -29,15 +30,20 @@ same outputs: DVC's cache and state are emptied and dvc.lock removed, then the t
 are reproduced again; every stage finds its work done (persist outputs: clips and shards
 are kept) and DVC hashes and stores everything anew, as after a first run:
 
-    copy       the big outputs (clips, frames, logmel) cached with DVC's default cache type
-               (a copy, on a filesystem without reflinks): the project's settings before
+    copy       the big outputs (clips, frames, logmel) as folders, cached with DVC's default
+               cache type (a copy, on a filesystem without reflinks): the project's first settings
     hardlink   the same with .dvc/config cache.type = hardlink,symlink
-    uncached   the big outputs with cache: false: the project's dvc.yaml now
+    uncached   the folders with cache: false: the project's second settings
+    manifest   each folder tracked by its manifest (pipeline/manifest.py): the project's dvc.yaml now
 
 each with its disk use (data and cache, links counted once), then a forced rerun of decode
 (`dvc repro -f -s decode@kinetics`: what a resumed or changed stage costs DVC before and
 after its command; with links, DVC first copies every linked file of a persist output out
 of its cache, "unprotect").
+
+``--project DIR`` measures only the variants, on a project an earlier run kept (--keep, or
+bench/scale_exp.py's), with its code refreshed from ``--code``; the report is
+reports/bench/<name>.json (default scale_dvc).
 
 Writes reports/bench/scale.json: the worst growth of any stage's seconds per clip from the
 smallest to the largest N (goal <= 1.25: nothing grows faster than N), every figure beside
@@ -418,25 +424,29 @@ def eval_index() -> dict[str, Any]:
 # --------------------------------------------------------------------------- DVC's settings
 
 
-def uncache(dvc_yaml: str, cached: bool) -> str:
-    """dvc.yaml with the data stages' big outputs (clips, frames, logmel) cached or not."""
+def as_folders(dvc_yaml: str, cached: bool) -> str:
+    """dvc.yaml with the data stages' big outputs (clips, frames, logmel) as folders, cached or
+    not, and their consumers depending on the folders: the project's settings before manifests."""
     for key in BIG_OUTPUTS.values():
-        out = rf"(\n( +)- \$\{{layout\.data\}}/\$\{{key\}}/\$\{{DATA\.{key}\}}:\n\2    persist: true[^\n]*)(\n +cache: false[^\n]*)?"
-        dvc_yaml, n = re.subn(out, r"\1" if cached else r"\1\n\2    cache: false", dvc_yaml)
+        out = rf"(\n( +)- \$\{{layout\.data\}}/\$\{{key\}}/\$\{{DATA\.{key}\}})/\$\{{DATA\.manifest\}}:\n +cache: false[^\n]*"
+        folder = r"\1:\n\2    persist: true" + ("" if cached else r"\n\2    cache: false")
+        dvc_yaml, n = re.subn(out, folder, dvc_yaml)
         assert n == 1, key
+        dvc_yaml = dvc_yaml.replace(f"${{DATA.{key}}}/${{DATA.manifest}}\n", f"${{DATA.{key}}}\n")
     return dvc_yaml
 
 
 def dvc_variant(project: Path, variant: str) -> dict[str, Any]:
-    """DVC's cost under ``variant`` (copy | hardlink | uncached) on the outputs already built:
+    """DVC's cost under ``variant`` (copy | hardlink | uncached | manifest) on the outputs already built:
     cache, state and dvc.lock emptied, the three stages reproduced (each finds its work done),
     disk use, then a forced rerun of decode."""
     dvc_yaml = project / "dvc.yaml"
     original = project / "dvc.yaml.orig"
     if not original.exists():
         shutil.copy2(dvc_yaml, original)
-    # the big outputs cached (copy, hardlink) or not (uncached), whatever the project's dvc.yaml says
-    dvc_yaml.write_text(uncache(original.read_text(), cached=variant != "uncached"))
+    # the big outputs as folders, cached (copy, hardlink) or not (uncached), or as the project's dvc.yaml has them
+    dvc_yaml.write_text(original.read_text() if variant == "manifest" else
+                        as_folders(original.read_text(), cached=variant != "uncached"))
     if "type" in (project / ".dvc/config").read_text():
         sh(*dvc("config", "--unset", "cache.type"), cwd=project)
     if variant == "hardlink":
@@ -493,10 +503,13 @@ def main() -> None:
     parser.add_argument("--clips", type=int, nargs="+", default=[2000, 8000, 32000])
     parser.add_argument("--work", type=Path, default=Path("/tmp/avsf-scale"))
     parser.add_argument("--short-side", type=int, default=32)
-    parser.add_argument("--dvc-variants", nargs="*", default=["copy", "hardlink", "uncached"],
-                        choices=["copy", "hardlink", "uncached"])
+    parser.add_argument("--dvc-variants", nargs="*", default=["copy", "hardlink", "uncached", "manifest"],
+                        choices=["copy", "hardlink", "uncached", "manifest"])
+    parser.add_argument("--project", type=Path, help="measure only the variants, on this project (kept by an "
+                        "earlier run), its code refreshed from --code")
     parser.add_argument("--code", type=Path, default=REPO, help="the checkout whose code and params are copied")
-    parser.add_argument("--name", default="scale", help="the report's name: reports/bench/<name>.json")
+    parser.add_argument("--name", help="the report's name: reports/bench/<name>.json (default scale, or "
+                        "scale_dvc with --project)")
     parser.add_argument("--keep", action="store_true", help="keep the projects under --work")
     parser.add_argument("--child", nargs=2, metavar=("WHAT", "PROJECT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -507,6 +520,10 @@ def main() -> None:
         print(json.dumps(loader_pass() if what == "loader" else eval_index()))
         return
 
+    if args.project:
+        variants_only(args)
+        return
+    args.name = args.name or "scale"
     results = []
     for clips in sorted(args.clips):
         results.append(measure_n(clips, args.work, args.code.resolve(), args.short_side))
@@ -515,6 +532,31 @@ def main() -> None:
     write(args, results, variants)
     if not args.keep:
         shutil.rmtree(args.work, ignore_errors=True)
+
+
+def variants_only(args) -> None:
+    """The DVC variants on a kept project, its code (dvc.yaml, stages, pipeline, avsf) replaced
+    by ``--code``'s and committed; its data as it is."""
+    from bench_report import bench_path, report
+
+    project = args.project.resolve()
+    for name in CODE:
+        source, dest = args.code.resolve() / name, project / name
+        if dest.is_dir():
+            shutil.rmtree(dest)
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, dest, **(
+            {"ignore": shutil.ignore_patterns("__pycache__", "*.egg-info")} if source.is_dir() else {}))
+    (project / "dvc.yaml.orig").unlink(missing_ok=True)
+    sh("git", "add", "-A", cwd=project)
+    sh("git", "commit", "-qm", "code", "--allow-empty", cwd=project)
+    clips = json.loads((project / "reports/kinetics/metrics/download.json").read_text())["total_rows"]
+    variants = [dvc_variant(project, v) for v in args.dvc_variants]
+    # DVC's time after each stage, over that stage's wall in the project's first build
+    # (bench/scale_exp.py's baseline, or this script's repro), is the overhead the goal bounds
+    report(bench_path(args.name or "scale_dvc"), "dvc_after_stage_s_largest", max(
+        v["stages"][s]["dvc_after_s"] for v in variants for s in STAGES if v["variant"] == "manifest")
+        if "manifest" in args.dvc_variants else None, "s", None, higher_is_better=False, clips=clips,
+        code=str(args.code), project=str(project), dvc_variants=variants)
 
 
 def write(args, results: list[dict[str, Any]], variants: list[dict[str, Any]]) -> None:

@@ -14,7 +14,7 @@ as the stage's output and as its consumers' dependency: DVC hashes a few megabyt
 
 A file's identity is what its stage already knows of its content, without reading it again:
 a shard's fingerprint of what it was built from (its meta), a clip's sha256 (its download
-record); the small files (index, classes, statistics, records) are hashed here. So a
+record); the small files (index, classes, statistics, records) are hashed here (sha256). So a
 consumer reruns exactly when a file of the store changed, and a rebuilt shard with the same
 inputs changes nothing downstream. What DVC no longer notices is a file edited by hand with
 its identity left as it was; a missing or unreadable shard still stops the stages that read
@@ -23,12 +23,12 @@ it (pipeline/store_check.py).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Callable
 
 from avsf.io.atomic import write_csv
+from avsf.io.digest import file_digest
 from pipeline.layout import DATA
 
 MANIFEST_NAME = DATA["manifest"]
@@ -37,7 +37,7 @@ COLUMNS = ("name", "bytes", "identity")
 
 def write_manifest(directory: Path, identity: Callable[[Path], str | None] = lambda path: None) -> Path:
     """Write ``directory``'s manifest: every file in it (not hidden, not the manifest) with its
-    size and ``identity(path)``, or the md5 of its bytes where that is None. Returns its path."""
+    size and ``identity(path)``, or the sha256 of its bytes where that is None. Returns its path."""
     rows = []
     with os.scandir(directory) as entries:
         for entry in entries:
@@ -45,16 +45,8 @@ def write_manifest(directory: Path, identity: Callable[[Path], str | None] = lam
                 continue
             path = Path(entry.path)
             rows.append({"name": entry.name, "bytes": entry.stat().st_size,
-                         "identity": identity(path) or f"md5:{_md5(path)}"})
+                         "identity": identity(path) or f"sha256:{file_digest(path)}"})
     rows.sort(key=lambda row: row["name"])
     path = directory / MANIFEST_NAME
     write_csv(path, rows, COLUMNS)
     return path
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()

@@ -191,7 +191,7 @@ def test_rerun_keeps_complete_shards_and_a_changed_param_rebuilds(built, tmp_pat
 
 def test_each_store_lists_its_files_in_a_manifest_with_what_made_them(built):
     """The manifest DVC tracks instead of the store's bytes (pipeline/manifest.py): every file
-    with its size; a shard by the fingerprint its meta records, small files by their md5."""
+    with its size; a shard by the fingerprint its meta records, small files by their sha256."""
     root, _ = built
     for store in (KINETICS.frames("kinetics"), KINETICS.logmel("kinetics")):
         directory = root / store
@@ -205,7 +205,7 @@ def test_each_store_lists_its_files_in_a_manifest_with_what_made_them(built):
             if row["name"].startswith("shard-"):
                 assert row["identity"] == f"fingerprint:{read_meta(path)['fingerprint']}"
             else:
-                assert row["identity"] == f"md5:{hashlib.md5(path.read_bytes()).hexdigest()}"
+                assert row["identity"] == f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
 
 
 def test_shards_follow_what_made_each_clip_not_its_mtime(tmp_path, monkeypatch):

@@ -123,7 +123,7 @@ def test_stage_makes_clips_index_ledger_and_metrics_then_skips_them(world, tmp_p
         clip = manifest[f"{e}.mp4"]
         assert clip["identity"] == f"sha256:{record['sha256']}" == f"sha256:{file_digest(out / f'{e}.mp4')}"
         assert int(clip["bytes"]) == (out / f"{e}.mp4").stat().st_size
-        assert manifest[f"{e}.json"]["identity"].startswith("md5:")
+        assert manifest[f"{e}.json"]["identity"] == f"sha256:{file_digest(out / f'{e}.json')}"
     # Every label of the manifests, "yoga" too, though its only good video is vid-002.
     assert json.loads((out / "classes.json").read_text()) == sorted(LABELS)
 

@@ -46,7 +46,7 @@ import numpy as np
 
 from avsf.data.kinetics import Segment, clip_record_path, read_clip_record
 from avsf.io.atomic import atomic_output, write_json
-from avsf.io.digest import digest
+from avsf.io.digest import digest, file_identity
 from avsf.io.media import (
     AacAudio,
     ClipWriter,
@@ -196,18 +196,6 @@ class LocalSource:
                             _add_file(top, entry, entry.name)
                 self._listing = top, nested
         return self._listing
-
-
-def file_identity(path: Path, name: str, edge_bytes: int = 1 << 16) -> str:
-    """``name``, the file's size and the blake2b of its first and last ``edge_bytes``."""
-    size = path.stat().st_size
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        h.update(f.read(edge_bytes))
-        if size > edge_bytes:
-            f.seek(max(edge_bytes, size - edge_bytes))
-            h.update(f.read(edge_bytes))
-    return f"{name}:{size}:{h.hexdigest()}"
 
 
 def _add_file(index: dict[str, list[str]], entry: os.DirEntry, name: str) -> None:
