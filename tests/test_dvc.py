@@ -202,14 +202,17 @@ def test_epic_is_fine_tuned_from_the_kinetics_runs_and_scored_on_every_narration
 
 
 def test_epic55_is_validated_on_its_held_out_participant_and_predicts_both_test_sets(project):
-    """EPIC-55 from the EPIC-100 demo's videos: a verb and a noun model per member, validated on
-    P02's train labels, the S1 and S2 test sets in the server's files."""
+    """EPIC-55 on the EPIC-100 demo's world (its own videos, the same as demo@epic's with the
+    same settings): a verb and a noun model per member, validated on P02's train labels, the
+    S1 and S2 test sets in the server's files."""
     from avsf.data import epic55 as files
     from avsf.data.store import read_index
     from avsf.evaluate.epic55 import read_epic55_submission
 
     demo = project / "data/demo/epic55"
-    assert not any((demo / "videos").iterdir())  # its videos are demo@epic's
+    videos = sorted((demo / "videos").iterdir())
+    assert videos and [v.read_bytes() for v in videos] == [
+        (project / "data/demo/epic/videos" / v.name).read_bytes() for v in videos]
     train = files.read_epic55_narrations(demo / files.TRAIN_LABELS)
     held_out = {n.video_id for n in train if n.participant_id == "P02"}
     stored = {e.youtube_id: e.split for e in read_index(project / "data/epic55/store/frames/index.csv")}
