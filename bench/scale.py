@@ -1,8 +1,8 @@
 """Kinetics scale on one machine: the data stages and DVC around them at N clips.
 
     python bench/scale.py [--clips 2000 8000 32000] [--work /tmp/avsf-scale] [--short-side 32]
-                          [--dvc-variants copy hardlink uncached manifest] [--code DIR] [--keep]
-    python bench/scale.py --project DIR [--dvc-variants uncached manifest] [--code DIR]
+                          [--dvc-variants copy hardlink uncached inventory] [--code DIR] [--keep]
+    python bench/scale.py --project DIR [--dvc-variants uncached inventory] [--code DIR]
 
 For each N: a Kinetics-400-shaped workload (bench/kinetics_workload.py: the real manifest
 format, 400 classes, missing, corrupt and silent sources, short small videos linked per id)
@@ -34,7 +34,7 @@ are kept) and DVC hashes and stores everything anew, as after a first run:
                cache type (a copy, on a filesystem without reflinks): the project's first settings
     hardlink   the same with .dvc/config cache.type = hardlink,symlink
     uncached   the folders with cache: false: the project's second settings
-    manifest   each folder tracked by its manifest (pipeline/manifest.py): the project's dvc.yaml now
+    inventory  each folder tracked by its inventory (pipeline/inventory.py): the project's dvc.yaml now
 
 each with its disk use (data and cache, links counted once), then a forced rerun of decode
 (`dvc repro -f -s decode@kinetics`: what a resumed or changed stage costs DVC before and
@@ -426,18 +426,18 @@ def eval_index() -> dict[str, Any]:
 
 def as_folders(dvc_yaml: str, cached: bool) -> str:
     """dvc.yaml with the data stages' big outputs (clips, frames, logmel) as folders, cached or
-    not, and their consumers depending on the folders: the project's settings before manifests."""
+    not, and their consumers depending on the folders: the project's settings before inventories."""
     for key in BIG_OUTPUTS.values():
-        out = rf"(\n( +)- \$\{{layout\.data\}}/\$\{{key\}}/\$\{{DATA\.{key}\}})/\$\{{DATA\.manifest\}}:\n +cache: false[^\n]*"
+        out = rf"(\n( +)- \$\{{layout\.data\}}/\$\{{key\}}/\$\{{DATA\.{key}\}})/\$\{{DATA\.inventory\}}:\n +cache: false[^\n]*"
         folder = r"\1:\n\2    persist: true" + ("" if cached else r"\n\2    cache: false")
         dvc_yaml, n = re.subn(out, folder, dvc_yaml)
         assert n == 1, key
-        dvc_yaml = dvc_yaml.replace(f"${{DATA.{key}}}/${{DATA.manifest}}\n", f"${{DATA.{key}}}\n")
+        dvc_yaml = dvc_yaml.replace(f"${{DATA.{key}}}/${{DATA.inventory}}\n", f"${{DATA.{key}}}\n")
     return dvc_yaml
 
 
 def dvc_variant(project: Path, variant: str) -> dict[str, Any]:
-    """DVC's cost under ``variant`` (copy | hardlink | uncached | manifest) on the outputs already built:
+    """DVC's cost under ``variant`` (copy | hardlink | uncached | inventory) on the outputs already built:
     cache, state and dvc.lock emptied, the three stages reproduced (each finds its work done),
     disk use, then a forced rerun of decode."""
     dvc_yaml = project / "dvc.yaml"
@@ -445,7 +445,7 @@ def dvc_variant(project: Path, variant: str) -> dict[str, Any]:
     if not original.exists():
         shutil.copy2(dvc_yaml, original)
     # the big outputs as folders, cached (copy, hardlink) or not (uncached), or as the project's dvc.yaml has them
-    dvc_yaml.write_text(original.read_text() if variant == "manifest" else
+    dvc_yaml.write_text(original.read_text() if variant == "inventory" else
                         as_folders(original.read_text(), cached=variant != "uncached"))
     if "type" in (project / ".dvc/config").read_text():
         sh(*dvc("config", "--unset", "cache.type"), cwd=project)
@@ -503,8 +503,8 @@ def main() -> None:
     parser.add_argument("--clips", type=int, nargs="+", default=[2000, 8000, 32000])
     parser.add_argument("--work", type=Path, default=Path("/tmp/avsf-scale"))
     parser.add_argument("--short-side", type=int, default=32)
-    parser.add_argument("--dvc-variants", nargs="*", default=["copy", "hardlink", "uncached", "manifest"],
-                        choices=["copy", "hardlink", "uncached", "manifest"])
+    parser.add_argument("--dvc-variants", nargs="*", default=["copy", "hardlink", "uncached", "inventory"],
+                        choices=["copy", "hardlink", "uncached", "inventory"])
     parser.add_argument("--project", type=Path, help="measure only the variants, on this project (kept by an "
                         "earlier run), its code refreshed from --code")
     parser.add_argument("--code", type=Path, default=REPO, help="the checkout whose code and params are copied")
@@ -554,8 +554,8 @@ def variants_only(args) -> None:
     # DVC's time after each stage, over that stage's wall in the project's first build
     # (bench/scale_exp.py's baseline, or this script's repro), is the overhead the goal bounds
     report(bench_path(args.name or "scale_dvc"), "dvc_after_stage_s_largest", max(
-        v["stages"][s]["dvc_after_s"] for v in variants for s in STAGES if v["variant"] == "manifest")
-        if "manifest" in args.dvc_variants else None, "s", None, higher_is_better=False, clips=clips,
+        v["stages"][s]["dvc_after_s"] for v in variants for s in STAGES if v["variant"] == "inventory")
+        if "inventory" in args.dvc_variants else None, "s", None, higher_is_better=False, clips=clips,
         code=str(args.code), project=str(project), dvc_variants=variants)
 
 

@@ -49,7 +49,7 @@ from avsf.io.media import MediaError
 from pipeline.launch import StageFailed, job_progress, run_shards, stage_launch
 from pipeline.datasets import stage_dataset
 from pipeline.layout import Layout
-from pipeline.manifest import write_manifest
+from pipeline.inventory import write_shard_inventory
 from pipeline.notes import count_notes
 from pipeline.params import Params
 from pipeline.shards import carry_ledger, chunks, prepare_out_dir
@@ -126,14 +126,19 @@ def run_decode(params: Params, dataset: str | None = None) -> None:
     settings = DecodeSettings(fps=p.fps, short_side=p.short_side, jpeg_quality=p.jpeg_quality,
                               sample_rate=p.sample_rate)
     out_dir = layout.frames(ds.name)
-    shards = []
+    shards, missing = [], 0
     for i, chunk in enumerate(chunks(records, p.clips_per_shard)):
         identities = [_clip_identity(clips_dir, r) for r in chunk]
+        missing += sum(identity[2] is None for identity in identities)
         shards.append(DecodeShard(
             i, str(out_dir / shard_name(i)), tuple(chunk), str(clips_dir), settings,
             fingerprint(STAGE, DECODER_VERSION, asdict(settings), identities),
             # the audio is resampled and cut to the frames' span: fps and sample rate, not the pixels
             fingerprint(STAGE, "audio", DECODER_VERSION, settings.fps, settings.sample_rate, identities)))
+    if missing:  # DVC tracks the clips by their inventory: one deleted by hand is noticed here
+        log.warning("decode: %d clips of %s are not in %s (deleted by hand?): each becomes a missing_clip row "
+                    "of the ledger; `dvc repro -f -s download@%s` makes them again", missing, CLIP_INDEX_NAME,
+                    clips_dir, ds.name)
     todo = prepare_out_dir(STAGE, out_dir, shards)
     run_shards(STAGE, decode_shard, todo, stage_launch(params.launch, ds.name))
     metas = [read_meta(s.path) for s in shards]
@@ -147,8 +152,7 @@ def run_decode(params: Params, dataset: str | None = None) -> None:
     ]
     write_index(out_dir / INDEX_NAME, entries)
     write_json(out_dir / CLASSES_NAME, class_list(clips_dir, records))
-    made = {Path(s.path).name: f"fingerprint:{meta['fingerprint']}" for s, meta in zip(shards, metas)}
-    write_manifest(out_dir, lambda path: made.get(path.name))
+    write_shard_inventory(out_dir, [s.path for s in shards], metas)
     failures = [Failure(f["id"], STAGE, f["reason"], f["detail"]) for meta in metas for f in meta["failures"]]
     upstream = carry_ledger(layout.ledger(ds.name, "download"), failures, ledger)
 

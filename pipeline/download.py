@@ -36,7 +36,7 @@ from pipeline.datasets.base import Dataset
 from pipeline.launch import StageFailed, job_progress, run_shards, stage_launch
 from pipeline.datasets import stage_dataset
 from pipeline.layout import Layout
-from pipeline.manifest import write_manifest
+from pipeline.inventory import remove_inventory, write_inventory
 from pipeline.notes import count_notes
 from pipeline.params import DownloadParams, Params
 
@@ -147,6 +147,7 @@ def run_download(params: Params, dataset: str | None = None) -> None:
     plan = ds.download_plan()
     segments, failures = plan.segments, list(plan.failures)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_inventory(out_dir)
     stale = remove_stale_temporaries(out_dir) + remove_stale_temporaries(raw_cache)
     if stale:
         log.info("download: removed %d temporaries left by an interrupted run", stale)
@@ -166,7 +167,7 @@ def run_download(params: Params, dataset: str | None = None) -> None:
         for o in present])
     # Class i is the same name whatever failed: the classes come from the manifests' rows.
     write_json(out_dir / CLASS_LIST_NAME, plan.classes)
-    write_manifest(out_dir, _clip_digest)
+    write_inventory(out_dir, _clip_digest)
     write_ledger(ledger, failures)
 
     seconds = time.monotonic() - started
@@ -184,7 +185,7 @@ def run_download(params: Params, dataset: str | None = None) -> None:
 
 
 def _clip_digest(path: Path) -> str | None:
-    """A clip's sha256 as its record holds it (the record itself is hashed in the manifest)."""
+    """A clip's sha256 as its record holds it (the record itself is hashed in the inventory)."""
     if path.suffix != ".mp4":
         return None
     record = read_clip_record(path)

@@ -40,7 +40,7 @@ DATA = {
     "ledger": "ledger",
     "train": "train",
     "probe": "probe",  # under <data>/ssl: each probed backbone's record and runs
-    "manifest": "manifest.csv",  # in clips/, store/frames/, store/logmel/: what DVC tracks of them (pipeline/manifest.py)
+    "inventory": "inventory.csv",  # in clips/, store/frames/, store/logmel/: what DVC tracks of them (pipeline/inventory.py)
 }
 # Relative to <layout.reports>/<dataset> (model_report: to <layout.reports>); the last ones,
 # to a run's curves directory (train/<m>) and to an evaluated model's (models/<m>)

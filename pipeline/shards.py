@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 from avsf.data.ledger import Failure, read_ledger, write_ledger
 from avsf.data.store import read_meta
 from avsf.io.atomic import remove_stale_temporaries
+from pipeline.inventory import remove_inventory
 
 
 def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -21,9 +22,10 @@ def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 
 def prepare_out_dir(stage: str, out_dir: Path, shards: Sequence[Any]) -> list[Any]:
     """Make ``out_dir`` ready for ``shards`` (objects with ``path`` and ``fingerprint``) and
-    return the ones still to build: temporaries of a killed run and shard files no longer in
-    the plan are removed, shards whose recorded fingerprint matches are kept."""
+    return the ones still to build: its inventory, temporaries of a killed run and shard files
+    no longer in the plan are removed, shards whose recorded fingerprint matches are kept."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_inventory(out_dir)
     stale = remove_stale_temporaries(out_dir)
     planned = {Path(s.path).name for s in shards}
     for old in out_dir.glob("shard-*.h5"):

@@ -24,7 +24,6 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import h5py
@@ -37,7 +36,7 @@ from avsf.io.atomic import write_json
 from pipeline.launch import StageFailed, job_progress, run_shards, set_job_threads, stage_launch
 from pipeline.datasets import stage_dataset
 from pipeline.layout import Layout
-from pipeline.manifest import write_manifest
+from pipeline.inventory import write_shard_inventory
 from pipeline.params import Params
 from pipeline.shards import carry_ledger, prepare_out_dir
 
@@ -126,8 +125,8 @@ def run_spectrogram(params: Params, dataset: str | None = None) -> None:
     for i, (name, clip_ids) in enumerate(sorted(by_shard.items())):
         frames_path = frames_dir / name
         # the frame shard's audio (a store from before decode recorded it: the shard's own)
-        made = read_meta(frames_path) or {}
-        source = made.get("audio_fingerprint", made.get("fingerprint"))
+        frames_meta = read_meta(frames_path) or {}
+        source = frames_meta.get("audio_fingerprint", frames_meta.get("fingerprint"))
         stats_clips = frozenset(c for c in clip_ids if c in stats_ids)
         shards.append(SpectrogramShard(
             i, str(frames_path), str(out_dir / name), tuple(clip_ids), stats_clips, settings,
@@ -154,8 +153,7 @@ def run_spectrogram(params: Params, dataset: str | None = None) -> None:
     if p.fixed_stats is not None:  # what the dataset normalises with; the measured ones kept beside
         stats.update(mean=p.fixed_stats[0], std=p.fixed_stats[1], measured={"mean": mean, "std": std})
     write_json(out_dir / STATS_NAME, stats)
-    made = {Path(s.path).name: f"fingerprint:{m['fingerprint']}" for s, m in zip(shards, metas)}
-    write_manifest(out_dir, lambda path: made.get(path.name))
+    write_shard_inventory(out_dir, [s.path for s in shards], metas)
 
     failures = [Failure(f["id"], STAGE, f["reason"], f["detail"]) for m in metas for f in m["failures"]]
     upstream = carry_ledger(layout.ledger(ds.name, "decode"), failures, ledger)

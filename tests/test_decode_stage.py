@@ -20,7 +20,7 @@ from avsf.io.media import write_video
 from clip_factory import KINETICS, ClipSpec, build_store, store_params, write_clip, write_clips_dir, write_garbled
 from conftest import loaded_modules, run_stage, stage_deps
 from pipeline.decode import run_decode
-from pipeline.manifest import MANIFEST_NAME
+from pipeline.inventory import INVENTORY_NAME
 from pipeline.spectrogram import run_spectrogram
 
 SPECS = [
@@ -159,7 +159,7 @@ def test_rerun_keeps_complete_shards_and_a_changed_param_rebuilds(built, tmp_pat
     monkeypatch.chdir(root)
     before = store_hashes(KINETICS.frames("kinetics"))
     logmel_before = store_hashes(KINETICS.logmel("kinetics"))
-    manifests = {store: (root / KINETICS.frames("kinetics").parent / store / MANIFEST_NAME) for store in ("frames", "logmel")}
+    manifests = {store: (root / KINETICS.frames("kinetics").parent / store / INVENTORY_NAME) for store in ("frames", "logmel")}
     manifests_before = {store: path.read_bytes() for store, path in manifests.items()}
     shard = root / KINETICS.frames("kinetics") / "shard-00000.h5"
     stamp = shard.stat().st_mtime_ns
@@ -174,7 +174,7 @@ def test_rerun_keeps_complete_shards_and_a_changed_param_rebuilds(built, tmp_pat
     run_spectrogram(lower)
     assert load(root, KINETICS.metrics("kinetics", "spectrogram"))["shards_reused"] == 4
     assert store_hashes(KINETICS.logmel("kinetics")) == logmel_before
-    # What DVC tracks: the frames' manifest changed, the log-mel one did not (nothing after it reruns)
+    # What DVC tracks: the frames' inventory changed, the log-mel one did not (nothing after it reruns)
     assert manifests["frames"].read_bytes() != manifests_before["frames"]
     assert manifests["logmel"].read_bytes() == manifests_before["logmel"]
     (tmp_path / "fps").mkdir()
@@ -189,15 +189,15 @@ def test_rerun_keeps_complete_shards_and_a_changed_param_rebuilds(built, tmp_pat
     assert {store: path.read_bytes() for store, path in manifests.items()} == manifests_before
 
 
-def test_each_store_lists_its_files_in_a_manifest_with_what_made_them(built):
-    """The manifest DVC tracks instead of the store's bytes (pipeline/manifest.py): every file
+def test_each_store_lists_its_files_in_an_inventory_with_what_made_them(built):
+    """The inventory DVC tracks instead of the store's bytes (pipeline/inventory.py): every file
     with its size; a shard by the fingerprint its meta records, small files by their sha256."""
     root, _ = built
     for store in (KINETICS.frames("kinetics"), KINETICS.logmel("kinetics")):
         directory = root / store
-        with open(directory / MANIFEST_NAME, newline="") as f:
+        with open(directory / INVENTORY_NAME, newline="") as f:
             rows = list(csv.DictReader(f))
-        files = sorted(p.name for p in directory.iterdir() if p.name != MANIFEST_NAME)
+        files = sorted(p.name for p in directory.iterdir() if p.name != INVENTORY_NAME)
         assert [r["name"] for r in rows] == files and any(name.startswith("shard-") for name in files)
         for row in rows:
             path = directory / row["name"]

@@ -114,16 +114,16 @@ def test_stage_makes_clips_index_ledger_and_metrics_then_skips_them(world, tmp_p
     assert has_audio == {f"vid-{i:03d}_x_000000_000001": i % 3 != 0 for i in range(6)}
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [*(e + ".mp4" for e in expected), *(e + ".json" for e in expected), "clips.csv", "classes.json",
-         "manifest.csv"])
-    # What DVC tracks of the folder (pipeline/manifest.py): each clip by the sha256 its record holds
-    manifest = {r["name"]: r for r in read_csv(out / "manifest.csv")}
-    assert sorted(manifest) == sorted(p.name for p in out.iterdir() if p.name != "manifest.csv")
+         "inventory.csv"])
+    # What DVC tracks of the folder (pipeline/inventory.py): each clip by the sha256 its record holds
+    inventory = {r["name"]: r for r in read_csv(out / "inventory.csv")}
+    assert sorted(inventory) == sorted(p.name for p in out.iterdir() if p.name != "inventory.csv")
     for e in expected:
         record = json.loads((out / f"{e}.json").read_text())
-        clip = manifest[f"{e}.mp4"]
+        clip = inventory[f"{e}.mp4"]
         assert clip["identity"] == f"sha256:{record['sha256']}" == f"sha256:{file_digest(out / f'{e}.mp4')}"
         assert int(clip["bytes"]) == (out / f"{e}.mp4").stat().st_size
-        assert manifest[f"{e}.json"]["identity"] == f"sha256:{file_digest(out / f'{e}.json')}"
+        assert inventory[f"{e}.json"]["identity"] == f"sha256:{file_digest(out / f'{e}.json')}"
     # Every label of the manifests, "yoga" too, though its only good video is vid-002.
     assert json.loads((out / "classes.json").read_text()) == sorted(LABELS)
 
@@ -150,7 +150,7 @@ def test_stage_makes_clips_index_ledger_and_metrics_then_skips_them(world, tmp_p
     assert (metrics["downloaded"], metrics["skipped_existing"], metrics["failed"]) == (0, 6, 2)
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.mp4")} == mtimes
     assert read_csv(out / "clips.csv") == index
-    assert {r["name"]: r for r in read_csv(out / "manifest.csv")} == manifest
+    assert {r["name"]: r for r in read_csv(out / "inventory.csv")} == inventory
 
 
 def test_stage_fails_only_when_nothing_could_be_fetched(world, tmp_path):
@@ -246,7 +246,7 @@ def test_kill_9_mid_write_then_rerun_finishes(tmp_path, cluster):
     assert metrics["failed"] == 2 and metrics["total_rows"] == 26
     clips = sorted(p.name for p in out.iterdir())
     paths = [r["path"] for r in read_csv(out / "clips.csv")]
-    assert clips == sorted(["clips.csv", "classes.json", "manifest.csv", *paths,
+    assert clips == sorted(["clips.csv", "classes.json", "inventory.csv", *paths,
                             *(p.replace(".mp4", ".json") for p in paths)])
     assert len(paths) == 24
     for name in clips:

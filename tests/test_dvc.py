@@ -118,12 +118,12 @@ def test_every_stage_declares_exactly_where_the_layout_puts_its_outputs():
     expected: dict[str, set] = {"model_report": {layout.model_report() / "flops.json", layout.model_report() / "flops.md"}}
     for d in params.datasets:
         expected[f"demo@{d}"] = {layout.demo(d), layout.metrics(d, "demo")}
-        # the data folders by their manifests (pipeline/manifest.py): DVC never hashes their bytes
-        expected[f"download@{d}"] = {layout.annotations(d), layout.clips(d) / DATA["manifest"],
+        # the data folders by their inventories (pipeline/inventory.py): DVC never hashes their bytes
+        expected[f"download@{d}"] = {layout.annotations(d), layout.clips(d) / DATA["inventory"],
                                      layout.ledger(d, "download"), layout.metrics(d, "download")}
-        expected[f"decode@{d}"] = {layout.frames(d) / DATA["manifest"], layout.ledger(d, "decode"),
+        expected[f"decode@{d}"] = {layout.frames(d) / DATA["inventory"], layout.ledger(d, "decode"),
                                    layout.metrics(d, "decode")}
-        expected[f"spectrogram@{d}"] = {layout.logmel(d) / DATA["manifest"], layout.ledger(d, "spectrogram"),
+        expected[f"spectrogram@{d}"] = {layout.logmel(d) / DATA["inventory"], layout.ledger(d, "spectrogram"),
                                         layout.metrics(d, "spectrogram")}
     for m in params.family:
         expected[f"train@{m}"] = run(kinetics_run(params, m).paths)
@@ -144,7 +144,7 @@ def test_every_stage_declares_exactly_where_the_layout_puts_its_outputs():
 
 
 
-def test_no_stage_depends_on_a_data_folder_only_on_its_manifest():
+def test_no_stage_depends_on_a_data_folder_only_on_its_inventory():
     """A dependency on the clips or a store folder would make DVC hash its terabytes again."""
     from dvc.repo import Repo
 
@@ -154,8 +154,8 @@ def test_no_stage_depends_on_a_data_folder_only_on_its_manifest():
     with Repo(str(REPO)) as repo:
         deps = {(stage.addressing, d.def_path) for stage in repo.index.stages for d in stage.deps}
     assert not {(stage, path) for stage, path in deps if path in folders}
-    manifests = {path for _, path in deps if path.endswith("/" + DATA["manifest"])}
-    assert manifests == {f"{folder}/{DATA['manifest']}" for folder in folders}
+    manifests = {path for _, path in deps if path.endswith("/" + DATA["inventory"])}
+    assert manifests == {f"{folder}/{DATA['inventory']}" for folder in folders}
 
 
 def test_every_stage_that_starts_from_weights_depends_on_them():

@@ -1,6 +1,7 @@
 """The project's DVC settings (its .dvc/config and dvc.yaml, as a user's copy has them) keep the
-data once on disk, and a resumable (persist) data stage killed mid-run and rerun leaves DVC's
-cache intact: no stage writes through a link into it (README "DVC at Kinetics scale")."""
+data once on disk (DVC tracks each data folder by its inventory), a resumable data stage killed
+mid-run is never "up to date" and, rerun, leaves `dvc status` clean and DVC's cache intact (no
+stage writes into it); and DVC takes any source (README "DVC at Kinetics scale")."""
 
 from __future__ import annotations
 
@@ -124,12 +125,15 @@ def test_a_killed_data_stage_rerun_leaves_dvc_status_clean_and_the_cache_intact(
     assert disk_bytes(data, root / ".dvc/cache") < 1.1 * apparent
 
     # A decode setting changes, so every shard is rebuilt. First the stage alone (as a job
-    # requeued on a cluster reruns it, without DVC), killed as soon as a new shard is whole:
-    # the shards it has not reached are still DVC's (linked to its cache, with a link type).
+    # requeued on a cluster reruns it, without DVC), killed as soon as a new shard is whole.
     params = (root / "params.yaml").read_text()
     assert f"jpeg_quality: {OLD}" in params and qualities(root) == [OLD] * 6
     (root / "params.yaml").write_text(params.replace(f"jpeg_quality: {OLD}", f"jpeg_quality: {NEW}"))
     run_and_kill_when([sys.executable, "stages/decode.py", "--dataset", "kinetics"], root, 0)
+    # DVC tracks the store by its inventory, which the stage removed first: the unfinished
+    # store is a deleted output, not "up to date"
+    assert not (root / FRAMES / "inventory.csv").exists()
+    assert "deleted:" in dvc("status", *TARGETS, cwd=root)
     # Then through DVC, killed again after one more shard; then to the end.
     run_and_kill_when([sys.executable, "-m", "dvc", "repro", *TARGETS], root, qualities(root).count(NEW))
     output = dvc("repro", *TARGETS, cwd=root)
