@@ -507,6 +507,8 @@ def main() -> None:
                         choices=["copy", "hardlink", "uncached", "inventory"])
     parser.add_argument("--project", type=Path, help="measure only the variants, on this project (kept by an "
                         "earlier run), its code refreshed from --code")
+    parser.add_argument("--baseline", type=Path, default=REPO / "reports/bench/scale_exp.json",
+                        help="with --project: the report of the run that built it (its stages' walls)")
     parser.add_argument("--code", type=Path, default=REPO, help="the checkout whose code and params are copied")
     parser.add_argument("--name", help="the report's name: reports/bench/<name>.json (default scale, or "
                         "scale_dvc with --project)")
@@ -550,13 +552,18 @@ def variants_only(args) -> None:
     sh("git", "add", "-A", cwd=project)
     sh("git", "commit", "-qm", "code", "--allow-empty", cwd=project)
     clips = json.loads((project / "reports/kinetics/metrics/download.json").read_text())["total_rows"]
+    # each stage's wall when it did its work: the baseline of the run that built the project
+    baseline = json.loads(args.baseline.read_text())
+    assert baseline["clips"] == clips, f"{args.baseline} is of {baseline['clips']} clips, the project of {clips}"
+    walls = {s: baseline["baseline"]["stages"][s]["wall_s"] for s in STAGES}
     variants = [dvc_variant(project, v) for v in args.dvc_variants]
-    # DVC's time after each stage, over that stage's wall in the project's first build
-    # (bench/scale_exp.py's baseline, or this script's repro), is the overhead the goal bounds
-    report(bench_path(args.name or "scale_dvc"), "dvc_after_stage_s_largest", max(
-        v["stages"][s]["dvc_after_s"] for v in variants for s in STAGES if v["variant"] == "inventory")
-        if "inventory" in args.dvc_variants else None, "s", None, higher_is_better=False, clips=clips,
-        code=str(args.code), project=str(project), dvc_variants=variants)
+    for v in variants:  # DVC's time after each stage over that stage's work: the overhead the goal bounds
+        v["dvc_fraction"] = {s: round(v["stages"][s]["dvc_after_s"] / walls[s], 5) for s in STAGES}
+    chosen = next((v for v in variants if v["variant"] == "inventory"), None)
+    report(bench_path(args.name or "scale_dvc"), "dvc_after_stage_over_stage_work_largest",
+           max(chosen["dvc_fraction"].values()) if chosen else None, "ratio", GOAL_DVC, higher_is_better=False,
+           clips=clips, stage_wall_s=walls, baseline=str(args.baseline), code=str(args.code), project=str(project),
+           dvc_variants=variants)
 
 
 def write(args, results: list[dict[str, Any]], variants: list[dict[str, Any]]) -> None:

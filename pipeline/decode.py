@@ -109,7 +109,8 @@ def run_decode(params: Params, dataset: str | None = None) -> None:
     clips (one job each) under data/<dataset>/store/frames, plus index.csv and classes.json
     (the download stage's class list, from the manifests: class i is the same whatever
     failed). Writes the failure ledger (download's rows, then decode's) to
-    data/<dataset>/ledger/decode.csv and counts to reports/<dataset>/metrics/decode.json.
+    data/<dataset>/ledger/decode.csv and counts to reports/<dataset>/metrics/decode.json, and
+    last inventory.csv (what DVC tracks of the store).
     Shards already built from the same inputs are kept, so a killed run resumes. Exits 1
     only when no clip at all could be decoded.
     """

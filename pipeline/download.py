@@ -129,9 +129,10 @@ def run_download(params: Params, dataset: str | None = None) -> None:
     where mp4 cannot hold it or download.audio is aac), each with its record
     <clip_id>.json; writes clips.csv (the clips, with their durations and notes) and
     classes.json (every label of the manifests) there, the failures to
-    data/<d>/ledger/download.csv and counts to reports/<d>/metrics/download.json. Clips
-    already present, valid and made with the same settings are kept; a killed run resumes.
-    Exits 1 only when no clip at all could be made.
+    data/<d>/ledger/download.csv and counts to reports/<d>/metrics/download.json, and last
+    inventory.csv (what DVC tracks of data/<d>/clips). Clips already present, valid and made
+    with the same settings (and, from a local source, from the raw video there now) are kept;
+    a killed run resumes. Exits 1 only when no clip at all could be made.
     """
     ds = stage_dataset(params, dataset)
     layout = Layout.of(params.layout)

@@ -100,7 +100,7 @@ def run_spectrogram(params: Params, dataset: str | None = None) -> None:
     or spectrogram.fixed_stats instead; clips of digital silence (a muted track) are marked
     silent and left out of them. spectrogram.mel_norm and center choose the filterbank's
     normalisation and the framing (slaney and false: the authors' librosa features).
-    Ledger: decode's rows, then ours.
+    Ledger: decode's rows, then ours; inventory.csv last (what DVC tracks of the store).
     """
     ds = stage_dataset(params, dataset)
     layout = Layout.of(params.layout)

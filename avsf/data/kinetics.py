@@ -183,8 +183,9 @@ def clip_record_path(clip: str | os.PathLike) -> Path:
 
 
 def read_clip_record(clip: str | os.PathLike) -> dict[str, Any] | None:
-    """The record of the clip at ``clip`` (``fingerprint``, ``sha256``, ``duration``, ``notes``,
-    ``settings``), or None when there is none or it does not read as one."""
+    """The record of the clip at ``clip`` (``fingerprint``, ``source``: the raw video it was cut
+    from, ``sha256``, ``duration``, ``notes``, ``settings``), or None when there is none or it
+    does not read as one."""
     try:
         record = json.loads(clip_record_path(clip).read_text())
     except (OSError, ValueError):
