@@ -1,6 +1,6 @@
 """The README's tables of "Running at Kinetics scale", from reports/bench/scale.json.
 
-    python bench/scale_table.py [--report reports/bench/scale.json]
+    python bench/scale_table.py [--report reports/bench/scale.json] [--dvc reports/bench/scale_dvc.json]
 
 Prints, as markdown: the rehearsal per stage and N (bench/scale.py), DVC's settings at the
 largest N, and the extrapolation to Kinetics-400 (260,000 clips of 10 s) on one 16-core node
@@ -10,8 +10,10 @@ an 8 s segment, scaled to 10 s; ingest.json: decode of a 10 s 340x256 clip at sh
 and its store bytes per clip; the log-mel of 10 s of audio, timed here), and what the
 rehearsal measured around that work: each job's start (a fresh interpreter importing the
 stage's module, timed here; at most a thousand jobs a stage, download.shards = 512 for download), the stage's own planning and merging (its process's CPU, per clip), and DVC's hashing
-(per file and per byte, from the chosen setting's run at the largest N; one hashing thread, as
-DVC's default core.checksum_jobs gives a 2-core machine: min(4, cores // 2)).
+(per file and per byte, from the folders' uncached setting at the largest N; one hashing
+thread, as DVC's default core.checksum_jobs gives a 2-core machine: min(4, cores // 2)), and
+DVC's time with the data folders tracked by their inventories (bench/scale.py --project:
+scale_dvc.json), which grows with the clips, not their bytes: scaled by 260,000 / N.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def dvc_table(data: dict) -> list[str]:
     return rows
 
 
-def extrapolation(data: dict) -> tuple[list[str], dict]:
+def extrapolation(data: dict, inventory: dict | None = None) -> tuple[list[str], dict]:
     bench = REPO / "reports" / "bench"
     trim = statistics.median(json.loads((bench / "trim.json").read_text())["seconds_per_clip"]["pinned"]) * 10 / 8
     ingest = json.loads((bench / "ingest.json").read_text())
@@ -122,8 +124,13 @@ def extrapolation(data: dict) -> tuple[list[str], dict]:
     outputs = {"download": (2 * KINETICS_CLIPS, KINETICS_CLIPS * CLIP_BYTES),
                "decode": (shards, KINETICS_CLIPS * store_bytes), "spectrogram": (shards, KINETICS_CLIPS * logmel_bytes)}
     work = {"download": trim, "decode": decode, "spectrogram": logmel}
+    inventory_s = {}
+    if inventory is not None:  # DVC after each stage with inventories, at N clips, scaled to Kinetics
+        chosen = next(v for v in inventory["dvc_variants"] if v["variant"] == "inventory")
+        inventory_s = {s: chosen["stages"][s]["dvc_after_s"] * KINETICS_CLIPS / inventory["clips"] for s in STAGES}
     rows = ["| stage | work a clip, one core (s) | jobs' starts (CPU h) | the stage's own pass (h) | work (CPU h) | "
-            "one 16-core node (h) | DVC's hashing (h) | 32 nodes, SLURM array (h) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "one 16-core node (h) | DVC hashing the folders (h) | DVC with inventories (h) | 32 nodes, SLURM array (h) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     out = {}
     starts = {s: job_start_seconds(s) for s in work}
     jobs = {"download": NODES * NODE_CORES, "decode": min(MAX_JOBS, shards), "spectrogram": min(MAX_JOBS, shards)}
@@ -136,26 +143,35 @@ def extrapolation(data: dict) -> tuple[list[str], dict]:
         dvc_h = (files * per_file + size * per_byte) / 3600
         node_h = (work_h + starts_h) / NODE_CORES + own_h
         array_h = (work_h + starts_h) / (NODE_CORES * NODES) + own_h
-        out[s] = {"work_s_per_clip": work[s], "node_h": node_h, "dvc_h": dvc_h, "array_h": array_h}
+        inventory_h = inventory_s[s] / 3600 if inventory_s else None
+        out[s] = {"work_s_per_clip": work[s], "node_h": node_h, "dvc_h": dvc_h, "dvc_inventory_h": inventory_h,
+                  "array_h": array_h}
         rows.append(f"| {s} | {work[s]:.3f} | {starts_h:.2f} | {own_h:.2f} | {work_h:.1f} | {node_h:.2f} | {dvc_h:.2f} | "
-                    f"{array_h:.2f} |")
+                    f"{_hours(inventory_h)} | {array_h:.2f} |")
     rows.append(f"| all | | | | {sum(KINETICS_CLIPS * w for w in work.values()) / 3600:.1f} | "
                 f"{sum(o['node_h'] for o in out.values()):.2f} | {sum(o['dvc_h'] for o in out.values()):.2f} | "
+                f"{_hours(sum(inventory_s.values()) / 3600 if inventory_s else None)} | "
                 f"{sum(o['array_h'] for o in out.values()):.2f} |")
     return rows, {"job_start_s": starts, "jobs": jobs, "dvc_per_byte_s": per_byte, "dvc_per_file_s": per_file,
                   "logmel_s": logmel, "trim_s": trim, "decode_s": decode, "store_bytes": store_bytes, "stages": out}
 
 
+def _hours(h: float | None) -> str:
+    return "" if h is None else f"{h:.3f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--report", type=Path, default=REPO / "reports" / "bench" / "scale.json")
+    parser.add_argument("--dvc", type=Path, default=REPO / "reports" / "bench" / "scale_dvc.json",
+                        help="DVC with inventories (bench/scale.py --project); skipped when absent")
     parser.add_argument("--write", action="store_true", help="keep the extrapolation in the report (kinetics_400)")
     args = parser.parse_args()
     data = json.loads(args.report.read_text())
     print("\n".join(rehearsal_table(data)), "\n")
     if data.get("dvc_variants"):
         print("\n".join(dvc_table(data)), "\n")
-    rows, figures = extrapolation(data)
+    rows, figures = extrapolation(data, json.loads(args.dvc.read_text()) if args.dvc.is_file() else None)
     print("\n".join(rows), "\n")
     print(json.dumps(figures, indent=1))
     if args.write:
