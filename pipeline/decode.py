@@ -138,8 +138,8 @@ def run_decode(params: Params, dataset: str | None = None) -> None:
             fingerprint(STAGE, "audio", DECODER_VERSION, settings.fps, settings.sample_rate, identities)))
     if missing:  # DVC tracks the clips by their inventory: one deleted by hand is noticed here
         log.warning("decode: %d clips of %s are not in %s (deleted by hand?): each becomes a missing_clip row "
-                    "of the ledger; `dvc repro -f -s download@%s` makes them again", missing, CLIP_INDEX_NAME,
-                    clips_dir, ds.name)
+                    "of the ledger; `dvc repro -f -s download@%s decode@%s` makes them again and stores them",
+                    missing, CLIP_INDEX_NAME, clips_dir, ds.name, ds.name)
     todo = prepare_out_dir(STAGE, out_dir, shards)
     run_shards(STAGE, decode_shard, todo, stage_launch(params.launch, ds.name))
     metas = [read_meta(s.path) for s in shards]
@@ -153,7 +153,6 @@ def run_decode(params: Params, dataset: str | None = None) -> None:
     ]
     write_index(out_dir / INDEX_NAME, entries)
     write_json(out_dir / CLASSES_NAME, class_list(clips_dir, records))
-    write_shard_inventory(out_dir, [s.path for s in shards], metas)
     failures = [Failure(f["id"], STAGE, f["reason"], f["detail"]) for meta in metas for f in meta["failures"]]
     upstream = carry_ledger(layout.ledger(ds.name, "download"), failures, ledger)
 
@@ -187,6 +186,7 @@ def run_decode(params: Params, dataset: str | None = None) -> None:
              metrics["source_seconds_per_s"], ledger)
     if records and not entries:
         raise StageFailed(f"decode: none of {len(records)} clips could be decoded; see {ledger}")
+    write_shard_inventory(out_dir, [s.path for s in shards], metas)  # last: the store is complete
 
 
 def class_list(clips_dir: Path, records: list[ClipRecord]) -> list[str]:

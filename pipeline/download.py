@@ -168,7 +168,6 @@ def run_download(params: Params, dataset: str | None = None) -> None:
         for o in present])
     # Class i is the same name whatever failed: the classes come from the manifests' rows.
     write_json(out_dir / CLASS_LIST_NAME, plan.classes)
-    write_inventory(out_dir, _clip_digest)
     write_ledger(ledger, failures)
 
     seconds = time.monotonic() - started
@@ -183,6 +182,7 @@ def run_download(params: Params, dataset: str | None = None) -> None:
              metrics["cut_short"], notes_text, ledger)
     if total_rows and not present:
         raise StageFailed(f"download: none of {total_rows} manifest rows gave a clip; see {ledger}")
+    write_inventory(out_dir, _clip_digest)  # last: the folder is complete
 
 
 def _clip_digest(path: Path) -> str | None:

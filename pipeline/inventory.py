@@ -5,13 +5,13 @@
     data/<d>/store/logmel/inventory.csv
 
 DVC hashes an output by reading every byte of it after its stage, and again wherever its
-state database is gone (another machine, a copy of the project, ``dvc exp run --temp``).
+state database is gone (another machine, another user, a copy of the project).
 For Kinetics-400 that is 1.3 TB of frames: measured, 14% of decode's hours on one 16-core
 node with a 3.1 GB/s disk, and several times decode's own hours after a 32-node array,
 where DVC hashes on one machine what 32 wrote (README "DVC at Kinetics scale"). So each data
-stage writes its store's inventory last, and dvc.yaml declares the inventory, not the folder,
-as the stage's output and as its consumers' dependency: DVC hashes megabytes (Kinetics'
-clips: 520,000 rows, about 50 MB) where it hashed terabytes.
+stage writes its store's inventory last (not when it fails), and dvc.yaml declares the
+inventory, not the folder, as the stage's output and as its consumers' dependency: DVC hashes
+megabytes (Kinetics' clips: 520,000 rows, about 56 MB) where it hashed terabytes.
 
 A file's identity is what its stage already knows of its content, without reading it again:
 a shard's fingerprint of what it was built from (its meta), a clip's sha256 (its download
@@ -23,13 +23,16 @@ no longer notices is a file edited by hand with its identity left as it was; a m
 unreadable shard still stops the stages that read it (pipeline/store_check.py), and a clip
 missing from its folder is a ``missing_clip`` row of decode's ledger.
 
-``cache: false`` in dvc.yaml is required, not only to keep the data once: DVC's run-cache
-saves no run of a stage with an uncached output, and with a cached inventory a param changed
-and changed back restored the old inventory over a folder left as the last run made it.
+dvc.yaml declares the inventories ``persist: true``, and that is required: DVC's run-cache
+neither saves nor restores a run of a stage with a persist output. Without it, a cached
+inventory, or an uncached one after ``dvc commit`` or ``dvc exp save`` of the stage (they save
+run-cache entries that ``dvc repro`` does not), was restored by a param changed and changed
+back over a folder left as the last run made it. The stage removes its inventory itself.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -57,6 +60,12 @@ def write_inventory(directory: Path, identity: Callable[[Path], str | None] = la
     path = directory / INVENTORY_NAME
     write_csv(path, rows, COLUMNS)
     return path
+
+
+def read_inventory(directory: Path) -> dict[str, dict[str, str]]:
+    """File name -> its row (``bytes``, ``identity``) of ``directory``'s inventory."""
+    with open(directory / INVENTORY_NAME, newline="", encoding="utf-8") as f:
+        return {row["name"]: row for row in csv.DictReader(f)}
 
 
 def write_shard_inventory(directory: Path, shard_paths: Sequence[str], metas: Sequence[dict[str, Any]]) -> Path:

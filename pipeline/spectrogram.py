@@ -153,7 +153,6 @@ def run_spectrogram(params: Params, dataset: str | None = None) -> None:
     if p.fixed_stats is not None:  # what the dataset normalises with; the measured ones kept beside
         stats.update(mean=p.fixed_stats[0], std=p.fixed_stats[1], measured={"mean": mean, "std": std})
     write_json(out_dir / STATS_NAME, stats)
-    write_shard_inventory(out_dir, [s.path for s in shards], metas)
 
     failures = [Failure(f["id"], STAGE, f["reason"], f["detail"]) for m in metas for f in m["failures"]]
     upstream = carry_ledger(layout.ledger(ds.name, "decode"), failures, ledger)
@@ -186,3 +185,4 @@ def run_spectrogram(params: Params, dataset: str | None = None) -> None:
              len(shards), metrics["shards_reused"], seconds, ledger)
     if entries and not clips:
         raise StageFailed(f"spectrogram: none of {len(entries)} clips could be processed; see {ledger}")
+    write_shard_inventory(out_dir, [s.path for s in shards], metas)  # last: the store is complete

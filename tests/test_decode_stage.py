@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -20,7 +19,7 @@ from avsf.io.media import write_video
 from clip_factory import KINETICS, ClipSpec, build_store, store_params, write_clip, write_clips_dir, write_garbled
 from conftest import loaded_modules, run_stage, stage_deps
 from pipeline.decode import run_decode
-from pipeline.inventory import INVENTORY_NAME
+from pipeline.inventory import INVENTORY_NAME, read_inventory
 from pipeline.spectrogram import run_spectrogram
 
 SPECS = [
@@ -159,8 +158,8 @@ def test_rerun_keeps_complete_shards_and_a_changed_param_rebuilds(built, tmp_pat
     monkeypatch.chdir(root)
     before = store_hashes(KINETICS.frames("kinetics"))
     logmel_before = store_hashes(KINETICS.logmel("kinetics"))
-    manifests = {store: (root / KINETICS.frames("kinetics").parent / store / INVENTORY_NAME) for store in ("frames", "logmel")}
-    manifests_before = {store: path.read_bytes() for store, path in manifests.items()}
+    inventories = {store: (root / KINETICS.frames("kinetics").parent / store / INVENTORY_NAME) for store in ("frames", "logmel")}
+    inventories_before = {store: path.read_bytes() for store, path in inventories.items()}
     shard = root / KINETICS.frames("kinetics") / "shard-00000.h5"
     stamp = shard.stat().st_mtime_ns
     run_decode(params)
@@ -175,8 +174,8 @@ def test_rerun_keeps_complete_shards_and_a_changed_param_rebuilds(built, tmp_pat
     assert load(root, KINETICS.metrics("kinetics", "spectrogram"))["shards_reused"] == 4
     assert store_hashes(KINETICS.logmel("kinetics")) == logmel_before
     # What DVC tracks: the frames' inventory changed, the log-mel one did not (nothing after it reruns)
-    assert manifests["frames"].read_bytes() != manifests_before["frames"]
-    assert manifests["logmel"].read_bytes() == manifests_before["logmel"]
+    assert inventories["frames"].read_bytes() != inventories_before["frames"]
+    assert inventories["logmel"].read_bytes() == inventories_before["logmel"]
     (tmp_path / "fps").mkdir()
     _, slower = store_params(tmp_path / "fps", {"decode.fps": 15})
     run_decode(slower)
@@ -186,7 +185,7 @@ def test_rerun_keeps_complete_shards_and_a_changed_param_rebuilds(built, tmp_pat
     run_spectrogram(params)
     assert store_hashes(KINETICS.frames("kinetics")) == before
     assert store_hashes(KINETICS.logmel("kinetics")) == logmel_before
-    assert {store: path.read_bytes() for store, path in manifests.items()} == manifests_before
+    assert {store: path.read_bytes() for store, path in inventories.items()} == inventories_before
 
 
 def test_each_store_lists_its_files_in_an_inventory_with_what_made_them(built):
@@ -195,14 +194,13 @@ def test_each_store_lists_its_files_in_an_inventory_with_what_made_them(built):
     root, _ = built
     for store in (KINETICS.frames("kinetics"), KINETICS.logmel("kinetics")):
         directory = root / store
-        with open(directory / INVENTORY_NAME, newline="") as f:
-            rows = list(csv.DictReader(f))
+        rows = read_inventory(directory)
         files = sorted(p.name for p in directory.iterdir() if p.name != INVENTORY_NAME)
-        assert [r["name"] for r in rows] == files and any(name.startswith("shard-") for name in files)
-        for row in rows:
-            path = directory / row["name"]
+        assert list(rows) == files and any(name.startswith("shard-") for name in files)  # sorted
+        for name, row in rows.items():
+            path = directory / name
             assert int(row["bytes"]) == path.stat().st_size
-            if row["name"].startswith("shard-"):
+            if name.startswith("shard-"):
                 assert row["identity"] == f"fingerprint:{read_meta(path)['fingerprint']}"
             else:
                 assert row["identity"] == f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"

@@ -18,6 +18,7 @@ import pytest
 import conftest
 from avsf.io.digest import file_digest
 from avsf.io.media import probe, write_video
+from pipeline.inventory import read_inventory
 from pipeline.layout import Layout
 
 REPO = conftest.REPO
@@ -116,7 +117,7 @@ def test_stage_makes_clips_index_ledger_and_metrics_then_skips_them(world, tmp_p
         [*(e + ".mp4" for e in expected), *(e + ".json" for e in expected), "clips.csv", "classes.json",
          "inventory.csv"])
     # What DVC tracks of the folder (pipeline/inventory.py): each clip by the sha256 its record holds
-    inventory = {r["name"]: r for r in read_csv(out / "inventory.csv")}
+    inventory = read_inventory(out)
     assert sorted(inventory) == sorted(p.name for p in out.iterdir() if p.name != "inventory.csv")
     for e in expected:
         record = json.loads((out / f"{e}.json").read_text())
@@ -150,7 +151,7 @@ def test_stage_makes_clips_index_ledger_and_metrics_then_skips_them(world, tmp_p
     assert (metrics["downloaded"], metrics["skipped_existing"], metrics["failed"]) == (0, 6, 2)
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.mp4")} == mtimes
     assert read_csv(out / "clips.csv") == index
-    assert {r["name"]: r for r in read_csv(out / "inventory.csv")} == inventory
+    assert read_inventory(out) == inventory
 
 
 def test_stage_fails_only_when_nothing_could_be_fetched(world, tmp_path):
@@ -165,6 +166,7 @@ def test_stage_fails_only_when_nothing_could_be_fetched(world, tmp_path):
         f"error: download: none of 8 manifest rows gave a clip; see {ledger_path}")
     metrics = json.loads(metrics_path.read_text())
     assert (metrics["failed"], metrics["failed_by_reason"]["missing_source"]) == (8, 8)
+    assert not (outputs(tmp_path)[0] / "inventory.csv").exists()  # no clip: DVC sees no output
 
 
 @pytest.mark.parametrize("override, message", [

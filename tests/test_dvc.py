@@ -154,8 +154,8 @@ def test_no_stage_depends_on_a_data_folder_only_on_its_inventory():
     with Repo(str(REPO)) as repo:
         deps = {(stage.addressing, d.def_path) for stage in repo.index.stages for d in stage.deps}
     assert not {(stage, path) for stage, path in deps if path in folders}
-    manifests = {path for _, path in deps if path.endswith("/" + DATA["inventory"])}
-    assert manifests == {f"{folder}/{DATA['inventory']}" for folder in folders}
+    inventories = {path for _, path in deps if path.endswith("/" + DATA["inventory"])}
+    assert inventories == {f"{folder}/{DATA['inventory']}" for folder in folders}
 
 
 def test_every_stage_that_starts_from_weights_depends_on_them():

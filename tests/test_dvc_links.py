@@ -168,3 +168,25 @@ def test_dvc_repro_downloads_from_an_http_source_and_takes_youtube_as_one(tmp_pa
     (root / "params.yaml").write_text(params.replace(server.url + "/raw/{youtube_id}.mp4", "youtube"))
     status = dvc("status", "download@kinetics", cwd=root)
     assert "download@kinetics" in status and "modified:" in status and "datasets.kinetics" in status, status
+
+
+def test_dvc_never_restores_an_inventory_from_its_run_cache(tmp_path):
+    """`dvc commit` of a data stage run outside DVC (a SLURM job's) saves a run-cache entry
+    unless its outputs are persist; a param changed and changed back then made `dvc repro`
+    restore that run's inventory over the folder the last run left ("Stage is cached")."""
+    root = make_project(tmp_path)
+    dvc("repro", *TARGETS, cwd=root)
+    params = (root / "params.yaml").read_text()
+    old, new = params, params.replace(f"jpeg_quality: {OLD}", f"jpeg_quality: {NEW}")
+    (root / "params.yaml").write_text(new)
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    subprocess.run([sys.executable, "stages/decode.py", "--dataset", "kinetics"], cwd=root, env=env, check=True,
+                   capture_output=True, timeout=300)
+    dvc("commit", "-f", "decode@kinetics", cwd=root)
+    (root / "params.yaml").write_text(old)
+    assert "Running stage 'decode@kinetics'" in dvc("repro", *TARGETS, cwd=root)
+    assert qualities(root) == [OLD] * 6
+    (root / "params.yaml").write_text(new)
+    output = dvc("repro", *TARGETS, cwd=root)
+    assert "Running stage 'decode@kinetics'" in output and "cached" not in output
+    assert qualities(root) == [NEW] * 6

@@ -757,7 +757,7 @@ def _download(youtube_id: str, segments: Sequence[Segment], source: Source,
             raw = source.fetch(youtube_id, settings.raw_cache)
             # a fetched video's own identity: the download cache, made a local source later
             # (download.keep_raw), then keeps these clips
-            made_from = source_identity or source.identity(youtube_id) or file_identity(raw, raw.name)
+            made_from = source_identity or file_identity(raw, raw.name)
             raw_info = probe(raw)  # one verdict on the raw file, instead of one per segment
             for s in pending:
                 try:
