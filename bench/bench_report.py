@@ -62,6 +62,7 @@ def report(path: Path, metric: str, value: float | None, unit: str, goal: float 
         "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "run": os.environ.get("AVSF_BENCH_RUN"),
+        "commit": git_commit(REPO),
         **extra,
     }
     write_json(path, data)
@@ -69,6 +70,19 @@ def report(path: Path, metric: str, value: float | None, unit: str, goal: float 
     if copy_to:
         shutil.copyfile(path, Path(copy_to) / Path(path).name)
     return data
+
+
+def git_commit(path: str | os.PathLike) -> str | None:
+    """The checkout's HEAD, with ``+dirty`` where its tracked files differ from it; None outside git."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(path), "diff", "--quiet", "HEAD"]).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
 
 
 def bench_device(name: str):

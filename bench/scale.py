@@ -3,6 +3,7 @@
     python bench/scale.py [--clips 2000 8000 32000] [--work /tmp/avsf-scale] [--short-side 32]
                           [--dvc-variants copy hardlink uncached inventory] [--code DIR] [--keep]
     python bench/scale.py --project DIR [--dvc-variants uncached inventory] [--code DIR]
+                          [--baseline reports/bench/scale_exp.json] [--name scale_dvc]
 
 For each N: a Kinetics-400-shaped workload (bench/kinetics_workload.py: the real manifest
 format, 400 classes, missing, corrupt and silent sources, short small videos linked per id)
@@ -26,9 +27,10 @@ wall less its stages' walls: before the first stage (reading dvc.yaml, hashing t
 dependencies), and after each (hashing and caching its outputs, writing dvc.lock).
 
 At the largest N, ``--dvc-variants`` measures what DVC costs under other settings, on the
-same outputs: DVC's cache and state are emptied and dvc.lock removed, then the three stages
-are reproduced again; every stage finds its work done (persist outputs: clips and shards
-are kept) and DVC hashes and stores everything anew, as after a first run:
+same outputs: DVC's cache and dvc.lock are removed and every file of the data gets a fresh
+inode and mtime (so DVC's state, which knows a file's hash by those, knows none), then the
+three stages are reproduced again; every stage finds its work done (clips and shards are
+kept: the stages resume) and DVC hashes and stores everything anew, as after a first run:
 
     copy       the big outputs (clips, frames, logmel) as folders, cached with DVC's default
                cache type (a copy, on a filesystem without reflinks): the project's first settings
@@ -212,11 +214,7 @@ def make_project(root: Path, clips: int, code: Path, short_side: int, workload_s
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for name in CODE:
-        source = code / name
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, root / name, **(
-            {"ignore": ignore} if source.is_dir() else {}))
+    copy_code(code, root)
     from kinetics_workload import write_workload
 
     workload = write_workload(root / "workload", clips, seed=workload_seed)
@@ -242,6 +240,16 @@ def make_project(root: Path, clips: int, code: Path, short_side: int, workload_s
     sh("git", "add", "-A", cwd=root)
     sh("git", "commit", "-qm", "project", cwd=root)
     return workload
+
+
+def copy_code(code: Path, project: Path) -> None:
+    """The project's copy of ``code``'s dvc.yaml, stages/, pipeline/ and avsf/ (replacing its own)."""
+    for name in CODE:
+        source, dest = code / name, project / name
+        if dest.is_dir():
+            shutil.rmtree(dest)
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, dest, **(
+            {"ignore": shutil.ignore_patterns("__pycache__", "*.egg-info")} if source.is_dir() else {}))
 
 
 def files_and_bytes(path: Path) -> tuple[int, int]:
@@ -424,6 +432,34 @@ def eval_index() -> dict[str, Any]:
 # --------------------------------------------------------------------------- DVC's settings
 
 
+def inventory_writing() -> dict[str, Any]:
+    """The stages' own cost of their inventories, on the project's folders as they are: the
+    clips' (each clip's record read, the records hashed) and each store's (the shards' metas,
+    which the stages read anyway, then the rows)."""
+    from pipeline.download import _clip_digest
+    from pipeline.inventory import INVENTORY_NAME, write_inventory, write_shard_inventory
+    from avsf.data.store import read_meta
+
+    out: dict[str, Any] = {}
+    clips = Path("data/kinetics/clips")
+    started = time.perf_counter()
+    write_inventory(clips, _clip_digest)
+    rows = sum(1 for _ in open(clips / INVENTORY_NAME)) - 1
+    out["clips"] = {"files": rows, "s": round(time.perf_counter() - started, 3),
+                    "bytes": (clips / INVENTORY_NAME).stat().st_size}
+    out["clips"]["us_per_file"] = round(out["clips"]["s"] / rows * 1e6, 1)
+    for store in ("frames", "logmel"):
+        directory = Path("data/kinetics/store") / store
+        paths = sorted(str(p) for p in directory.glob("shard-*.h5"))
+        started = time.perf_counter()
+        metas = [read_meta(p) for p in paths]
+        read = time.perf_counter()
+        write_shard_inventory(directory, paths, metas)
+        out[store] = {"shards": len(paths), "metas_s": round(read - started, 3),
+                      "s": round(time.perf_counter() - read, 4), "bytes": (directory / INVENTORY_NAME).stat().st_size}
+    return out
+
+
 def as_folders(dvc_yaml: str, cached: bool) -> str:
     """dvc.yaml with the data stages' big outputs (clips, frames, logmel) as folders, cached or
     not, and their consumers depending on the folders: the project's settings before inventories."""
@@ -438,8 +474,8 @@ def as_folders(dvc_yaml: str, cached: bool) -> str:
 
 def dvc_variant(project: Path, variant: str) -> dict[str, Any]:
     """DVC's cost under ``variant`` (copy | hardlink | uncached | inventory) on the outputs already built:
-    cache, state and dvc.lock emptied, the three stages reproduced (each finds its work done),
-    disk use, then a forced rerun of decode."""
+    cache and dvc.lock removed, the files given fresh inodes, the three stages reproduced (each
+    finds its work done), disk use, then a forced rerun of decode."""
     dvc_yaml = project / "dvc.yaml"
     original = project / "dvc.yaml.orig"
     if not original.exists():
@@ -519,7 +555,7 @@ def main() -> None:
         what, project = args.child
         os.chdir(project)
         sys.path.insert(0, project)  # the project's own copy of the code
-        print(json.dumps(loader_pass() if what == "loader" else eval_index()))
+        print(json.dumps({"loader": loader_pass, "eval-index": eval_index, "inventory": inventory_writing}[what]()))
         return
 
     if args.project:
@@ -539,15 +575,10 @@ def main() -> None:
 def variants_only(args) -> None:
     """The DVC variants on a kept project, its code (dvc.yaml, stages, pipeline, avsf) replaced
     by ``--code``'s and committed; its data as it is."""
-    from bench_report import bench_path, report
+    from bench_report import bench_path, git_commit, report
 
     project = args.project.resolve()
-    for name in CODE:
-        source, dest = args.code.resolve() / name, project / name
-        if dest.is_dir():
-            shutil.rmtree(dest)
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, dest, **(
-            {"ignore": shutil.ignore_patterns("__pycache__", "*.egg-info")} if source.is_dir() else {}))
+    copy_code(args.code.resolve(), project)
     (project / "dvc.yaml.orig").unlink(missing_ok=True)
     sh("git", "add", "-A", cwd=project)
     sh("git", "commit", "-qm", "code", "--allow-empty", cwd=project)
@@ -558,12 +589,14 @@ def variants_only(args) -> None:
     walls = {s: baseline["baseline"]["stages"][s]["wall_s"] for s in STAGES}
     variants = [dvc_variant(project, v) for v in args.dvc_variants]
     for v in variants:  # DVC's time after each stage over that stage's work: the overhead the goal bounds
-        v["dvc_fraction"] = {s: round(v["stages"][s]["dvc_after_s"] / walls[s], 5) for s in STAGES}
+        v["dvc_fraction"] = {s: round(v["stages"][s]["dvc_after_s"] / walls[s], 6) for s in STAGES}
     chosen = next((v for v in variants if v["variant"] == "inventory"), None)
     report(bench_path(args.name or "scale_dvc"), "dvc_after_stage_over_stage_work_largest",
            max(chosen["dvc_fraction"].values()) if chosen else None, "ratio", GOAL_DVC, higher_is_better=False,
-           clips=clips, stage_wall_s=walls, baseline=str(args.baseline), code=str(args.code), project=str(project),
-           dvc_variants=variants)
+           clips=clips, stage_wall_s=walls, baseline=str(args.baseline), baseline_commit=baseline.get("commit"),
+           code=str(args.code), code_commit=git_commit(args.code), project=str(project), dvc_variants=variants,
+           inventory_writing=child(project, "inventory"),
+           note="dvc status after each variant is timed with DVC's state just filled (kept), not lost")
 
 
 def write(args, results: list[dict[str, Any]], variants: list[dict[str, Any]]) -> None:

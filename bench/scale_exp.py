@@ -103,11 +103,12 @@ def main() -> None:
     print(f"[again] ran {figures['again']['ran']} in {figures['again']['wall_s']} s; status {figures['status_s']:.1f} s, "
           f"no-op repro {figures['noop_repro_s']:.1f} s; beyond need {figures['beyond_need']}", flush=True)
 
-    from bench_report import bench_path, report
+    from bench_report import bench_path, git_commit, report
 
     report(bench_path(args.name), "made_beyond_need", sum(figures["beyond_need"].values()), "clips, shards and stages",
            0, higher_is_better=False,
-           goal_met=sum(figures["beyond_need"].values()) == 0 and figures["decode_rebuilt_all"], code=str(args.code), short_side=args.short_side, **figures,
+           goal_met=sum(figures["beyond_need"].values()) == 0 and figures["decode_rebuilt_all"],
+           code_commit=git_commit(args.code), code=str(args.code), short_side=args.short_side, **figures,
            note="a data param that changes the frames only: download must be skipped, decode must rebuild "
                 "every shard, spectrogram must keep every shard")
     if not args.keep:

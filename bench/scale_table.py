@@ -104,19 +104,23 @@ def dvc_table(data: dict) -> list[str]:
     return rows
 
 
-def extrapolation(data: dict, inventory: dict | None = None) -> tuple[list[str], dict]:
+def extrapolation(data: dict, inventory: dict | None = None, timed: dict | None = None) -> tuple[list[str], dict]:
+    """The Kinetics-400 table; ``timed``: an earlier extrapolation whose timings of the log-mel
+    and the jobs' starts are kept (they are timed here otherwise, on the machine as it is)."""
     bench = REPO / "reports" / "bench"
     trim = statistics.median(json.loads((bench / "trim.json").read_text())["seconds_per_clip"]["pinned"]) * 10 / 8
     ingest = json.loads((bench / "ingest.json").read_text())
     decode = statistics.median(ingest["seconds_per_clip"]["ingest"])
     store_bytes = ingest["store_bytes_per_clip"]
-    logmel = logmel_seconds_per_clip()
+    logmel = timed["logmel_s"] if timed else logmel_seconds_per_clip()
     logmel_bytes = (1 + CLIP_SECONDS * 16000 // 256) * 80 * 2
     last = data["results"][-1]
     n, stages = last["clips"], last["repro"]["stages"]
     chosen = next((v for v in data["dvc_variants"] if v["variant"] == "uncached"), None)
-    # DVC: per byte from decode's few large shards, per file from download's many small ones
-    dvc = chosen["stages"] if chosen else stages
+    if chosen is None:
+        raise SystemExit("no 'uncached' DVC variant in the report: run bench/scale.py with --dvc-variants uncached")
+    # DVC hashing the folders: per byte from decode's few large shards, per file from download's many small ones
+    dvc = chosen["stages"]
     per_byte = dvc["decode"]["dvc_after_s"] / stages["decode"]["bytes_written"]
     per_file = max(0.0, (dvc["download"]["dvc_after_s"] - per_byte * stages["download"]["bytes_written"])
                    / stages["download"]["files_written"])
@@ -126,13 +130,16 @@ def extrapolation(data: dict, inventory: dict | None = None) -> tuple[list[str],
     work = {"download": trim, "decode": decode, "spectrogram": logmel}
     inventory_s = {}
     if inventory is not None:  # DVC after each stage with inventories, at N clips, scaled to Kinetics
-        chosen = next(v for v in inventory["dvc_variants"] if v["variant"] == "inventory")
+        chosen = next((v for v in inventory["dvc_variants"] if v["variant"] == "inventory"), None)
+        if chosen is None:
+            raise SystemExit("no 'inventory' variant in the DVC report: run bench/scale.py --project ... "
+                             "--dvc-variants inventory")
         inventory_s = {s: chosen["stages"][s]["dvc_after_s"] * KINETICS_CLIPS / inventory["clips"] for s in STAGES}
     rows = ["| stage | work a clip, one core (s) | jobs' starts (CPU h) | the stage's own pass (h) | work (CPU h) | "
             "one 16-core node (h) | DVC hashing the folders (h) | DVC with inventories (h) | 32 nodes, SLURM array (h) |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     out = {}
-    starts = {s: job_start_seconds(s) for s in work}
+    starts = timed["job_start_s"] if timed else {s: job_start_seconds(s) for s in work}
     jobs = {"download": NODES * NODE_CORES, "decode": min(MAX_JOBS, shards), "spectrogram": min(MAX_JOBS, shards)}
     for s in STAGES:
         st = stages[s]
@@ -166,12 +173,15 @@ def main() -> None:
     parser.add_argument("--dvc", type=Path, default=REPO / "reports" / "bench" / "scale_dvc.json",
                         help="DVC with inventories (bench/scale.py --project); skipped when absent")
     parser.add_argument("--write", action="store_true", help="keep the extrapolation in the report (kinetics_400)")
+    parser.add_argument("--retime", action="store_true", help="time the log-mel and the jobs' starts again "
+                        "(by default the report's earlier extrapolation's are kept)")
     args = parser.parse_args()
     data = json.loads(args.report.read_text())
     print("\n".join(rehearsal_table(data)), "\n")
     if data.get("dvc_variants"):
         print("\n".join(dvc_table(data)), "\n")
-    rows, figures = extrapolation(data, json.loads(args.dvc.read_text()) if args.dvc.is_file() else None)
+    rows, figures = extrapolation(data, json.loads(args.dvc.read_text()) if args.dvc.is_file() else None,
+                                  None if args.retime else data.get("kinetics_400"))
     print("\n".join(rows), "\n")
     print(json.dumps(figures, indent=1))
     if args.write:
