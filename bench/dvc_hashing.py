@@ -3,8 +3,9 @@
     python bench/dvc_hashing.py [--work /tmp/avsf-dvc-hashing] [--shards 16] [--shard-mb 160]
                                 [--clips 600] [--clip-mb 1.7] [--jobs 1 2 4 16] [--rounds 3] [--keep]
 
-The big outputs of download, decode and spectrogram are `cache: false, persist: true` in
-dvc.yaml: DVC stores no copy but md5-hashes every file after each stage (dvc_data's
+This measures the setting before the inventories (pipeline/inventory.py): the big outputs of
+download, decode and spectrogram as folders, `cache: false, persist: true` in dvc.yaml, of
+which DVC stores no copy but md5-hashes every file after each stage (dvc_data's
 _build_tree: files over 1 MiB in a thread pool of core.checksum_jobs threads, min(4, cores // 2)
 by default, smaller ones one at a time) and remembers each file's hash in its state database
 (site_cache_dir, keyed by the file's inode, mtime and size), so an unchanged file is read once.
@@ -27,7 +28,7 @@ cores give) and plain reads of the shards from the disk on 1 and 4 threads (what
 Every DVC command runs in a child that reports its bytes read (/proc/self/io: rchar, all reads;
 read_bytes, from the disk) and CPU seconds. Then, once: `dvc status` with the state emptied (another machine's or a lost site_cache_dir),
 one core's md5 rate in memory, and the cost of fingerprinting a store without reading its
-bytes (each shard's `meta` attribute read cold: the proposal in the README).
+bytes (each shard's `meta` attribute read cold: what the inventories, pipeline/inventory.py, now cost in place of the hashing).
 
 From these and the data stages' hours at Kinetics-400 scale (reports/bench/scale.json's
 kinetics_400, bench/scale_table.py; the bytes from store_real.json and the issue's 450 GB of

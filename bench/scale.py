@@ -464,7 +464,7 @@ def as_folders(dvc_yaml: str, cached: bool) -> str:
     """dvc.yaml with the data stages' big outputs (clips, frames, logmel) as folders, cached or
     not, and their consumers depending on the folders: the project's settings before inventories."""
     for key in BIG_OUTPUTS.values():
-        out = rf"(\n( +)- \$\{{layout\.data\}}/\$\{{key\}}/\$\{{DATA\.{key}\}})/\$\{{DATA\.inventory\}}:\n +cache: false[^\n]*"
+        out = rf"(\n( +)- \$\{{layout\.data\}}/\$\{{key\}}/\$\{{DATA\.{key}\}})/\$\{{DATA\.inventory\}}:\n +cache: false[^\n]*(?:\n +persist: true[^\n]*)?"
         folder = r"\1:\n\2    persist: true" + ("" if cached else r"\n\2    cache: false")
         dvc_yaml, n = re.subn(out, folder, dvc_yaml)
         assert n == 1, key

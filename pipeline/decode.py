@@ -3,7 +3,8 @@
     data/<dataset>/clips/clips.csv ──split into shards of decode.clips_per_shard──>
         run_shards(decode_shard): per clip decode_clip (JPEG frames at fps, 16 kHz audio)
         ──> data/<dataset>/store/frames/shard-NNNNN.h5 (a temporary name, renamed when whole)
-    ──merge shard metas──> index.csv, classes.json, ledger (download's rows + ours), metrics
+    ──merge shard metas──> index.csv, classes.json, ledger (download's rows + ours), metrics,
+        and last inventory.csv (what DVC tracks of the store: pipeline/inventory.py)
 
 Resumable: each shard records a fingerprint of what it was built from (settings, clip
 files as their download records name them), and a rerun keeps every shard whose fingerprint

@@ -5,7 +5,8 @@
         annotated video whole) ──group by video id, shard──> run_shards(download_shard)
         each job: `workers` threads, one video at a time (fetch once, trim every segment)
     ──merge──> data/<d>/clips/<clip_id>.mp4 + .json (its record), clips.csv, classes.json
-               (every label of the manifests), the ledger, the metrics
+               (every label of the manifests), the ledger, the metrics, and last inventory.csv
+               (what DVC tracks of the folder: pipeline/inventory.py)
 """
 
 from __future__ import annotations

@@ -7,9 +7,11 @@ Under params.yaml's ``layout.data`` and ``layout.reports``, for dataset ``<d>`` 
 
     <data>/demo/<d>/                  demo@<d>: the demo world, in the dataset's own files
     <data>/<d>/annotations/           download@<d>: the annotation files it read; later stages read these
-    <data>/<d>/clips/                 download@<d>: the clips, clips.csv, classes.json (persist)
-    <data>/<d>/store/frames/          decode@<d>: the HDF5 frame store (persist)
-    <data>/<d>/store/logmel/          spectrogram@<d>: the HDF5 log-mel store (persist)
+    <data>/<d>/clips/                 download@<d>: the clips, clips.csv, classes.json, inventory.csv
+    <data>/<d>/store/frames/          decode@<d>: the HDF5 frame store, index.csv, classes.json, inventory.csv
+    <data>/<d>/store/logmel/          spectrogram@<d>: the HDF5 log-mel store, stats.json, inventory.csv
+                                      (DVC tracks these three folders by their inventory.csv:
+                                      pipeline/inventory.py)
     <data>/<d>/ledger/<stage>.csv     every row that failed, with its reason
     <data>/<d>/train/<m>/             train@<m> (Kinetics), finetune@<d>-<m>: checkpoints (persist),
                                       summary.json and ledger.csv of the finished run
