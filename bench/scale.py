@@ -437,14 +437,14 @@ def inventory_writing() -> dict[str, Any]:
     clips' (each clip's record read, the records hashed) and each store's (the shards' metas,
     which the stages read anyway, then the rows)."""
     from pipeline.download import _clip_digest
-    from pipeline.inventory import INVENTORY_NAME, write_inventory, write_shard_inventory
+    from pipeline.inventory import INVENTORY_NAME, read_inventory, write_inventory, write_shard_inventory
     from avsf.data.store import read_meta
 
     out: dict[str, Any] = {}
     clips = Path("data/kinetics/clips")
     started = time.perf_counter()
     write_inventory(clips, _clip_digest)
-    rows = sum(1 for _ in open(clips / INVENTORY_NAME)) - 1
+    rows = len(read_inventory(clips))
     out["clips"] = {"files": rows, "s": round(time.perf_counter() - started, 3),
                     "bytes": (clips / INVENTORY_NAME).stat().st_size}
     out["clips"]["us_per_file"] = round(out["clips"]["s"] / rows * 1e6, 1)
