@@ -304,7 +304,7 @@ def _train_one(run: TrainRun, store: StoreRecord | None = None) -> dict[str, Any
     run = with_length(run, train_clips)
     log.info(recipe_line(run, train_clips))
     fingerprint = run_fingerprint(run, store_identity(frames_dir, logmel_dir if uses_audio else None))
-    final, last = run.paths.out_dir / ckpt.FINAL, run.paths.out_dir / ckpt.LAST
+    final = run.paths.out_dir / ckpt.FINAL
     if _fingerprint_of(final) == fingerprint and (run.paths.out_dir / RUN_SUMMARY).is_file():
         # (DVC reran the stage for a change that is not this run's, e.g. another run's recipe:
         # no job is submitted to find that out)
@@ -313,7 +313,8 @@ def _train_one(run: TrainRun, store: StoreRecord | None = None) -> dict[str, Any
         if removed:
             log.info("train: removed %d temporary file(s) of a killed write from %s", removed, run.paths.out_dir)
         return TrainJob(run, fingerprint, store)._finished()
-    if last.is_file():
+    last = ckpt.resume_point(run.paths.out_dir)
+    if last is not None:
         resumes = _fingerprint_of(last) == fingerprint
         log.info("train: %s %s", last, "is this run's: it resumes from there" if resumes else
                  "was written with other settings or code: the run starts afresh")
@@ -377,7 +378,7 @@ class TrainJob(submitit.helpers.Checkpointable):
                 log.info("train: %s is already this run's result: nothing to train", final)
                 return self._finished() if rank == 0 else {}
             trainer = self._trainer(rank, world_size, local_rank, stop, owns_run)
-            resumed = trainer.resume(out_dir / ckpt.LAST)
+            resumed = trainer.resume(ckpt.resume_point(out_dir))
             # Rank 0 writes only while it owns the run; otherwise the first step stops every rank.
             if not resumed and rank == 0 and owns_run():
                 _clear_checkpoints(out_dir)

@@ -133,7 +133,7 @@ def run_dir(tmp_path: Path, store: Path, overrides: dict | None = None, name: st
 def trainer_for(root: Path, params, monkeypatch, should_stop=None):
     monkeypatch.chdir(root)
     trainer = TrainJob(training_run(params), "fp")._trainer(0, 1, 0, _Stop(should_stop))
-    trainer.resume(root / "data/kinetics/train/model" / ckpt.LAST)
+    trainer.resume(ckpt.resume_point(root / "data/kinetics/train/model"))  # as pipeline.train's job
     return trainer
 
 
@@ -161,6 +161,8 @@ def test_a_run_stopped_mid_epoch_resumes_to_identical_weights_and_metrics(store,
     stopped = first.run()
     assert stopped.preempted and stopped.global_step == 4
     assert (root / "data/kinetics/train/model/checkpoint_epoch_00001_step_000001.pyth").is_file()
+    # as a job killed between the checkpoint's write and the link of last.pyth leaves it
+    (root / "data/kinetics/train/model" / ckpt.LAST).unlink()
     resumed_trainer = trainer_for(root, params, monkeypatch)  # a new process would build it afresh
     assert (resumed_trainer.start_epoch, resumed_trainer.start_step) == (1, 1)
     resumed = resumed_trainer.run()
@@ -169,6 +171,35 @@ def test_a_run_stopped_mid_epoch_resumes_to_identical_weights_and_metrics(store,
     assert strip_timing(resumed.history) == strip_timing(straight.history)
     assert resumed.final == straight.final
     assert not list((root / "data/kinetics/train/model").glob("*_step_*.pyth"))  # the mid-epoch point is gone
+
+
+def test_the_resume_point_is_the_checkpoint_furthest_on(tmp_path):
+    """last.pyth, unless a checkpoint further on was written after it (a job killed before
+    it linked last.pyth there); where links fail, last.pyth is a copy and its record says
+    where it stands."""
+    def write(name, epoch, step=0):
+        return ckpt.save_checkpoint(tmp_path / name, {"avsf": {"next_epoch": epoch, "next_step": step}})
+
+    assert ckpt.resume_point(tmp_path) is None
+    first = write(ckpt.epoch_checkpoint_name(1), 1)
+    assert ckpt.resume_point(tmp_path) == first  # killed before any link
+    ckpt.link_last(tmp_path, first)
+    assert ckpt.resume_point(tmp_path) == tmp_path / ckpt.LAST
+    mid = write("checkpoint_epoch_00001_step_000002.pyth", 1, 2)
+    assert ckpt.resume_point(tmp_path) == mid
+    ckpt.link_last(tmp_path, mid)
+    assert ckpt.resume_point(tmp_path) == tmp_path / ckpt.LAST
+    second = write(ckpt.epoch_checkpoint_name(2), 2)
+    assert ckpt.resume_point(tmp_path) == second
+    # copies instead of links
+    (tmp_path / ckpt.LAST).unlink()
+    shutil.copyfile(mid, tmp_path / ckpt.LAST)
+    assert ckpt.resume_point(tmp_path) == second
+    shutil.copyfile(second, tmp_path / ckpt.LAST)
+    assert ckpt.resume_point(tmp_path) == tmp_path / ckpt.LAST
+    for p in (first, mid, second):  # pruned: last.pyth alone
+        p.unlink()
+    assert ckpt.resume_point(tmp_path) == tmp_path / ckpt.LAST
 
 
 def test_avslowfast_resumes_exactly_with_dropout_drop_pathway_sync_and_more_workers(store, tmp_path, monkeypatch):

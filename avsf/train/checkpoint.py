@@ -36,6 +36,8 @@ FINAL = "final.pyth"  # the trained model, after precise BN: what later stages t
 
 
 EPOCH_NAME = re.compile(r"checkpoint_epoch_\d{5}\.pyth")  # not the mid-epoch ..._step_NNNNNN.pyth
+# Every checkpoint a run writes, named by where training goes on from: (epoch, step)
+POSITION_NAME = re.compile(r"checkpoint_epoch_(\d{5})(?:_step_(\d{6}))?\.pyth")
 
 
 def epoch_checkpoint_name(epochs_done: int) -> str:
@@ -84,9 +86,42 @@ def link_last(directory: str | os.PathLike, target: str | os.PathLike) -> None:
     os.replace(tmp, final)
 
 
-def load_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """A checkpoint this engine wrote (tensors and plain containers only: no code runs)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+def resume_point(directory: str | os.PathLike) -> Path | None:
+    """The checkpoint to resume from: ``last.pyth``, unless a checkpoint further on sits
+    beside it (a job killed between that checkpoint's write and the link of ``last.pyth``);
+    None when there is neither."""
+    directory = Path(directory)
+    last = directory / LAST
+    written = sorted((_position(m), p) for p in directory.glob("checkpoint_epoch_*.pyth")
+                     if (m := POSITION_NAME.fullmatch(p.name)))
+    if not written:
+        return last if last.is_file() else None
+    newest_position, newest = written[-1]
+    if not last.is_file():
+        return newest
+    if any(_same_file(last, p) for _, p in written):  # a hard link: its name says where it is
+        last_position = next(pos for pos, p in reversed(written) if _same_file(last, p))
+    else:  # a copy (links failed): its record says
+        record = load_training_checkpoint(last, mmap=True)["avsf"]
+        last_position = (record["next_epoch"], record["next_step"])
+    return newest if newest_position > last_position else last
+
+
+def _position(name: re.Match) -> tuple[int, int]:
+    return int(name[1]), int(name[2] or 0)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def load_training_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint this engine wrote (tensors and plain containers only: no code runs);
+    ``mmap`` reads tensors only when they are used (for a look at the record)."""
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     if not isinstance(state, dict) or "avsf" not in state:
         raise ValueError(f"{path}: not a training checkpoint of avsf (no 'avsf' resumption record)")
     return state

@@ -286,12 +286,12 @@ class Trainer:
             },
         }
 
-    def resume(self, path: str | Path) -> bool:
-        """Continue from the checkpoint at ``path`` when it was written by this same run
-        (same fingerprint); returns whether it did."""
-        path = Path(path)
-        if not path.is_file():
+    def resume(self, path: str | Path | None) -> bool:
+        """Continue from the checkpoint at ``path`` (checkpoint.resume_point's) when it was
+        written by this same run (same fingerprint); returns whether it did."""
+        if path is None or not Path(path).is_file():
             return False
+        path = Path(path)
         state = ckpt.load_training_checkpoint(path)
         record = state["avsf"]
         if record["fingerprint"] != self.s.fingerprint:
