@@ -15,8 +15,9 @@ pipeline.layout (checkpoints, summary.json and ledger.csv in ``data/<d>/train/<m
 and the summary DVC reads in ``reports/<d>/train/<m>``).
 
 A run depends on its settings and its store; their fingerprint is in every checkpoint.
-A rerun resumes from ``last.pyth`` when the fingerprint matches (a killed stage, a requeued
-job), and starts afresh when it does not (``dvc exp run -S train.epochs=...``); a finished
+A rerun resumes from ``last.pyth`` (or a newer checkpoint that a kill left unlinked:
+checkpoint.resume_point) when the fingerprint matches (a killed stage, a requeued job), and
+starts afresh when it does not (``dvc exp run -S train.epochs=...``); a finished
 run (``final.pyth`` with the same fingerprint) is not trained again. A job that is not its
 run's owner (pipeline.launch.RunClaim: a requeue that outlived its run, a duplicate, a late
 start) touches nothing in train.out_dir and exits.
@@ -33,7 +34,7 @@ import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 import submitit
 import torch
@@ -76,6 +77,7 @@ TRAIN_CODE = ("pipeline/train.py", "pipeline/models.py", "pipeline/datasets", "a
               "avsf/io")
 NOT_TRAIN_CODE = ("avsf/data/demo",)
 REPO = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 # Params that change how a run is watched, stored or tested later, not what it computes.
 NOT_IN_FINGERPRINT = {
     "train": {"workers", "persistent_workers", "log_every", "checkpoint_every", "keep_checkpoints", "signal_delay_s",
@@ -378,7 +380,9 @@ class TrainJob(submitit.helpers.Checkpointable):
                 log.info("train: %s is already this run's result: nothing to train", final)
                 return self._finished() if rank == 0 else {}
             trainer = self._trainer(rank, world_size, local_rank, stop, owns_run)
-            resumed = trainer.resume(ckpt.resume_point(out_dir))
+            resumed = trainer.resume(_from_rank0(ckpt.resume_point(out_dir) if rank == 0 else None))
+            if dist.is_initialized():  # every rank has read the checkpoint before rank 0 may clear it
+                dist.barrier()
             # Rank 0 writes only while it owns the run; otherwise the first step stops every rank.
             if not resumed and rank == 0 and owns_run():
                 _clear_checkpoints(out_dir)
@@ -513,11 +517,16 @@ def _init_distributed(expected: int, device_type: str) -> tuple[int, int, int]:
 
 def _rank0_says(value: bool) -> bool:
     """Rank 0's ``value`` on every rank, so that all of them go on or stop together."""
+    return bool(_from_rank0(value))
+
+
+def _from_rank0(value: T) -> T:
+    """Rank 0's ``value`` on every rank (e.g. the one checkpoint every rank resumes from)."""
     if not dist.is_initialized():
         return value
     box = [value]
     dist.broadcast_object_list(box, src=0)
-    return bool(box[0])
+    return box[0]
 
 
 def _superseded(claim: RunClaim | None, out_dir: Path) -> dict[str, Any]:

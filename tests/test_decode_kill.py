@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from avsf.data.store import STATS_NAME, store_hashes
 from avsf.io.atomic import TEMP_MARKER
 from clip_factory import KINETICS, ClipSpec, build_store, store_params
 from conftest import REPO
+from process_group import kill_group_when
 
 SPECS = [ClipSpec(f"clip{i}", seconds=4.0, size=(96, 72), tone_hz=300.0 + 100 * i,
                   split="train" if i % 3 else "val") for i in range(6)]
@@ -29,15 +29,16 @@ def kill_mid_stage(stage: str, root: Path, params: Path, shards: Path) -> None:
     log = (root / f"{stage}-killed.log").open("w")
     proc = subprocess.Popen([sys.executable, str(REPO / "stages" / f"{stage}.py"), "--params", str(params)],
                             cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:
+
+    def mid_stage() -> bool:  # (a shard's temporary: not the inventory's, written after the metrics)
         names = os.listdir(shards) if shards.is_dir() else []
-        if "shard-00000.h5" in names and any(TEMP_MARKER in n for n in names):
-            os.killpg(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.001)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, f"{stage} was not killed mid-stage: {(root / f'{stage}-killed.log').read_text()}"
+        return "shard-00000.h5" in names and any(n.startswith(".shard-") and TEMP_MARKER in n for n in names)
+
+    try:
+        kill_group_when(proc, mid_stage)
+    except AssertionError as err:
+        raise AssertionError(f"{stage} was not killed mid-stage ({err}): {(root / f'{stage}-killed.log').read_text()}")
+    assert proc.returncode == -signal.SIGKILL
 
 
 def rerun(stage: str, root: Path, params: Path) -> None:

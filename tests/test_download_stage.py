@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import av
@@ -16,10 +15,12 @@ import numpy as np
 import pytest
 
 import conftest
+from avsf.io.atomic import TEMP_MARKER
 from avsf.io.digest import file_digest
 from avsf.io.media import probe, write_video
 from pipeline.inventory import read_inventory
 from pipeline.layout import Layout
+from process_group import kill_group_when
 
 REPO = conftest.REPO
 LABELS = ["air drumming", "hurling (sport)", "yoga"]
@@ -214,21 +215,18 @@ def test_kill_9_mid_write_then_rerun_finishes(tmp_path, cluster):
     out, _, metrics_path = outputs(tmp_path)
     proc = subprocess.Popen([sys.executable, "stages/download.py", "--params", str(params)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    def mid_write() -> bool:  # some clips finished, one half-written
+        names = [p.name for p in out.glob("*")] if out.is_dir() else []
+        done = [n for n in names if not n.startswith(".")]
+        return len(done) >= 2 and any(n.startswith(".") and TEMP_MARKER in n for n in names)
+
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            names = [p.name for p in out.glob("*")] if out.is_dir() else []
-            done = [n for n in names if not n.startswith(".")]
-            writing = [n for n in names if n.startswith(".") and ".tmp-" in n]
-            if len(done) >= 2 and writing:  # some clips finished, one half-written
-                os.killpg(proc.pid, signal.SIGKILL)
-                break
-            time.sleep(0.002)
+        kill_group_when(proc, mid_write, timeout=60, poll_s=0.002)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the stage ended before it could be killed mid-write"
+    assert proc.returncode == -signal.SIGKILL
 
     left = sorted(p.name for p in out.iterdir())
     temporaries = [n for n in left if n.startswith(".")]

@@ -9,10 +9,8 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from avsf.data.store import read_meta
 from file_server import FileServer
 from clip_factory import ClipSpec, write_clip
 from conftest import REPO, write_params
+from process_group import kill_group_when
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -105,12 +104,7 @@ def run_and_kill_when(cmd: list[str], root: Path, rebuilt: int) -> None:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(root)}
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    deadline = time.monotonic() + 240
-    while qualities(root).count(NEW) <= rebuilt:
-        assert proc.poll() is None and time.monotonic() < deadline, f"{cmd} ended before it was killed"
-        time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_group_when(proc, lambda: qualities(root).count(NEW) > rebuilt, timeout=240, poll_s=0.005)
     assert qualities(root).count(NEW) < 6, "killed after the last shard: not mid-run"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -165,6 +166,8 @@ def test_a_run_stopped_mid_epoch_resumes_to_identical_weights_and_metrics(store,
     (root / "data/kinetics/train/model" / ckpt.LAST).unlink()
     resumed_trainer = trainer_for(root, params, monkeypatch)  # a new process would build it afresh
     assert (resumed_trainer.start_epoch, resumed_trainer.start_step) == (1, 1)
+    assert os.path.samefile(root / "data/kinetics/train/model" / ckpt.LAST,  # linked as the killed job would have
+                            root / "data/kinetics/train/model/checkpoint_epoch_00001_step_000001.pyth")
     resumed = resumed_trainer.run()
     assert resumed.resumed_from == {"epoch": 1, "step": 1}
     assert same_weights(model_weights(root / "data/kinetics/train/model" / ckpt.FINAL), reference)
@@ -191,12 +194,17 @@ def test_the_resume_point_is_the_checkpoint_furthest_on(tmp_path):
     assert ckpt.resume_point(tmp_path) == tmp_path / ckpt.LAST
     second = write(ckpt.epoch_checkpoint_name(2), 2)
     assert ckpt.resume_point(tmp_path) == second
+    ckpt.link_last(tmp_path, second)  # (the mid-epoch point behind it not yet removed)
+    assert ckpt.resume_point(tmp_path) == tmp_path / ckpt.LAST
     # copies instead of links
     (tmp_path / ckpt.LAST).unlink()
     shutil.copyfile(mid, tmp_path / ckpt.LAST)
     assert ckpt.resume_point(tmp_path) == second
     shutil.copyfile(second, tmp_path / ckpt.LAST)
     assert ckpt.resume_point(tmp_path) == tmp_path / ckpt.LAST
+    (tmp_path / ckpt.LAST).write_bytes(b"not a checkpoint")
+    assert ckpt.resume_point(tmp_path) == second
+    shutil.copyfile(second, tmp_path / ckpt.LAST)
     for p in (first, mid, second):  # pruned: last.pyth alone
         p.unlink()
     assert ckpt.resume_point(tmp_path) == tmp_path / ckpt.LAST

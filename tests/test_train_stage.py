@@ -15,11 +15,13 @@ import pytest
 import torch
 
 from avsf.data.store import read_meta
+from avsf.io.atomic import TEMP_MARKER
 from avsf.io.machine import cpu_description
 from avsf.train import checkpoint as ckpt
 from avsf.train.engine import drop_audio_draw
 from pipeline.runs import pretrain_run
 from pipeline.params import ParamsError, load_params
+from process_group import kill_group_when
 from train_factory import (EPOCHS, assert_same_run, curve, job_logs, job_record, job_submitted, log_says,
                            project, run, stage_killed_job_held, start, task_pids, train_params, wait_for)
 
@@ -151,19 +153,20 @@ def plant_killed_writes(out: Path) -> list[str]:
 
 def test_kill_9_of_the_stage_and_its_job_then_a_rerun_resumes_exactly(store, reference, tmp_path):
     root = project(tmp_path, store, "killed")
+    out = root / "data/kinetics/train/model"
     proc = start(root)
-    wait_for(lambda: (root / "data/kinetics/train/model" / ckpt.epoch_checkpoint_name(1)).exists(), what="epoch 1")
-    os.killpg(proc.pid, signal.SIGKILL)  # the stage, submitit's controller and the task
-    proc.wait(timeout=30)
-    assert not (root / "data/kinetics/train/model" / ckpt.FINAL).exists()
-    plant_killed_writes(root / "data/kinetics/train/model")
+    # the stage, submitit's controller and the task; the kill may fall inside a checkpoint's
+    # write or between it and last.pyth's link
+    left = kill_group_when(proc, lambda: (out / ckpt.epoch_checkpoint_name(1)).exists() and sorted(os.listdir(out)))
+    assert ckpt.FINAL not in left
+    killed_writes = [n for n in left if TEMP_MARKER in n]
+    plant_killed_writes(out)
     done = run(root)
     assert done.returncode == 0, done.stderr
     logs = job_logs(root)
-    # (last.pyth, or the epoch's checkpoint when the kill fell between its write and last.pyth's link)
     assert re.search(r"train: resuming data/kinetics/train/model/(last|checkpoint_epoch_\d{5})\.pyth at epoch \d+ step 0",
                      logs), logs
-    assert "removed 3 temporary file(s)" in logs
+    assert f"removed {3 + len(killed_writes)} temporary file(s)" in logs
     assert_same_run(root, reference)
     # DVC's output holds complete files only
     assert sorted(p.name for p in (root / "data/kinetics/train/model").iterdir()) == sorted(

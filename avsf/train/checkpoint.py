@@ -31,7 +31,7 @@ import torch
 from avsf.io.atomic import atomic_output, temp_path_for
 
 CHECKPOINT_VERSION = 1
-LAST = "last.pyth"  # the newest state to resume from (a hard link to an epoch checkpoint)
+LAST = "last.pyth"  # the newest state to resume from (a hard link to an epoch checkpoint; see resume_point)
 FINAL = "final.pyth"  # the trained model, after precise BN: what later stages take
 
 
@@ -102,8 +102,11 @@ def resume_point(directory: str | os.PathLike) -> Path | None:
     if any(_same_file(last, p) for _, p in written):  # a hard link: its name says where it is
         last_position = next(pos for pos, p in reversed(written) if _same_file(last, p))
     else:  # a copy (links failed): its record says
-        record = load_training_checkpoint(last, mmap=True)["avsf"]
-        last_position = (record["next_epoch"], record["next_step"])
+        try:
+            record = load_training_checkpoint(last, mmap=True)["avsf"]
+            last_position = (record["next_epoch"], record["next_step"])
+        except (OSError, ValueError, KeyError, RuntimeError):  # not a checkpoint of ours: the named one is
+            return newest
     return newest if newest_position > last_position else last
 
 

@@ -309,6 +309,10 @@ class Trainer:
         ckpt.set_rng_states(record["rng"])
         self.resumed_from = {"epoch": self.start_epoch, "step": self.start_step}
         log.info("train: resuming %s at epoch %d step %d", path, self.start_epoch, self.start_step)
+        if path.name != ckpt.LAST and self.rank == 0 and self.owns_run():
+            # (its job was killed before it finished _save: what _save would have done, so that
+            # a run that has no epoch left still ends with last.pyth at its final checkpoint)
+            self._make_last(path)
         return True
 
     def _save(self, next_epoch: int, next_step: int) -> Path | None:
@@ -323,12 +327,17 @@ class Trainer:
         else:  # mid-epoch (preempted): a resumption point only
             path = self.out_dir / f"checkpoint_epoch_{next_epoch:05d}_step_{next_step:06d}.pyth"
         ckpt.save_checkpoint(path, self.state(next_epoch, next_step))
+        self._make_last(path)
+        return path
+
+    def _make_last(self, path: Path) -> None:
+        """``path`` becomes the point to resume from: last.pyth links it, an earlier mid-epoch
+        point goes, and epoch checkpoints beyond train.keep_checkpoints are pruned."""
         ckpt.link_last(self.out_dir, path)
         for stale in self.out_dir.glob("checkpoint_epoch_*_step_*.pyth"):
-            if stale != path:
+            if stale.name != path.name:  # (path may be absolute, out_dir relative)
                 stale.unlink()
         ckpt.prune_checkpoints(self.out_dir, self.s.keep_checkpoints)
-        return path
 
     # ------------------------------------------------------------------ the loop
 
