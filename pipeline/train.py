@@ -65,6 +65,7 @@ from pipeline.runs import TrainRun, target_runs, training_run
 from pipeline.store_check import StoreRecord, check_store, read_store
 
 log = logging.getLogger("avsf.train")
+T = TypeVar("T")
 
 STAGE = "train"
 # The code that computes a trained run's result (the network, the loader, the dataset's labels,
@@ -77,7 +78,6 @@ TRAIN_CODE = ("pipeline/train.py", "pipeline/models.py", "pipeline/datasets", "a
               "avsf/io")
 NOT_TRAIN_CODE = ("avsf/data/demo",)
 REPO = Path(__file__).resolve().parents[1]
-T = TypeVar("T")
 # Params that change how a run is watched, stored or tested later, not what it computes.
 NOT_IN_FINGERPRINT = {
     "train": {"workers", "persistent_workers", "log_every", "checkpoint_every", "keep_checkpoints", "signal_delay_s",
@@ -591,12 +591,8 @@ def ledger_rows(failures: list[dict[str, str]]) -> list[Failure]:
 
 
 def _fingerprint_of(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    try:
-        return ckpt.load_training_checkpoint(path)["avsf"]["fingerprint"]
-    except (OSError, ValueError, KeyError, RuntimeError):
-        return None
+    record = ckpt.read_record(path)
+    return record["fingerprint"] if record else None
 
 
 def _clear_checkpoints(out_dir: Path) -> None:

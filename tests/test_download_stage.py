@@ -215,17 +215,13 @@ def test_kill_9_mid_write_then_rerun_finishes(tmp_path, cluster):
     out, _, metrics_path = outputs(tmp_path)
     proc = subprocess.Popen([sys.executable, "stages/download.py", "--params", str(params)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
     def mid_write() -> bool:  # some clips finished, one half-written
         names = [p.name for p in out.glob("*")] if out.is_dir() else []
         done = [n for n in names if not n.startswith(".")]
         return len(done) >= 2 and any(n.startswith(".") and TEMP_MARKER in n for n in names)
 
-    try:
-        kill_group_when(proc, mid_write, timeout=60, poll_s=0.002)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_group_when(proc, mid_write, timeout=60, poll_s=0.002)
     assert proc.returncode == -signal.SIGKILL
 
     left = sorted(p.name for p in out.iterdir())

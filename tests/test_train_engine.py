@@ -163,7 +163,7 @@ def test_a_run_stopped_mid_epoch_resumes_to_identical_weights_and_metrics(store,
     assert stopped.preempted and stopped.global_step == 4
     assert (root / "data/kinetics/train/model/checkpoint_epoch_00001_step_000001.pyth").is_file()
     # as a job killed between the checkpoint's write and the link of last.pyth leaves it
-    (root / "data/kinetics/train/model" / ckpt.LAST).unlink()
+    ckpt.link_last(root / "data/kinetics/train/model", root / "data/kinetics/train/model" / ckpt.epoch_checkpoint_name(1))
     resumed_trainer = trainer_for(root, params, monkeypatch)  # a new process would build it afresh
     assert (resumed_trainer.start_epoch, resumed_trainer.start_step) == (1, 1)
     assert os.path.samefile(root / "data/kinetics/train/model" / ckpt.LAST,  # linked as the killed job would have
@@ -181,7 +181,8 @@ def test_the_resume_point_is_the_checkpoint_furthest_on(tmp_path):
     it linked last.pyth there); where links fail, last.pyth is a copy and its record says
     where it stands."""
     def write(name, epoch, step=0):
-        return ckpt.save_checkpoint(tmp_path / name, {"avsf": {"next_epoch": epoch, "next_step": step}})
+        return ckpt.save_checkpoint(tmp_path / name, {"avsf": {"fingerprint": "f", "next_epoch": epoch,
+                                                                "next_step": step}})
 
     assert ckpt.resume_point(tmp_path) is None
     first = write(ckpt.epoch_checkpoint_name(1), 1)
@@ -208,6 +209,8 @@ def test_the_resume_point_is_the_checkpoint_furthest_on(tmp_path):
     for p in (first, mid, second):  # pruned: last.pyth alone
         p.unlink()
     assert ckpt.resume_point(tmp_path) == tmp_path / ckpt.LAST
+    (tmp_path / ckpt.LAST).write_bytes(b"")  # no checkpoint at all
+    assert ckpt.resume_point(tmp_path) is None
 
 
 def test_avslowfast_resumes_exactly_with_dropout_drop_pathway_sync_and_more_workers(store, tmp_path, monkeypatch):

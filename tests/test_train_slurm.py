@@ -55,7 +55,7 @@ def reference(train_reference):
 
 
 def fingerprint(path) -> str:
-    return ckpt.load_training_checkpoint(path)["avsf"]["fingerprint"]
+    return ckpt.read_record(path)["fingerprint"]
 
 
 def test_two_tasks_on_one_node_are_two_gloo_ranks_in_step(store, tmp_path):

@@ -21,7 +21,7 @@ from avsf.train import checkpoint as ckpt
 from avsf.train.engine import drop_audio_draw
 from pipeline.runs import pretrain_run
 from pipeline.params import ParamsError, load_params
-from process_group import kill_group_when
+from process_group import kill_group_when, process_ended
 from train_factory import (EPOCHS, assert_same_run, curve, job_logs, job_record, job_submitted, log_says,
                            project, run, stage_killed_job_held, start, task_pids, train_params, wait_for)
 
@@ -237,8 +237,7 @@ def test_ctrl_c_cancels_the_job(store, tmp_path):
     wait_for(lambda: bool(task_pids(controller)), what="the task")
     os.kill(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=60) == 130
-    wait_for(lambda: not Path(f"/proc/{controller}").exists() or
-             b"zombie" in Path(f"/proc/{controller}/status").read_bytes().lower(), timeout=30, what="cancel")
+    wait_for(lambda: process_ended(controller), timeout=30, what="cancel")
     assert "interrupted: the stage's jobs were cancelled" in (root / "stage.log").read_text()
 
 
@@ -294,7 +293,7 @@ def test_a_rerun_with_other_params_cancels_the_running_job_and_starts_its_own(st
         wait_for(lambda: log_says(root, f"job {old} still runs with other settings"), what="the rerun")
     assert rerun.wait(timeout=240) == 0, (root / "stage.log").read_text()
     assert "cancelling it" in (root / "stage.log").read_text()
-    assert not Path(f"/proc/{old}").exists() or b"zombie" in Path(f"/proc/{old}/status").read_bytes().lower()
+    assert process_ended(old)
     assert json.loads((root / "reports/kinetics/train/model/summary.json").read_text())["epochs"] == 2
 
 

@@ -19,6 +19,7 @@ Files are written under a temporary name and renamed: a kill never leaves half a
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
 import shutil
@@ -31,11 +32,12 @@ import torch
 from avsf.io.atomic import atomic_output, temp_path_for
 
 CHECKPOINT_VERSION = 1
-LAST = "last.pyth"  # the newest state to resume from (a hard link to an epoch checkpoint; see resume_point)
+LAST = "last.pyth"  # the point to resume from: a hard link to the newest checkpoint (a copy where links fail)
 FINAL = "final.pyth"  # the trained model, after precise BN: what later stages take
 
 
 EPOCH_NAME = re.compile(r"checkpoint_epoch_\d{5}\.pyth")  # not the mid-epoch ..._step_NNNNNN.pyth
+STEP_NAME = re.compile(r"checkpoint_epoch_\d{5}_step_\d{6}\.pyth")
 # Every checkpoint a run writes, named by where training goes on from: (epoch, step)
 POSITION_NAME = re.compile(r"checkpoint_epoch_(\d{5})(?:_step_(\d{6}))?\.pyth")
 
@@ -43,6 +45,12 @@ POSITION_NAME = re.compile(r"checkpoint_epoch_(\d{5})(?:_step_(\d{6}))?\.pyth")
 def epoch_checkpoint_name(epochs_done: int) -> str:
     """PySlowFast's name: ``checkpoint_epoch_00005.pyth`` after 5 epochs."""
     return f"checkpoint_epoch_{epochs_done:05d}.pyth"
+
+
+def step_checkpoint_name(epoch: int, step: int) -> str:
+    """A mid-epoch resumption point (a preempted job's): training goes on at ``step`` of
+    ``epoch`` (both counted from 0)."""
+    return f"checkpoint_epoch_{epoch:05d}_step_{step:06d}.pyth"
 
 
 def rng_states() -> dict[str, Any]:
@@ -88,26 +96,22 @@ def link_last(directory: str | os.PathLike, target: str | os.PathLike) -> None:
 
 def resume_point(directory: str | os.PathLike) -> Path | None:
     """The checkpoint to resume from: ``last.pyth``, unless a checkpoint further on sits
-    beside it (a job killed between that checkpoint's write and the link of ``last.pyth``);
-    None when there is neither."""
+    beside it (a job killed between that checkpoint's write and the link of ``last.pyth``)
+    or ``last.pyth`` is no checkpoint of ours; None when there is none."""
     directory = Path(directory)
     last = directory / LAST
     written = sorted((_position(m), p) for p in directory.glob("checkpoint_epoch_*.pyth")
                      if (m := POSITION_NAME.fullmatch(p.name)))
-    if not written:
-        return last if last.is_file() else None
-    newest_position, newest = written[-1]
-    if not last.is_file():
-        return newest
-    if any(_same_file(last, p) for _, p in written):  # a hard link: its name says where it is
-        last_position = next(pos for pos, p in reversed(written) if _same_file(last, p))
-    else:  # a copy (links failed): its record says
-        try:
-            record = load_training_checkpoint(last, mmap=True)["avsf"]
-            last_position = (record["next_epoch"], record["next_step"])
-        except (OSError, ValueError, KeyError, RuntimeError):  # not a checkpoint of ours: the named one is
+    newest_position, newest = written[-1] if written else (None, None)
+    linked = [pos for pos, p in written if _same_file(last, p)]
+    if linked:  # a hard link: the name it shares says where it is
+        last_position = linked[-1]
+    else:  # a copy, or last.pyth alone (the others pruned): its record says
+        record = read_record(last)
+        if record is None:
             return newest
-    return newest if newest_position > last_position else last
+        last_position = (record["next_epoch"], record["next_step"])
+    return newest if newest is not None and newest_position > last_position else last
 
 
 def _position(name: re.Match) -> tuple[int, int]:
@@ -128,6 +132,16 @@ def load_training_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dic
     if not isinstance(state, dict) or "avsf" not in state:
         raise ValueError(f"{path}: not a training checkpoint of avsf (no 'avsf' resumption record)")
     return state
+
+
+def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The resumption record (``avsf``) of the checkpoint at ``path``, without reading its
+    tensors; None when there is no file there or it is not a checkpoint of ours."""
+    try:
+        record = load_training_checkpoint(path, mmap=True)["avsf"]
+        return record if {"fingerprint", "next_epoch", "next_step"} <= set(record) else None
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError):
+        return None
 
 
 def prune_checkpoints(directory: str | os.PathLike, keep: int) -> list[Path]:

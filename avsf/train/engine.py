@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -288,7 +289,9 @@ class Trainer:
 
     def resume(self, path: str | Path | None) -> bool:
         """Continue from the checkpoint at ``path`` (checkpoint.resume_point's) when it was
-        written by this same run (same fingerprint); returns whether it did."""
+        written by this same run (same fingerprint); returns whether it did. Rank 0 then
+        finishes what a job killed inside its last checkpoint's write left undone in the
+        run's folder (last.pyth's link, the other mid-epoch points, the pruning)."""
         if path is None or not Path(path).is_file():
             return False
         path = Path(path)
@@ -309,9 +312,9 @@ class Trainer:
         ckpt.set_rng_states(record["rng"])
         self.resumed_from = {"epoch": self.start_epoch, "step": self.start_step}
         log.info("train: resuming %s at epoch %d step %d", path, self.start_epoch, self.start_step)
-        if path.name != ckpt.LAST and self.rank == 0 and self.owns_run():
-            # (its job was killed before it finished _save: what _save would have done, so that
-            # a run that has no epoch left still ends with last.pyth at its final checkpoint)
+        if self.rank == 0 and self.owns_run() and path.parent.resolve() == self.out_dir.resolve():
+            # (_save's tail, which a kill may have cut short: even a run with no step left ends
+            # with the folder an uninterrupted run leaves)
             self._make_last(path)
         return True
 
@@ -325,17 +328,18 @@ class Trainer:
         if next_step == 0:
             path = self.out_dir / ckpt.epoch_checkpoint_name(next_epoch)
         else:  # mid-epoch (preempted): a resumption point only
-            path = self.out_dir / f"checkpoint_epoch_{next_epoch:05d}_step_{next_step:06d}.pyth"
+            path = self.out_dir / ckpt.step_checkpoint_name(next_epoch, next_step)
         ckpt.save_checkpoint(path, self.state(next_epoch, next_step))
         self._make_last(path)
         return path
 
     def _make_last(self, path: Path) -> None:
-        """``path`` becomes the point to resume from: last.pyth links it, an earlier mid-epoch
+        """``path`` becomes the point to resume from: last.pyth links it, every other mid-epoch
         point goes, and epoch checkpoints beyond train.keep_checkpoints are pruned."""
-        ckpt.link_last(self.out_dir, path)
+        if path.name != ckpt.LAST:
+            ckpt.link_last(self.out_dir, path)
         for stale in self.out_dir.glob("checkpoint_epoch_*_step_*.pyth"):
-            if stale.name != path.name:  # (path may be absolute, out_dir relative)
+            if ckpt.STEP_NAME.fullmatch(stale.name) and not os.path.samefile(stale, path):
                 stale.unlink()
         ckpt.prune_checkpoints(self.out_dir, self.s.keep_checkpoints)
 
